@@ -1,0 +1,36 @@
+# trainhub: the README's two commands are `make quickstart` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On a machine without an NVIDIA GPU, pin the CPU build of torch (see DEVELOPERS.md);
+# with one, pip takes the ordinary CUDA build.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+CONSTRAINTS ?= $(if $(HAS_GPU),,-c constraints/cpu.txt)
+PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(CONSTRAINTS)
+
+.PHONY: quickstart test lint smoke-native schemas clean
+
+$(VENV)/.ready: pyproject.toml constraints/cpu.txt
+	python3 -m venv $(VENV)
+	$(PIP) -e '.[dev]'
+	touch $@
+
+quickstart: $(VENV)/.ready
+	rm -rf runs/quickstart
+	$(VENV)/bin/train --config config/quickstart.yaml
+
+test: $(VENV)/.ready
+	$(PY) -m pytest -q tests
+
+lint: $(VENV)/.ready
+	$(VENV)/bin/ruff check backend tests scripts research
+
+smoke-native: $(VENV)/.ready
+	rm -rf runs/smoke-native
+	$(VENV)/bin/train --config config/quickstart.yaml --dry-run --set output_dir=runs/smoke-native --set log.console=plain
+
+schemas: $(VENV)/.ready
+	$(PY) scripts/write_schemas.py
+
+clean:
+	rm -rf runs $(VENV)

@@ -1,0 +1,112 @@
+"""The command line: `trainhub train|validate|plan|backends`, and `train` (= `trainhub train`).
+
+The options are frozen by tests/unit/test_cli.py: they change only on purpose.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trainhub import host as host_mod
+from trainhub.jobfile import JobError, load
+from trainhub.runners import RUNNERS, choose
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train LLMs with any stack from one job file.")
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+CONFIG = typer.Option(..., "--config", "-c", help="The job file (YAML).", show_default=False)
+BACKEND = typer.Option(None, "--backend", "-b", help="Run with this backend instead of the job's.")
+SETS = typer.Option([], "--set", "-s", help="Override a job key: --set train.max_steps=10 (repeatable).")
+
+
+def _load(config: Path, sets: list[str], backend: str | None):
+    try:
+        return load(config, sets, backend)
+    except JobError as err:
+        for p in err.problems:
+            err_console.print(f"[red]error[/red] {p}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("train")
+def train_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS,
+              dry_run: bool = typer.Option(False, "--dry-run", help="Run exactly one optimizer step, then exit.")):
+    """Train: validate the job, pick the backend, run it, follow its metric log."""
+    from trainhub.hub import RunFolderInUse, run
+
+    job = _load(config, sets, backend)
+    try:
+        runner, _reasons = choose(job, host_mod.detect())
+        code = run(job, runner, dry_run=dry_run)
+    except (JobError, RunFolderInUse) as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command("validate")
+def validate_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS):
+    """Check a job file; print every problem and exit 1, or exit 0."""
+    job = _load(config, sets, backend)
+    try:
+        runner, _ = choose(job, host_mod.detect())
+    except JobError as err:
+        for p in err.problems:
+            err_console.print(f"[red]error[/red] {p}")
+        raise typer.Exit(1) from None
+    console.print(f"ok: {config} is a valid job ({job.method.type}, {job.adapter.type}, backend {runner.name})")
+
+
+@app.command("plan")
+def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS,
+             dry_run: bool = typer.Option(False, "--dry-run", help="Plan a one-step dry run.")):
+    """Show the chosen backend and why, and the exact command that would run."""
+    job = _load(config, sets, backend)
+    host = host_mod.detect()
+    try:
+        runner, reasons = choose(job, host)
+    except JobError as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    launch = runner.prepare(job, Path(job.output_dir), dry_run=dry_run)
+    console.print(f"host: {host.describe()}")
+    console.print("backends:")
+    for line in reasons:
+        console.print(f"  {line}")
+    console.print(f"run folder: {job.output_dir}")
+    console.print(f"command (in {launch.cwd}):")
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(launch.env.items()))
+    console.print(f"  {env} {shlex.join(launch.argv)}".rstrip(), soft_wrap=True)
+
+
+@app.command("backends")
+def backends_cmd():
+    """List the backends: ready or what is missing, methods and features."""
+    from trainhub.job import PLANNED_BACKENDS
+
+    table = Table("backend", "status", "methods", "features")
+    for name, runner in RUNNERS.items():
+        missing = runner.missing()
+        status = "ready" if not missing else "missing: " + ", ".join(missing)
+        table.add_row(name, status, ", ".join(runner.methods), ", ".join(runner.features))
+    for name in PLANNED_BACKENDS:
+        table.add_row(name, "planned", "", "")
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+train_app = typer.Typer(add_completion=False)
+train_app.command(help=train_cmd.__doc__)(train_cmd)
+
+
+def train_main() -> None:
+    train_app()

@@ -1,0 +1,1 @@
+"""Data: reading files, tokenizers, pretraining blocks, chat encoding with loss masks, batching."""

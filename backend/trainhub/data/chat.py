@@ -1,0 +1,62 @@
+"""Chat conversations -> token ids and labels, loss on assistant turns only.
+
+The tokenizer's own chat template renders each conversation. The tokens of an
+assistant turn are found from the template itself, not by searching strings:
+for each assistant message i,
+
+    before = render(messages[:i], add_generation_prompt=True)
+    after  = render(messages[:i+1])
+
+and the turn is after[len(before):], cut just past the last EOS in it (ChatML
+puts a newline after <|im_end|>; that newline is not a target). Two things are
+checked, with a clear error if a template breaks them: `before` is a token
+prefix of `after` (the template renders turns independently), and the turn
+contains the EOS token (a model that never sees EOS after its answer cannot stop).
+"""
+
+from __future__ import annotations
+
+IGNORE = -100
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def encode_conversation(tokenizer, messages: list[dict], train_on: str = "assistant") -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one conversation; labels are IGNORE outside assistant turns."""
+    ids = _render(tokenizer, messages, add_generation_prompt=False)
+    if train_on == "all":
+        return ids, list(ids)
+    labels = [IGNORE] * len(ids)
+    eos = tokenizer.eos_token_id
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        after = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if after[: len(before)] != before or ids[: len(after)] != after:
+            raise TemplateError("the chat template does not render a conversation as the concatenation of its "
+                                "turns, so assistant tokens cannot be located; use a template that does")
+        turn = after[len(before):]
+        if eos not in turn:
+            raise TemplateError(f"the chat template does not close assistant turns with the EOS token "
+                                f"{tokenizer.eos_token!r}; a model trained on it would not learn to stop")
+        end = len(before) + len(turn) - turn[::-1].index(eos)
+        labels[len(before):end] = ids[len(before):end]
+    return ids, labels
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+    if not messages and not add_generation_prompt:
+        return []
+    if not messages:  # the generation prompt alone: render a dummy turn and strip it
+        return _generation_prompt_alone(tokenizer)
+    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                        return_dict=False)
+    return list(out["input_ids"] if isinstance(out, dict) else out)
+
+
+def _generation_prompt_alone(tokenizer) -> list[int]:
+    text = tokenizer.apply_chat_template([], tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

@@ -1,0 +1,61 @@
+"""The native engine's process: `python -m trainhub.engine --run-dir DIR [--dry-run]`.
+
+Reads DIR/job.json (written by the hub), trains, and exits 0 (completed),
+130 (interrupted after saving) or 1 (failed; an error row says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainhub.data.chat import TemplateError
+from trainhub.data.sources import DataError
+from trainhub.job import Job
+from trainhub.metrics import EndRow, ErrorRow, MetricLog
+from trainhub.metrics.log import new_run_id
+from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainhub.engine")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
+    args = parser.parse_args(argv)
+    job = Job.model_validate_json((args.run_dir / "job.json").read_text())
+    log = MetricLog(args.run_dir / "metrics.jsonl")
+    run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
+    t0 = time.time()
+    try:
+        from transformers.utils import logging as hf_logging
+
+        from trainhub.engine.loop import train
+
+        hf_logging.disable_progress_bar()  # its bars would garble the hub's console
+
+        status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run)
+    except (DataError, TemplateError) as err:
+        return _fail(log, run_id, t0, f"data: {err}", "")
+    except Exception as err:
+        detail = traceback.format_exc()
+        print(detail, file=sys.stderr, flush=True)
+        return _fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
+    finally:
+        log.close()
+    return EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK
+
+
+def _fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    log.write(ErrorRow(run_id=run_id, step=0, message=message, detail=detail[-4000:]))
+    log.write(EndRow(run_id=run_id, step=0, status="failed", wall_s=time.time() - t0, tokens=0, final_loss=None,
+                     exit_code=EXIT_FAILED))
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

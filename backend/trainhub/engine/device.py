@@ -1,0 +1,70 @@
+"""Device, precision and memory: the few host facts the loop needs."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from trainhub.metrics.flops import peak_flops
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    """What is used, said plainly: 'bf16 autocast', 'fp16 autocast + loss scaling', 'fp32'."""
+    autocast_dtype: torch.dtype | None
+    scaler: bool
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pick_precision(requested: str, device: torch.device, notes: list[str]) -> Precision:
+    if device.type != "cuda":
+        if requested not in ("auto", "fp32"):
+            notes.append(f"CPU: training in fp32 ({requested} was asked for; mixed precision is a GPU feature here)")
+        return Precision("fp32", None, False)
+    if requested == "auto":
+        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if requested == "bf16":
+        if not torch.cuda.is_bf16_supported():
+            raise RuntimeError(f"{torch.cuda.get_device_name()} has no bf16 support; use precision fp16 or fp32")
+        return Precision("bf16 autocast", torch.bfloat16, False)
+    if requested == "fp16":
+        return Precision("fp16 autocast + loss scaling", torch.float16, True)
+    return Precision("fp32", None, False)
+
+
+def autocast(device: torch.device, precision: Precision):
+    if precision.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=precision.autocast_dtype)
+
+
+def device_facts(device: torch.device) -> dict:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return {"device": "cuda", "device_name": name, "device_count": 1, "peak_flops": peak_flops(name),
+                "torch": torch.__version__}
+    import platform
+
+    return {"device": "cpu", "device_name": platform.processor() or platform.machine(), "device_count": 1,
+            "peak_flops": None, "torch": torch.__version__}
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak CUDA memory allocated by torch, or on CPU the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1e9 if sys.platform == "darwin" else rss * 1024 / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # sync

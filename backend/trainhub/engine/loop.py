@@ -1,0 +1,179 @@
+"""The native training loop. Read it top to bottom: build, then step, log, evaluate, save.
+
+Loss normalisation: every micro-batch's loss is its summed token cross-entropy
+divided by the number of target tokens in the whole optimizer step
+(`num_items_in_batch`), so the gradients of micro-batch 2 x accumulation 2 equal
+those of micro-batch 4 x accumulation 1, and the logged loss is the exact mean
+over the step's target tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from trainhub.data.batches import Position, count_targets, load_examples, micro_batches
+from trainhub.engine.checkpoint import save_checkpoint
+from trainhub.engine.device import (
+    autocast,
+    device_facts,
+    peak_memory_gb,
+    pick_device,
+    pick_precision,
+    synchronize,
+)
+from trainhub.engine.model import build_model, build_tokenizer, count_model
+from trainhub.engine.optim import build_optimizer
+from trainhub.engine.schedule import lr_at
+from trainhub.engine.stop import StopFlag
+from trainhub.job import Job
+from trainhub.metrics import CheckpointRow, EndRow, EvalRow, MetricLog, StartRow, TrainRow
+from trainhub.metrics.flops import mfu
+
+
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False) -> str:
+    """Run the job; returns the end status ('completed' or 'interrupted'). Rows go to `log`."""
+    t_start = time.time()
+    stop = StopFlag.install()
+    notes: list[str] = []
+    random.seed(job.seed)
+    torch.manual_seed(job.seed)
+    device = pick_device()
+    precision = pick_precision(job.train.precision, device, notes)
+    tc = job.train
+
+    tokenizer = build_tokenizer(job, run_dir)
+    train_on = getattr(job.method, "train_on", "all")
+    train_set = load_examples(job.data.train, job.data.format, tokenizer, job.data.max_length, train_on)
+    eval_set = load_examples(job.data.eval, job.data.format, tokenizer, job.data.max_length, train_on) \
+        if job.data.eval else None
+    model = build_model(job, tokenizer).to(device)
+    counts = count_model(model)
+    forward = model
+    if getattr(job.backend, "compile", False):
+        if device.type == "cuda":
+            forward = torch.compile(model)
+        else:
+            notes.append("CPU: backend.compile ignored (torch.compile is used on GPUs only)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(job.optim, params, device)
+    scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
+
+    per_step = tc.micro_batch_size * tc.grad_accum
+    steps_per_epoch = max(1, len(train_set) // per_step)
+    max_steps = 1 if dry_run else tc.max_steps or max(1, round(tc.epochs * steps_per_epoch))
+    log.write(StartRow(
+        run_id=run_id, step=0, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
+        hardware=device_facts(device), params_total=counts.params_total, params_trainable=counts.params_trainable,
+        flops_per_token=counts.flops_per_token(job.data.max_length), precision=precision.name,
+        max_steps=max_steps, tokens_per_step=per_step * job.data.max_length, notes=notes,
+        data={f"train_{k}": v for k, v in train_set.stats.items()}))
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    peak = device_facts(device)["peak_flops"]
+
+    position = Position()
+    batches = micro_batches(train_set, tc.micro_batch_size, seed=job.seed, shuffle=job.data.shuffle,
+                            pad_id=tokenizer.pad_token_id, position=position)
+    step, tokens, last_loss, status = 0, 0, None, "completed"
+    window_loss = torch.zeros((), device=device)
+    window_steps, window_tokens, window_flops, window_t0 = 0, 0, 0.0, time.perf_counter()
+    model.train()
+    while step < max_steps:
+        lr = lr_at(step, peak=job.optim.lr, total=max_steps, schedule=job.optim.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [next(batches) for _ in range(tc.grad_accum)]
+        n_targets = torch.tensor(sum(count_targets(b) for b in micro), device=device)
+        for batch in micro:
+            n_tokens = int(batch["attention_mask"].sum())
+            window_tokens += n_tokens
+            window_flops += n_tokens * counts.flops_per_token(batch["input_ids"].shape[1])
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(device, precision):
+                loss = forward(**batch, num_items_in_batch=n_targets).loss
+            (scaler.scale(loss) if scaler else loss).backward()
+            window_loss += loss.detach()
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip or math.inf)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_steps += 1
+
+        if step % tc.log_every == 0 or step == max_steps or stop.requested:
+            last_loss = window_loss.item() / window_steps  # sync
+            elapsed = time.perf_counter() - window_t0
+            tokens += window_tokens
+            log.write(TrainRow(
+                run_id=run_id, step=step, loss=last_loss, lr=lr, grad_norm=float(grad_norm),  # sync
+                tokens=tokens, tokens_per_s=window_tokens / elapsed,
+                mfu=mfu(window_flops / max(window_tokens, 1), window_tokens / elapsed, peak),
+                mem_gb=peak_memory_gb(device), epoch=position.epoch + position.index / len(train_set)))
+            window_loss.zero_()
+            window_steps, window_tokens, window_flops, window_t0 = 0, 0, 0.0, time.perf_counter()
+        if dry_run:
+            break
+        if eval_set is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == max_steps):
+            log.write(evaluate(model, eval_set, job, tokenizer.pad_token_id, device, precision, run_id, step))
+        if (tc.save_every and step % tc.save_every == 0 and step < max_steps) or stop.requested:
+            state = {"tokens": tokens, "epoch": position.epoch, "index": position.index, "job_hash": job.hash()}
+            path = save_checkpoint(run_dir, step, model, optimizer, state, tc.keep_last)
+            log.write(CheckpointRow(run_id=run_id, step=step, path=str(path)))
+        if stop.requested:
+            status = "interrupted"
+            break
+
+    if status == "completed" and not dry_run:
+        final = save_final(model, tokenizer, run_dir, job)
+        log.write(CheckpointRow(run_id=run_id, step=step, path=str(final)))
+    synchronize(device)
+    log.write(EndRow(run_id=run_id, step=step, status=status, wall_s=time.time() - t_start, tokens=tokens,
+                     final_loss=last_loss))
+    return status
+
+
+@torch.no_grad()
+def evaluate(model, eval_set, job: Job, pad_id: int, device, precision, run_id: str, step: int) -> EvalRow:
+    """Mean loss over the eval set's target tokens (exact, not a mean of batch means)."""
+    model.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    n_total = 0
+    batches = micro_batches(eval_set, min(job.train.micro_batch_size, len(eval_set)), seed=0, shuffle=False,
+                            pad_id=pad_id, position=Position())
+    n_batches = len(eval_set) // min(job.train.micro_batch_size, len(eval_set))
+    for _ in range(min(n_batches, job.train.eval_batches or n_batches)):
+        batch = next(batches)
+        n = count_targets(batch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            loss = model(**batch, num_items_in_batch=torch.tensor(n, device=device)).loss
+        total += loss.double() * n
+        n_total += n
+    model.train()
+    eval_loss = total.item() / max(n_total, 1)  # sync
+    return EvalRow(run_id=run_id, step=step, eval_loss=eval_loss, perplexity=math.exp(min(eval_loss, 50.0)),
+                   eval_tokens=n_total)
+
+
+def save_final(model, tokenizer, run_dir: Path, job: Job) -> Path:
+    """The final model in Hugging Face format (safetensors + config + tokenizer) in run_dir/final.
+
+    LoRA: the adapter goes to run_dir/adapter and the merged model to run_dir/final.
+    """
+    final = run_dir / "final"
+    if job.adapter.type == "lora":
+        model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        model = model.merge_and_unload()
+    model.save_pretrained(final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+    return final

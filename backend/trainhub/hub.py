@@ -1,0 +1,120 @@
+"""Running a job: write job.json, launch the backend's child process, follow its metric log.
+
+The hub names the run (TRAINHUB_RUN_ID in the child's environment). The child runs in its own process session, so a Ctrl-C at the terminal reaches
+the hub only; the hub forwards the first as SIGTERM (the child finishes its
+step, saves a checkpoint and exits 130) and a second as SIGKILL. The child's
+stdout and stderr are shown above the progress bar and kept in
+run_dir/console.log. If the child dies without an end row, the hub writes one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from trainhub.job import Job
+from trainhub.metrics import EndRow, ErrorRow, MetricLog
+from trainhub.metrics.log import new_run_id
+from trainhub.metrics.rows import ROW_ADAPTER
+from trainhub.progress import View
+from trainhub.runners.base import EXIT_FAILED, Launch, Runner
+
+
+class RunFolderInUse(Exception):
+    pass
+
+
+def prepare_run_dir(job: Job) -> Path:
+    run_dir = Path(job.output_dir)
+    if (run_dir / "metrics.jsonl").exists():
+        raise RunFolderInUse(f"{run_dir} already holds a run (metrics.jsonl); choose another folder with "
+                             f"--set output_dir=... or remove it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "job.json").write_text(json.dumps(job.model_dump(mode="json"), indent=2) + "\n")
+    return run_dir
+
+
+def run(job: Job, runner: Runner, *, dry_run: bool = False, view: View | None = None) -> int:
+    """Launch the job through `runner` and return the child's exit code."""
+    run_dir = prepare_run_dir(job)
+    launch = runner.prepare(job, run_dir, dry_run=dry_run)
+    view = view or View(job.log.console)
+    run_id = new_run_id()
+    with view:
+        return _follow(launch, run_dir, run_id, view)
+
+
+def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
+    metrics = run_dir / "metrics.jsonl"
+    t0 = time.time()
+    with open(run_dir / "console.log", "a", encoding="utf-8") as console_log:
+        env = {**os.environ, **launch.env, "TRAINHUB_RUN_ID": run_id}
+        child = subprocess.Popen(launch.argv, cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        reader = threading.Thread(target=_pump, args=(child, console_log, view), daemon=True)
+        reader.start()
+        interrupts = 0
+
+        def on_sigint(_signum, _frame):
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                view.line("stopping: the backend finishes its step and saves (Ctrl-C again to kill it)")
+                child.send_signal(signal.SIGTERM)
+            else:
+                child.kill()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        offset, last_event = 0, None
+        try:
+            while True:
+                done = child.poll() is not None
+                offset, events = _read_new(metrics, offset, view)
+                last_event = events[-1] if events else last_event
+                if done:
+                    break
+                time.sleep(0.2)
+            reader.join(timeout=5)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    code = child.returncode
+    if last_event != "end":  # the child died before writing its end row
+        log = MetricLog(metrics)
+        message = f"backend process exited with code {code} without an end row (see {run_dir / 'console.log'})"
+        for row in (ErrorRow(run_id=run_id, step=0, message=message),
+                    EndRow(run_id=run_id, step=0, status="failed", wall_s=time.time() - t0, tokens=0,
+                           final_loss=None, exit_code=code)):
+            log.write(row)
+            view.row(row)
+        log.close()
+        return code or EXIT_FAILED
+    return code
+
+
+def _pump(child: subprocess.Popen, sink, view: View) -> None:
+    for line in child.stdout:
+        sink.write(line)
+        sink.flush()
+        view.line(line.rstrip("\n"))
+
+
+def _read_new(path: Path, offset: int, view: View) -> tuple[int, list[str]]:
+    """Rows appended since `offset` (whole lines only); each is shown. Returns the new offset and events."""
+    if not path.exists():
+        return offset, []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        chunk = f.read()
+    end = chunk.rfind(b"\n") + 1
+    events = []
+    for line in chunk[:end].splitlines():
+        if line.strip():
+            row = ROW_ADAPTER.validate_json(line)
+            view.row(row)
+            events.append(row.event)
+    return offset + end, events

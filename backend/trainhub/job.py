@@ -1,0 +1,299 @@
+"""The job schema: one closed, typed description of a training run.
+
+Every backend reads the same `Job`. Each section is a pydantic model with
+`extra="forbid"` (a misspelt key is an error, never ignored), a docstring under
+every field (it becomes the field's description in docs/job.schema.json), and
+bounds on every number. Every choice between kinds of things (backend, method,
+adapter, optimizer, tokenizer) is a union discriminated on `type`; in YAML a
+bare string is shorthand for `{type: <string>}` (`backend: native`).
+
+Loading YAML, `--set` overrides and error messages with file:line live in
+`trainhub.jobfile`; this module only says what a valid job is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+def _shorthand(value: Any) -> Any:
+    """`backend: native` means `backend: {type: native}`."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+def _one_or_many(value: Any) -> Any:
+    """`train: a.jsonl` means `train: [a.jsonl]`."""
+    return [value] if isinstance(value, str) else value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+class AutoBackend(Section):
+    type: Literal["auto"] = "auto"
+    """Pick the best backend that supports every feature the job asks for on this host."""
+
+
+class NativeBackend(Section):
+    type: Literal["native"] = "native"
+    """trainhub's own engine: a plain PyTorch loop."""
+    compile: bool = False
+    """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
+
+
+Backend = Annotated[AutoBackend | NativeBackend, Field(discriminator="type"), BeforeValidator(_shorthand)]
+
+# Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
+PLANNED_BACKENDS = ("trl", "unsloth", "llamafactory", "nanogpt")
+
+# ----------------------------------------------------------------------------- model
+
+
+class TrainTokenizer(Section):
+    type: Literal["train"] = "train"
+    """Train a byte-level BPE tokenizer on the job's training text and save it with the model."""
+    vocab_size: int = Field(4096, ge=300, le=262_144)
+    """Vocabulary size, special tokens included (256 byte symbols are always present)."""
+    min_frequency: int = Field(2, ge=1)
+    """A pair must occur at least this often to be merged."""
+
+
+class PathTokenizer(Section):
+    type: Literal["path"] = "path"
+    """Use an existing tokenizer."""
+    path: str
+    """A local tokenizer folder or a hub id."""
+
+
+Tokenizer = Annotated[TrainTokenizer | PathTokenizer, Field(discriminator="type"), BeforeValidator(_shorthand)]
+
+
+class Architecture(Section):
+    family: Literal["llama", "qwen2"] = "llama"
+    """Model family; sets the HF config class (LlamaConfig or Qwen2Config)."""
+    hidden_size: int = Field(ge=8)
+    """Width of the residual stream."""
+    intermediate_size: int = Field(ge=8)
+    """Width of the MLP."""
+    num_layers: int = Field(ge=1)
+    """Number of transformer blocks."""
+    num_heads: int = Field(ge=1)
+    """Attention (query) heads."""
+    num_kv_heads: int | None = Field(None, ge=1)
+    """Key/value heads for grouped-query attention; null means num_heads."""
+    max_position_embeddings: int = Field(2048, ge=8)
+    """Longest sequence the rotary embedding is configured for."""
+    rope_theta: float = Field(10_000.0, gt=0)
+    """Rotary embedding base."""
+    tie_embeddings: bool = True
+    """Share the input embedding with the output head."""
+    tokenizer: Tokenizer = TrainTokenizer()
+    """Where the tokenizer comes from; its size sets the vocabulary."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> Architecture:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {kv}")
+        return self
+
+
+class ModelSection(Section):
+    path: str | None = None
+    """A local Hugging Face model folder or a hub id. Exactly one of path and init."""
+    init: Architecture | None = None
+    """Build a model with random weights from this architecture (pretraining from nothing)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the weights are stored in. float32 master weights with bf16 autocast is classic mixed precision."""
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention implementation passed to transformers."""
+    trust_remote_code: bool = False
+    """Allow a hub model to run its own Python code. Off unless you set it."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if (self.path is None) == (self.init is None):
+            raise ValueError("set exactly one of model.path (an existing model) and model.init (a new one)")
+        return self
+
+
+# ----------------------------------------------------------------------------- method and adapter
+
+
+class Pretrain(Section):
+    type: Literal["pretrain"] = "pretrain"
+    """Next-token prediction on fixed-length blocks of text, documents joined by EOS."""
+
+
+class SFT(Section):
+    type: Literal["sft"] = "sft"
+    """Supervised fine-tuning on chat conversations rendered with the tokenizer's chat template."""
+    train_on: Literal["assistant", "all"] = "assistant"
+    """Which tokens carry loss: the assistant turns (each closed by EOS) or every token."""
+
+
+Method = Annotated[Pretrain | SFT, Field(discriminator="type"), BeforeValidator(_shorthand)]
+
+
+class FullAdapter(Section):
+    type: Literal["full"] = "full"
+    """Train every weight."""
+
+
+class LoraAdapter(Section):
+    type: Literal["lora"] = "lora"
+    """Low-rank adapters (through peft); the base weights stay frozen."""
+    rank: int = Field(16, ge=1, le=4096)
+    """Rank r of each adapter."""
+    alpha: float = Field(32.0, gt=0)
+    """Scale numerator: updates are scaled by alpha / rank."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter input."""
+    targets: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names to adapt (e.g. [q_proj, v_proj]), or all-linear for every linear layer but the output head."""
+
+
+Adapter = Annotated[FullAdapter | LoraAdapter, Field(discriminator="type"), BeforeValidator(_shorthand)]
+
+# ----------------------------------------------------------------------------- data
+
+
+class DataSection(Section):
+    train: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(min_length=1)
+    """Training files: .jsonl ({"text"} or {"messages"} per line) or .txt (documents separated by a blank line)."""
+    eval: Annotated[list[str], BeforeValidator(_one_or_many)] = []
+    """Evaluation files, same formats; empty means no evaluation."""
+    format: Literal["text", "messages"]
+    """text: raw documents (pretraining). messages: OpenAI-style chat conversations (SFT)."""
+    max_length: int = Field(512, ge=8, le=1_048_576)
+    """Tokens per sequence: the block length for text, the truncation length for conversations."""
+    shuffle: bool = True
+    """Shuffle the training examples each epoch (seeded by the job's seed)."""
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+class Schedule(Section):
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup from lr/warmup_steps to lr over this many optimizer steps."""
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    """Shape of the decay after warmup."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """The learning rate at the last step, as a fraction of the peak."""
+
+
+class AdamW(Section):
+    type: Literal["adamw"] = "adamw"
+    """AdamW with decoupled weight decay (torch.optim.AdamW; fused kernel on CUDA)."""
+    lr: float = Field(3e-4, gt=0, le=1)
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """Coefficients of the running averages of the gradient and its square."""
+    eps: float = Field(1e-8, gt=0)
+    """Added to the denominator for numerical stability."""
+    weight_decay: float = Field(0.0, ge=0)
+    """Decoupled weight decay, applied to matrices only (not to norms, biases or 1-D weights)."""
+    schedule: Schedule = Schedule()
+    """Learning-rate schedule."""
+
+
+# One optimizer for now; later issues turn this into a union discriminated on `type`.
+Optim = Annotated[AdamW, BeforeValidator(_shorthand)]
+
+# ----------------------------------------------------------------------------- train and log
+
+
+class TrainSection(Section):
+    micro_batch_size: int = Field(8, ge=1)
+    """Sequences per forward/backward pass."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step. Loss is normalised over all target tokens of the step."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps to run. Exactly one of max_steps and epochs."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training data (fractions allowed). Exactly one of max_steps and epochs."""
+    grad_clip: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value; null turns clipping off (the norm is still logged)."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Autocast precision on a GPU. auto = bf16 where supported. CPU always runs fp32, and says so."""
+    grad_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    eval_every: int | None = Field(None, ge=1)
+    """Evaluate every N steps (and at the end) when eval data is given; null = only at the end."""
+    eval_batches: int | None = Field(None, ge=1)
+    """Limit each evaluation to this many micro-batches; null = the whole eval set."""
+    save_every: int | None = Field(None, ge=1)
+    """Write a checkpoint every N steps; null = only the final model."""
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints to keep; older ones are deleted after a new one is complete."""
+    log_every: int = Field(1, ge=1)
+    """Write a train row to the metric log every N steps."""
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSection:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of train.max_steps and train.epochs")
+        return self
+
+
+class LogSection(Section):
+    console: Literal["auto", "rich", "plain", "none"] = "auto"
+    """Console output: a live progress bar (rich), a line per logged step (plain), nothing, or auto (rich on a terminal)."""
+
+
+# ----------------------------------------------------------------------------- the job
+
+_METHOD_FORMAT = {"pretrain": "text", "sft": "messages"}
+
+
+class Job(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
+    """Run name: letters, digits, '.', '_' and '-'."""
+    output_dir: str = "runs/{name}"
+    """Run folder: metrics.jsonl, job.json, checkpoints and the final model land here. {name} is replaced."""
+    seed: int = Field(0, ge=0)
+    """Seeds model init, data order and dropout."""
+    backend: Backend = AutoBackend()
+    """Which training stack runs the job."""
+    model: ModelSection
+    """The model to train."""
+    method: Method
+    """The training objective."""
+    adapter: Adapter = FullAdapter()
+    """Which weights are trained."""
+    data: DataSection
+    """Training and evaluation data."""
+    optim: Optim = AdamW()
+    """The optimizer and its learning-rate schedule."""
+    train: TrainSection
+    """Batching, length, precision, evaluation and checkpoint cadence."""
+    log: LogSection = LogSection()
+    """Console output. The JSON-lines metric log is always written."""
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Job:
+        wanted = _METHOD_FORMAT[self.method.type]
+        if self.data.format != wanted:
+            raise ValueError(f"method {self.method.type} needs data.format {wanted}, not {self.data.format}")
+        if self.train.eval_every is not None and not self.data.eval:
+            raise ValueError("train.eval_every is set but data.eval names no files")
+        return self
+
+    def run_dir(self) -> str:
+        return self.output_dir.replace("{name}", self.name)
+
+    def hash(self) -> str:
+        """Stable hash of the resolved job: checkpoints and metric rows carry it."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,302 @@
+"""Job files: YAML in, a validated and resolved `Job` out, or a list of problems.
+
+Three steps, each a small function:
+  1. `read_yaml`   parse the file and remember the line of every key;
+  2. `apply_sets`  apply `--set a.b=value` overrides (values parsed as YAML scalars);
+  3. `validate`    build the `Job`; pydantic errors become `Problem`s naming the
+                   file:line, the key path, the value, and for an unknown key the
+                   closest known key;
+then `resolve` makes paths absolute and `preflight` checks that named files
+exist, so a bad job fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from trainhub.job import PLANNED_BACKENDS, Job
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a job, said where it is."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class JobError(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+# ----------------------------------------------------------------------------- 1. YAML with line numbers
+
+Path_ = tuple[str | int, ...]
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[Path_, int]]:
+    """The file's mapping and {key path: 1-based line}."""
+    if not path.is_file():
+        raise JobError([Problem(str(path), "job file not found")])
+    text = path.read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise JobError([Problem(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
+    if not isinstance(raw, dict):
+        raise JobError([Problem(str(path), "a job file must be a YAML mapping of sections")])
+    lines: dict[Path_, int] = {}
+    _collect_lines(node, (), lines)
+    return raw, lines
+
+
+def _collect_lines(node: yaml.Node | None, prefix: Path_, out: dict[Path_, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            here = (*prefix, key.value)
+            out[here] = key.start_mark.line + 1
+            _collect_lines(value, here, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*prefix, i)] = item.start_mark.line + 1
+            _collect_lines(item, (*prefix, i), out)
+
+
+# ----------------------------------------------------------------------------- 2. --set overrides
+
+
+def apply_sets(raw: dict, sets: list[str]) -> list[Problem]:
+    """Apply `a.b.c=value` overrides in place; the value is parsed as YAML (`3`, `1e-4`, `true`, `[a, b]`)."""
+    problems = []
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(Problem(f"--set {item}", "expected KEY=VALUE, e.g. train.max_steps=10"))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str):  # shorthand `backend: native` grows into a mapping
+                child = {"type": child}
+            elif not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return problems
+
+
+# ----------------------------------------------------------------------------- 3. validation
+
+
+def validate(raw: dict, source: str = "<job>", lines: dict[Path_, int] | None = None) -> Job:
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as err:
+        raise JobError([_problem(e, source, lines or {}) for e in err.errors()]) from None
+
+
+def _problem(error: dict, source: str, lines: dict[Path_, int]) -> Problem:
+    keys, parent = _walk(error["loc"])
+    dotted = ".".join(str(k) for k in keys)
+    where = _where(source, lines, keys)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        prefix = "".join(f"{k}." for k in keys[:-1])
+        return Problem(where, f"unknown key '{dotted}'{_did_you_mean(keys[-1], parent, prefix)}")
+    if kind == "union_tag_invalid":
+        tag = error["ctx"]["tag"]
+        expected = [t.strip(" '") for t in error["ctx"]["expected_tags"].split(",")]
+        if keys and keys[-1] == "backend" and tag in PLANNED_BACKENDS:
+            return Problem(where, f"backend '{tag}' is planned but not built yet; available: {', '.join(expected)}")
+        close = difflib.get_close_matches(str(tag), expected, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return Problem(where, f"{dotted or 'type'}: '{tag}' is not one of {', '.join(expected)}{hint}")
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return Problem(where, f"missing required key '{dotted}'")
+    if "input" in error and kind not in ("model_type", "dict_type") and dotted:
+        return Problem(where, f"{dotted} = {error['input']!r}: {message}")
+    return Problem(where, f"{dotted}: {message}" if dotted else message)
+
+
+def _where(source: str, lines: dict[Path_, int], keys: list) -> str:
+    for n in range(len(keys), 0, -1):
+        line = lines.get(tuple(keys[:n]))
+        if line:
+            return f"{source}:{line}"
+    return source
+
+
+def _did_you_mean(key: Any, parent: type[BaseModel] | None, prefix: str) -> str:
+    if parent is None:
+        return ""
+    close = difflib.get_close_matches(str(key), list(parent.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    elsewhere = sorted(_sections_with(str(key)))
+    if elsewhere:
+        return f"; it belongs under {' or '.join(elsewhere)}"
+    return f"; known keys here: {', '.join(parent.model_fields)}"
+
+
+def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
+    """Follow a pydantic error location through the schema.
+
+    Returns the key path as the user wrote it (discriminator tags that pydantic
+    adds for unions are dropped) and the model holding the last key.
+    """
+    keys: list = []
+    model: type[BaseModel] | None = Job
+    current: Any = Job
+    for part in loc:
+        if isinstance(part, int):
+            keys.append(part)
+            current = _unwrap_list(current)
+            continue
+        if _is_model(current):
+            model = current
+            field = current.model_fields.get(part)
+            keys.append(part)
+            current = field.annotation if field else None
+            continue
+        options = _union_models(current)
+        if options and part in options:  # a discriminator tag
+            model = current = options[part]
+            continue
+        keys.append(part)
+        current = None
+    return keys, model
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _args(tp: Any) -> tuple:
+    if typing.get_origin(tp) is typing.Annotated:
+        return _args(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(a for arg in typing.get_args(tp) for a in (_args(arg) or (arg,)))
+    return ()
+
+
+def _union_models(tp: Any) -> dict[str, type[BaseModel]]:
+    members = _args(tp) or ((typing.get_args(tp)[0],) if typing.get_origin(tp) is typing.Annotated else (tp,))
+    out = {}
+    for m in members:
+        if _is_model(m) and "type" in m.model_fields:
+            out[m.model_fields["type"].default] = m
+    return out
+
+
+def _unwrap_list(tp: Any) -> Any:
+    for arg in (_args(tp) or (tp,)):
+        if typing.get_origin(arg) is list:
+            return typing.get_args(arg)[0]
+    return None
+
+
+def _sections_with(key: str) -> set[str]:
+    """Dotted paths of the sections (one level below the job) that define `key`."""
+    found = set()
+    for name, field in Job.model_fields.items():
+        for m in _union_models(field.annotation).values() or ():
+            if key in m.model_fields:
+                found.add(name)
+        if _is_model(field.annotation) and key in field.annotation.model_fields:
+            found.add(name)
+    return found
+
+
+# ----------------------------------------------------------------------------- resolve and preflight
+
+
+def load(path: str | Path, sets: list[str] | None = None, backend: str | None = None) -> Job:
+    """Read, override, validate and resolve a job file. Raises JobError with every problem found."""
+    path = Path(path)
+    raw, lines = read_yaml(path)
+    problems = apply_sets(raw, list(sets or []))
+    if backend is not None:
+        current = raw.get("backend")
+        current_type = current if isinstance(current, str) else (current or {}).get("type")
+        if current_type != backend:
+            raw["backend"] = {"type": backend}
+    if problems:
+        raise JobError(problems)
+    job = validate(raw, str(path), lines)
+    job = resolve(job)
+    problems = preflight(job)
+    if problems:
+        raise JobError(problems)
+    return job
+
+
+def resolve(job: Job, cwd: Path | None = None) -> Job:
+    """Absolute paths for everything the job names, relative paths taken from `cwd` (default: the
+    current directory). The result is what job.json records."""
+    base = cwd or Path.cwd()
+
+    def absolute(p: str) -> str:
+        return str((base / Path(p).expanduser()).resolve())
+
+    def maybe_hub(p: str) -> str:
+        return absolute(p) if _is_local(p, base) else p
+
+    data = job.data.model_copy(update={"train": [absolute(p) for p in job.data.train],
+                                       "eval": [absolute(p) for p in job.data.eval]})
+    model = job.model
+    if model.path is not None:
+        model = model.model_copy(update={"path": maybe_hub(model.path)})
+    elif model.init is not None and model.init.tokenizer.type == "path":
+        tok = model.init.tokenizer.model_copy(update={"path": maybe_hub(model.init.tokenizer.path)})
+        model = model.model_copy(update={"init": model.init.model_copy(update={"tokenizer": tok})})
+    output_dir = str((base / job.run_dir()).resolve())
+    return job.model_copy(update={"data": data, "model": model, "output_dir": output_dir})
+
+
+def _is_local(p: str, base: Path) -> bool:
+    """A hub id looks like `org/name`; anything that exists, or starts with `.`, `/` or `~`, is a path."""
+    if p.startswith((".", "/", "~")) or (base / p).exists():
+        return True
+    return p.count("/") != 1
+
+
+def preflight(job: Job) -> list[Problem]:
+    """Checks that need the file system: every named file exists."""
+    problems = []
+    for key, files in (("data.train", job.data.train), ("data.eval", job.data.eval)):
+        for i, f in enumerate(files):
+            p = Path(f)
+            if not p.is_file():
+                problems.append(Problem(f"{key}[{i}]", f"file not found: {f}"))
+            elif p.suffix not in (".jsonl", ".txt"):
+                problems.append(Problem(f"{key}[{i}]", f"unsupported file type '{p.suffix}' (use .jsonl or .txt): {f}"))
+    if job.model.path is not None and job.model.path.startswith("/") and not Path(job.model.path).is_dir():
+        problems.append(Problem("model.path", f"model folder not found: {job.model.path}"))
+    init = job.model.init
+    if init is not None and init.tokenizer.type == "path" and init.tokenizer.path.startswith("/"):
+        if not Path(init.tokenizer.path).is_dir():
+            problems.append(Problem("model.init.tokenizer.path", f"tokenizer folder not found: {init.tokenizer.path}"))
+    return problems

@@ -1,0 +1,18 @@
+"""The common metric log every backend writes: row schema, writer/reader, FLOPs and MFU."""
+
+from trainhub.metrics.log import MetricLog, read_rows
+from trainhub.metrics.rows import (
+    SCHEMA_VERSION,
+    CheckpointRow,
+    EndRow,
+    ErrorRow,
+    EvalRow,
+    Row,
+    StartRow,
+    TrainRow,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "CheckpointRow", "EndRow", "ErrorRow", "EvalRow", "MetricLog", "Row", "StartRow",
+    "TrainRow", "read_rows",
+]

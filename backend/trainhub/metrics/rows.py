@@ -1,0 +1,132 @@
+"""Rows of `<run_dir>/metrics.jsonl`, the same whatever backend wrote them.
+
+Every row has `schema` (this file's SCHEMA_VERSION), `time` (unix seconds),
+`run_id`, `event` and `step` (optimizer steps completed). The JSON Schema of
+these rows is docs/metrics.schema.json (scripts/write_schemas.py regenerates it;
+a test keeps it current).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+    schema_version: int = Field(SCHEMA_VERSION, alias="schema")
+    """Version of the row schema."""
+    time: float = Field(default_factory=time.time)
+    """Unix time the row was written."""
+    run_id: str
+    """Unique id of the run (one per launch)."""
+    step: int = Field(ge=0)
+    """Optimizer steps completed when the row was written."""
+
+
+class Hardware(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device: str
+    """'cuda' or 'cpu'."""
+    device_name: str
+    """GPU model name, or the CPU's."""
+    device_count: int
+    """Devices used by this run."""
+    peak_flops: float | None
+    """Dense bf16 peak FLOP/s per device used for MFU; null where unknown (CPU)."""
+    torch: str
+    """torch version."""
+
+
+class StartRow(_Row):
+    event: Literal["start"] = "start"
+    backend: str
+    """Backend that runs the job."""
+    job_hash: str
+    """Hash of the resolved job (job.json)."""
+    job: dict[str, Any]
+    """The resolved job."""
+    hardware: Hardware
+    params_total: int
+    """Parameters in the model."""
+    params_trainable: int
+    """Parameters that receive updates."""
+    flops_per_token: float
+    """Training FLOPs per token at the job's sequence length (see docs/metrics.md)."""
+    precision: str
+    """Precision actually used (e.g. 'bf16 autocast', 'fp32')."""
+    max_steps: int
+    """Optimizer steps this run will take."""
+    tokens_per_step: int
+    """Upper bound on tokens per optimizer step (micro batch x accumulation x length)."""
+    notes: list[str] = []
+    """Plain statements about choices made for this run (e.g. 'CPU: fp32 instead of bf16')."""
+    data: dict[str, int] = {}
+    """Counts from loading the data (examples, truncated, dropped and why)."""
+
+
+class TrainRow(_Row):
+    event: Literal["train"] = "train"
+    loss: float
+    """Mean loss over the step's target tokens."""
+    lr: float
+    """Learning rate used for the step."""
+    grad_norm: float | None
+    """Global gradient norm before clipping."""
+    tokens: int
+    """Tokens processed since the start of the run (padding excluded)."""
+    tokens_per_s: float
+    """Throughput since the previous train row."""
+    mfu: float | None
+    """Model FLOPs utilisation in [0, 1] since the previous train row; null without a known peak."""
+    mem_gb: float | None
+    """Peak memory so far in GB: CUDA allocated on a GPU, resident set size on CPU."""
+    epoch: float
+    """Passes over the training data so far."""
+
+
+class EvalRow(_Row):
+    event: Literal["eval"] = "eval"
+    eval_loss: float
+    """Mean loss over the eval set's target tokens."""
+    perplexity: float
+    """exp(eval_loss)."""
+    eval_tokens: int
+    """Target tokens evaluated."""
+
+
+class CheckpointRow(_Row):
+    event: Literal["checkpoint"] = "checkpoint"
+    path: str
+    """Folder of the complete checkpoint."""
+
+
+class EndRow(_Row):
+    event: Literal["end"] = "end"
+    status: Literal["completed", "interrupted", "failed"]
+    """How the run ended."""
+    wall_s: float
+    """Seconds from start to end."""
+    tokens: int
+    """Tokens processed in total."""
+    final_loss: float | None
+    """Loss of the last step; null if no step finished."""
+    exit_code: int | None = None
+    """Exit code of the backend process, where known."""
+
+
+class ErrorRow(_Row):
+    event: Literal["error"] = "error"
+    message: str
+    """What went wrong, in one line."""
+    detail: str = ""
+    """Traceback or other detail."""
+
+
+Row = Annotated[StartRow | TrainRow | EvalRow | CheckpointRow | EndRow | ErrorRow, Field(discriminator="event")]
+ROW_ADAPTER: TypeAdapter = TypeAdapter(Row)

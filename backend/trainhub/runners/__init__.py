@@ -1,0 +1,52 @@
+"""The backend registry: a closed dict of runners, and `choose` for `backend: auto`."""
+
+from __future__ import annotations
+
+from trainhub.host import Host
+from trainhub.job import PLANNED_BACKENDS, Job
+from trainhub.jobfile import JobError, Problem
+from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Launch, Runner
+from trainhub.runners.native import NativeRunner
+
+RUNNERS: dict[str, Runner] = {"native": NativeRunner()}
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
+
+
+def get_runner(name: str) -> Runner:
+    if name in RUNNERS:
+        return RUNNERS[name]
+    if name in PLANNED_BACKENDS:
+        raise JobError([Problem("backend", f"backend '{name}' is planned but not built yet; "
+                                           f"available: {', '.join(RUNNERS)}")])
+    raise JobError([Problem("backend", f"unknown backend '{name}'; available: {', '.join(RUNNERS)}")])
+
+
+def choose(job: Job, host: Host) -> tuple[Runner, list[str]]:
+    """The runner for this job, and one line per backend saying why it was or was not picked.
+
+    A named backend must pass its own check; `auto` takes the first ready backend, in the
+    registry's order of preference, whose check finds no problem.
+    """
+    if job.backend.type != "auto":
+        runner = get_runner(job.backend.type)
+        problems = runner.check(job, host)
+        if problems:
+            raise JobError(problems)
+        return runner, [f"{runner.name}: named by the job"]
+    reasons, picked = [], None
+    for name, runner in RUNNERS.items():
+        problems = runner.check(job, host)
+        if problems:
+            reasons.append(f"{name}: not usable: " + "; ".join(str(p) for p in problems))
+        elif picked is None:
+            picked = runner
+            reasons.append(f"{name}: picked: supports method {job.method.type}, adapter {job.adapter.type} "
+                           f"on {host.describe()}")
+        else:
+            reasons.append(f"{name}: also usable")
+    for name in PLANNED_BACKENDS:
+        reasons.append(f"{name}: planned, not built yet")
+    if picked is None:
+        raise JobError([Problem("backend", "no backend can run this job:\n  " + "\n  ".join(reasons))])
+    return picked, reasons

@@ -1,0 +1,48 @@
+"""The runner contract every backend implements (DESIGN.md, "The runner contract").
+
+    check(job, host)          -> problems: unsupported features, missing packages, bad combinations
+    prepare(job, run_dir, …)  -> Launch: writes the upstream's own config, returns argv + env + cwd
+
+The hub runs the Launch as a child process and follows run_dir/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from trainhub.host import Host
+from trainhub.job import Job
+from trainhub.jobfile import Problem
+
+# Exit codes of a backend child process (and so of `train`).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT)
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    """The command line of the child process."""
+    cwd: Path
+    """Where it runs."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables added to the hub's environment."""
+
+
+class Runner(Protocol):
+    name: str
+    methods: tuple[str, ...]
+    """Job methods (method.type) this backend can train."""
+    features: tuple[str, ...]
+    """Other things it can do, named as in the job (adapter types, precisions, ...)."""
+
+    def missing(self) -> list[str]:
+        """What must be installed before this backend can run (empty when ready)."""
+        ...
+
+    def check(self, job: Job, host: Host) -> list[Problem]: ...
+
+    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False) -> Launch: ...

@@ -1,0 +1,40 @@
+"""Runner `native`: trainhub's own engine (trainhub.engine), run as `python -m trainhub.engine`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from trainhub.host import Host, missing_modules
+from trainhub.job import Job
+from trainhub.jobfile import Problem
+from trainhub.runners.base import Launch
+
+
+class NativeRunner:
+    name = "native"
+    methods = ("pretrain", "sft")
+    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing",
+                "compile", "cpu", "cuda")
+
+    def missing(self) -> list[str]:
+        return missing_modules("torch", "transformers", "peft", "tokenizers", "safetensors")
+
+    def check(self, job: Job, host: Host) -> list[Problem]:
+        problems = [Problem("backend", f"native needs the Python package '{m}' (pip install trainhub)")
+                    for m in self.missing()]
+        if job.method.type not in self.methods:
+            problems.append(Problem("method.type", f"native cannot train method '{job.method.type}'"))
+        if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
+            problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
+                                    "use sdpa"))
+        if job.train.precision == "fp16" and job.model.dtype == "bfloat16":
+            problems.append(Problem("train.precision", "fp16 autocast over bfloat16 weights mixes two half "
+                                    "formats; use precision bf16 or model.dtype float32"))
+        return problems
+
+    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False) -> Launch:
+        argv = [sys.executable, "-m", "trainhub.engine", "--run-dir", str(run_dir)]
+        if dry_run:
+            argv.append("--dry-run")
+        return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
