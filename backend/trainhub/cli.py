@@ -17,8 +17,8 @@ from trainhub.jobfile import JobError, load
 from trainhub.runners import RUNNERS, choose
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train LLMs with any stack from one job file.")
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # never wrap a message mid-path
 
 CONFIG = typer.Option(..., "--config", "-c", help="The job file (YAML).", show_default=False)
 BACKEND = typer.Option(None, "--backend", "-b", help="Run with this backend instead of the job's.")

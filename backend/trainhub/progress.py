@@ -14,7 +14,7 @@ class View:
     """Renders rows. `mode` is rich (live bar), plain (lines) or none."""
 
     def __init__(self, mode: str, console: Console | None = None):
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, soft_wrap=True)
         if mode == "auto":
             mode = "rich" if self.console.is_terminal else "plain"
         self.mode = mode

@@ -1,0 +1,198 @@
+"""The native engine through the real CLI on tiny models: what a user runs, read from metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, train_losses, write_job
+from trainhub.metrics import read_rows
+
+GOLDEN = Path(__file__).resolve().parent.parent / "assets" / "golden_pretrain_losses.json"
+
+
+def _train(tmp: Path, job: dict, *extra: str) -> subprocess.CompletedProcess:
+    done = run_cli("train", "--config", str(write_job(tmp / "job.yaml", job)), *extra)
+    return done
+
+
+def _sft_job(tmp: Path, model: Path, **train) -> dict:
+    job = tiny_pretrain_job(tmp)
+    job.update({"name": "tiny-sft", "model": {"path": str(model)}, "method": {"type": "sft"},
+                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 96}})
+    job["optim"] = {"type": "adamw", "lr": 3e-3, "schedule": {"warmup_steps": 1}}
+    job["train"].update({"max_steps": 8, "micro_batch_size": 4, **train})
+    return job
+
+
+def test_dry_run_is_one_step(tmp_path):
+    out = tmp_path / "X"
+    done = run_cli("train", "--config", "config/quickstart.yaml", "--dry-run", "--set", f"output_dir={out}",
+                   "--set", "log.console=plain")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["event"] for r in rows(out)] == ["start", "train", "end"]
+    assert rows(out, "end")[0]["status"] == "completed"
+    assert not (out / "final").exists()
+
+
+def test_pretrain_from_nothing(tmp_path):
+    job = tiny_pretrain_job(tmp_path, train={"max_steps": 20, "eval_every": 10, "save_every": 10, "keep_last": 1})
+    done = _train(tmp_path, job)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    parsed = read_rows(run / "metrics.jsonl")  # every row validates against the schema
+    assert [r.event for r in parsed][0] == "start" and parsed[-1].event == "end"
+    losses = train_losses(run)
+    assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5  # it learns
+    evals = rows(run, "eval")
+    assert [e["step"] for e in evals] == [10, 20]
+    assert evals[-1]["perplexity"] == pytest.approx(math.exp(evals[-1]["eval_loss"]), rel=1e-6)
+    start = rows(run, "start")[0]
+    assert start["precision"] == "fp32" and start["params_trainable"] == start["params_total"]
+    assert json.loads((run / "job.json").read_text())["output_dir"] == str(run)
+    # keep_last=1: only the step-10 checkpoint remained before the final model; latest names it
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000010"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000010"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (run / "final" / name).is_file(), name
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    tok = AutoTokenizer.from_pretrained(run / "final")
+    assert tok.pad_token_id != tok.eos_token_id
+    ids = tok("The sky is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_golden_losses_fp32_cpu(tmp_path):
+    """Fixed seed, fp32, CPU: per-step losses equal the recorded ones (versions pinned in constraints/cpu.txt).
+
+    Re-record with TRAINHUB_RECORD_GOLDEN=1 after a deliberate change, and say why in the commit."""
+    done = _train(tmp_path, tiny_pretrain_job(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    losses = train_losses(tmp_path / "run")
+    if os.environ.get("TRAINHUB_RECORD_GOLDEN"):
+        GOLDEN.write_text(json.dumps({"losses": losses}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())["losses"]
+    assert losses == pytest.approx(golden, abs=1e-4)
+
+
+def test_accumulation_equivalence_pretrain(tmp_path):
+    """micro-batch 2 x accumulation 2 == micro-batch 4 x accumulation 1, step for step."""
+    for name, mb, ga in (("a", 2, 2), ("b", 4, 1)):
+        d = tmp_path / name
+        d.mkdir()
+        job = tiny_pretrain_job(d, train={"micro_batch_size": mb, "grad_accum": ga, "max_steps": 6})
+        done = _train(d, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+    la, lb = train_losses(tmp_path / "a" / "run"), train_losses(tmp_path / "b" / "run")
+    assert la == pytest.approx(lb, abs=1e-5)
+
+
+def test_accumulation_equivalence_sft(tmp_path, pretrained):
+    """Variable-length conversations: the loss is normalised over all target tokens of the step."""
+    for name, mb, ga in (("a", 2, 2), ("b", 4, 1)):
+        d = tmp_path / name
+        d.mkdir()
+        job = _sft_job(d, pretrained, micro_batch_size=mb, grad_accum=ga, max_steps=5)
+        job["data"]["shuffle"] = True
+        done = _train(d, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert train_losses(tmp_path / "a" / "run") == pytest.approx(train_losses(tmp_path / "b" / "run"), abs=1e-5)
+
+
+def test_full_sft(tmp_path, pretrained):
+    done = _train(tmp_path, _sft_job(tmp_path, pretrained, max_steps=12))
+    assert done.returncode == 0, done.stdout + done.stderr
+    losses = train_losses(tmp_path / "run")
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    data = rows(tmp_path / "run", "start")[0]["data"]
+    assert data["train_conversations"] == 60  # every conversation is used or counted as dropped
+    assert data["train_examples"] + data["train_dropped_no_target_after_truncation"] == 60
+
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+
+
+def test_lora_sft(tmp_path, pretrained):
+    job = _sft_job(tmp_path, pretrained, max_steps=12)
+    job["adapter"] = {"type": "lora", "rank": 4, "alpha": 8}
+    job["optim"]["lr"] = 1e-2
+    done = _train(tmp_path, job)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    start = rows(run, "start")[0]
+    assert 0 < start["params_trainable"] < start["params_total"] / 2
+    losses = train_losses(run)
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    assert (run / "adapter" / "adapter_config.json").is_file()
+
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(run / "final")
+    base = AutoModelForCausalLM.from_pretrained(pretrained)
+    assert not all(
+        (a == b).all() for a, b in zip(merged.state_dict().values(), base.state_dict().values(), strict=True)
+    ), "the merged LoRA model should differ from its base"
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    job = tiny_pretrain_job(tmp_path)
+    job["train"]["max_step"] = job["train"].pop("max_steps")
+    done = _train(tmp_path, job)
+    assert done.returncode == 1
+    assert "train.max_step" in done.stderr and "train.max_steps" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_record_is_named(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "broken\n')
+    job = tiny_pretrain_job(tmp_path)
+    job["data"].update({"train": str(bad), "eval": []})
+    done = _train(tmp_path, job)
+    assert done.returncode == 1
+    assert f"{bad}:2" in done.stdout
+    error = rows(tmp_path / "run", "error")[0]
+    assert f"{bad}:2" in error["message"] and "malformed JSON" in error["message"]
+    assert rows(tmp_path / "run", "end")[0]["status"] == "failed"
+
+
+def test_run_folder_in_use_is_refused(tmp_path):
+    job = tiny_pretrain_job(tmp_path, train={"max_steps": 1})
+    assert _train(tmp_path, job).returncode == 0
+    again = _train(tmp_path, job)
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+
+
+def test_ctrl_c_saves_and_exits_interrupted(tmp_path):
+    job = tiny_pretrain_job(tmp_path, train={"max_steps": 100_000})
+    config = write_job(tmp_path / "job.yaml", job)
+    hub = subprocess.Popen([sys.executable, "-m", "trainhub", "train", "--config", str(config)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and '"event":"train"' in metrics.read_text()):
+        time.sleep(0.2)
+    hub.send_signal(signal.SIGINT)
+    out, _ = hub.communicate(timeout=120)
+    assert hub.returncode == 130, out
+    end = rows(tmp_path / "run", "end")[0]
+    assert end["status"] == "interrupted"
+    ckpt = rows(tmp_path / "run", "checkpoint")[0]
+    assert Path(ckpt["path"]).is_dir() and ckpt["step"] == end["step"]
+    assert json.loads((Path(ckpt["path"]) / "state.json").read_text())["step"] == end["step"]
