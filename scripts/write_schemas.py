@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/job.schema.json and docs/metrics.schema.json from the pydantic models.
+"""Write docs/job.md, docs/job.schema.json and docs/metrics.schema.json from the pydantic models.
 
 `make schemas` runs this; tests/unit/test_docs.py fails when the files are stale.
 """
@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+import types
+import typing
 from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 from trainhub.job import Job
 from trainhub.metrics.rows import ROW_ADAPTER
@@ -16,8 +21,70 @@ from trainhub.metrics.rows import ROW_ADAPTER
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def _members(tp) -> list:
+    if typing.get_origin(tp) is typing.Annotated:
+        return _members(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(tp) for m in _members(a)]
+    return [tp]
+
+
+def _models(tp) -> list[type[BaseModel]]:
+    return [m for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _type_name(tp) -> str:
+    text = str(tp).replace("typing.", "").replace("trainhub.job.", "")
+    if isinstance(tp, type):
+        text = tp.__name__
+    return text.replace("NoneType", "null")
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined:
+        return "required"
+    value = field.default
+    if isinstance(value, BaseModel):
+        return f"{{type: {value.type}}}" if "type" in type(value).model_fields else "(defaults below)"
+    return f"`{json.dumps(value)}`"
+
+
+def _section(model: type[BaseModel], path: str, out: list[str], seen: set) -> None:
+    key = (model, path)
+    if key in seen:
+        return
+    seen.add(key)
+    title = f"`{path}`" if path else "the job (top level)"
+    if "type" in model.model_fields:
+        title += f" with `type: {model.model_fields['type'].default}`"
+    out += [f"### {title}", ""]
+    out += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    nested = []
+    for name, field in model.model_fields.items():
+        subs = _models(field.annotation)
+        type_text = " | ".join(m.__name__ for m in subs) if subs else _type_name(field.annotation)
+        desc = (field.description or "").replace("\n", " ")
+        cells = [f"`{name}`", type_text, _default(field), desc]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        nested += [(m, f"{path}.{name}" if path else name) for m in subs]
+    out.append("")
+    for m, p in nested:
+        _section(m, p, out, seen)
+
+
+def job_markdown() -> str:
+    out = ["# Job file reference", "",
+           "Generated from `backend/trainhub/job.py` by `scripts/write_schemas.py` (`make schemas`); "
+           "a test fails when it is stale. Unknown keys are errors. A choice discriminated on `type` "
+           "may be written as a bare string: `backend: native` means `backend: {type: native}`. "
+           "Relative paths are taken from the directory `train` runs in.", ""]
+    _section(Job, "", out, set())
+    return "\n".join(out).rstrip() + "\n"
+
+
 def schemas() -> dict[str, str]:
     return {
+        "job.md": job_markdown(),
         "job.schema.json": json.dumps(Job.model_json_schema(), indent=2) + "\n",
         "metrics.schema.json": json.dumps(ROW_ADAPTER.json_schema(by_alias=True), indent=2) + "\n",
     }
