@@ -25,7 +25,7 @@ PRON = {"f": ("she", "her", "her"), "m": ("he", "him", "his")}  # subject, objec
 
 # name | sex | town | job | what the job does | pet | pet name | pet colour | favourite colour | market day
 PEOPLE = [dict(zip(("name", "sex", "town", "job", "does", "pet", "pet_name", "pet_colour", "fav", "mday"),
-                   row.split("|"))) for row in """\
+                   row.split("|"), strict=True)) for row in """\
 Mia|f|Millbrook|baker|bakes bread and cakes|cat|Pip|orange|yellow|Saturday
 Tom|m|Oakridge|farmer|grows carrots and corn|dog|Rex|brown|green|Monday
 Lena|f|Oakridge|teacher|teaches children to read|rabbit|Snowball|white|purple|Wednesday

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write docs/job.md, docs/job.schema.json and docs/metrics.schema.json from the pydantic models.
 
-`make schemas` runs this; tests/unit/test_docs.py fails when the files are stale.
+`make schemas` runs this; tests/unit/test_metrics.py fails when the files are stale.
 """
 
 from __future__ import annotations

@@ -110,17 +110,18 @@ def apply_sets(raw: dict, sets: list[str]) -> list[Problem]:
 # ----------------------------------------------------------------------------- 3. validation
 
 
-def validate(raw: dict, source: str = "<job>", lines: dict[Path_, int] | None = None) -> Job:
+def validate(raw: dict, source: str = "<job>", lines: dict[Path_, int] | None = None,
+             sets: list[str] | None = None) -> Job:
     try:
         return Job.model_validate(raw)
     except ValidationError as err:
-        raise JobError([_problem(e, source, lines or {}) for e in err.errors()]) from None
+        raise JobError([_problem(e, source, lines or {}, sets or []) for e in err.errors()]) from None
 
 
-def _problem(error: dict, source: str, lines: dict[Path_, int]) -> Problem:
+def _problem(error: dict, source: str, lines: dict[Path_, int], sets: list[str]) -> Problem:
     keys, parent = _walk(error["loc"])
     dotted = ".".join(str(k) for k in keys)
-    where = _where(source, lines, keys)
+    where = _where(source, lines, keys, sets)
     kind = error["type"]
     if kind == "extra_forbidden":
         prefix = "".join(f"{k}." for k in keys[:-1])
@@ -136,12 +137,17 @@ def _problem(error: dict, source: str, lines: dict[Path_, int]) -> Problem:
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
         return Problem(where, f"missing required key '{dotted}'")
-    if "input" in error and kind not in ("model_type", "dict_type") and dotted:
+    if "input" in error and kind not in ("model_type", "dict_type", "value_error") and dotted:
         return Problem(where, f"{dotted} = {error['input']!r}: {message}")
     return Problem(where, f"{dotted}: {message}" if dotted else message)
 
 
-def _where(source: str, lines: dict[Path_, int], keys: list) -> str:
+def _where(source: str, lines: dict[Path_, int], keys: list, sets: list[str]) -> str:
+    """An overridden key is reported at its --set, anything else at its line in the file."""
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        if ".".join(str(k) for k in keys).startswith(key):
+            return f"--set {item}"
     for n in range(len(keys), 0, -1):
         line = lines.get(tuple(keys[:n]))
         if line:
@@ -171,6 +177,7 @@ def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
     model: type[BaseModel] | None = Job
     current: Any = Job
     for part in loc:
+        current = _optional_model(current)
         if isinstance(part, int):
             keys.append(part)
             current = _unwrap_list(current)
@@ -188,6 +195,14 @@ def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
         keys.append(part)
         current = None
     return keys, model
+
+
+def _optional_model(tp: Any) -> Any:
+    """`Architecture | None` -> Architecture; anything else unchanged."""
+    models = [m for m in _args(tp) if _is_model(m)]
+    if len(models) == 1 and "type" not in models[0].model_fields:
+        return models[0]
+    return tp
 
 
 def _is_model(tp: Any) -> bool:
@@ -218,15 +233,19 @@ def _unwrap_list(tp: Any) -> Any:
     return None
 
 
-def _sections_with(key: str) -> set[str]:
-    """Dotted paths of the sections (one level below the job) that define `key`."""
+def _sections_with(key: str, model: type[BaseModel] = Job, prefix: str = "") -> set[str]:
+    """Dotted paths of the sections, at any depth, that define `key`."""
     found = set()
-    for name, field in Job.model_fields.items():
-        for m in _union_models(field.annotation).values() or ():
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        subs = list(_union_models(field.annotation).values())
+        single = _optional_model(field.annotation)
+        if _is_model(single) and single not in subs:
+            subs.append(single)
+        for m in subs:
             if key in m.model_fields:
-                found.add(name)
-        if _is_model(field.annotation) and key in field.annotation.model_fields:
-            found.add(name)
+                found.add(path)
+            found |= _sections_with(key, m, f"{path}.")
     return found
 
 
@@ -237,15 +256,15 @@ def load(path: str | Path, sets: list[str] | None = None, backend: str | None = 
     """Read, override, validate and resolve a job file. Raises JobError with every problem found."""
     path = Path(path)
     raw, lines = read_yaml(path)
-    problems = apply_sets(raw, list(sets or []))
-    if backend is not None:
+    if backend is not None:  # before --set, so `--backend native --set backend.compile=true` keeps both
         current = raw.get("backend")
         current_type = current if isinstance(current, str) else (current or {}).get("type")
         if current_type != backend:
             raw["backend"] = {"type": backend}
+    problems = apply_sets(raw, list(sets or []))
     if problems:
         raise JobError(problems)
-    job = validate(raw, str(path), lines)
+    job = validate(raw, str(path), lines, sets=list(sets or []))
     job = resolve(job)
     problems = preflight(job)
     if problems:

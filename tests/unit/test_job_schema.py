@@ -282,8 +282,6 @@ def test_unknown_key_in_a_union_member_names_the_user_path(tmp_path):
     assert "unknown key 'adapter.rnak'; did you mean 'adapter.rank'?" in message
 
 
-@pytest.mark.xfail(strict=True, reason="jobfile._walk does not look through `Architecture | None` (model.init), "
-                                       "so a key under model.init is checked against ModelSection's fields")
 def test_misspelt_key_under_model_init_suggests_the_key(tmp_path):
     text = edit(VALID, "    num_kv_heads: 2", "    num_kv_head: 2")
     message = only(tmp_path, text)
@@ -291,8 +289,6 @@ def test_misspelt_key_under_model_init_suggests_the_key(tmp_path):
     assert "unknown key 'model.init.num_kv_head'; did you mean 'model.init.num_kv_heads'?" in message
 
 
-@pytest.mark.xfail(strict=True, reason="jobfile._walk keeps the discriminator tag in the path below model.init: "
-                                       "'model.init.tokenizer.train.vocab_sise', with ModelSection's keys")
 def test_misspelt_key_in_the_tokenizer_names_the_user_path(tmp_path):
     text = edit(VALID, "      vocab_size: 400", "      vocab_sise: 400")
     message = only(tmp_path, text)
@@ -303,3 +299,15 @@ def test_misspelt_key_in_the_tokenizer_names_the_user_path(tmp_path):
 def test_backend_auto_is_the_default(tmp_path):
     job = load(write(tmp_path, edit(VALID, "backend: native", "")))
     assert job.backend == AutoBackend()
+
+
+def test_hub_id_is_kept_and_a_local_model_folder_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start, end = VALID.index("model:\n"), VALID.index("method:")
+    hub = VALID[:start] + "model:\n  path: example-org/tiny-model\n" + VALID[end:]
+    assert load(write(tmp_path, hub)).model.path == "example-org/tiny-model"
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    local = VALID[:start] + "model:\n  path: ./models/mine\n" + VALID[end:]
+    assert load(write(tmp_path, local)).model.path == str(tmp_path.resolve() / "models" / "mine")
+    missing = VALID[:start] + "model:\n  path: ./models/gone\n" + VALID[end:]
+    assert only(tmp_path, missing) == f"model.path: model folder not found: {tmp_path.resolve() / 'models' / 'gone'}"

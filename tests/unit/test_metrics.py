@@ -142,12 +142,11 @@ def _generated_schemas() -> dict[str, str]:
     return module.schemas()
 
 
-@pytest.mark.parametrize("name", ["job.schema.json", "metrics.schema.json"])
-def test_docs_schemas_are_current(name):
+def test_docs_generated_from_the_schema_are_current():
     generated = _generated_schemas()
-    assert set(generated) == {"job.schema.json", "metrics.schema.json"}
-    on_disk = (ROOT / "docs" / name).read_text()
-    assert on_disk == generated[name], f"docs/{name} is stale: run python scripts/write_schemas.py"
+    assert {"job.schema.json", "metrics.schema.json"} <= set(generated)
+    stale = [name for name, text in generated.items() if (ROOT / "docs" / name).read_text() != text]
+    assert stale == [], f"stale: {stale}; run python scripts/write_schemas.py"
 
 
 def test_metrics_schema_documents_the_schema_key():

@@ -48,15 +48,8 @@ def encode_conversation(tokenizer, messages: list[dict], train_on: str = "assist
 
 
 def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
-    if not messages and not add_generation_prompt:
-        return []
-    if not messages:  # the generation prompt alone: render a dummy turn and strip it
-        return _generation_prompt_alone(tokenizer)
+    if not messages:  # the readers refuse a conversation that opens with the assistant
+        raise TemplateError("an assistant turn needs a turn before it (system or user) to be located")
     out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
                                         return_dict=False)
     return list(out["input_ids"] if isinstance(out, dict) else out)
-
-
-def _generation_prompt_alone(tokenizer) -> list[int]:
-    text = tokenizer.apply_chat_template([], tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

@@ -46,6 +46,9 @@ def read_conversations(files: list[str]) -> Iterator[tuple[str, list[dict]]]:
                     raise DataError(f"{where}: messages[{i}] needs a role in {ROLES} and a string content, got {m!r:.120}")
             if not any(m["role"] == "assistant" for m in messages):
                 raise DataError(f"{where}: conversation has no assistant turn, so nothing to learn from")
+            if messages[0]["role"] == "assistant":
+                raise DataError(f"{where}: conversation opens with an assistant turn; it needs a system or user "
+                                f"turn before it")
             yield where, messages
 
 

@@ -1,0 +1,147 @@
+"""The command line is frozen: its commands and options change only on purpose, with this test.
+
+A new option must be added to FROZEN below, in the same change, after asking whether it belongs
+in the job file instead (most things do: `--set` reaches every key).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import typer.main
+
+from tests.conftest import ROOT, run_cli, tiny_pretrain_job, write_job
+from trainhub.cli import app, train_app
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+JOB_OPTIONS = {"config": ["--config", "-c"], "backend": ["--backend", "-b"], "sets": ["--set", "-s"]}
+FROZEN = {
+    "train": {**JOB_OPTIONS, "dry_run": ["--dry-run"]},
+    "validate": JOB_OPTIONS,
+    "plan": {**JOB_OPTIONS, "dry_run": ["--dry-run"]},
+    "backends": {},
+}
+
+
+def options(command) -> dict[str, list[str]]:
+    return {p.name: [*p.opts, *p.secondary_opts] for p in command.params}
+
+
+def test_commands_are_frozen():
+    group = typer.main.get_command(app)
+    assert set(group.commands) == set(FROZEN)
+
+
+def test_options_are_frozen():
+    group = typer.main.get_command(app)
+    assert {name: options(cmd) for name, cmd in group.commands.items()} == FROZEN
+
+
+def test_config_is_required_and_set_repeatable():
+    train = typer.main.get_command(app).commands["train"]
+    params = {p.name: p for p in train.params}
+    assert params["config"].required
+    assert params["sets"].multiple
+    assert not params["backend"].required
+
+
+def test_train_script_is_trainhub_train():
+    single = typer.main.get_command(train_app)
+    assert options(single) == options(typer.main.get_command(app).commands["train"])
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"trainhub": "trainhub.cli:main", "train": "trainhub.cli:train_main"}
+
+
+# ----------------------------------------------------------------------------- through the real CLI
+
+WIDE = {"COLUMNS": "300"}  # rich wraps at the terminal width; keep every message on one line
+
+
+def test_validate_quickstart():
+    done = run_cli("validate", "--config", "config/quickstart.yaml", env=WIDE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: config/quickstart.yaml is a valid job (pretrain, full, backend native)")
+
+
+def test_validate_names_a_misspelt_key(tmp_path):
+    job = tiny_pretrain_job(tmp_path)
+    job["train"]["max_step"] = job["train"].pop("max_steps")
+    path = write_job(tmp_path / "job.yaml", job)
+    done = run_cli("validate", "-c", str(path), env=WIDE)
+    assert done.returncode == 1
+    assert "unknown key 'train.max_step'; did you mean 'train.max_steps'?" in done.stderr
+    assert f"{path}:" in done.stderr
+    assert done.stdout == ""
+
+
+def test_validate_applies_set(tmp_path):
+    path = write_job(tmp_path / "job.yaml", tiny_pretrain_job(tmp_path))
+    done = run_cli("validate", "-c", str(path), "--set", "train.max_steps=0", env=WIDE)
+    assert done.returncode == 1
+    assert "train.max_steps = 0" in done.stderr
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_backends_lists_native_ready_and_the_planned_ones():
+    done = run_cli("backends", env=WIDE)
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
+    assert rows["native"][0] == "ready"
+    assert rows["native"][1] == "pretrain, sft"
+    for name in ("trl", "unsloth", "llamafactory", "nanogpt"):
+        assert rows[name][0] == "planned", name
+
+
+def test_plan_prints_the_native_engine_command(tmp_path):
+    job = tiny_pretrain_job(tmp_path)
+    path = write_job(tmp_path / "job.yaml", job)
+    run_dir = tmp_path / "run"
+    done = run_cli("plan", "-c", str(path), env=WIDE)
+    assert done.returncode == 0, done.stderr
+    assert "native: named by the job" in done.stdout
+    assert f"run folder: {run_dir}" in done.stdout
+    command = next(line for line in done.stdout.splitlines() if "-m trainhub.engine" in line).split()
+    assert command[-5:] == [sys.executable, "-m", "trainhub.engine", "--run-dir", str(run_dir)]
+    assert {"PYTHONUNBUFFERED=1", "TOKENIZERS_PARALLELISM=false"} <= set(command)
+
+
+def test_plan_dry_run_and_backend_override(tmp_path):
+    job = tiny_pretrain_job(tmp_path)
+    path = write_job(tmp_path / "job.yaml", job)
+    done = run_cli("plan", "-c", str(path), "--dry-run", "--backend", "auto", env=WIDE)
+    assert done.returncode == 0, done.stderr
+    assert "native: picked: supports method pretrain, adapter full" in done.stdout
+    command = next(line for line in done.stdout.splitlines() if "-m trainhub.engine" in line).split()
+    assert command[-2:] == [str(tmp_path / "run"), "--dry-run"]
+
+
+def test_plan_refuses_a_planned_backend(tmp_path):
+    path = write_job(tmp_path / "job.yaml", tiny_pretrain_job(tmp_path))
+    done = run_cli("plan", "-c", str(path), "-b", "unsloth", env=WIDE)
+    assert done.returncode == 1
+    assert "backend 'unsloth' is planned but not built yet" in done.stderr
+
+
+def test_train_script_entry_point_runs_the_train_command():
+    code = "import sys; sys.argv = ['train', '--help']; from trainhub.cli import train_main; train_main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, **WIDE})
+    assert done.returncode == 0, done.stderr
+    for option in ("--config", "-c", "--backend", "-b", "--set", "-s", "--dry-run"):
+        assert f" {option} " in done.stdout or f" {option}," in done.stdout, option
+    assert "Commands" not in done.stdout  # a single command, not the group
