@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,6 +29,9 @@ class View:
         self.mode = mode
         self.progress: Progress | None = None
         self.task = None
+        # Rows (main thread) and the backend's output (reader thread) print concurrently; rich imports
+        # parts of itself lazily on first print, which two threads must not race into.
+        self._lock = threading.RLock()
 
     def __enter__(self) -> View:
         if self.mode == "rich":
@@ -44,11 +49,16 @@ class View:
     def line(self, text: str) -> None:
         """A line of the backend's own output."""
         if self.mode != "none":
-            (self.progress.console if self.progress else self.console).print(text, markup=False, highlight=False)
+            with self._lock:
+                (self.progress.console if self.progress else self.console).print(text, markup=False, highlight=False)
 
     def row(self, row) -> None:
         if self.mode == "none":
             return
+        with self._lock:
+            self._row(row)
+
+    def _row(self, row) -> None:
         event = row.event
         if event == "start":
             hw = row.hardware
