@@ -6,6 +6,7 @@ The options are frozen by tests/unit/test_cli.py: they change only on purpose.
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -36,15 +37,22 @@ def _load(config: Path, sets: list[str], backend: str | None):
 
 @app.command("train")
 def train_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS,
-              dry_run: bool = typer.Option(False, "--dry-run", help="Run exactly one optimizer step, then exit.")):
+              dry_run: bool = typer.Option(False, "--dry-run", help="Run exactly one optimizer step, then exit."),
+              resume: str | None = typer.Option(
+                  None, "--resume", help="Continue from the run folder's latest checkpoint (bare --resume), "
+                  "or from the checkpoint or run folder given."),
+              resume_force: bool = typer.Option(False, "--resume-force",
+                                                help="Resume even if the job changed in what it trains.")):
     """Train: validate the job, pick the backend, run it, follow its metric log."""
-    from trainhub.hub import RunFolderInUse, run
+    from trainhub.hub import RunFolderInUse, find_resume, run
+    from trainhub.resume import CheckpointError
 
     job = _load(config, sets, backend)
     try:
         runner, _reasons = choose(job, host_mod.detect())
-        code = run(job, runner, dry_run=dry_run)
-    except (JobError, RunFolderInUse) as err:
+        checkpoint = find_resume(job, resume, resume_force) if resume else None
+        code = run(job, runner, dry_run=dry_run, resume=checkpoint)
+    except (JobError, RunFolderInUse, CheckpointError) as err:
         err_console.print(f"[red]error[/red] {err}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
@@ -100,8 +108,18 @@ def backends_cmd():
     console.print(table)
 
 
+def bare_resume(argv: list[str]) -> list[str]:
+    """`--resume` with no value means `--resume latest` (click has no optional option values)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=bare_resume(sys.argv[1:]))
 
 
 train_app = typer.Typer(add_completion=False)
@@ -109,4 +127,4 @@ train_app.command(help=train_cmd.__doc__)(train_cmd)
 
 
 def train_main() -> None:
-    train_app()
+    train_app(args=bare_resume(sys.argv[1:]))

@@ -4,7 +4,7 @@ The hub names the run (TRAINHUB_RUN_ID in the child's environment). The child ru
 the hub only; the hub forwards the first as SIGTERM (the child finishes its
 step, saves a checkpoint and exits 130) and a second as SIGKILL. The child's
 stdout and stderr are shown above the progress bar and kept in
-run_dir/console.log. If the child dies without an end row, the hub writes one.
+run_dir/console.log, with secret values redacted (trainhub.secrets). If the child dies without an end row, the hub writes one.
 """
 
 from __future__ import annotations
@@ -22,27 +22,40 @@ from trainhub.metrics import EndRow, ErrorRow, MetricLog
 from trainhub.metrics.log import new_run_id
 from trainhub.metrics.rows import ROW_ADAPTER
 from trainhub.progress import View
+from trainhub.resume import CheckpointError, check_resume, find_checkpoint
 from trainhub.runners.base import EXIT_FAILED, Launch, Runner
+from trainhub.secrets import redact, secret_values
 
 
 class RunFolderInUse(Exception):
     pass
 
 
-def prepare_run_dir(job: Job) -> Path:
+def prepare_run_dir(job: Job, resuming: bool) -> Path:
     run_dir = Path(job.output_dir)
-    if (run_dir / "metrics.jsonl").exists():
-        raise RunFolderInUse(f"{run_dir} already holds a run (metrics.jsonl); choose another folder with "
-                             f"--set output_dir=... or remove it")
+    if (run_dir / "metrics.jsonl").exists() and not resuming:
+        raise RunFolderInUse(f"{run_dir} already holds a run (metrics.jsonl); continue it with --resume, choose "
+                             f"another folder with --set output_dir=..., or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "job.json").write_text(json.dumps(job.model_dump(mode="json"), indent=2) + "\n")
     return run_dir
 
 
-def run(job: Job, runner: Runner, *, dry_run: bool = False, view: View | None = None) -> int:
-    """Launch the job through `runner` and return the child's exit code."""
-    run_dir = prepare_run_dir(job)
-    launch = runner.prepare(job, run_dir, dry_run=dry_run)
+def find_resume(job: Job, where: str, force: bool) -> Path:
+    """The checkpoint to resume from; raises CheckpointError naming every refused change to the job."""
+    checkpoint = find_checkpoint(where, Path(job.output_dir))
+    refused = check_resume(checkpoint, job.model_dump(mode="json"), force)
+    if refused:
+        raise CheckpointError(f"{checkpoint} was written by a different job; these changes are refused "
+                              f"(pass --resume-force to resume anyway):\n  " + "\n  ".join(refused))
+    return checkpoint
+
+
+def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: Path | None = None,
+        view: View | None = None) -> int:
+    """Launch the job through `runner` and return the child's exit code. `resume`: a checkpoint folder."""
+    run_dir = prepare_run_dir(job, resuming=resume is not None)
+    launch = runner.prepare(job, run_dir, dry_run=dry_run, resume=resume)
     view = view or View(job.log.console)
     run_id = new_run_id()
     with view:
@@ -97,7 +110,9 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
 
 
 def _pump(child: subprocess.Popen, sink, view: View) -> None:
+    secrets = secret_values()
     for line in child.stdout:
+        line = redact(line, secrets)
         sink.write(line)
         sink.flush()
         view.line(line.rstrip("\n"))

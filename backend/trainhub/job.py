@@ -239,6 +239,10 @@ class TrainSection(Section):
     """Checkpoints to keep; older ones are deleted after a new one is complete."""
     log_every: int = Field(1, ge=1)
     """Write a train row to the metric log every N steps."""
+    on_nonfinite: Literal["skip", "stop"] = "skip"
+    """A step with a non-finite loss or gradient norm: skip drops its update and counts it; stop ends the run."""
+    nonfinite_limit: int = Field(5, ge=1)
+    """With skip: stop after this many non-finite steps in a row (the last good checkpoint is kept)."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSection:

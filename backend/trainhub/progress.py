@@ -64,11 +64,14 @@ class View:
             hw = row.hardware
             self.line(f"run {row.run_id}: {row.backend} on {hw.device_name} ({hw.device}), {row.precision}, "
                       f"{row.params_trainable:,} of {row.params_total:,} params trained, {row.max_steps} steps")
+            if row.resumed_from:
+                self.line(f"resumed from {row.resumed_from} at step {row.step}")
             if self.progress is not None:
-                self.task = self.progress.add_task("train", total=row.max_steps, stats="")
+                self.task = self.progress.add_task("train", total=row.max_steps, completed=row.step, stats="")
         elif event == "train":
             mfu = f" mfu {row.mfu:.1%}" if row.mfu is not None else ""
-            stats = (f"loss {row.loss:.4f}  lr {row.lr:.2e}  {_fmt_tps(row.tokens_per_s)} tok/s{mfu}"
+            loss = f"{row.loss:.4f}" if row.loss is not None else "non-finite"
+            stats = (f"loss {loss}  lr {row.lr:.2e}  {_fmt_tps(row.tokens_per_s)} tok/s{mfu}"
                      f"  mem {row.mem_gb:.1f}GB" if row.mem_gb is not None else "")
             if self.progress is not None and self.task is not None:
                 self.progress.update(self.task, completed=row.step, stats=stats)

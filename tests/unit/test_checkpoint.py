@@ -8,7 +8,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainhub.engine.checkpoint import save_checkpoint
+from trainhub.engine.checkpoint import load_into
+from trainhub.engine.checkpoint import save_checkpoint as _save
+from trainhub.resume import find_checkpoint
+
+JOB = {"name": "t", "optim": {"lr": 0.01}}
+
+
+def save_checkpoint(run_dir, step, model, optimizer, state, keep_last, is_best=False):
+    return _save(run_dir, step, model, optimizer, state, JOB, keep_last, is_best)
+
+
+def saved_state(folder) -> dict:
+    """state.json without the RNG states and save time (checked separately)."""
+    state = json.loads((folder / "state.json").read_text())
+    return {k: v for k, v in state.items() if k not in ("python_rng", "numpy_rng", "saved_at")}
 
 
 @pytest.fixture
@@ -57,7 +71,9 @@ def test_checkpoint_folder_contents(tmp_path, trained):
         for field in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(saved["state"][k][field], live["state"][k][field])
 
-    assert json.loads((folder / "state.json").read_text()) == {"step": 1, **state}
+    assert saved_state(folder) == {"step": 1, **state}
+    assert json.loads((folder / "job.json").read_text()) == JOB
+    assert set(torch.load(folder / "rng.pt", weights_only=True)) >= {"cpu"}
     assert latest(tmp_path / "checkpoints") == "step-00000001\n"
 
 
@@ -68,7 +84,7 @@ def test_latest_names_the_newest_and_keep_last_keeps_two(tmp_path, trained):
         save_checkpoint(tmp_path, step, model, optimizer, {"tokens": step}, keep_last=2)
         assert latest(root) == f"step-{step:08d}\n"
     assert steps_in(root) == ["step-00000020", "step-00000030"]
-    assert json.loads((root / "step-00000030" / "state.json").read_text()) == {"step": 30, "tokens": 30}
+    assert saved_state(root / "step-00000030") == {"step": 30, "tokens": 30}
     assert sorted(p.name for p in root.iterdir() if p.is_file()) == ["latest"]
 
 
@@ -98,7 +114,7 @@ def test_stale_temporary_folder_from_a_crash(tmp_path, trained):
     (crashed / "junk").write_text("partial")
     assert latest(root) == "step-00000002\n"
 
-    # Resuming and saving step 3 again replaces the half-written folder with a complete one.
+    # The next save completes; leftovers of the crashed one are removed.
     folder = save_checkpoint(tmp_path, 3, model, optimizer, {"tokens": 3}, keep_last=2)
     assert not crashed.exists()
     assert "junk" not in {p.name for p in folder.iterdir()}
@@ -115,5 +131,53 @@ def test_stale_temporary_folder_of_another_step_is_not_a_checkpoint(tmp_path, tr
     save_checkpoint(tmp_path, 2, model, optimizer, {}, keep_last=2)
     save_checkpoint(tmp_path, 3, model, optimizer, {}, keep_last=2)
     assert latest(root) == "step-00000003\n"
-    # keep_last counts complete checkpoints only: the stale folder does not push step 2 out.
-    assert [n for n in steps_in(root) if n.startswith("step-")] == ["step-00000002", "step-00000003"]
+    # keep_last counts complete checkpoints only: the stale folder does not push step 2 out, and it is removed.
+    assert steps_in(root) == ["step-00000002", "step-00000003"]
+
+
+def test_best_is_kept_beyond_keep_last(tmp_path, trained):
+    model, optimizer = trained
+    root = tmp_path / "checkpoints"
+    for step, best in ((1, True), (2, False), (3, False), (4, False)):
+        save_checkpoint(tmp_path, step, model, optimizer, {}, keep_last=2, is_best=best)
+    assert steps_in(root) == ["step-00000001", "step-00000003", "step-00000004"]
+    assert (root / "best").read_text() == "step-00000001\n"
+
+
+def test_saving_a_step_again_never_overwrites_in_place(tmp_path, trained):
+    """After resuming from an earlier checkpoint the same step is saved again: under a new name, so the
+    folder `latest` names is never half-deleted; retention follows the order of writing, not the names."""
+    model, optimizer = trained
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model, optimizer, {}, keep_last=2)
+    again = save_checkpoint(tmp_path, 2, model, optimizer, {}, keep_last=2)
+    assert again.name == "step-00000002-r1"
+    assert latest(root) == "step-00000002-r1\n"
+    assert steps_in(root) == ["step-00000002-r1", "step-00000003"]
+
+
+def test_load_restores_weights_optimizer_and_rng(tmp_path, trained):
+    import random
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, optimizer = trained
+    torch.manual_seed(123)
+    random.seed(7)
+    save_checkpoint(tmp_path, 5, model, optimizer, {"tokens": 40}, keep_last=2)
+    expected_torch, expected_py = torch.rand(3), random.random()
+
+    torch.manual_seed(999)
+    random.seed(1)
+    fresh = LlamaForCausalLM(model.config)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    state = load_into(find_checkpoint("latest", tmp_path), fresh, fresh_opt, torch.device("cpu"))
+    assert state["step"] == 5 and state["tokens"] == 40
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert fresh.lm_head.weight is fresh.model.embed_tokens.weight  # tying survives the load
+    for a, b in zip(optimizer.state_dict()["state"].values(), fresh_opt.state_dict()["state"].values(), strict=True):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_py
+    assert isinstance(LlamaConfig, type)

@@ -22,7 +22,7 @@ else:  # pragma: no cover
 
 JOB_OPTIONS = {"config": ["--config", "-c"], "backend": ["--backend", "-b"], "sets": ["--set", "-s"]}
 FROZEN = {
-    "train": {**JOB_OPTIONS, "dry_run": ["--dry-run"]},
+    "train": {**JOB_OPTIONS, "dry_run": ["--dry-run"], "resume": ["--resume"], "resume_force": ["--resume-force"]},
     "validate": JOB_OPTIONS,
     "plan": {**JOB_OPTIONS, "dry_run": ["--dry-run"]},
     "backends": {},
@@ -145,3 +145,12 @@ def test_train_script_entry_point_runs_the_train_command():
     for option in ("--config", "-c", "--backend", "-b", "--set", "-s", "--dry-run"):
         assert f" {option} " in done.stdout or f" {option}," in done.stdout, option
     assert "Commands" not in done.stdout  # a single command, not the group
+
+
+def test_bare_resume_means_latest():
+    from trainhub.cli import bare_resume
+
+    assert bare_resume(["train", "-c", "j.yaml", "--resume"]) == ["train", "-c", "j.yaml", "--resume", "latest"]
+    assert bare_resume(["-c", "j.yaml", "--resume", "--dry-run"]) == ["-c", "j.yaml", "--resume", "latest", "--dry-run"]
+    assert bare_resume(["-c", "j.yaml", "--resume", "runs/x"]) == ["-c", "j.yaml", "--resume", "runs/x"]
+    assert bare_resume(["-c", "j.yaml"]) == ["-c", "j.yaml"]

@@ -84,6 +84,7 @@ def test_train_row_json_is_exactly_these_fields(tmp_path):
     assert json.loads(path.read_text()) == {
         "schema": 1, "time": 1001.25, "run_id": "r1", "step": 1, "event": "train", "loss": 5.5, "lr": 1e-3,
         "grad_norm": 0.75, "tokens": 256, "tokens_per_s": 1024.0, "mfu": None, "mem_gb": 0.5, "epoch": 0.125,
+        "nonfinite_skipped": 0,
     }
 
 
@@ -153,4 +154,4 @@ def test_metrics_schema_documents_the_schema_key():
     schema = json.loads(_generated_schemas()["metrics.schema.json"])
     train = schema["$defs"]["TrainRow"]["properties"]
     assert "schema" in train and "schema_version" not in train
-    assert train["loss"]["description"] == "Mean loss over the step's target tokens."
+    assert train["loss"]["description"] == "Mean loss over the logged steps' target tokens; null if any was non-finite."

@@ -1,7 +1,7 @@
-"""The native engine's process: `python -m trainhub.engine --run-dir DIR [--dry-run]`.
+"""The native engine's process: `python -m trainhub.engine --run-dir DIR [--dry-run] [--resume CKPT]`.
 
 Reads DIR/job.json (written by the hub), trains, and exits 0 (completed),
-130 (interrupted after saving) or 1 (failed; an error row says why).
+130 (interrupted after saving) or 1 (failed, non-finite stop included; an error row says why).
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ import time
 import traceback
 from pathlib import Path
 
+from transformers.utils import logging as hf_logging
+
 from trainhub.data.chat import TemplateError
 from trainhub.data.sources import DataError
+from trainhub.engine.checkpoint import CheckpointError
+from trainhub.engine.loop import NonFiniteStop, train
 from trainhub.job import Job
 from trainhub.metrics import EndRow, ErrorRow, MetricLog
 from trainhub.metrics.log import new_run_id
@@ -25,21 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainhub.engine")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
+    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint folder to continue from")
     args = parser.parse_args(argv)
     job = Job.model_validate_json((args.run_dir / "job.json").read_text())
     log = MetricLog(args.run_dir / "metrics.jsonl")
     run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
     t0 = time.time()
+    hf_logging.disable_progress_bar()  # its bars would garble the hub's console
     try:
-        from transformers.utils import logging as hf_logging
-
-        from trainhub.engine.loop import train
-
-        hf_logging.disable_progress_bar()  # its bars would garble the hub's console
-
-        status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run)
+        status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
     except (DataError, TemplateError) as err:
         return _fail(log, run_id, t0, f"data: {err}", "")
+    except (NonFiniteStop, CheckpointError) as err:
+        return _fail(log, run_id, t0, str(err), "", error_row=isinstance(err, CheckpointError),
+                     step=getattr(err, "step", 0))
     except Exception as err:
         detail = traceback.format_exc()
         print(detail, file=sys.stderr, flush=True)
@@ -49,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK
 
 
-def _fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str) -> int:
+def _fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str, error_row: bool = True,
+          step: int = 0) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    log.write(ErrorRow(run_id=run_id, step=0, message=message, detail=detail[-4000:]))
-    log.write(EndRow(run_id=run_id, step=0, status="failed", wall_s=time.time() - t0, tokens=0, final_loss=None,
+    if error_row:
+        log.write(ErrorRow(run_id=run_id, step=step, message=message, detail=detail[-4000:]))
+    log.write(EndRow(run_id=run_id, step=step, status="failed", wall_s=time.time() - t0, tokens=0, final_loss=None,
                      exit_code=EXIT_FAILED))
     return EXIT_FAILED
 

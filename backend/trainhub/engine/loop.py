@@ -1,15 +1,21 @@
-"""The native training loop. Read it top to bottom: build, then step, log, evaluate, save.
+"""The native training loop. Read it top to bottom: build, restore, then step, log, evaluate, save.
 
 Loss normalisation: every micro-batch's loss is its summed token cross-entropy
 divided by the number of target tokens in the whole optimizer step
 (`num_items_in_batch`), so the gradients of micro-batch 2 x accumulation 2 equal
 those of micro-batch 4 x accumulation 1, and the logged loss is the exact mean
 over the step's target tokens.
+
+Resume: everything a step depends on is restored from the checkpoint — weights,
+optimizer, RNG states, step, tokens, the data position (epoch, index in that
+epoch's seeded order) and the loss scaler — and the learning rate is a pure
+function of the step, so a resumed run takes the same steps as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -17,7 +23,7 @@ from pathlib import Path
 import torch
 
 from trainhub.data.batches import Position, count_targets, load_examples, micro_batches
-from trainhub.engine.checkpoint import save_checkpoint
+from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import (
     autocast,
     device_facts,
@@ -31,11 +37,22 @@ from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import lr_at
 from trainhub.engine.stop import StopFlag
 from trainhub.job import Job
-from trainhub.metrics import CheckpointRow, EndRow, EvalRow, MetricLog, StartRow, TrainRow
+from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, EvalRow, MetricLog, StartRow, TrainRow
 from trainhub.metrics.flops import mfu
 
+# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
+# train.on_nonfinite end to end. Never set in normal use.
+INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
 
-def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False) -> str:
+
+class NonFiniteStop(RuntimeError):
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
+          resume: Path | None = None) -> str:
     """Run the job; returns the end status ('completed' or 'interrupted'). Rows go to `log`."""
     t_start = time.time()
     stop = StopFlag.install()
@@ -45,6 +62,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     device = pick_device()
     precision = pick_precision(job.train.precision, device, notes)
     tc = job.train
+    job_json = job.model_dump(mode="json")
 
     tokenizer = build_tokenizer(job, run_dir)
     train_on = getattr(job.method, "train_on", "all")
@@ -53,33 +71,48 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         if job.data.eval else None
     model = build_model(job, tokenizer).to(device)
     counts = count_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(job.optim, params, device)
+    scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
+
+    state: dict = {"tokens": 0, "epoch": 0, "index": 0, "best_eval_loss": None, "last_eval_loss": None,
+                   "nonfinite_skipped": 0}
+    if resume is not None:
+        state = load_into(resume, model, optimizer, device)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     forward = model
     if getattr(job.backend, "compile", False):
         if device.type == "cuda":
             forward = torch.compile(model)
         else:
             notes.append("CPU: backend.compile ignored (torch.compile is used on GPUs only)")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(job.optim, params, device)
-    scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
 
     per_step = tc.micro_batch_size * tc.grad_accum
     steps_per_epoch = max(1, len(train_set) // per_step)
-    max_steps = 1 if dry_run else tc.max_steps or max(1, round(tc.epochs * steps_per_epoch))
+    max_steps = tc.max_steps or max(1, round(tc.epochs * steps_per_epoch))
+    step = state.get("step", 0)
+    if dry_run:
+        max_steps = step + 1
     log.write(StartRow(
-        run_id=run_id, step=0, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
+        run_id=run_id, step=step, backend="native", job_hash=job.hash(), job=job_json,
         hardware=device_facts(device), params_total=counts.params_total, params_trainable=counts.params_trainable,
         flops_per_token=counts.flops_per_token(job.data.max_length), precision=precision.name,
         max_steps=max_steps, tokens_per_step=per_step * job.data.max_length, notes=notes,
-        data={f"train_{k}": v for k, v in train_set.stats.items()}))
+        data={f"train_{k}": v for k, v in train_set.stats.items()},
+        resumed_from=str(resume) if resume else None))
     for note in notes:
         print(f"note: {note}", flush=True)
+    if resume is not None:
+        print(f"resumed from {resume} at step {step}", flush=True)
     peak = device_facts(device)["peak_flops"]
+    inject = {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
-    position = Position()
+    position = Position(state["epoch"], state["index"])
     batches = micro_batches(train_set, tc.micro_batch_size, seed=job.seed, shuffle=job.data.shuffle,
                             pad_id=tokenizer.pad_token_id, position=position)
-    step, tokens, last_loss, status = 0, 0, None, "completed"
+    tokens, last_loss, status = state["tokens"], None, "completed"
+    skipped, in_a_row = state["nonfinite_skipped"], 0
     window_loss = torch.zeros((), device=device)
     window_steps, window_tokens, window_flops, window_t0 = 0, 0, 0.0, time.perf_counter()
     model.train()
@@ -89,6 +122,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
             group["lr"] = lr
         micro = [next(batches) for _ in range(tc.grad_accum)]
         n_targets = torch.tensor(sum(count_targets(b) for b in micro), device=device)
+        step_loss = torch.zeros((), device=device)
         for batch in micro:
             n_tokens = int(batch["attention_mask"].sum())
             window_tokens += n_tokens
@@ -96,38 +130,66 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, precision):
                 loss = forward(**batch, num_items_in_batch=n_targets).loss
+            if step + 1 in inject:
+                loss = loss * float("nan")
             (scaler.scale(loss) if scaler else loss).backward()
-            window_loss += loss.detach()
+            step_loss += loss.detach()
         if scaler:
             scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip or math.inf)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        finite = bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm))  # sync
+        if finite:
+            in_a_row = 0
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+        else:  # drop this update; the data and the schedule still advance
+            skipped, in_a_row = skipped + 1, in_a_row + 1
+            print(f"step {step + 1}: non-finite loss or gradient norm; update skipped", flush=True)
+            if scaler:
+                scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window_steps += 1
+        window_loss += step_loss
 
-        if step % tc.log_every == 0 or step == max_steps or stop.requested:
-            last_loss = window_loss.item() / window_steps  # sync
+        if step % tc.log_every == 0 or step == max_steps or stop.requested or not finite:
+            loss_value = window_loss.item() / window_steps  # sync
+            last_loss = loss_value if math.isfinite(loss_value) else None
+            norm = float(grad_norm)  # sync
             elapsed = time.perf_counter() - window_t0
             tokens += window_tokens
             log.write(TrainRow(
-                run_id=run_id, step=step, loss=last_loss, lr=lr, grad_norm=float(grad_norm),  # sync
+                run_id=run_id, step=step, loss=last_loss, lr=lr, grad_norm=norm if math.isfinite(norm) else None,
                 tokens=tokens, tokens_per_s=window_tokens / elapsed,
                 mfu=mfu(window_flops / max(window_tokens, 1), window_tokens / elapsed, peak),
-                mem_gb=peak_memory_gb(device), epoch=position.epoch + position.index / len(train_set)))
+                mem_gb=peak_memory_gb(device), epoch=position.epoch + position.index / len(train_set),
+                nonfinite_skipped=skipped))
             window_loss.zero_()
             window_steps, window_tokens, window_flops, window_t0 = 0, 0, 0.0, time.perf_counter()
+        if not finite and (tc.on_nonfinite == "stop" or in_a_row >= tc.nonfinite_limit):
+            why = "train.on_nonfinite is stop" if tc.on_nonfinite == "stop" else \
+                f"{in_a_row} in a row reached train.nonfinite_limit"
+            message = (f"non-finite loss or gradient at step {step} ({why}); the run stops without saving, "
+                       f"the last good checkpoint is kept")
+            log.write(ErrorRow(run_id=run_id, step=step, message=message))
+            raise NonFiniteStop(message, step)
         if dry_run:
             break
         if eval_set is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == max_steps):
-            log.write(evaluate(model, eval_set, job, tokenizer.pad_token_id, device, precision, run_id, step))
+            row = evaluate(model, eval_set, job, tokenizer.pad_token_id, device, precision, run_id, step)
+            log.write(row)
+            state["last_eval_loss"] = row.eval_loss
         if (tc.save_every and step % tc.save_every == 0 and step < max_steps) or stop.requested:
-            state = {"tokens": tokens, "epoch": position.epoch, "index": position.index, "job_hash": job.hash()}
-            path = save_checkpoint(run_dir, step, model, optimizer, state, tc.keep_last)
+            best = state.get("best_eval_loss")
+            is_best = state["last_eval_loss"] is not None and (best is None or state["last_eval_loss"] < best)
+            if is_best:
+                state["best_eval_loss"] = state["last_eval_loss"]
+            state.update(tokens=tokens, epoch=position.epoch, index=position.index, nonfinite_skipped=skipped,
+                         job_hash=job.hash(), scaler=scaler.state_dict() if scaler else None)
+            path = save_checkpoint(run_dir, step, model, optimizer, state, job_json, tc.keep_last, is_best)
             log.write(CheckpointRow(run_id=run_id, step=step, path=str(path)))
         if stop.requested:
             status = "interrupted"
@@ -138,7 +200,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         log.write(CheckpointRow(run_id=run_id, step=step, path=str(final)))
     synchronize(device)
     log.write(EndRow(run_id=run_id, step=step, status=status, wall_s=time.time() - t_start, tokens=tokens,
-                     final_loss=last_loss))
+                     final_loss=last_loss, nonfinite_skipped=skipped))
     return status
 
 
@@ -148,9 +210,9 @@ def evaluate(model, eval_set, job: Job, pad_id: int, device, precision, run_id: 
     model.eval()
     total = torch.zeros((), device=device, dtype=torch.float64)
     n_total = 0
-    batches = micro_batches(eval_set, min(job.train.micro_batch_size, len(eval_set)), seed=0, shuffle=False,
-                            pad_id=pad_id, position=Position())
-    n_batches = len(eval_set) // min(job.train.micro_batch_size, len(eval_set))
+    batch_size = min(job.train.micro_batch_size, len(eval_set))
+    batches = micro_batches(eval_set, batch_size, seed=0, shuffle=False, pad_id=pad_id, position=Position())
+    n_batches = len(eval_set) // batch_size
     for _ in range(min(n_batches, job.train.eval_batches or n_batches)):
         batch = next(batches)
         n = count_targets(batch)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from trainhub.metrics.rows import ROW_ADAPTER, _Row
+from trainhub.secrets import redact, secret_values
 
 
 def new_run_id() -> str:
@@ -16,15 +17,17 @@ def new_run_id() -> str:
 
 
 class MetricLog:
-    """Appends rows to `<run_dir>/metrics.jsonl`. A reader following the file sees whole lines only."""
+    """Appends rows to `<run_dir>/metrics.jsonl`. A reader following the file sees whole lines only.
+    Secret values from the environment are redacted (trainhub.secrets)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._secrets = secret_values()
 
     def write(self, row: _Row) -> None:
-        self._file.write(row.model_dump_json(by_alias=True) + "\n")
+        self._file.write(redact(row.model_dump_json(by_alias=True), self._secrets) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

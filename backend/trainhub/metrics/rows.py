@@ -68,12 +68,14 @@ class StartRow(_Row):
     """Plain statements about choices made for this run (e.g. 'CPU: fp32 instead of bf16')."""
     data: dict[str, int] = {}
     """Counts from loading the data (examples, truncated, dropped and why)."""
+    resumed_from: str | None = None
+    """The checkpoint this run continues from; null for a fresh run. `step` is then its step."""
 
 
 class TrainRow(_Row):
     event: Literal["train"] = "train"
-    loss: float
-    """Mean loss over the step's target tokens."""
+    loss: float | None
+    """Mean loss over the logged steps' target tokens; null if any was non-finite."""
     lr: float
     """Learning rate used for the step."""
     grad_norm: float | None
@@ -88,6 +90,8 @@ class TrainRow(_Row):
     """Peak memory so far in GB: CUDA allocated on a GPU, resident set size on CPU."""
     epoch: float
     """Passes over the training data so far."""
+    nonfinite_skipped: int = 0
+    """Steps so far whose update was dropped for a non-finite loss or gradient (train.on_nonfinite)."""
 
 
 class EvalRow(_Row):
@@ -118,6 +122,8 @@ class EndRow(_Row):
     """Loss of the last step; null if no step finished."""
     exit_code: int | None = None
     """Exit code of the backend process, where known."""
+    nonfinite_skipped: int = 0
+    """Steps whose update was dropped for a non-finite loss or gradient."""
 
 
 class ErrorRow(_Row):

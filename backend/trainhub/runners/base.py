@@ -20,6 +20,7 @@ from trainhub.jobfile import Problem
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT)
+# A non-finite stop, a bad record, a refused resume: EXIT_FAILED, with an error row saying which.
 
 
 @dataclass(frozen=True)
@@ -45,4 +46,6 @@ class Runner(Protocol):
 
     def check(self, job: Job, host: Host) -> list[Problem]: ...
 
-    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False) -> Launch: ...
+    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
+        """`resume`: a checkpoint folder (the hub has checked it fits the job); the backend continues from it."""
+        ...

@@ -33,8 +33,10 @@ class NativeRunner:
                                     "formats; use precision bf16 or model.dtype float32"))
         return problems
 
-    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False) -> Launch:
+    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = [sys.executable, "-m", "trainhub.engine", "--run-dir", str(run_dir)]
         if dry_run:
             argv.append("--dry-run")
+        if resume is not None:
+            argv += ["--resume", str(resume)]
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})

@@ -1,0 +1,90 @@
+"""Resume rules: which changes to a job a checkpoint accepts.
+
+A checkpoint records the resolved job. Resuming with a job that differs in what
+was trained — model, tokenizer, method, adapter, data, optimizer and schedule,
+seed, batch shape, precision — is refused with the list of changes, unless
+--resume-force. Changes that only say how long to go on and how to report and
+save are allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+STATE, JOB = "state.json", "job.json"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+ALLOWED = (
+    "name", "output_dir", "log.", "backend.compile",
+    "train.max_steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.save_every",
+    "train.keep_last", "train.log_every", "train.on_nonfinite", "train.nonfinite_limit",
+)
+
+
+def job_changes(saved: dict, current: dict) -> list[str]:
+    """Refused changes between the checkpoint's job and the current one, one line each."""
+    a, b = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") == b.get(key, "<absent>"):
+            continue
+        if any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in ALLOWED):
+            continue
+        lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return lines
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def find_checkpoint(where: str | Path, run_dir: Path) -> Path:
+    """`latest` -> the newest complete checkpoint of run_dir; a path -> that checkpoint, or the latest of
+    the run folder it names."""
+    if str(where) == "latest":
+        root = run_dir / "checkpoints"
+        name = pointer(root, "latest")
+        if name is None:
+            raise CheckpointError(f"no checkpoint to resume from in {root} (no complete checkpoint named by "
+                                  f"'latest')")
+        return root / name
+    path = Path(where).expanduser().resolve()
+    if (path / "checkpoints").is_dir():
+        return find_checkpoint("latest", path)
+    if not (path / STATE).is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE})")
+    return path
+
+
+def read_state(path: Path) -> tuple[dict, dict]:
+    """(state.json, job.json) of a checkpoint."""
+    try:
+        return json.loads((path / STATE).read_text()), json.loads((path / JOB).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
+
+
+def check_resume(checkpoint: Path, current_job: dict, force: bool) -> list[str]:
+    """Refused changes, as lines; empty when resuming is allowed (or forced)."""
+    _state, saved = read_state(checkpoint)
+    changes = job_changes(saved, current_job)
+    return [] if force else changes
+
+
+def pointer(root: Path, name: str) -> str | None:
+    """The checkpoint a pointer file (latest, best) names, if that checkpoint is complete."""
+    p = root / name
+    if not p.is_file():
+        return None
+    target = p.read_text().strip()
+    return target if (root / target / STATE).is_file() else None

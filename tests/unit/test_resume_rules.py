@@ -1,0 +1,50 @@
+"""Which job changes a checkpoint accepts, and secret redaction."""
+
+from __future__ import annotations
+
+from trainhub.resume import job_changes
+from trainhub.secrets import redact, secret_values
+
+SAVED = {"name": "a", "seed": 0, "optim": {"lr": 0.01, "schedule": {"warmup_steps": 2}},
+         "train": {"max_steps": 10, "micro_batch_size": 8, "log_every": 1}, "log": {"console": "auto"},
+         "data": {"train": ["/d/a.jsonl"]}}
+
+
+def changed(**edits) -> dict:
+    import copy
+
+    job = copy.deepcopy(SAVED)
+    for dotted, value in edits.items():
+        node = job
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return job
+
+
+def test_same_job_has_no_changes():
+    assert job_changes(SAVED, changed()) == []
+
+
+def test_length_and_reporting_changes_are_allowed():
+    assert job_changes(SAVED, changed(train__max_steps=20, train__log_every=5, log__console="plain", name="b")) == []
+
+
+def test_what_was_trained_is_refused_with_old_and_new_values():
+    lines = job_changes(SAVED, changed(optim__lr=0.1, train__micro_batch_size=4, seed=1,
+                                       optim__schedule={"warmup_steps": 5}))
+    assert lines == ["optim.lr: 0.01 -> 0.1", "optim.schedule.warmup_steps: 2 -> 5", "seed: 0 -> 1",
+                     "train.micro_batch_size: 8 -> 4"]
+
+
+def test_data_files_are_compared():
+    assert job_changes(SAVED, changed(data__train=["/d/b.jsonl"])) == \
+        ["data.train: ['/d/a.jsonl'] -> ['/d/b.jsonl']"]
+
+
+def test_secret_values_come_from_secret_names_only():
+    env = {"HF_TOKEN": "hf_abcdefgh", "WANDB_API_KEY": "0123456789", "MY_SERVICE_PASSWORD": "hunter22x",
+           "PATH": "/usr/bin", "SHORT_TOKEN": "ab"}
+    assert set(secret_values(env)) == {"hf_abcdefgh", "0123456789", "hunter22x"}
+    assert redact("token=hf_abcdefgh; path=/usr/bin", secret_values(env)) == "token=***; path=/usr/bin"
