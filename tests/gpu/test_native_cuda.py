@@ -40,3 +40,23 @@ def test_lora_sft_on_gpu(tmp_path, pretrained):
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(math.isfinite(x) for x in train_losses(tmp_path / "run"))
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_resume_on_gpu_matches_uninterrupted(tmp_path):
+    """On a GPU the resumed run's per-step losses match an uninterrupted run's within 1e-6 relative."""
+    import pytest as _pytest
+
+    from tests.integration.test_resume import _interrupt_after, _losses_by_step
+
+    steps = 40
+    straight = tiny_pretrain_job(tmp_path, output_dir=str(tmp_path / "straight"),
+                                 train={"max_steps": steps, "precision": "bf16"})
+    assert run_cli("train", "--config", str(write_job(tmp_path / "s.yaml", straight))).returncode == 0
+    config = write_job(tmp_path / "r.yaml", dict(straight, output_dir=str(tmp_path / "resumed")))
+    first = _interrupt_after(config, tmp_path / "resumed", min_step=3)
+    assert first.returncode == 130, first.stdout
+    second = run_cli("train", "--config", str(config), "--resume")
+    assert second.returncode == 0, second.stdout + second.stderr
+    expected, got = _losses_by_step(tmp_path / "straight"), _losses_by_step(tmp_path / "resumed")
+    assert sorted(got) == list(range(1, steps + 1))
+    assert [got[s] for s in sorted(got)] == _pytest.approx([expected[s] for s in sorted(got)], rel=1e-6)
