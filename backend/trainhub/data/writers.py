@@ -1,0 +1,91 @@
+"""Writers: the same data, handed to other training stacks in their own formats.
+
+trainhub reads and validates data once (data/sources.py); a runner that drives
+another stack calls one of these to lay the data out the way that stack reads it:
+
+  LLaMA-Factory  `dataset_info.json` registering files by absolute path, and the files:
+                 text -> {"text"} records (columns {prompt: text}); conversations ->
+                 {"messages": [{role, content}]} records declared as sharegpt with
+                 OpenAI role/content tags.
+  nanoGPT        `train.bin` / `val.bin`: every document's token ids followed by EOS,
+                 concatenated, as little-endian uint16 (nanoGPT memory-maps them), and
+                 `meta.pkl` holding {"vocab_size": V}. uint16 caps the vocabulary at 65,536.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+UINT16_LIMIT = 65_536
+
+
+def write_llamafactory(folder: Path, name: str, records: Iterable, kind: str) -> Path:
+    """Write `<folder>/<name>.jsonl` and `<folder>/dataset_info.json`; returns the dataset_info path.
+
+    kind: "text" (records are strings) or "messages" (records are lists of {role, content}).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data = (folder / f"{name}.jsonl").resolve()
+    with open(data, "w", encoding="utf-8") as f:
+        for record in records:
+            row = {"text": record} if kind == "text" else {"messages": record}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if kind == "text":
+        entry = {"file_name": str(data), "columns": {"prompt": "text"}}
+    elif kind == "messages":
+        entry = {"file_name": str(data), "formatting": "sharegpt", "columns": {"messages": "messages"},
+                 "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                          "assistant_tag": "assistant", "system_tag": "system", "observation_tag": "tool"}}
+    else:
+        raise ValueError(f"no LLaMA-Factory layout for data kind '{kind}' (text, messages)")
+    info_path = folder / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info[name] = entry
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    return info_path
+
+
+def write_nanogpt(folder: Path, tokenizer, train_texts: Iterable[str], val_texts: Iterable[str]) -> dict:
+    """train.bin, val.bin and meta.pkl in `folder`; returns token counts."""
+    vocab = len(tokenizer)
+    if vocab > UINT16_LIMIT:
+        raise ValueError(f"nanoGPT stores token ids as uint16: the tokenizer has {vocab:,} tokens, more than "
+                         f"{UINT16_LIMIT:,}; use a smaller vocabulary")
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, texts in (("train", train_texts), ("val", val_texts)):
+        ids = _token_stream(tokenizer, texts)
+        if ids.size == 0:
+            raise ValueError(f"nanoGPT needs a non-empty {split} split")
+        ids.astype("<u2").tofile(folder / f"{split}.bin")
+        counts[split] = int(ids.size)
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": vocab}, f)
+    return counts
+
+
+def _token_stream(tokenizer, texts: Iterable[str]) -> np.ndarray:
+    eos = tokenizer.eos_token_id
+    chunks = []
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == 1024:
+            chunks.append(_encode(tokenizer, batch, eos))
+            batch = []
+    if batch:
+        chunks.append(_encode(tokenizer, batch, eos))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+
+
+def _encode(tokenizer, texts: list[str], eos: int) -> np.ndarray:
+    out: list[int] = []
+    for seq in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        out.extend(seq)
+        out.append(eos)
+    return np.asarray(out, dtype=np.int64)
