@@ -1,11 +1,12 @@
 """Tokenizers: train a byte-level BPE for a model built from nothing, or load an existing one.
 
-A trained tokenizer gets three special tokens, saved with it:
+A trained tokenizer gets, by default (the ChatML template), three special tokens, saved with it:
   <|im_end|>   EOS: closes every document (pretraining) and every chat turn, so a model
                trained on either learns to stop;
   <|im_start|> opens a chat turn;
   <|pad|>      padding, distinct from EOS so padding is never mistaken for an end.
-and a ChatML chat template. No BOS: byte-level BPE needs none.
+and the ChatML chat template. Another built-in template (data/templates.py) brings its own
+special tokens, and its end-of-turn token becomes the EOS. No BOS: byte-level BPE needs none.
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from collections.abc import Iterable
 
 EOS, PAD, IM_START = "<|im_end|>", "<|pad|>", "<|im_start|>"
 
-CHATML_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
-
-
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
-    """A byte-level BPE tokenizer (transformers fast tokenizer) trained on `texts`."""
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2, template: str = "chatml"):
+    """A byte-level BPE tokenizer (transformers fast tokenizer) trained on `texts`, with the special
+    tokens and chat template of the built-in `template` (trainhub.data.templates)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from trainhub.data.templates import apply_template, spec
+
+    chat = spec(template)
+    eos = chat.end_of_turn or EOS
+    specials = [PAD, *dict.fromkeys([eos, *chat.special_tokens])]
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -34,14 +34,14 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=[PAD, EOS, IM_START],
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, pad_token=PAD,
-                                  additional_special_tokens=[IM_START])
-    tok.chat_template = CHATML_TEMPLATE
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos, pad_token=PAD,
+                                  additional_special_tokens=[t for t in specials if t not in (PAD, eos)])
+    apply_template(tok, template)
     tok.padding_side = "right"
     return tok
 
