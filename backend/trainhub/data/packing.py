@@ -43,6 +43,10 @@ What transformers 5.23 accepts (read in masking_utils.py / modeling_llama.py, ch
 - 4-D masks replace transformers' own mask for every layer, so a model with sliding-window layers
   (Mistral, Gemma 2/3, Qwen2 with use_sliding_window) would lose its window here; "varlen" keeps it
   (flash applies the window itself). trainhub's llama and qwen2 builds have no window.
+
+Measured on an H100 (research/results/packing.md): packed rows with the bool mask train at 2.7x the
+real tokens/s of padded micro-batches and half the peak memory, 6% below attention that ignores
+document boundaries; the float mask is 18% slower than the bool one.
 """
 
 from __future__ import annotations
