@@ -167,18 +167,86 @@ Adapter = Annotated[FullAdapter | LoraAdapter, Field(discriminator="type"), Befo
 
 # ----------------------------------------------------------------------------- data
 
+# The canonical field names of each record format; data.columns maps them to a file's own names.
+# trainhub.data.formats reads records by these names (docs: that module's docstring).
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "messages": ("messages",),
+    "sharegpt": ("conversations", "system"),
+    "alpaca": ("instruction", "input", "output", "system"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "prompt": ("prompt", "answer"),
+}
+
+# The formats each method reads: sharegpt and alpaca are converted to messages, so SFT takes all
+# three. preference and prompt load as typed records for the DPO and GRPO methods still to come.
+METHOD_FORMATS: dict[str, tuple[str, ...]] = {"pretrain": ("text",), "sft": ("messages", "sharegpt", "alpaca")}
+
+
+def _sources(value: Any) -> Any:
+    """`train: a.jsonl` means `train: [{path: a.jsonl}]`; so does a bare string inside the list."""
+    items = [value] if isinstance(value, str | dict) else value
+    if not isinstance(items, list):
+        return value
+    return [{"path": item} if isinstance(item, str) else item for item in items]
+
+
+class DataSource(Section):
+    path: str
+    """A file, a folder or a glob (see data.train)."""
+    weight: float = Field(1.0, gt=0, le=1000)
+    """Scales the examples drawn from this source per epoch (see data.train)."""
+
 
 class DataSection(Section):
-    train: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(min_length=1)
-    """Training files: .jsonl ({"text"} or {"messages"} per line) or .txt (documents separated by a blank line)."""
+    train: Annotated[list[DataSource], BeforeValidator(_sources)] = Field(min_length=1)
+    """Training data: a path, or a list of paths and {path, weight} entries. A path is a file (.jsonl; .json holding a list of records; .parquet, needs pyarrow; .csv with a header row, flat records only; .txt, text only, documents separated by blank lines), a folder (its files of those types, sorted by name; subfolders are not read) or a glob (sorted; ** descends). weight (default 1) scales what a source gives each epoch: n records with weight w give round(w*n) examples, every record floor(w) times plus a sample of the rest drawn once with the job's seed (so 0.5 trains on the same half every epoch); it is relative to the source's own size, not a share of the mixture."""
     eval: Annotated[list[str], BeforeValidator(_one_or_many)] = []
-    """Evaluation files, same formats; empty means no evaluation."""
-    format: Literal["text", "messages"]
-    """text: raw documents (pretraining). messages: OpenAI-style chat conversations (SFT)."""
+    """Evaluation files, folders or globs, read like train (unweighted). Empty, and no eval_fraction: no evaluation."""
+    eval_fraction: float | None = Field(None, gt=0, lt=1)
+    """Hold out round(eval_fraction*n) records of each training source as the eval set, chosen with the job's seed before weights apply, so they are never trained on. Only when data.eval is empty."""
+    format: Literal["auto", "text", "messages", "sharegpt", "alpaca", "preference", "prompt"] = "auto"
+    """text {text} (pretrain); messages {messages: [{role: system|user|assistant|tool, content}]}, sharegpt {conversations: [{from: human|gpt|system|tool|observation|function_call, value}], system?} and alpaca {instruction, input?, output, system?} (sft; sharegpt and alpaca become messages); preference {prompt, chosen, rejected} (strings or messages lists) and prompt {prompt, answer?, other fields kept} load as typed records for DPO and RL, which no method reads yet. auto: each file's first record decides (messages, conversations, chosen+rejected, instruction+output, prompt, text, in that order; .txt is text), reported in the start row's notes."""
+    columns: dict[str, str] = {}
+    """The file's name for a canonical field, when it differs: {instruction: question, output: answer}. Top-level fields only."""
     max_length: int = Field(512, ge=8, le=1_048_576)
-    """Tokens per sequence: the block length for text, the truncation length for conversations."""
+    """Tokens per sequence: the block length for text, the longest a conversation may be (see overlong)."""
+    overlong: Literal["truncate", "drop", "error"] = "truncate"
+    """A conversation longer than max_length: cut to max_length, left out, or stop naming its file:line. Counted as truncated or dropped_overlong. (Text is cut into blocks, so never over-long.)"""
+    on_error: Literal["error", "skip"] = "error"
+    """A bad record: error stops before training with its file:line (file:row N, from 0, for .json, .parquet and .csv) and the problem; skip leaves it out, counted by reason as skipped_<reason> in the start row's data. Reasons: malformed_json, malformed_csv, not_an_object, missing_field, wrong_type, empty_field, empty_conversation, unknown_role, no_assistant_turn, opens_with_assistant, identical_answers. A file that cannot be read at all is always an error."""
     shuffle: bool = True
     """Shuffle the training examples each epoch (seeded by the job's seed)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        if self.eval and self.eval_fraction is not None:
+            raise ValueError("set data.eval or data.eval_fraction, not both")
+        known = FORMAT_FIELDS.get(self.format) or tuple(dict.fromkeys(f for fs in FORMAT_FIELDS.values() for f in fs))
+        for name in self.columns:
+            if name not in known:
+                raise ValueError(f"data.columns: '{name}' is not a field of format {self.format} "
+                                 f"(its fields: {', '.join(known)})")
+        if len(set(self.columns.values())) < len(self.columns):
+            raise ValueError(f"data.columns maps two fields to the same column: {self.columns}")
+        return self
+
+    @property
+    def has_eval(self) -> bool:
+        return bool(self.eval) or self.eval_fraction is not None
+
+    def method_problem(self, method: str) -> str | None:
+        """Why `method` cannot read this format, or None (auto is checked file by file when data loads)."""
+        accepted = METHOD_FORMATS[method]
+        if self.format == "auto" or self.format in accepted:
+            return None
+        names = ", ".join(accepted[:-1]) + " or " + accepted[-1] if len(accepted) > 1 else accepted[0]
+        return f"method {method} needs data.format {names}, not {self.format}"
+
+    def map_paths(self, fn) -> DataSection:
+        """A copy with every train and eval path passed through `fn` (str -> str)."""
+        train = [s.model_copy(update={"path": fn(s.path)}) for s in self.train]
+        return self.model_copy(update={"train": train, "eval": [fn(p) for p in self.eval]})
 
 
 # ----------------------------------------------------------------------------- optimizer

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from trainhub.data.sources_files import check as check_data_path
 from trainhub.job import PLANNED_BACKENDS, Job
 
 
@@ -283,8 +284,7 @@ def resolve(job: Job, cwd: Path | None = None) -> Job:
     def maybe_hub(p: str) -> str:
         return absolute(p) if _is_local(p, base) else p
 
-    data = job.data.model_copy(update={"train": [absolute(p) for p in job.data.train],
-                                       "eval": [absolute(p) for p in job.data.eval]})
+    data = job.data.map_paths(absolute)
     model = job.model
     if model.path is not None:
         model = model.model_copy(update={"path": maybe_hub(model.path)})
@@ -303,15 +303,13 @@ def _is_local(p: str, base: Path) -> bool:
 
 
 def preflight(job: Job) -> list[Problem]:
-    """Checks that need the file system: every named file exists."""
+    """Checks that need the file system: every data path names readable files, every named folder exists."""
     problems = []
-    for key, files in (("data.train", job.data.train), ("data.eval", job.data.eval)):
-        for i, f in enumerate(files):
-            p = Path(f)
-            if not p.is_file():
-                problems.append(Problem(f"{key}[{i}]", f"file not found: {f}"))
-            elif p.suffix not in (".jsonl", ".txt"):
-                problems.append(Problem(f"{key}[{i}]", f"unsupported file type '{p.suffix}' (use .jsonl or .txt): {f}"))
+    for key, paths in (("data.train", [s.path for s in job.data.train]), ("data.eval", job.data.eval)):
+        for i, path in enumerate(paths):
+            problem = check_data_path(path, job.data.format)
+            if problem:
+                problems.append(Problem(f"{key}[{i}]", problem))
     if job.model.path is not None and job.model.path.startswith("/") and not Path(job.model.path).is_dir():
         problems.append(Problem("model.path", f"model folder not found: {job.model.path}"))
     init = job.model.init

@@ -1,7 +1,6 @@
-"""Reading data files (errors name file:line), pretraining blocks, SFT truncation, and micro-batches.
+"""Sources: folders and globs, mixture weights and the eval split, all seeded and counted; micro-batches.
 
-Token counts are by hand with a byte-level tokenizer that has no merges: every ASCII character
-is one token, EOS (<|im_end|>) is id 1 and padding (<|pad|>) id 0.
+What load_examples makes of the records (blocks, truncation, overlong) is in test_formats_examples.py.
 """
 
 from __future__ import annotations
@@ -12,21 +11,10 @@ import re
 import pytest
 import torch
 
-from trainhub.data.batches import Examples, Position, collate, count_targets, load_examples, micro_batches
+from trainhub.data.batches import Examples, Position, collate, count_targets, micro_batches
 from trainhub.data.chat import IGNORE
-from trainhub.data.sources import DataError, read_conversations, read_texts
-from trainhub.data.tokenizer import train_bpe
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_bpe(["no merges"], vocab_size=300, min_frequency=10**9)
-
-
-def ids_of(tok, text: str) -> list[int]:
-    out = tok.convert_tokens_to_ids(list(text))
-    assert tok.unk_token_id not in out
-    return out
+from trainhub.data.sources import DataError, load_records, read_conversations, read_texts, training_texts
+from trainhub.job import DataSection
 
 
 def jsonl(path, *records) -> str:
@@ -34,148 +22,143 @@ def jsonl(path, *records) -> str:
     return str(path)
 
 
-def at(path, line: int) -> str:
-    return "^" + re.escape(f"{path}:{line}: ")
+def texts(path, prefix: str, n: int) -> str:
+    return jsonl(path, *({"text": f"{prefix}{i}"} for i in range(n)))
 
 
 def turn(role: str, content) -> dict:
     return {"role": role, "content": content}
 
 
-CHAT_OK = {"messages": [turn("user", "hi"), turn("assistant", "hello")]}
-
-# ----------------------------------------------------------------------------- errors name file:line
-
-
-def test_malformed_json_line(tmp_path):
-    path = jsonl(tmp_path / "a.jsonl", {"text": "fine"}, "", '{"text": "unterminated')
-    with pytest.raises(DataError, match=at(path, 3) + "malformed JSON"):
-        list(read_texts([path]))
+def train_texts(seed: int = 0, **data) -> list[str]:
+    return [r.text for r in load_records(DataSection(**data), "train", seed).items]
 
 
-def test_json_that_is_not_an_object(tmp_path):
-    path = jsonl(tmp_path / "a.jsonl", {"text": "fine"}, '["text"]')
-    with pytest.raises(DataError, match=at(path, 2) + "expected a JSON object, got list"):
-        list(read_texts([path]))
+# ----------------------------------------------------------------------------- folders and globs
 
 
-def test_text_record_without_text(tmp_path):
-    path = jsonl(tmp_path / "a.jsonl", {"text": "one"}, {"text": "two"}, {"txt": "three"})
-    with pytest.raises(DataError, match=at(path, 3) + r"expected a string field 'text' .*\['txt'\]"):
-        list(read_texts([path]))
+def test_a_folder_is_its_supported_files_sorted_not_recursive(tmp_path):
+    texts(tmp_path / "b.jsonl", "b", 1)
+    texts(tmp_path / "a.jsonl", "a", 1)
+    (tmp_path / "c.txt").write_text("c0\n")
+    (tmp_path / "README.md").write_text("not data")
+    (tmp_path / ".hidden.jsonl").write_text('{"text": "hidden"}\n')
+    (tmp_path / "test").mkdir()
+    texts(tmp_path / "test" / "t.jsonl", "t", 1)
+    got = load_records(DataSection(train=str(tmp_path)), "train", seed=0)
+    assert [r.text for r in got.items] == ["a0", "b0", "c0"]
+    assert got.stats == {"files": 3, "records": 3}
 
 
-def test_text_record_with_non_string_text(tmp_path):
-    path = jsonl(tmp_path / "a.jsonl", {"text": 5})
-    with pytest.raises(DataError, match=at(path, 1) + "expected a string field 'text'"):
-        list(read_texts([path]))
+def test_a_glob_is_its_matches_sorted_and_double_star_recurses(tmp_path):
+    for name in ("s2", "s1", "sub/s3"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        texts(tmp_path / f"{name}.jsonl", name, 1)
+    assert train_texts(train=str(tmp_path / "s*.jsonl")) == ["s10", "s20"]
+    assert train_texts(train=str(tmp_path / "**" / "*.jsonl")) == ["s10", "s20", "sub/s30"]
 
 
-def test_messages_with_a_bad_role(tmp_path):
-    path = jsonl(tmp_path / "c.jsonl", CHAT_OK, {"messages": [turn("user", "hi"), turn("bot", "hello")]})
-    with pytest.raises(DataError, match=at(path, 2) + r"messages\[1\] needs a role in"):
-        list(read_conversations([path]))
-
-
-def test_messages_with_non_string_content(tmp_path):
-    path = jsonl(tmp_path / "c.jsonl", {"messages": [turn("user", ["hi"]), turn("assistant", "hello")]})
-    with pytest.raises(DataError, match=at(path, 1) + r"messages\[0\] needs a role in .* and a string content"):
-        list(read_conversations([path]))
-
-
-def test_messages_without_an_assistant_turn(tmp_path):
-    path = jsonl(tmp_path / "c.jsonl", CHAT_OK, CHAT_OK, {"messages": [turn("system", "s"), turn("user", "hi")]})
-    with pytest.raises(DataError, match=at(path, 3) + "conversation has no assistant turn"):
-        list(read_conversations([path]))
-
-
-@pytest.mark.parametrize("record", [{"messages": []}, {"text": "a"}, {"messages": "hi"}])
-def test_record_without_a_messages_list(tmp_path, record):
-    path = jsonl(tmp_path / "c.jsonl", record)
-    with pytest.raises(DataError, match=at(path, 1) + "expected a non-empty list field 'messages'"):
-        list(read_conversations([path]))
-
-
-def test_messages_from_a_txt_file_refused(tmp_path):
-    path = tmp_path / "c.txt"
-    path.write_text("hello\n")
-    with pytest.raises(DataError, match="format messages needs .jsonl files"):
-        list(read_conversations([str(path)]))
-
-
-def test_conversations_carry_their_location(tmp_path):
-    path = jsonl(tmp_path / "c.jsonl", CHAT_OK, "", CHAT_OK)
-    assert [where for where, _ in read_conversations([path])] == [f"{path}:1", f"{path}:3"]
-
-
-# ----------------------------------------------------------------------------- text
-
-
-def test_txt_documents_split_on_blank_lines(tmp_path):
-    path = tmp_path / "docs.txt"
-    path.write_text("\n\none\ntwo\n\n\nthree\n   \nfour  \nfive\n")
-    assert list(read_texts([str(path)])) == ["one\ntwo", "three", "four  \nfive"]
-
-
-def test_texts_from_several_files_in_order_blank_texts_skipped(tmp_path):
-    a = jsonl(tmp_path / "a.jsonl", {"text": "x"}, {"text": "  "}, {"text": "y"})
-    b = tmp_path / "b.txt"
-    b.write_text("z\n")
-    assert list(read_texts([a, str(b)])) == ["x", "y", "z"]
-
-
-def test_text_blocks_by_hand(tmp_path, tok):
-    path = jsonl(tmp_path / "a.jsonl", {"text": "abcde"}, {"text": "fgh"}, {"text": "ij"})
-    examples = load_examples([path], "text", tok, max_length=4)
-    # abcde<eos> fgh<eos> ij<eos> = 6 + 4 + 3 = 13 tokens: three blocks of 4, one token (the last EOS) dropped.
-    eos = tok.eos_token_id
-    stream = ids_of(tok, "abcde") + [eos] + ids_of(tok, "fgh") + [eos] + ids_of(tok, "ij")
-    assert examples.stats == {"documents": 3, "tokens": 13, "blocks": 3, "tail_tokens_dropped": 1}
-    assert [b.tolist() for b in examples.input_ids] == [stream[0:4], stream[4:8], stream[8:12]]
-    assert [b.tolist() for b in examples.labels] == [stream[0:4], stream[4:8], stream[8:12]]
-
-
-def test_text_shorter_than_one_block_is_an_error(tmp_path, tok):
-    path = jsonl(tmp_path / "a.jsonl", {"text": "ab"})
-    with pytest.raises(ValueError, match="3 tokens in all, fewer than one block of data.max_length=8"):
-        load_examples([path], "text", tok, max_length=8)
-
-
-# ----------------------------------------------------------------------------- SFT truncation
-
-# LONG renders to 28 tokens with the prompt ending at 21 and labels on 21..26 ("hello" + EOS);
-# SHORT renders to 23 tokens: <|im_start|>user\na<|im_end|>\n (9) <|im_start|>assistant\n (11),
-# labels on 20..21 ("b" + EOS), then "\n".
-LONG = {"messages": [turn("user", "hi"), turn("assistant", "hello")]}
-SHORT = {"messages": [turn("user", "a"), turn("assistant", "b")]}
-
-
-@pytest.mark.parametrize(("max_length", "stats", "lengths"), [
-    (28, {"conversations": 2, "truncated": 0, "dropped_no_target_after_truncation": 0, "examples": 2}, [28, 23]),
-    (27, {"conversations": 2, "truncated": 1, "dropped_no_target_after_truncation": 0, "examples": 2}, [27, 23]),
-    (22, {"conversations": 2, "truncated": 2, "dropped_no_target_after_truncation": 0, "examples": 2}, [22, 22]),
-    (21, {"conversations": 2, "truncated": 2, "dropped_no_target_after_truncation": 1, "examples": 1}, [21]),
+@pytest.mark.parametrize(("name", "message"), [
+    ("missing.jsonl", "file not found: {p}"),
+    ("nothing*.jsonl", "no .jsonl, .json, .parquet, .csv or .txt file matches {p}"),
+    ("empty", "folder holds no .jsonl, .json, .parquet, .csv or .txt file: {p}"),
+    ("notes.md", "unsupported file type '.md' (use .jsonl, .json, .parquet, .csv or .txt): {p}"),
 ])
-def test_sft_truncation_counts(tmp_path, tok, max_length, stats, lengths):
-    path = jsonl(tmp_path / "c.jsonl", LONG, SHORT)
-    examples = load_examples([path], "messages", tok, max_length=max_length)
-    assert examples.stats == stats
-    assert [len(x) for x in examples.input_ids] == lengths
-    assert [len(x) for x in examples.labels] == lengths
+def test_a_path_that_names_no_data_is_an_error(tmp_path, name, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.md").write_text("x")
+    path = str(tmp_path / name)
+    with pytest.raises(DataError, match="^" + re.escape(message.format(p=path)) + "$"):
+        load_records(DataSection(train=path), "train", seed=0)
 
 
-def test_sft_truncated_labels_by_hand(tmp_path, tok):
-    path = jsonl(tmp_path / "c.jsonl", LONG, SHORT)
-    short = load_examples([path], "messages", tok, max_length=21).labels[0].tolist()
-    assert short == [IGNORE] * 20 + ids_of(tok, "b")
-    long = load_examples([path], "messages", tok, max_length=23).labels[0].tolist()
-    assert long == [IGNORE] * 21 + ids_of(tok, "he")
+# ----------------------------------------------------------------------------- mixture weights
 
 
-def test_sft_with_nothing_left_is_an_error(tmp_path, tok):
-    path = jsonl(tmp_path / "c.jsonl", LONG, SHORT)
-    with pytest.raises(ValueError, match="no conversation left with a target token"):
-        load_examples([path], "messages", tok, max_length=20)
+def test_weights_scale_each_source_by_its_own_size(tmp_path):
+    a, b = texts(tmp_path / "a.jsonl", "a", 4), texts(tmp_path / "b.jsonl", "b", 6)
+    data = DataSection(train=[{"path": a, "weight": 2.0}, {"path": b, "weight": 0.5}])
+    got = load_records(data, "train", seed=0)
+    drawn = [r.text for r in got.items]
+    assert drawn[:8] == ["a0", "a1", "a2", "a3"] * 2  # weight 2: every record twice
+    sample = drawn[8:]  # weight 0.5 of 6: three distinct records, in file order
+    assert len(sample) == 3 and len(set(sample)) == 3 and set(sample) <= {f"b{i}" for i in range(6)}
+    assert sample == sorted(sample)
+    assert got.stats == {"files": 2, "records": 10, "source0_records": 4, "source0_drawn": 8,
+                         "source1_records": 6, "source1_drawn": 3}
+
+
+def test_a_fractional_weight_is_whole_copies_plus_a_seeded_sample(tmp_path):
+    a = texts(tmp_path / "a.jsonl", "a", 4)
+    drawn = train_texts(train=[{"path": a, "weight": 1.5}])  # round(1.5 * 4) = 6: all once, 2 more
+    assert drawn[:4] == ["a0", "a1", "a2", "a3"] and len(drawn) == 6 and len(set(drawn[4:])) == 2
+    assert len(train_texts(train=[{"path": a, "weight": 0.625}])) == 3  # 2.5 rounds half up
+    assert len(train_texts(train=[{"path": a, "weight": 0.1}])) == 0  # 0.4 rounds to nothing
+
+
+def test_weights_are_deterministic_with_the_seed(tmp_path):
+    b = texts(tmp_path / "b.jsonl", "b", 20)
+    source = [{"path": b, "weight": 0.5}]
+    assert train_texts(3, train=source) == train_texts(3, train=source)
+    assert len({tuple(train_texts(seed, train=source)) for seed in range(4)}) > 1
+
+
+def test_one_unweighted_source_has_no_per_source_counts(tmp_path):
+    a = texts(tmp_path / "a.jsonl", "a", 3)
+    assert load_records(DataSection(train=a), "train", 0).stats == {"files": 1, "records": 3}
+
+
+# ----------------------------------------------------------------------------- eval_fraction
+
+
+def test_eval_fraction_holds_out_part_of_each_source_before_weights(tmp_path):
+    a, b = texts(tmp_path / "a.jsonl", "a", 8), texts(tmp_path / "b.jsonl", "b", 4)
+    data = DataSection(train=[{"path": a, "weight": 2.0}, b], eval_fraction=0.25)
+    train = load_records(data, "train", seed=0)
+    held = load_records(data, "eval", seed=0)
+    eval_texts = [r.text for r in held.items]
+    # round(0.25 * 8) = 2 of a and round(0.25 * 4) = 1 of b, each in file order
+    assert [t[0] for t in eval_texts] == ["a", "a", "b"] and eval_texts == sorted(eval_texts)
+    train_texts_ = [r.text for r in train.items]
+    assert not set(eval_texts) & set(train_texts_)  # a record repeated by its weight stays on one side
+    assert set(eval_texts) | set(train_texts_) == {f"a{i}" for i in range(8)} | {f"b{i}" for i in range(4)}
+    assert len(train_texts_) == 6 * 2 + 3
+    assert train.stats == {"files": 2, "records": 12, "held_out_for_eval": 3, "source0_records": 6,
+                           "source0_drawn": 12, "source1_records": 3, "source1_drawn": 3}
+    assert held.stats == {"files": 2, "records": 12, "held_out_for_eval": 3}
+    # every record read is accounted for
+    assert train.stats["records"] == train.stats["held_out_for_eval"] + 6 + 3
+
+
+def test_eval_fraction_is_deterministic_with_the_seed(tmp_path):
+    a = texts(tmp_path / "a.jsonl", "a", 40)
+    data = DataSection(train=a, eval_fraction=0.1)
+    runs = {seed: [r.text for r in load_records(data, "eval", seed).items] for seed in (0, 1, 2)}
+    assert len(runs[0]) == 4 and [r.text for r in load_records(data, "eval", 0).items] == runs[0]
+    assert len({tuple(v) for v in runs.values()}) > 1
+
+
+def test_eval_fraction_that_holds_out_nothing_is_an_error(tmp_path):
+    a = texts(tmp_path / "a.jsonl", "a", 5)
+    with pytest.raises(DataError, match=r"data.eval_fraction=0.05 holds out no record of the 5 training records"):
+        load_records(DataSection(train=a, eval_fraction=0.05), "eval", seed=0)
+
+
+def test_an_eval_set_is_read_unweighted(tmp_path):
+    a, e = texts(tmp_path / "a.jsonl", "a", 2), texts(tmp_path / "e.jsonl", "e", 3)
+    got = load_records(DataSection(train={"path": a, "weight": 3}, eval=e), "eval", seed=0)
+    assert [r.text for r in got.items] == ["e0", "e1", "e2"] and got.stats == {"files": 1, "records": 3}
+
+
+# ----------------------------------------------------------------------------- plain readers
+
+
+def test_plain_readers_and_the_tokenizer_corpus(tmp_path):
+    t = jsonl(tmp_path / "t.jsonl", {"text": "x"}, {"text": ""}, {"text": "y"})
+    c = jsonl(tmp_path / "c.jsonl", {"instruction": "Hi", "output": "Hello"})
+    assert list(read_texts([t])) == ["x", "y"]
+    assert list(read_conversations([c])) == [(f"{c}:1", [turn("user", "Hi"), turn("assistant", "Hello")])]
+    assert list(training_texts(DataSection(train={"path": c, "weight": 2}), seed=0)) == ["Hi", "Hello"] * 2
 
 
 # ----------------------------------------------------------------------------- micro-batches
