@@ -16,7 +16,8 @@ import torch
 
 from trainhub.data.chat import IGNORE, encode_conversation
 from trainhub.data.pretrain import text_blocks
-from trainhub.data.sources import read_conversations
+from trainhub.data.sources import DataError, load_records
+from trainhub.job import DataSection
 
 
 @dataclass
@@ -29,26 +30,45 @@ class Examples:
         return len(self.input_ids)
 
 
-def load_examples(files: list[str], fmt: str, tokenizer, max_length: int, train_on: str = "assistant") -> Examples:
-    if fmt == "text":
-        blocks, stats = text_blocks(files, tokenizer, max_length)
+def load_examples(data: DataSection, tokenizer, *, split: str = "train", seed: int = 0, method: str = "sft",
+                  train_on: str = "assistant", notes: list[str] | None = None) -> Examples:
+    """One split ('train' or 'eval') of the job's data as token ids and labels.
+
+    The records come from trainhub.data.sources (read, checked, held out, weighted: see there).
+    pretrain: documents joined by EOS and cut into blocks of data.max_length. sft: each conversation
+    encoded with its loss mask; one longer than data.max_length is cut, left out or refused
+    (data.overlong). `stats` counts everything read, skipped, truncated or dropped; the notes on
+    what format auto decided are appended to `notes` (each once).
+    """
+    records = load_records(data, split, seed, method)
+    if notes is not None:
+        notes += [n for n in records.notes if n not in notes]
+    stats = dict(records.stats)
+    if method == "pretrain":
+        blocks, block_stats = text_blocks([r.text for r in records.items], tokenizer, data.max_length)
         rows = list(blocks)
-        return Examples(rows, rows, stats)
+        return Examples(rows, rows, {**stats, **block_stats})
     ids_list, label_list = [], []
-    stats = {"conversations": 0, "truncated": 0, "dropped_no_target_after_truncation": 0}
-    for _where, messages in read_conversations(files):
+    over = {"truncate": "truncated", "drop": "dropped_overlong", "error": None}[data.overlong]
+    stats.update({"conversations": 0, **({over: 0} if over else {}), "dropped_no_target_after_truncation": 0})
+    for chat in records.items:
         stats["conversations"] += 1
-        ids, labels = encode_conversation(tokenizer, messages, train_on)
-        if len(ids) > max_length:
-            stats["truncated"] += 1
-            ids, labels = ids[:max_length], labels[:max_length]
+        ids, labels = encode_conversation(tokenizer, chat.messages, train_on)
+        if len(ids) > data.max_length:
+            if over is None:
+                raise DataError(f"{chat.where}: conversation is {len(ids)} tokens, over data.max_length="
+                                f"{data.max_length} (data.overlong is error; truncate or drop would go on)")
+            stats[over] += 1
+            if over == "dropped_overlong":
+                continue
+            ids, labels = ids[: data.max_length], labels[: data.max_length]
         if sum(1 for x in labels[1:] if x != IGNORE) == 0:
             stats["dropped_no_target_after_truncation"] += 1
             continue
         ids_list.append(torch.tensor(ids, dtype=torch.long))
         label_list.append(torch.tensor(labels, dtype=torch.long))
     if not ids_list:
-        raise ValueError(f"{', '.join(files)}: no conversation left with a target token (see counts {stats})")
+        raise DataError(f"the {split} data has no conversation left with a target token (counts: {stats})")
     stats["examples"] = len(ids_list)
     return Examples(ids_list, label_list, stats)
 
