@@ -108,6 +108,44 @@ def backends_cmd():
     console.print(table)
 
 
+data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Look at a job's data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("inspect")
+def data_inspect_cmd(config: Path = CONFIG, sets: list[str] = SETS,
+                     n: int = typer.Option(3, "--n", "-n", min=0, help="How many examples to render."),
+                     split: str = typer.Option("train", "--split", help="train or eval.")):
+    """Show what the model will be trained on: rendered examples with the trained tokens marked,
+    token-length statistics, packing, and every count of skipped, truncated or dropped records."""
+    import tempfile
+
+    from trainhub.data.dataset import build_datasets
+    from trainhub.data.inspect import show
+    from trainhub.data.sources import DataError
+    from trainhub.engine.model import build_tokenizer
+
+    job = _load(config, sets, None)
+    if split not in ("train", "eval"):
+        err_console.print(f"[red]error[/red] --split: '{split}' is not train or eval")
+        raise typer.Exit(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = build_tokenizer(job, Path(tmp))
+        data = build_datasets(job, tokenizer)
+    except (DataError, ValueError) as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    examples = data.train if split == "train" else data.eval
+    if examples is None:
+        err_console.print("[red]error[/red] the job has no eval data (data.eval or data.eval_fraction)")
+        raise typer.Exit(1)
+    for note in data.notes:
+        console.print(f"note: {note}")
+    console.print(f"tokenized data: {'from the cache' if data.cache == 'hit' else 'built'}")
+    show(console, tokenizer, examples, job.data.max_length, n, f"{config}: {split} split")
+
+
 def bare_resume(argv: list[str]) -> list[str]:
     """`--resume` with no value means `--resume latest` (click has no optional option values)."""
     out = list(argv)

@@ -217,11 +217,17 @@ class DataSection(Section):
     """A bad record: error stops before training with its file:line (file:row N, from 0, for .json, .parquet and .csv) and the problem; skip leaves it out, counted by reason as skipped_<reason> in the start row's data. Reasons: malformed_json, malformed_csv, not_an_object, missing_field, wrong_type, empty_field, empty_conversation, unknown_role, no_assistant_turn, opens_with_assistant, identical_answers. A file that cannot be read at all is always an error."""
     shuffle: bool = True
     """Shuffle the training examples each epoch (seeded by the job's seed)."""
+    packing: bool = False
+    """Pack conversations into rows of max_length (First-Fit-Decreasing) with positions and attention kept per conversation (docs/data.md); micro_batch_size then counts rows. Native backend, sft only."""
+    template: Literal["chatml", "qwen2", "llama3", "mistral", "gemma", "plain"] | None = None
+    """A built-in chat template to render conversations with, replacing the tokenizer's own; null uses the tokenizer's (a tokenizer trained by trainhub gets chatml)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSection:
         if self.eval and self.eval_fraction is not None:
             raise ValueError("set data.eval or data.eval_fraction, not both")
+        if self.packing and self.format == "text":
+            raise ValueError("data.packing applies to conversations; text is already cut into full blocks")
         known = FORMAT_FIELDS.get(self.format) or tuple(dict.fromkeys(f for fs in FORMAT_FIELDS.values() for f in fs))
         for name in self.columns:
             if name not in known:
@@ -326,7 +332,6 @@ class LogSection(Section):
 
 # ----------------------------------------------------------------------------- the job
 
-_METHOD_FORMAT = {"pretrain": "text", "sft": "messages"}
 
 
 class Job(Section):
@@ -355,11 +360,13 @@ class Job(Section):
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Job:
-        wanted = _METHOD_FORMAT[self.method.type]
-        if self.data.format != wanted:
-            raise ValueError(f"method {self.method.type} needs data.format {wanted}, not {self.data.format}")
-        if self.train.eval_every is not None and not self.data.eval:
-            raise ValueError("train.eval_every is set but data.eval names no files")
+        problem = self.data.method_problem(self.method.type)
+        if problem:
+            raise ValueError(problem)
+        if self.data.packing and self.method.type != "sft":
+            raise ValueError("data.packing applies to sft conversations")
+        if self.train.eval_every is not None and not self.data.has_eval:
+            raise ValueError("train.eval_every is set but there is no eval data (data.eval or data.eval_fraction)")
         return self
 
     def run_dir(self) -> str:

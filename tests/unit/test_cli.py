@@ -26,6 +26,8 @@ FROZEN = {
     "validate": JOB_OPTIONS,
     "plan": {**JOB_OPTIONS, "dry_run": ["--dry-run"]},
     "backends": {},
+    "data": {"inspect": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "n": ["--n", "-n"],
+                         "split": ["--split"]}},
 }
 
 
@@ -40,7 +42,12 @@ def test_commands_are_frozen():
 
 def test_options_are_frozen():
     group = typer.main.get_command(app)
-    assert {name: options(cmd) for name, cmd in group.commands.items()} == FROZEN
+
+    def frozen(cmd):
+        subs = getattr(cmd, "commands", None)
+        return {n: options(c) for n, c in subs.items()} if subs else options(cmd)
+
+    assert {name: frozen(cmd) for name, cmd in group.commands.items()} == FROZEN
 
 
 def test_config_is_required_and_set_repeatable():

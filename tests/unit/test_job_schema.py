@@ -225,7 +225,7 @@ def test_epochs_alone_is_valid(tmp_path):
 
 def test_sft_on_text_data_refused(tmp_path):
     message = only(tmp_path, edit(VALID, "method: pretrain", "method: sft"))
-    assert "method sft needs data.format messages, not text" in message
+    assert "method sft needs data.format messages, sharegpt or alpaca, not text" in message
 
 
 def test_pretrain_on_messages_refused(tmp_path):
@@ -255,7 +255,7 @@ def test_planned_backend_says_it_is_planned(tmp_path, name):
 
 def test_eval_every_without_eval_data_refused(tmp_path):
     text = edit(edit(VALID, f"  eval: {STORIES_EVAL}", ""), "  max_steps: 10", "  max_steps: 10\n  eval_every: 5")
-    assert "train.eval_every is set but data.eval names no files" in only(tmp_path, text)
+    assert "train.eval_every is set but there is no eval data" in only(tmp_path, text)
 
 
 def test_eval_every_with_eval_data_is_valid(tmp_path):

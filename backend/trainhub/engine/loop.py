@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-from trainhub.data.batches import Position, count_targets, load_examples, micro_batches
+from trainhub.data.batches import Position, count_targets, micro_batches, packed_micro_batches
+from trainhub.data.dataset import build_datasets
+from trainhub.data.packing import mask_kind_for, pack_ffd, packing_stats
 from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import (
     autocast,
@@ -65,10 +67,9 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     job_json = job.model_dump(mode="json")
 
     tokenizer = build_tokenizer(job, run_dir)
-    train_on = getattr(job.method, "train_on", "all")
-    train_set = load_examples(job.data.train, job.data.format, tokenizer, job.data.max_length, train_on)
-    eval_set = load_examples(job.data.eval, job.data.format, tokenizer, job.data.max_length, train_on) \
-        if job.data.eval else None
+    data = build_datasets(job, tokenizer)
+    train_set, eval_set = data.train, data.eval
+    notes += data.notes + (["data: tokenized examples read from the cache"] if data.cache == "hit" else [])
     model = build_model(job, tokenizer).to(device)
     counts = count_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -88,8 +89,13 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         else:
             notes.append("CPU: backend.compile ignored (torch.compile is used on GPUs only)")
 
+    rows = None
+    if job.data.packing:  # deterministic, so a resumed run packs the same rows
+        rows = pack_ffd([len(x) for x in train_set.input_ids], job.data.max_length)
+        stats = packing_stats([len(x) for x in train_set.input_ids], rows, job.data.max_length)
+        train_set.stats.update(packed_rows=len(rows), packed_fill_permille=round(1000 * stats["fill"]))
     per_step = tc.micro_batch_size * tc.grad_accum
-    steps_per_epoch = max(1, len(train_set) // per_step)
+    steps_per_epoch = max(1, len(rows if rows is not None else train_set) // per_step)
     max_steps = tc.max_steps or max(1, round(tc.epochs * steps_per_epoch))
     step = state.get("step", 0)
     if dry_run:
@@ -109,8 +115,14 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     inject = {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
     position = Position(state["epoch"], state["index"])
-    batches = micro_batches(train_set, tc.micro_batch_size, seed=job.seed, shuffle=job.data.shuffle,
-                            pad_id=tokenizer.pad_token_id, position=position)
+    if rows is not None:
+        batches = packed_micro_batches(train_set, rows, tc.micro_batch_size, seed=job.seed, shuffle=job.data.shuffle,
+                                       pad_id=tokenizer.pad_token_id, max_length=job.data.max_length,
+                                       mask_kind=mask_kind_for(job.model.attention), position=position)
+    else:
+        batches = micro_batches(train_set, tc.micro_batch_size, seed=job.seed, shuffle=job.data.shuffle,
+                                pad_id=tokenizer.pad_token_id, position=position)
+    n_items = len(rows) if rows is not None else len(train_set)
     tokens, last_loss, status = state["tokens"], None, "completed"
     skipped, in_a_row = state["nonfinite_skipped"], 0
     window_loss = torch.zeros((), device=device)
@@ -124,12 +136,14 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         n_targets = torch.tensor(sum(count_targets(b) for b in micro), device=device)
         step_loss = torch.zeros((), device=device)
         for batch in micro:
-            n_tokens = int(batch["attention_mask"].sum())
+            n_tokens = batch.pop("num_tokens") if rows is not None else int(batch["attention_mask"].sum())
             window_tokens += n_tokens
-            window_flops += n_tokens * counts.flops_per_token(batch["input_ids"].shape[1])
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # packed rows: the attention term is charged at the row length (an upper bound)
+            width = job.data.max_length if rows is not None else batch["input_ids"].shape[1]
+            window_flops += n_tokens * counts.flops_per_token(width)
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with autocast(device, precision):
-                loss = forward(**batch, num_items_in_batch=n_targets).loss
+                loss = forward(**batch, num_items_in_batch=n_targets, use_cache=False).loss
             if step + 1 in inject:
                 loss = loss * float("nan")
             (scaler.scale(loss) if scaler else loss).backward()
@@ -165,7 +179,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                 run_id=run_id, step=step, loss=last_loss, lr=lr, grad_norm=norm if math.isfinite(norm) else None,
                 tokens=tokens, tokens_per_s=window_tokens / elapsed,
                 mfu=mfu(window_flops / max(window_tokens, 1), window_tokens / elapsed, peak),
-                mem_gb=peak_memory_gb(device), epoch=position.epoch + position.index / len(train_set),
+                mem_gb=peak_memory_gb(device), epoch=position.epoch + position.index / n_items,
                 nonfinite_skipped=skipped))
             window_loss.zero_()
             window_steps, window_tokens, window_flops, window_t0 = 0, 0, 0.0, time.perf_counter()
@@ -218,7 +232,7 @@ def evaluate(model, eval_set, job: Job, pad_id: int, device, precision, run_id: 
         n = count_targets(batch)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
-            loss = model(**batch, num_items_in_batch=torch.tensor(n, device=device)).loss
+            loss = model(**batch, num_items_in_batch=torch.tensor(n, device=device), use_cache=False).loss
         total += loss.double() * n
         n_total += n
     model.train()

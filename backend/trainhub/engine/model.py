@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from trainhub.data.sources import read_conversations, read_texts
+from trainhub.data.sources import training_texts
+from trainhub.data.templates import TEMPLATES, apply_template
 from trainhub.data.tokenizer import load_tokenizer, train_bpe
 from trainhub.job import Job
 from trainhub.metrics.flops import flops_per_token
@@ -28,17 +29,15 @@ def build_tokenizer(job: Job, run_dir: Path):
     elif init.tokenizer.type == "path":
         tok = load_tokenizer(init.tokenizer.path, job.model.trust_remote_code)
     else:
-        tok = train_bpe(_corpus(job), init.tokenizer.vocab_size, init.tokenizer.min_frequency)
+        tok = train_bpe(training_texts(job.data, job.seed), init.tokenizer.vocab_size, init.tokenizer.min_frequency,
+                        template=job.data.template or "chatml")
+    if job.data.template is not None:
+        apply_template(tok, job.data.template)
+    elif job.method.type == "sft" and not tok.chat_template:
+        raise ValueError(f"the tokenizer has no chat template to render conversations with; set data.template "
+                         f"to one of: {', '.join(TEMPLATES)}")
     tok.save_pretrained(run_dir / "tokenizer")
     return tok
-
-
-def _corpus(job: Job):
-    if job.data.format == "text":
-        yield from read_texts(job.data.train)
-    else:
-        for _where, messages in read_conversations(job.data.train):
-            yield from (m["content"] for m in messages)
 
 
 def _family_config(family: str):
