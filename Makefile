@@ -12,6 +12,10 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.ready-dev: $(VENV)/.ready
 	$(PIP) -e '.[dev]'
 	touch $@
 
@@ -19,10 +23,10 @@ quickstart: $(VENV)/.ready
 	rm -rf runs/quickstart
 	$(VENV)/bin/train --config config/quickstart.yaml
 
-test: $(VENV)/.ready
+test: $(VENV)/.ready-dev
 	$(PY) -m pytest -q tests
 
-lint: $(VENV)/.ready
+lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff check backend tests scripts research
 
 smoke-native: $(VENV)/.ready

@@ -88,7 +88,7 @@ def test_valid_job_loads_with_absolute_paths_and_expanded_output_dir(tmp_path, m
     job = load(write(tmp_path, VALID))
     assert job.name == "schema-test"
     assert job.output_dir == str(tmp_path.resolve() / "runs" / "schema-test")
-    assert job.data.train == [str(STORIES)]
+    assert [s.path for s in job.data.train] == [str(STORIES)]
     assert job.data.eval == [str(STORIES_EVAL)]
     assert job.backend == NativeBackend(compile=False)
     assert job.model.init.num_kv_heads == 2
@@ -104,7 +104,7 @@ def test_relative_paths_resolve_from_the_current_directory(tmp_path, monkeypatch
     text = edit(VALID, f"  train: {STORIES}", "  train: config/data/stories.jsonl")
     text = edit(text, "output_dir: runs/{name}", f"output_dir: {tmp_path}/out/{{name}}-x")
     job = load(write(tmp_path, text))
-    assert job.data.train == [str(ROOT / "config" / "data" / "stories.jsonl")]
+    assert [s.path for s in job.data.train] == [str(ROOT / "config" / "data" / "stories.jsonl")]
     assert job.output_dir == str(tmp_path.resolve() / "out" / "schema-test-x")
 
 
@@ -119,7 +119,7 @@ def test_string_shorthand_equals_the_mapping_form(tmp_path):
     assert job.backend == NativeBackend(compile=False)
     assert job.method == SFT(train_on="assistant")
     assert job.adapter == LoraAdapter(rank=16, alpha=32.0, dropout=0.0, targets="all-linear")
-    assert job.data.train == [str(CHAT)] and job.data.eval == []
+    assert [s.path for s in job.data.train] == [str(CHAT)] and job.data.eval == []
     assert load(write(tmp_path, long)) == job
 
 

@@ -6,18 +6,18 @@ the model shifts them). The tail that does not fill a block is dropped and count
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
-from trainhub.data.sources import read_texts
 
-
-def text_blocks(files: list[str], tokenizer, max_length: int) -> tuple[torch.Tensor, dict[str, int]]:
+def text_blocks(texts: Iterable[str], tokenizer, max_length: int) -> tuple[torch.Tensor, dict[str, int]]:
     """A [num_blocks, max_length] int64 tensor and counts for the start row."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
     docs = 0
     batch: list[str] = []
-    for text in read_texts(files):
+    for text in texts:
         batch.append(text)
         docs += 1
         if len(batch) == 1024:
@@ -27,8 +27,7 @@ def text_blocks(files: list[str], tokenizer, max_length: int) -> tuple[torch.Ten
         ids.extend(_encode(tokenizer, batch, eos))
     n_blocks = len(ids) // max_length
     if n_blocks == 0:
-        raise ValueError(f"{', '.join(files)}: {len(ids)} tokens in all, fewer than one block of "
-                         f"data.max_length={max_length}")
+        raise ValueError(f"{len(ids)} tokens in all, fewer than one block of data.max_length={max_length}")
     blocks = torch.tensor(ids[: n_blocks * max_length], dtype=torch.long).view(n_blocks, max_length)
     return blocks, {"documents": docs, "tokens": len(ids), "blocks": n_blocks,
                     "tail_tokens_dropped": len(ids) - n_blocks * max_length}
