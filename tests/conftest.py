@@ -73,3 +73,9 @@ def pretrained(tmp_path_factory) -> Path:
     done = run_cli("train", "--config", str(write_job(tmp / "job.yaml", job)))
     assert done.returncode == 0, done.stdout + done.stderr
     return tmp / "run" / "final"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_trainhub_home(tmp_path_factory):
+    """Tests never read or fill the user's cache (~/.cache/trainhub)."""
+    os.environ["TRAINHUB_HOME"] = str(tmp_path_factory.mktemp("trainhub_home"))
