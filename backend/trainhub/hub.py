@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
     with open(run_dir / "console.log", "a", encoding="utf-8") as console_log:
         env = {**os.environ, **launch.env, "TRAINHUB_RUN_ID": run_id}
         child = subprocess.Popen(launch.argv, cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+                                 stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+                                 preexec_fn=_stop_with_parent)
         reader = threading.Thread(target=_pump, args=(child, console_log, view), daemon=True)
         reader.start()
         interrupts = 0
@@ -95,6 +97,12 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
             reader.join(timeout=5)
         finally:
             signal.signal(signal.SIGINT, previous)
+            if child.poll() is None:  # the hub is failing: never leave the backend running on its own
+                child.terminate()
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
     code = child.returncode
     if last_event != "end":  # the child died before writing its end row
         log = MetricLog(metrics)
@@ -107,6 +115,16 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
         log.close()
         return code or EXIT_FAILED
     return code
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: on Linux, ask for SIGTERM when the hub dies, however it dies (even
+    SIGKILL), so the backend saves a checkpoint and exits instead of training on unattended."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _pump(child: subprocess.Popen, sink, view: View) -> None:

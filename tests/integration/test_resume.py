@@ -177,3 +177,22 @@ def test_planted_secret_appears_nowhere(tmp_path):
             assert secret.encode() not in blob and secret[::-1].encode() not in blob, path
     assert json.loads((tmp_path / "run" / "job.json").read_text())  # the job is there, without secrets
     assert os.environ.get("HF_TOKEN") != secret
+
+
+def test_backend_stops_when_the_hub_is_killed(tmp_path):
+    """SIGKILL the hub: the backend gets SIGTERM (PR_SET_PDEATHSIG), saves, and exits; it never trains on alone."""
+    job = tiny_pretrain_job(tmp_path, train={"max_steps": 100_000})
+    config = write_job(tmp_path / "job.yaml", job)
+    hub = subprocess.Popen([sys.executable, "-m", "trainhub", "train", "--config", str(config)], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and '"event":"train"' in metrics.read_text()):
+        time.sleep(0.1)
+    hub.kill()
+    hub.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and not rows(tmp_path / "run", "end"):
+        time.sleep(0.2)
+    end = rows(tmp_path / "run", "end")
+    assert end and end[0]["status"] == "interrupted"

@@ -25,7 +25,31 @@ from trainhub.metrics.log import new_run_id
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
+class _Resilient:
+    """stdout/stderr that keep the run going when the hub reading them is gone (a write to a closed
+    pipe would otherwise raise in the middle of saving a checkpoint)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (BrokenPipeError, OSError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout, sys.stderr = _Resilient(sys.stdout), _Resilient(sys.stderr)
     parser = argparse.ArgumentParser(prog="python -m trainhub.engine")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
