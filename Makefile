@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 CONSTRAINTS ?= $(if $(HAS_GPU),,-c constraints/cpu.txt)
 PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(CONSTRAINTS)
+# Installs skip byte-compiling (a minute on 2 cores); let the first import write the .pyc files, even
+# where the environment says not to, or every process the tests start compiles torch and transformers again.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: quickstart test lint smoke-native schemas clean
 
