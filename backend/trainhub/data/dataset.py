@@ -5,7 +5,7 @@ gets token ids and labels from: it reads and encodes the train and eval splits
 (data/batches.load_examples) and, for a second run, reuses the result.
 
 Cache: `<cache dir>/data/<key>.pt`, where the key hashes the content of every data
-file the job names (folders and globs expanded), the tokenizer (its full JSON, chat
+file the job names (folders and globs expanded as the loader does), the tokenizer (its full JSON, chat
 template and special tokens), the whole `data` section, the method and loss switch,
 the seed (it picks the eval split and the mixture) and this module's format version.
 Change any of these and the key changes; nothing is ever reused for different inputs.
@@ -17,7 +17,6 @@ $XDG_CACHE_HOME/trainhub, else ~/.cache/trainhub); TRAINHUB_NO_CACHE=1 turns it 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from trainhub.data.batches import Examples, load_examples
+from trainhub.data.sources_files import expand
 from trainhub.job import Job
 
 FORMAT_VERSION = 1
@@ -81,22 +81,9 @@ def cache_key(job: Job, tokenizer, train_on: str) -> str:
 
 
 def _data_files(job: Job) -> list[str]:
-    """Every file the data section names: files as they are, folders walked, globs expanded."""
-    dumped = job.data.model_dump(mode="json")
-    names: list[str] = []
-    for key in ("train", "eval"):
-        for item in dumped.get(key) or []:
-            names.append(item["path"] if isinstance(item, dict) else item)
-    files: list[str] = []
-    for name in names:
-        p = Path(name)
-        if p.is_file():
-            files.append(str(p))
-        elif p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*") if f.is_file())
-        else:
-            files += sorted(f for f in glob.glob(name, recursive=True) if Path(f).is_file())
-    return files
+    """Every file the data section names, expanded exactly as the loader expands it."""
+    names = [source.path for source in job.data.train] + list(job.data.eval)
+    return [str(f) for name in names for f in expand(name)]
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:

@@ -91,8 +91,9 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
     rows = None
     if job.data.packing:  # deterministic, so a resumed run packs the same rows
-        rows = pack_ffd([len(x) for x in train_set.input_ids], job.data.max_length)
-        stats = packing_stats([len(x) for x in train_set.input_ids], rows, job.data.max_length)
+        lengths = [len(x) for x in train_set.input_ids]
+        rows = pack_ffd(lengths, job.data.max_length)
+        stats = packing_stats(lengths, rows, job.data.max_length)
         train_set.stats.update(packed_rows=len(rows), packed_fill_permille=round(1000 * stats["fill"]))
     per_step = tc.micro_batch_size * tc.grad_accum
     steps_per_epoch = max(1, len(rows if rows is not None else train_set) // per_step)
