@@ -5,7 +5,8 @@ Generates a 100k-conversation chat set (arithmetic and day-of-week questions, 1-
 with a system prompt), trains trainhub's byte-level BPE (vocab 4096, ChatML) on the shipped chat
 data, then times `trainhub.data.dataset.build_datasets` for an SFT job over it:
 
-  cold    read + validate + render the chat template + locate assistant spans + tokenize, then
+  cold    read + validate + render the chat template + locate assistant spans + tokenize (once
+          in this process alone, TRAINHUB_DATA_WORKERS=1, once on all cores), then
           write the cache
   cached  the same call again: the cache hit
   pack    First-Fit-Decreasing packing of the examples into rows of max_length
@@ -51,6 +52,8 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
+    import torch
+
     from trainhub.data.dataset import build_datasets
     from trainhub.data.packing import pack_ffd, packing_stats
     from trainhub.data.sources import read_conversations
@@ -72,7 +75,15 @@ def main() -> int:
             "name": "bench-data", "model": {"path": str(tmp)}, "method": "sft",
             "data": {"train": str(data), "format": "messages", "max_length": args.max_length},
             "train": {"max_steps": 1}})
-        results = {"n": args.n, "max_length": args.max_length, "cpu_count": os.cpu_count()}
+        from trainhub.data.parallel import workers
+
+        results = {"n": args.n, "max_length": args.max_length, "cpu_count": os.cpu_count(), "workers": workers()}
+        os.environ["TRAINHUB_NO_CACHE"] = "1"
+        os.environ["TRAINHUB_DATA_WORKERS"] = "1"
+        t0 = time.perf_counter()
+        single = build_datasets(job, tok)
+        results["cold_1_worker_s"] = time.perf_counter() - t0
+        del os.environ["TRAINHUB_DATA_WORKERS"], os.environ["TRAINHUB_NO_CACHE"]
         t0 = time.perf_counter()
         cold = build_datasets(job, tok)
         results["cold_s"] = time.perf_counter() - t0
@@ -81,6 +92,9 @@ def main() -> int:
         warm = build_datasets(job, tok)
         results["cached_s"] = time.perf_counter() - t0
         assert warm.cache == "hit", warm.cache
+        # the pool changes nothing but the time
+        assert all(torch.equal(a, b) for a, b in zip(single.train.input_ids, cold.train.input_ids, strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(single.train.labels, cold.train.labels, strict=True))
         lengths = [len(x) for x in cold.train.input_ids]
         t0 = time.perf_counter()
         rows = pack_ffd(lengths, args.max_length)
@@ -94,11 +108,13 @@ def main() -> int:
         Path(args.out).write_text(json.dumps(results, indent=2))
     n, tokens = results["examples"], results["tokens"]
     print(f"\n{n:,} conversations, {tokens:,} tokens, {results['cpu_count']} CPU cores\n")
+    names = {"cold_1_worker": "cold, 1 worker", "cold": f"cold, {results['workers']} workers",
+             "cached": "cached", "pack": "pack (FFD)"}
     print("| stage | seconds | examples/s | tokens/s |")
     print("|---|---:|---:|---:|")
-    for stage in ("cold", "cached", "pack"):
+    for stage, name in names.items():
         s = results[f"{stage}_s"]
-        print(f"| {stage} | {s:.2f} | {n / s:,.0f} | {tokens / s:,.0f} |")
+        print(f"| {name} | {s:.2f} | {n / s:,.0f} | {tokens / s:,.0f} |")
     print(f"\npacking: {results['packing']['rows']:,} rows of {args.max_length}, fill {results['packing']['fill']:.1%}")
     return 0
 
