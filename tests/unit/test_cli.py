@@ -28,6 +28,9 @@ FROZEN = {
     "backends": {},
     "data": {"inspect": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "n": ["--n", "-n"],
                          "split": ["--split"]}},
+    "env": {"setup": {"backend": ["backend"], "python": ["--python"], "force": ["--force"]},
+            "status": {"check": ["--check", "--no-check"]}},
+    "doctor": {},
 }
 
 
