@@ -44,10 +44,16 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend, Field(discriminator="type"), BeforeValidator(_shorthand)]
+class LlamaFactoryBackend(Section):
+    type: Literal["llamafactory"] = "llamafactory"
+    """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
+
+
+Backend = Annotated[AutoBackend | NativeBackend | LlamaFactoryBackend, Field(discriminator="type"),
+                    BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("trl", "unsloth", "llamafactory", "nanogpt")
+PLANNED_BACKENDS = ("trl", "unsloth", "nanogpt")
 
 # ----------------------------------------------------------------------------- model
 
