@@ -142,3 +142,12 @@ def test_check_refuses_what_it_cannot_do(tmp_path, monkeypatch):
                                           train={"max_steps": 2, "eval_batches": 1, "on_nonfinite": "stop"}))[
         "train.eval_batches"]
     assert set(problems(job())) == {"backend"}
+
+
+def test_a_bad_record_stops_prepare_with_its_line(tmp_path):
+    from trainhub.jobfile import JobError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(JobError, match="bad.jsonl:1"):
+        LlamaFactoryRunner().prepare(job(data={"train": str(bad), "format": "messages"}), tmp_path / "run")

@@ -22,7 +22,7 @@ import yaml
 from trainhub import envs
 from trainhub.host import Host
 from trainhub.job import Job
-from trainhub.jobfile import Problem
+from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import Launch
 
 NAME = "llamafactory"
@@ -78,7 +78,12 @@ class LlamaFactoryRunner:
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         run_dir = Path(run_dir).resolve()
         data_dir = run_dir / "data" / "llamafactory"
-        has_eval = write_data(job, data_dir)
+        from trainhub.data.sources import DataError
+
+        try:
+            has_eval = write_data(job, data_dir)
+        except DataError as err:  # a bad record stops here, in the hub, before the child starts
+            raise JobError([Problem("data", str(err))]) from None
         config = translate(job, run_dir, data_dir, has_eval=has_eval, dry_run=dry_run, resume=resume)
         path = run_dir / "llamafactory.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
