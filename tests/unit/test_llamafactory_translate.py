@@ -95,6 +95,8 @@ def test_dry_run_is_one_step_past_the_resumed_step(tmp_path):
     ckpt.mkdir()
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
     assert cfg(job(), dry_run=True)["max_steps"] == 1
+    with_eval = job(data={"train": CHAT, "eval": CHAT_EVAL})
+    assert "eval_dataset" in cfg(with_eval) and "eval_dataset" not in cfg(with_eval, dry_run=True)
     c = cfg(job(), dry_run=True, resume=ckpt)
     assert (c["max_steps"], c["resume_from_checkpoint"]) == (5, str(ckpt))
 

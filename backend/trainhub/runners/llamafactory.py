@@ -163,7 +163,7 @@ def translate(job: Job, run_dir: Path, data_dir: Path, *, has_eval: bool, dry_ru
         cfg["train_on_prompt"] = job.method.train_on == "all"
         if job.data.packing:  # per-conversation attention, as the native engine packs
             cfg.update(packing=True, neat_packing=True)
-    if has_eval:
+    if has_eval and not dry_run:  # a dry run is one step and no evaluation, as native's
         cfg.update(eval_dataset=EVAL_DATASET, per_device_eval_batch_size=t.micro_batch_size,
                    eval_strategy="steps" if t.eval_every else "no")
         if t.eval_every:
