@@ -90,3 +90,43 @@ def test_missing_environment_stops_before_work(tmp_path, pretrained):
     done = _train(tmp_path, _sft(tmp_path, pretrained), env={"TRAINHUB_ENVS": str(tmp_path / "none")})
     assert done.returncode == 1
     assert "trainhub env setup llamafactory" in done.stderr and not (tmp_path / "run").exists()
+
+
+LF_RENDER = """
+import json, sys
+from transformers import AutoTokenizer
+from llamafactory.hparams import DataArguments
+from llamafactory.data.template import get_template_and_fix_tokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+template = get_template_and_fix_tokenizer(tok, DataArguments(template=None))
+m = json.loads(sys.argv[2])
+ids, labels = [], []
+for src, tgt in template.encode_multiturn(tok, m[1:], system=m[0]["content"]):
+    ids += src + tgt
+    labels += [-100] * len(src) + tgt
+print(json.dumps([ids, labels]))
+"""
+
+
+def test_llamafactory_renders_a_conversation_as_native_does(pretrained, llamafactory_env):
+    """With data.template null, LLaMA-Factory parses the tokenizer's chat template: the same token ids as
+    the native engine; its labels add the newline after each assistant turn's <|im_end|> (the one
+    difference in what the two backends train on; research/results/compare_backends.md)."""
+    import subprocess
+
+    from transformers import AutoTokenizer
+
+    from trainhub.data.chat import encode_conversation
+
+    convo = json.loads((ROOT / "config/data/chat.jsonl").read_text().splitlines()[0])["messages"]
+    python = json.loads((ROOT / ".cache/envs/llamafactory/env.json").read_text())["python"]
+    done = subprocess.run([python, "-c", LF_RENDER, str(pretrained), json.dumps(convo)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lf_ids, lf_labels = json.loads(done.stdout.splitlines()[-1])
+    tok = AutoTokenizer.from_pretrained(pretrained)
+    ids, labels = encode_conversation(tok, convo)
+    assert lf_ids == ids
+    extra = [i for i, (a, b) in enumerate(zip(labels, lf_labels, strict=True)) if a != b]
+    assert [tok.decode([ids[i]]) for i in extra] == ["\n"] * 3  # three assistant turns
+    assert all(labels[i] == -100 and ids[i - 1] == tok.convert_tokens_to_ids("<|im_end|>") for i in extra)
