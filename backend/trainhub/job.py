@@ -44,10 +44,16 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend, Field(discriminator="type"), BeforeValidator(_shorthand)]
+class TrlBackend(Section):
+    type: Literal["trl"] = "trl"
+    """Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family); needs pip install 'trainhub[trl]'."""
+
+
+Backend = Annotated[AutoBackend | NativeBackend | TrlBackend, Field(discriminator="type"),
+                    BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("trl", "unsloth", "llamafactory", "nanogpt")
+PLANNED_BACKENDS = ("unsloth", "llamafactory", "nanogpt")
 
 # ----------------------------------------------------------------------------- model
 

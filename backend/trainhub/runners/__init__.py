@@ -7,8 +7,9 @@ from trainhub.job import PLANNED_BACKENDS, Job
 from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Launch, Runner
 from trainhub.runners.native import NativeRunner
+from trainhub.runners.trl import TrlRunner
 
-RUNNERS: dict[str, Runner] = {"native": NativeRunner()}
+RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "trl": TrlRunner()}
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
 
