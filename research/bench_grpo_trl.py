@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """GRPO (algorithm dapo) step time: through trainhub (`train --backend trl`) vs TRL's GRPOTrainer
-driven directly with the same settings, in one run of this script.
+driven directly with the same settings, in one run of this script (--repeats runs per side,
+alternating which goes first).
 
 Model: Qwen2.5-0.5B-shaped, random init (hidden 896, intermediate 4864, 24 layers, 14 heads, 2 KV
 heads, vocab 151936, tied, rope theta 1e6), bf16 weights with bf16 autocast; 8 prompts x 8
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -161,10 +163,11 @@ def run_direct(args) -> None:
     Path(spec["result"]).write_text(json.dumps({"t0": t0, "times": times, "lengths": lengths}))
 
 
-def summarise(name: str, stamps: list[float], lengths: list[float], warmup: int, completions: int) -> dict:
-    steps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:], strict=False)]
-    s = statistics.median(steps)
-    length = statistics.mean(lengths[warmup + 1:]) if len(lengths) > warmup + 1 else statistics.mean(lengths)
+def summarise(name: str, runs: list[list[float]], lengths: list[list[float]], warmup: int, completions: int) -> dict:
+    """Median step time over every run's steps after the warm-up; completion tokens/s from the mean length."""
+    steps = [b - a for stamps in runs for a, b in zip(stamps[warmup:], stamps[warmup + 1:], strict=False)]
+    timed = [x for run in lengths for x in run[warmup + 1:]] or [x for run in lengths for x in run]
+    s, length = statistics.median(steps), statistics.mean(timed)
     return {"name": name, "s_per_step": s, "step_times": steps, "mean_completion_len": length,
             "completion_tokens_per_s": completions * length / s}
 
@@ -174,6 +177,8 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny model and batch, for a CPU check")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5; tiny 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 2; tiny 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per side, alternating which goes first "
+                        "(default 3; tiny 1)")
     parser.add_argument("--direct", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.direct:
@@ -185,6 +190,7 @@ def main() -> int:
     size = TINY if args.tiny else REAL
     timed, warmup = args.steps or (2 if args.tiny else 5), args.warmup if args.warmup is not None else (
         1 if args.tiny else 2)
+    args.repeats = args.repeats or (1 if args.tiny else 3)
     total = warmup + timed + 1  # + 1: the first step has no previous boundary
     completions = size["prompts"] * size["group"]
     env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(
@@ -207,39 +213,45 @@ def main() -> int:
                 "result": str(work / "direct.json")}
         (work / "direct_spec.json").write_text(json.dumps(spec))
 
-        t = time.time()
-        done = subprocess.run([sys.executable, __file__, "--direct", str(work / "direct_spec.json")], env=env)
-        if done.returncode:
-            return done.returncode
-        wall_direct = time.time() - t
-        res = json.loads((work / "direct.json").read_text())
-        direct_row = summarise("trl direct", res["times"], res["lengths"], warmup, completions)
+        stamps: dict[str, list] = {"trl direct": [], "trainhub trl": []}
+        lengths: dict[str, list] = {"trl direct": [], "trainhub trl": []}
+        for r in range(args.repeats):  # alternate which side goes first, so drift hits both alike
+            for side in (("direct", "hub") if r % 2 == 0 else ("hub", "direct")):
+                if side == "direct":
+                    done = subprocess.run([sys.executable, __file__, "--direct", str(work / "direct_spec.json")],
+                                          env=env)
+                    if done.returncode:
+                        return done.returncode
+                    res = json.loads((work / "direct.json").read_text())
+                    stamps["trl direct"].append(res["times"])
+                    lengths["trl direct"].append(res["lengths"])
+                else:
+                    shutil.rmtree(work / "run", ignore_errors=True)
+                    done = subprocess.run([sys.executable, "-m", "trainhub", "train", "--config",
+                                           str(work / "job.yaml")], env=env, cwd=ROOT)
+                    if done.returncode:
+                        return done.returncode
+                    rows = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+                    train = [row for row in rows if row["event"] == "train"]
+                    stamps["trainhub trl"].append([row["time"] for row in train])
+                    lengths["trainhub trl"].append([row["method"]["completion_length"] for row in train])
+        direct_row, hub_row = (summarise(name, stamps[name], lengths[name], warmup, completions)
+                               for name in ("trl direct", "trainhub trl"))
 
-        t = time.time()
-        done = subprocess.run([sys.executable, "-m", "trainhub", "train", "--config", str(work / "job.yaml")],
-                              env=env, cwd=ROOT)
-        if done.returncode:
-            return done.returncode
-        wall_hub = time.time() - t
-        rows = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines() if line]
-        train = [r for r in rows if r["event"] == "train"]
-        hub_row = summarise("trainhub trl", [r["time"] for r in train],
-                            [r["method"]["completion_length"] for r in train], warmup, completions)
-
-    hub_row["wall_s"], direct_row["wall_s"] = wall_hub, wall_direct
     overhead = hub_row["s_per_step"] / direct_row["s_per_step"] - 1
     device = torch.cuda.get_device_name() if cuda else "cpu"
     import transformers
     import trl
 
     result = {"device": device, "tiny": args.tiny, "size": size, "warmup_steps": warmup, "timed_steps": timed,
+              "repeats": args.repeats,
               "completions_per_step": completions, "overhead": overhead, "rows": [direct_row, hub_row],
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                            "trl": trl.__version__}}
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "bench_grpo_trl.json").write_text(json.dumps(result, indent=1))
     print(f"\nGRPO dapo, {size['prompts']} prompts x {size['group']} generations x {size['new_tokens']} new tokens, "
-          f"{device}, median of {timed} steps after {warmup} warm-up")
+          f"{device}, median of {args.repeats} x {timed} steps after {warmup} warm-up each")
     print(f"{'':<14} {'s/step':>8} {'compl tok/s':>12} {'mean len':>9} {'overhead':>9}")
     for row, ov in ((direct_row, ""), (hub_row, f"{100 * overhead:+.1f}%")):
         print(f"{row['name']:<14} {row['s_per_step']:>8.3f} {row['completion_tokens_per_s']:>12.0f} "

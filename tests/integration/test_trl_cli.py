@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ROOT, rows, run_cli, write_job
+from tests.conftest import DATA, rows, run_cli, write_job
 from trainhub.metrics import read_rows
 
 pytest.importorskip("trl")
@@ -113,3 +113,53 @@ def test_grpo_algorithms(tmp_path, tiny_model, algorithm):
     assert 0 <= stats["clip_ratio"] <= 1 and 0 < stats["completion_length"] <= 8
     config = json.loads((tmp_path / "run" / "job.json").read_text())
     assert config["method"]["algorithm"] == algorithm
+
+
+def test_plan_shows_the_trl_config(tmp_path, tiny_model):
+    method = {"type": "grpo", "algorithm": "gspo", "group_size": 2, "max_new_tokens": 8, "rewards": REWARDS}
+    path = write_job(tmp_path / "job.yaml", trl_job(tmp_path, tiny_model, method))
+    done = run_cli("plan", "--config", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "trl: trl.GRPOTrainer with GRPOConfig:" in out and "-m trainhub.trl_child" in out
+    for line in ('importance_sampling_level = "sequence"', "epsilon = 0.0003", 'loss_type = "grpo"',
+                 "bf16 = false", "use_vllm = false", "gradient_checkpointing = false",
+                 "reward_funcs = [trainhub.rewards:exact_match, trainhub.rewards:answer_format]"):
+        assert line in out, line
+
+
+def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2})
+    dry = train(tmp_path, {**job, "output_dir": str(tmp_path / "dry")}, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert [r["event"] for r in rows(tmp_path / "dry")] == ["start", "train", "end"]
+    assert not (tmp_path / "dry" / "final").exists()
+
+    done = train(tmp_path, job)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    saved = [r["path"] for r in rows(run, "checkpoint")]
+    assert [Path(p).name for p in saved] == ["checkpoint-2", "checkpoint-4", "final"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "checkpoint-4"
+    assert json.loads((run / "checkpoints" / "checkpoint-4" / "state.json").read_text())["step"] == 4
+
+    more = train(tmp_path, job, "--resume", "--set", "train.max_steps=6")
+    assert more.returncode == 0, more.stdout + more.stderr
+    starts = rows(run, "start")
+    assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
+    assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+
+    changed = train(tmp_path, job, "--resume", "--set", "optim.lr=0.5")
+    assert changed.returncode == 1 and "optim.lr" in changed.stderr
+
+
+def test_reward_returning_text_stops_before_training(tmp_path, tiny_model):
+    reward = tmp_path / "bad_reward.py"
+    reward.write_text("def score(prompts, completions, **kw):\n    return ['good' for _ in completions]\n")
+    method = {"type": "grpo", "group_size": 2, "max_new_tokens": 8, "rewards": [{"function": f"{reward}:score"}]}
+    done = train(tmp_path, trl_job(tmp_path, tiny_model, method))
+    assert done.returncode == 1
+    [error] = rows(tmp_path / "run", "error")
+    assert error["message"].startswith(f"method.rewards[0] ({reward}:score): ")
+    assert "returned 'good' (str) for a completion" in error["message"]
+    assert rows(tmp_path / "run", "train") == [] and rows(tmp_path / "run", "start") == []

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, TemplateError) as err:
         return fail(log, run_id, t0, f"data: {err}", "")
     except RewardError as err:
-        return fail(log, run_id, t0, f"method.rewards: {err}", "")
+        return fail(log, run_id, t0, str(err), "")  # names method.rewards[i] and the function
     except Exception as err:
         detail = traceback.format_exc()
         print(detail, file=sys.stderr, flush=True)

@@ -109,7 +109,9 @@ def training_args(job: Job, run_dir: Path, *, cuda: bool, bf16_ok: bool, dry_run
         "logging_first_step": False,
         "save_strategy": "steps" if tc.save_every and not dry_run else "no",
         "eval_strategy": "steps" if tc.eval_every and not dry_run else "no",
-        "include_num_input_tokens_seen": "non_padding",
+        # TRL's trainers count non-padding tokens themselves (num_tokens; ORPO's: trainhub's collator); the
+        # Trainer's own count would only warn each micro-batch where batches hold no input_ids (GRPO)
+        "include_num_input_tokens_seen": "no",
         "dataloader_drop_last": True,
         "report_to": "none",
         "disable_tqdm": True,
