@@ -103,7 +103,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     notes += data.notes
     rewards = load_rewards(job, data.train.select(range(min(PROBE_ROWS, len(data.train)))).to_list()) \
         if job.method.type == "grpo" else []
-    model = build_model(job, tokenizer)
+    model = build_model(job, tokenizer).to(device)  # before the optimizer is built over its parameters
 
     resume_step = read_state(resume)[0]["step"] if resume is not None else 0
     cuda = device.type == "cuda"
