@@ -129,7 +129,10 @@ def test_plan_shows_the_trl_config(tmp_path, tiny_model):
 
 
 def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
-    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2})
+    """A run resumed from its step-4 checkpoint takes the same steps 5 and 6 as an uninterrupted run (a
+    constant schedule, so the two runs' lengths do not change the learning rate)."""
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2},
+                  optim={"schedule": {"warmup_steps": 1, "decay": "constant"}})
     dry = train(tmp_path, {**job, "output_dir": str(tmp_path / "dry")}, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert [r["event"] for r in rows(tmp_path / "dry")] == ["start", "train", "end"]
@@ -148,6 +151,12 @@ def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
     starts = rows(run, "start")
     assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
     assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+
+    whole = train(tmp_path, {**job, "output_dir": str(tmp_path / "whole"), "train": {**job["train"], "max_steps": 6}})
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    resumed = {r["step"]: r["loss"] for r in rows(run, "train")}
+    assert [resumed[5], resumed[6]] == pytest.approx([r["loss"] for r in rows(tmp_path / "whole", "train")][4:],
+                                                     abs=1e-5)
 
     changed = train(tmp_path, job, "--resume", "--set", "optim.lr=0.5")
     assert changed.returncode == 1 and "optim.lr" in changed.stderr

@@ -80,7 +80,9 @@ def optimizer_and_schedule(job: Job, model, device, total: int):
 def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
           resume: Path | None = None) -> str:
     """Run the job with TRL; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
+    import datasets
     import torch
+    from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
     from trainhub.engine.device import pick_device, pick_precision
@@ -92,7 +94,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.trl_child.data import build
     from trainhub.trl_child.translate import translate
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # bars would garble the hub's console
+    datasets.disable_progress_bars()
     stop = StopFlag.install()
     torch.manual_seed(job.seed)
     device = pick_device()
@@ -129,6 +132,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                                               is_encoder_decoder=False))
         kwargs["data_collator"], callback.tokens_fn = counter, lambda: counter.tokens
     trainer = getattr(module, spec["trainer"])(**kwargs)
+    trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
         print(f"note: {note}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
