@@ -172,3 +172,17 @@ def test_reward_returning_text_stops_before_training(tmp_path, tiny_model):
     assert error["message"].startswith(f"method.rewards[0] ({reward}:score): ")
     assert "returned 'good' (str) for a completion" in error["message"]
     assert rows(tmp_path / "run", "train") == [] and rows(tmp_path / "run", "start") == []
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, tiny_model):
+    from tests.integration.test_resume import _interrupt_after
+
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 500})
+    done = _interrupt_after(write_job(tmp_path / "job.yaml", job), tmp_path / "run", min_step=2)
+    assert done.returncode == 130, done.stdout
+    run = tmp_path / "run"
+    end = rows(run, "end")[-1]
+    assert end["status"] == "interrupted" and end["step"] >= 2
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"checkpoint-{end['step']}" and rows(run, "checkpoint")[-1]["path"].endswith(latest)
+    assert not (run / "final").exists()
