@@ -85,11 +85,19 @@ METHODS = [
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_runs(tmp_path, tiny_model, method):
-    done = train(tmp_path, trl_job(tmp_path, tiny_model, method))
+    kind = method if isinstance(method, str) else method["type"]
+    job = trl_job(tmp_path, tiny_model, method)
+    if kind == "dpo":  # with an eval set, evaluated at the end
+        job["data"]["eval"] = str(DATA / "preference_eval.jsonl")
+        job["train"]["eval_batches"] = 2
+    done = train(tmp_path, job)
     assert done.returncode == 0, done.stdout + done.stderr
     run = tmp_path / "run"
     train_rows = finite_rows(run, 2)
-    kind = method if isinstance(method, str) else method["type"]
+    if kind == "dpo":
+        [ev] = rows(run, "eval")
+        assert ev["step"] == 2 and math.isfinite(ev["eval_loss"]) and ev["eval_tokens"] > 0
+        assert math.isfinite(ev["method"]["reward_margin"])
     if kind == "sft":
         assert "method" not in train_rows[0]
     else:
