@@ -44,16 +44,21 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
 
 
+class TrlBackend(Section):
+    type: Literal["trl"] = "trl"
+    """Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family); needs pip install 'trainhub[trl]'."""
+
+
 class LlamaFactoryBackend(Section):
     type: Literal["llamafactory"] = "llamafactory"
     """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend | LlamaFactoryBackend, Field(discriminator="type"),
+Backend = Annotated[AutoBackend | NativeBackend | TrlBackend | LlamaFactoryBackend, Field(discriminator="type"),
                     BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("trl", "unsloth", "nanogpt")
+PLANNED_BACKENDS = ("unsloth", "nanogpt")
 
 # ----------------------------------------------------------------------------- model
 

@@ -94,7 +94,12 @@ class LlamaFactoryRunner:
             argv.append("--dry-run")
         env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "DISABLE_VERSION_CHECK": "1",
                "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **envs.child_env(NAME)}
-        return Launch(argv=argv, cwd=run_dir, env=env, config=path)
+        return Launch(argv=argv, cwd=run_dir, env=env)
+
+    def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
+        """What `plan` shows after prepare(): LLaMA-Factory's own config, as written for the child."""
+        path = Path(job.output_dir).resolve() / "llamafactory.yaml"
+        return [f"{path}:", *path.read_text().rstrip().splitlines()]
 
 
 def write_data(job: Job, data_dir: Path) -> bool:
