@@ -26,8 +26,10 @@ def _train(tmp, job, *extra, env):
 
 
 def test_environment_is_ready_and_imports_llamafactory(llamafactory_env):
-    done = run_cli("env", "status", env=llamafactory_env)
+    done = run_cli("doctor", env={**llamafactory_env, "COLUMNS": "400"})  # runs the import check again
     assert done.returncode == 0, done.stdout + done.stderr
+    env_row = [line for line in done.stdout.splitlines() if line.startswith("│ llamafactory") and "python" in line]
+    assert len(env_row) == 1 and "│ ready" in env_row[0] and "llamafactory 0.9.5" in env_row[0], done.stdout
     manifest = json.loads((ROOT / ".cache/envs/llamafactory/env.json").read_text())
     v = manifest["versions"]  # printed by `import llamafactory` and its stack inside the environment
     assert v["llamafactory"] == "0.9.5" and v["torch"] == "2.13.0+cpu" and v["torch_cuda"] == "None"
