@@ -236,7 +236,7 @@ def _create(spec: EnvSpec, where: Path, t0: float, say) -> dict:
     removed = _strip(spec, py)
     say(f"{spec.backend}: import check")
     versions = import_check(spec, py)
-    freeze = subprocess.run([str(py), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+    freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True,
                             text=True, check=True).stdout
     return _record(spec, where, py, False, versions, freeze, removed, t0, say)
 
