@@ -187,6 +187,6 @@ def param_counts(arch: dict, vocab: int) -> tuple[int, int]:
     counts once; the position embedding is a lookup, so the FLOPs count (nanoGPT's get_num_params, and
     trainhub.metrics.flops's rule) leaves it out."""
     c, layers, bias = arch["n_embd"], arch["n_layer"], bool(arch["bias"])
-    per_layer = 12 * c * c + (2 * c + (13 * c if bias else 0))  # attn 4c^2 + mlp 8c^2; LayerNorms; biases
+    per_layer = 12 * c * c + 2 * c + (11 * c if bias else 0)  # attn 4c^2 + mlp 8c^2; 2 LayerNorms; biases
     total = vocab * c + arch["block_size"] * c + layers * per_layer + c + (c if bias else 0)
     return total, total - arch["block_size"] * c
