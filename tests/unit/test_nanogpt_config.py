@@ -171,3 +171,19 @@ def test_native_refuses_gpt2(tmp_path):
     assert any("model.init.family: native builds llama and qwen2" in p for p in
                [str(p) for p in RUNNERS["native"].check(validate(job), Host())])
 
+
+
+def test_gpt2_architecture_in_the_schema(tmp_path):
+    from trainhub.jobfile import JobError
+
+    job = validate(nano_job(tmp_path))
+    assert (job.model.init.family, job.model.init.n_embd, job.model.init.dropout) == ("gpt2", 32, 0.0)
+    llama = tiny_pretrain_job(tmp_path)
+    del llama["model"]["init"]["family"]  # no family: a llama, as before gpt2 existed
+    assert validate(llama).model.init.family == "llama"
+    for init, message in (({"n_heads": 2}, "unknown key 'model.init.n_heads'; did you mean 'model.init.n_head'?"),
+                          ({"family": "gpt3"}, "model.init.family: 'gpt3' is not one of llama, qwen2, gpt2"),
+                          ({"n_head": 3}, "n_embd 32 is not divisible by n_head 3")):
+        with pytest.raises(JobError) as err:
+            validate(merge(nano_job(tmp_path), {"model": {"init": init}}))
+        assert message in str(err.value)

@@ -124,8 +124,9 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
                                       f"  cd {repo} && {' '.join(command)}"])
     config_file.write_text(config_text)
     notes += [f"nanoGPT checkout {repo}{_commit(repo)}; config {config_file}",
-              f"job.seed picks trainhub's data split only: nanoGPT seeds torch with 1337 + rank",
-              "nanoGPT runs one iteration past the last save (its loop ends after max_iters); it is not logged"]
+              "job.seed picks trainhub's data split only: nanoGPT seeds torch with 1337 + rank"]
+    if not dry_run:
+        notes.append("nanoGPT runs one iteration past the last save (its loop ends after max_iters); it is not logged")
 
     # counts and the start row
     arch = {**values, "vocab_size": vocab}
