@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 # where the environment says not to, or every process the tests start compiles torch and transformers again.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: quickstart test lint smoke-native schemas clean
+.PHONY: quickstart test lint smoke-native smoke-nanogpt schemas clean
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: $(VENV)/.ready-dev
 smoke-native: $(VENV)/.ready
 	rm -rf runs/smoke-native
 	$(VENV)/bin/train --config config/quickstart.yaml --dry-run --set output_dir=runs/smoke-native --set log.console=plain
+
+# Needs a nanoGPT checkout: NANOGPT_DIR=~/nanoGPT make smoke-nanogpt (git clone https://github.com/karpathy/nanoGPT).
+smoke-nanogpt: $(VENV)/.ready
+	@if [ -z "$(NANOGPT_DIR)" ]; then echo "smoke-nanogpt: set NANOGPT_DIR to a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT)"; exit 2; fi
+	rm -rf runs/smoke-nanogpt
+	$(VENV)/bin/train --config config/pretrain_nanogpt.yaml --dry-run --set backend.repo=$(NANOGPT_DIR) --set output_dir=runs/smoke-nanogpt --set log.console=plain
 
 schemas: $(VENV)/.ready
 	$(PY) scripts/write_schemas.py

@@ -110,7 +110,10 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
     assert rows["native"][0] == "ready"
     assert rows["native"][1] == "pretrain, sft"
-    for name in ("trl", "unsloth", "llamafactory", "nanogpt"):
+    assert rows["nanogpt"][1] == "pretrain"
+    # ready only with a checkout to drive
+    assert rows["nanogpt"][0].startswith("ready" if os.environ.get("NANOGPT_DIR") else "missing:")
+    for name in ("trl", "unsloth", "llamafactory"):
         assert rows[name][0] == "planned", name
 
 

@@ -6,9 +6,10 @@ from trainhub.host import Host
 from trainhub.job import PLANNED_BACKENDS, Job
 from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Launch, Runner
+from trainhub.runners.nanogpt import NanoGPTRunner
 from trainhub.runners.native import NativeRunner
 
-RUNNERS: dict[str, Runner] = {"native": NativeRunner()}
+RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "nanogpt": NanoGPTRunner()}
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
 

@@ -25,6 +25,9 @@ class NativeRunner:
                     for m in self.missing()]
         if job.method.type not in self.methods:
             problems.append(Problem("method.type", f"native cannot train method '{job.method.type}'"))
+        if job.model.init is not None and job.model.init.family == "gpt2":
+            problems.append(Problem("model.init.family", "native builds llama and qwen2 models; gpt2 trains with "
+                                    "backend nanogpt"))
         if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
             problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
                                     "use sdpa"))
