@@ -309,7 +309,15 @@ def resolve(job: Job, cwd: Path | None = None) -> Job:
     update = {"data": data, "model": model, "output_dir": output_dir}
     if getattr(job.backend, "repo", None) is not None:
         update["backend"] = job.backend.model_copy(update={"repo": absolute(job.backend.repo)})
+    if job.method.type == "grpo":  # a reward in a file is found from where train runs, not the run folder
+        rewards = [r.model_copy(update={"function": _reward_path(r.function, absolute)}) for r in job.method.rewards]
+        update["method"] = job.method.model_copy(update={"rewards": rewards})
     return job.model_copy(update=update)
+
+
+def _reward_path(function: str, absolute) -> str:
+    target, _, name = function.rpartition(":")
+    return f"{absolute(target)}:{name}" if target.endswith(".py") else function
 
 
 def _is_local(p: str, base: Path) -> bool:

@@ -113,7 +113,9 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert rows["nanogpt"][1] == "pretrain"
     # ready only with a checkout to drive
     assert rows["nanogpt"][0].startswith("ready" if os.environ.get("NANOGPT_DIR") else "missing:")
-    for name in ("trl", "unsloth", "llamafactory"):
+    assert rows["trl"][0] in ("ready", "missing: trl, datasets", "missing: datasets", "missing: trl")
+    assert rows["trl"][1] == "sft, dpo, orpo, kto, grpo"
+    for name in ("unsloth", "llamafactory"):
         assert rows[name][0] == "planned", name
 
 
