@@ -34,6 +34,7 @@ from trainhub.metrics.flops import flops_per_token
 from trainhub.metrics.log import new_run_id
 from trainhub.resume import read_state
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from trainhub.runners.child import Resilient, write_failure
 from trainhub.runners.nanogpt import config as cfg
 from trainhub.runners.nanogpt.logparse import Eval, Iter, RowMaker, Save, parse
 from trainhub.runners.nanogpt.snapshots import CKPT, Snapshots
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--resume", type=Path, default=None)
     args = ap.parse_args(argv)
+    sys.stdout, sys.stderr = Resilient(sys.stdout), Resilient(sys.stderr)
     hf_logging.disable_progress_bar()  # its bars would garble the hub's console
     run_dir = args.run_dir.resolve()
     job = Job.model_validate_json((run_dir / "job.json").read_text())
@@ -59,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return drive(job, run_dir, args.repo.resolve(), log, run_id, t0, args.dry_run, args.resume)
     except (Failure, DataError, ValueError) as err:
-        return fail(log, run_id, t0, str(err), "")
+        return write_failure(log, run_id, t0, str(err), "")
     except Exception as err:
         detail = traceback.format_exc()
         print(detail, file=sys.stderr, flush=True)
-        return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
+        return write_failure(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
     finally:
         log.close()
 
@@ -264,14 +266,6 @@ def _commit(repo: Path) -> str:
         return f" at commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    log.write(ErrorRow(run_id=run_id, step=0, message=message, detail=detail[-4000:]))
-    log.write(EndRow(run_id=run_id, step=0, status="failed", wall_s=time.time() - t0, tokens=0, final_loss=None,
-                     exit_code=EXIT_FAILED))
-    return EXIT_FAILED
 
 
 if __name__ == "__main__":
