@@ -210,3 +210,14 @@ def test_where_model_path_finds_the_checkpoint_and_tokenizer(tmp_path):
     (out / "tokenizer" / "tokenizer_config.json").write_text("{}")
     assert find_ckpt(out) == out / "ckpt.pt" and find_tokenizer(out / "ckpt.pt") == out / "tokenizer"
     assert find_ckpt(tmp_path / "empty") is None
+
+
+def test_several_gpus_go_through_torchrun(tmp_path):
+    import sys
+
+    from trainhub.runners.nanogpt.__main__ import _command
+
+    cfg_file = tmp_path / "nanogpt_config.py"
+    assert _command(cfg_file, 1) == [sys.executable, "train.py", str(cfg_file)]
+    assert _command(cfg_file, 4) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     "--nproc_per_node=4", "train.py", str(cfg_file)]
