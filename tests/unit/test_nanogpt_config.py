@@ -221,3 +221,13 @@ def test_several_gpus_go_through_torchrun(tmp_path):
     assert _command(cfg_file, 1) == [sys.executable, "train.py", str(cfg_file)]
     assert _command(cfg_file, 4) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                      "--nproc_per_node=4", "train.py", str(cfg_file)]
+
+
+def test_auto_picks_nanogpt_for_a_gpt2_job_when_a_checkout_is_known(tmp_path, monkeypatch):
+    from trainhub.runners import choose
+
+    monkeypatch.setenv("NANOGPT_DIR", str(fake_checkout(tmp_path)))
+    job = validate(nano_job(tmp_path, backend="auto"))
+    runner, reasons = choose(job, Host())
+    assert runner.name == "nanogpt" and reasons[0].startswith("native: not usable: model.init.family")
+    assert cfg.settings(job, facts(tmp_path, device="cuda"))["compile"] is True  # nanoGPT's default

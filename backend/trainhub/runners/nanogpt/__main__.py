@@ -100,7 +100,7 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
     processes = getattr(job.backend, "processes", None) or (torch.cuda.device_count() if cuda else 1)
     if not cuda:
         notes.append("CPU: nanoGPT runs with device cpu, dtype float32, compile off")
-    elif job.backend.compile:
+    elif cfg.compile_on(job):
         notes.append("GPU: compile on (nanoGPT's torch.compile); TF32 matmuls on (nanoGPT sets them)")
 
     # where the model starts

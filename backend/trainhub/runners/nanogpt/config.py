@@ -65,6 +65,11 @@ class Facts:
     """The iteration a resumed run starts at (its checkpoint's step)."""
 
 
+def compile_on(job: Job) -> bool:
+    """backend.compile; a job with `backend: auto` gets nanoGPT's default (on)."""
+    return bool(getattr(job.backend, "compile", True))
+
+
 def tokens_per_step(job: Job, processes: int) -> int:
     return job.train.micro_batch_size * job.train.grad_accum * processes * job.data.max_length
 
@@ -118,7 +123,7 @@ def settings(job: Job, facts: Facts) -> dict:
         "decay_lr": opt.schedule.decay == "cosine", "warmup_iters": opt.schedule.warmup_steps,
         "lr_decay_iters": steps, "min_lr": opt.lr * opt.schedule.min_lr_ratio,
         "backend": "nccl" if facts.device == "cuda" else "gloo", "device": facts.device,
-        "dtype": dtype_for(job, facts), "compile": bool(job.backend.compile and facts.device == "cuda"),
+        "dtype": dtype_for(job, facts), "compile": compile_on(job) and facts.device == "cuda",
     }
     return {k: KEYS[k](v) for k, v in out.items()}
 
