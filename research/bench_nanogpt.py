@@ -4,7 +4,8 @@
 `train --config <job>` (hub -> driver -> the checkout's train.py, unmodified) with nanoGPT's GPT-2
 small: 12 layers, 12 heads, n_embd 768, block 1024, no biases, dropout 0, vocabulary padded to
 50,304 (as nanoGPT pads GPT-2's 50,257), bf16 autocast, torch.compile on, fused AdamW, micro-batch
-12 x 1024, 8 micro-batches per step (98,304 tokens per step), a train row every step.
+12 x 1024, 8 micro-batches per step per GPU (98,304 tokens per step on one), a train row every step.
+MFU is per GPU (over peak x GPUs).
 
 Data: the shipped stories (config/data/stories.jsonl) repeated, each copy shuffled, until the token
 stream holds --tokens tokens (default 4M), with a tokenizer trained on the stories. nanoGPT samples
@@ -60,10 +61,10 @@ def corpus(folder: Path, tokens: int) -> Path:
     return path
 
 
-def job(folder: Path, shape: dict, steps: int, repo: str, train_file: Path, run: Path) -> dict:
+def job(shape: dict, steps: int, repo: str, train_file: Path, run: Path, processes: int | None) -> dict:
     return {
         "name": "bench-nanogpt", "output_dir": str(run), "seed": 0,
-        "backend": {"type": "nanogpt", "repo": repo, "compile": True},
+        "backend": {"type": "nanogpt", "repo": repo, "compile": True, "processes": processes},
         "model": {"init": {"family": "gpt2", "n_layer": shape["n_layer"], "n_head": shape["n_head"],
                            "n_embd": shape["n_embd"], "block_size": shape["block"], "dropout": 0.0, "bias": False,
                            "vocab_size": shape["vocab"], "tokenizer": {"type": "train", "vocab_size": 1024}}},
@@ -83,6 +84,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=15, help="steps left out of the averages")
     ap.add_argument("--tokens", type=int, default=4_000_000)
+    ap.add_argument("--processes", type=int, default=None,
+                    help="GPUs (torchrun); default: every visible GPU. grad_accum stays 8 per GPU")
     ap.add_argument("--tiny", action="store_true", help="a tiny model, for a CPU check of the script")
     ap.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     args = ap.parse_args()
@@ -98,7 +101,7 @@ def main() -> int:
         tmp = Path(tmp)
         run = tmp / "run"
         train_file = corpus(tmp, 50_000 if args.tiny else args.tokens)
-        (tmp / "job.yaml").write_text(yaml.safe_dump(job(tmp, shape, steps, repo, train_file, run)))
+        (tmp / "job.yaml").write_text(yaml.safe_dump(job(shape, steps, repo, train_file, run, args.processes)))
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT / "backend"), os.environ.get("PYTHONPATH", "")]),
                "TRAINHUB_HOME": str(tmp / "home")}
@@ -141,7 +144,8 @@ def summarise(run: Path, shape: dict, warmup: int) -> dict:
     peak = start["hardware"]["peak_flops"]
     last_own = own[-1] / 100 if own else None
     return {
-        "device": start["hardware"]["device_name"], "torch": start["hardware"]["torch"], "shape": shape,
+        "device": start["hardware"]["device_name"], "gpus": start["hardware"]["device_count"],
+        "torch": start["hardware"]["torch"], "shape": shape,
         "params": start["params_total"], "flops_per_token": start["flops_per_token"],
         "tokens_per_step": start["tokens_per_step"], "precision": start["precision"], "steps_timed": len(train),
         "tokens_per_s": tps, "tokens_per_s_wall": wall, "ms_per_step": 1000 * start["tokens_per_step"] / tps,

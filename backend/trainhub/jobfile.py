@@ -338,7 +338,9 @@ def preflight(job: Job) -> list[Problem]:
                 problem = check_data_path(source.path, job.data.format)
             if problem:
                 problems.append(Problem(f"{key}[{i}]", problem))
-    if job.model.path is not None and job.model.path.startswith("/") and not Path(job.model.path).is_dir():
+    model_path = Path(job.model.path) if job.model.path is not None and job.model.path.startswith("/") else None
+    ckpt_file = job.backend.type == "nanogpt" and model_path is not None and model_path.is_file()  # a ckpt.pt
+    if model_path is not None and not model_path.is_dir() and not ckpt_file:
         problems.append(Problem("model.path", f"model folder not found: {job.model.path}"))
     init = job.model.init
     if init is not None and init.tokenizer.type == "path" and init.tokenizer.path.startswith("/"):

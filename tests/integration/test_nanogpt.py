@@ -9,11 +9,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, rows, run_cli, tiny_pretrain_job, write_job
+from tests.conftest import DATA, ROOT, rows, run_cli, tiny_pretrain_job, write_job
 from trainhub.metrics import read_rows
 
 NANOGPT = os.environ.get("NANOGPT_DIR")
@@ -98,7 +102,7 @@ def test_train_export_resume_and_continue(tmp_path):
     # continuing the run's checkpoint in a new run: weights kept, iterations from 0
     other = tmp_path / "more"
     job = nano_job(tmp_path, max_steps=3)
-    job.update(output_dir=str(other), model={"path": str(run)})
+    job.update(output_dir=str(other), model={"path": str(run / "checkpoints" / "step-00000009" / "ckpt.pt")})
     train(tmp_path, job)
     first_eval = rows(other, "eval")[0]
     assert first_eval["step"] == 0 and first_eval["eval_loss"] < rows(run, "eval")[0]["eval_loss"] - 0.5
@@ -117,3 +121,20 @@ def test_shipped_config_validates_with_the_checkout():
     done = run_cli("validate", "--config", "config/pretrain_nanogpt.yaml", "--set", f"backend.repo={NANOGPT}")
     assert done.returncode == 0, done.stderr
     assert (DATA / "stories.jsonl").is_file()
+
+
+def test_ctrl_c_stops_nanogpt_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    config = write_job(tmp_path / "job.yaml", nano_job(tmp_path, max_steps=400, eval_every=2))
+    hub = subprocess.Popen([sys.executable, "-m", "trainhub", "train", "--config", str(config)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (run / "checkpoints" / "latest").exists():
+        time.sleep(0.1)
+    hub.send_signal(signal.SIGINT)
+    out, _ = hub.communicate(timeout=120)
+    assert hub.returncode == 130, out
+    end = rows(run, "end")[-1]
+    assert end["status"] == "interrupted" and end["step"] < 400
+    assert (run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip() / "ckpt.pt").is_file()
+    assert not (run / "final").exists()

@@ -74,6 +74,8 @@ def test_host_choices(tmp_path):
 def test_dry_run_is_iteration_zero_with_one_eval_batch(tmp_path):
     values = cfg.settings(validate(nano_job(tmp_path)), facts(tmp_path, dry_run=True))
     assert (values["max_iters"], values["eval_iters"], values["lr_decay_iters"]) == (0, 1, 12)
+    resumed = cfg.settings(validate(nano_job(tmp_path)), facts(tmp_path, dry_run=True, start_step=6))
+    assert resumed["max_iters"] == 6  # a resumed dry run is the one iteration after the checkpoint
 
 
 def test_epochs_and_eval_batches(tmp_path):
@@ -187,3 +189,45 @@ def test_gpt2_architecture_in_the_schema(tmp_path):
         with pytest.raises(JobError) as err:
             validate(merge(nano_job(tmp_path), {"model": {"init": init}}))
         assert message in str(err.value)
+
+
+def test_where_model_path_finds_the_checkpoint_and_tokenizer(tmp_path):
+    from trainhub.runners.nanogpt.source import find_ckpt, find_tokenizer
+
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000006"
+    step.mkdir(parents=True)
+    (step / "ckpt.pt").write_bytes(b"x")
+    (step / "state.json").write_text("{}")
+    (run / "checkpoints" / "latest").write_text("step-00000006\n")
+    (run / "tokenizer").mkdir()
+    (run / "tokenizer" / "tokenizer.json").write_text("{}")
+    assert find_ckpt(run) == find_ckpt(step) == find_ckpt(step / "ckpt.pt") == step / "ckpt.pt"
+    assert find_tokenizer(step / "ckpt.pt") == run / "tokenizer"  # the run folder's
+    out = tmp_path / "out"  # nanoGPT's own out_dir with a tokenizer put beside it
+    (out / "tokenizer").mkdir(parents=True)
+    (out / "ckpt.pt").write_bytes(b"x")
+    (out / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    assert find_ckpt(out) == out / "ckpt.pt" and find_tokenizer(out / "ckpt.pt") == out / "tokenizer"
+    assert find_ckpt(tmp_path / "empty") is None
+
+
+def test_several_gpus_go_through_torchrun(tmp_path):
+    import sys
+
+    from trainhub.runners.nanogpt.__main__ import _command
+
+    cfg_file = tmp_path / "nanogpt_config.py"
+    assert _command(cfg_file, 1) == [sys.executable, "train.py", str(cfg_file)]
+    assert _command(cfg_file, 4) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     "--nproc_per_node=4", "train.py", str(cfg_file)]
+
+
+def test_auto_picks_nanogpt_for_a_gpt2_job_when_a_checkout_is_known(tmp_path, monkeypatch):
+    from trainhub.runners import choose
+
+    monkeypatch.setenv("NANOGPT_DIR", str(fake_checkout(tmp_path)))
+    job = validate(nano_job(tmp_path, backend="auto"))
+    runner, reasons = choose(job, Host())
+    assert runner.name == "nanogpt" and reasons[0].startswith("native: not usable: model.init.family")
+    assert cfg.settings(job, facts(tmp_path, device="cuda"))["compile"] is True  # nanoGPT's default

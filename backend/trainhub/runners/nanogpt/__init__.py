@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from trainhub.host import Host, missing_modules
-from trainhub.job import Job, NanoGPTBackend
+from trainhub.job import Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch
 from trainhub.runners.nanogpt.config import checkout_problems
@@ -124,8 +124,6 @@ def _job_problems(job: Job) -> list[Problem]:
         no("data.eval", "nanoGPT evaluates on val.bin from iteration 0; give data.eval or data.eval_fraction")
     if not job.data.shuffle:
         no("data.shuffle", "nanoGPT samples random windows of the token stream; it cannot read in order")
-    if not isinstance(job.backend, NanoGPTBackend):
-        no("backend", "internal: the nanogpt runner got another backend's section")
     return p
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from trainhub.child import fail, protect_stdio
 from trainhub.data.sources import DataError, load_records
 from trainhub.data.writers import write_nanogpt
 from trainhub.engine.device import device_facts
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--resume", type=Path, default=None)
     args = ap.parse_args(argv)
+    protect_stdio()
     hf_logging.disable_progress_bar()  # its bars would garble the hub's console
     run_dir = args.run_dir.resolve()
     job = Job.model_validate_json((run_dir / "job.json").read_text())
@@ -98,7 +100,7 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
     processes = getattr(job.backend, "processes", None) or (torch.cuda.device_count() if cuda else 1)
     if not cuda:
         notes.append("CPU: nanoGPT runs with device cpu, dtype float32, compile off")
-    elif job.backend.compile:
+    elif cfg.compile_on(job):
         notes.append("GPU: compile on (nanoGPT's torch.compile); TF32 matmuls on (nanoGPT sets them)")
 
     # where the model starts
@@ -112,12 +114,13 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
         init_from = "resume"
         notes.append(f"continuing {source}: its weights and optimizer state; iterations, schedule and best "
                      f"val loss start anew")
+    start_step = skip or 0
     facts = cfg.Facts(run_dir=run_dir, data_dir=run_dir / "data", device=device.type,
                       bf16=cuda and torch.cuda.is_bf16_supported(), processes=processes,
                       train_tokens=counts["train"], val_tokens=counts["val"], init_from=init_from,
-                      model_args=model_args, dry_run=dry_run)
+                      model_args=model_args, dry_run=dry_run, start_step=start_step)
     values = cfg.settings(job, facts)
-    steps = 1 if dry_run else cfg.max_steps(job, facts)
+    steps = start_step + 1 if dry_run else cfg.max_steps(job, facts)
     config_file = run_dir / "nanogpt_config.py"
     command = _command(config_file, processes)
     config_text = cfg.render(values, ["written by trainhub from job.json; nanoGPT reads it with:",
@@ -135,7 +138,6 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
                           head_dim=values["n_embd"] // values["n_head"], seq_len=values["block_size"])
     hardware = {**device_facts(device), "device_count": processes}
     per_step = cfg.tokens_per_step(job, processes)
-    start_step = skip or 0
     log.write(StartRow(
         run_id=run_id, step=start_step, backend="nanogpt", job_hash=job.hash(), job=job.model_dump(mode="json"),
         hardware=hardware, params_total=total, params_trainable=total, flops_per_token=fpt,
@@ -151,15 +153,16 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
                      values["eval_iters"] * values["batch_size"] * values["block_size"])
     snaps = Snapshots(run_dir, job.model_dump(mode="json"), job.hash(), job.train.keep_last, per_step,
                       best_eval_loss=best, skip_step=skip)
-    status, code, last_loss = follow(command, repo, run_dir, config_text, maker, snaps, log, run_id)
+    status, code, last_loss, last_step = follow(command, repo, run_dir, config_text, maker, snaps, log, run_id)
 
-    step = snaps.latest[0] if snaps.latest else start_step
+    step = last_step or start_step
     if status == "completed":
         step = steps
         if not dry_run:
-            if snaps.latest is None or snaps.latest[0] != steps:
+            latest = snaps.latest or ((skip, resume) if resume is not None else None)  # nothing left to train
+            if latest is None or latest[0] != steps:
                 raise Failure(f"nanoGPT ended without saving step {steps} (see {run_dir / 'nanogpt.log'})")
-            final = export_hf(snaps.latest[1] / CKPT, tokenizer, run_dir / "final")
+            final = export_hf(latest[1] / CKPT, tokenizer, run_dir / "final")
             log.write(CheckpointRow(run_id=run_id, step=steps, path=str(final)))
     log.write(EndRow(run_id=run_id, step=step, status=status, wall_s=time.time() - t0, tokens=step * per_step,
                      final_loss=last_loss, exit_code=code))
@@ -167,8 +170,8 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
 
 
 def follow(command: list[str], repo: Path, run_dir: Path, config_text: str, maker: RowMaker, snaps: Snapshots,
-           log: MetricLog, run_id: str) -> tuple[str, int, float | None]:
-    """Run nanoGPT and turn its output into rows. Returns (status, exit code, last train loss)."""
+           log: MetricLog, run_id: str) -> tuple[str, int, float | None, int | None]:
+    """Run nanoGPT and turn its output into rows. Returns (status, exit code, last train loss, its step)."""
     quiet = {line.strip() for line in config_text.splitlines() if line.strip()}
     child = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_stop_with_parent)
@@ -180,7 +183,7 @@ def follow(command: list[str], repo: Path, run_dir: Path, config_text: str, make
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    status, last_loss, pending, tail = "completed", None, False, []
+    status, last_loss, last_step, pending, tail = "completed", None, None, False, []
     alive = lambda: child.poll() is None  # noqa: E731
     with open(run_dir / "nanogpt.log", "a", encoding="utf-8") as raw:
         for line in child.stdout:
@@ -195,7 +198,7 @@ def follow(command: list[str], repo: Path, run_dir: Path, config_text: str, make
                 row = maker.train(event)
                 if row is not None:
                     log.write(row)
-                    last_loss = row.loss
+                    last_loss, last_step = row.loss, row.step
                     if row.loss is None:
                         log.write(ErrorRow(run_id=run_id, step=row.step, message=f"non-finite loss at step "
                                            f"{row.step}; nanogpt stops the run (train.on_nonfinite: stop), the last "
@@ -212,15 +215,15 @@ def follow(command: list[str], repo: Path, run_dir: Path, config_text: str, make
     code = child.wait()
     _claimed(snaps.claim(alive), log, run_id)  # a save the process finished before it ended
     if stopped:
-        return "interrupted", EXIT_INTERRUPTED, last_loss
+        return "interrupted", EXIT_INTERRUPTED, last_loss, last_step
     if status == "failed":
-        return status, EXIT_FAILED, last_loss
+        return status, EXIT_FAILED, last_loss, last_step
     if code != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         log.write(ErrorRow(run_id=run_id, step=snaps.latest[0] if snaps.latest else 0,
                            message=f"nanoGPT's train.py exited with code {code}: {last}", detail="\n".join(tail)))
-        return "failed", code, last_loss
-    return "completed", code, last_loss
+        return "failed", code, last_loss, last_step
+    return "completed", code, last_loss, last_step
 
 
 def _claimed(result, log: MetricLog, run_id: str) -> None:
@@ -264,14 +267,6 @@ def _commit(repo: Path) -> str:
         return f" at commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    log.write(ErrorRow(run_id=run_id, step=0, message=message, detail=detail[-4000:]))
-    log.write(EndRow(run_id=run_id, step=0, status="failed", wall_s=time.time() - t0, tokens=0, final_loss=None,
-                     exit_code=EXIT_FAILED))
-    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -61,6 +61,13 @@ class Facts:
     model_args: dict | None = None
     """The architecture of a checkpoint being continued (nanoGPT takes it from the checkpoint)."""
     dry_run: bool = False
+    start_step: int = 0
+    """The iteration a resumed run starts at (its checkpoint's step)."""
+
+
+def compile_on(job: Job) -> bool:
+    """backend.compile; a job with `backend: auto` gets nanoGPT's default (on)."""
+    return bool(getattr(job.backend, "compile", True))
 
 
 def tokens_per_step(job: Job, processes: int) -> int:
@@ -74,11 +81,11 @@ def max_steps(job: Job, facts: Facts) -> int:
     return max(1, round(job.train.epochs * per_epoch))
 
 
-def max_iters(steps: int, dry_run: bool) -> int:
+def max_iters(steps: int, dry_run: bool, start: int = 0) -> int:
     """nanoGPT runs iterations 0..max_iters and saves at the top of an iteration, before its step; so
     max_iters = steps makes the save at iteration `steps` hold exactly `steps` updates. It then runs
-    that iteration too (one step more, never saved, not logged). A dry run is iteration 0 only."""
-    return 0 if dry_run else steps
+    that iteration too (one step more, never saved, not logged). A dry run is its first iteration only."""
+    return start if dry_run else steps
 
 
 def dtype_for(job: Job, facts: Facts) -> str:
@@ -111,12 +118,12 @@ def settings(job: Job, facts: Facts) -> dict:
         "dataset": str(facts.data_dir), "gradient_accumulation_steps": tc.grad_accum * facts.processes,
         "batch_size": tc.micro_batch_size, "block_size": block, "n_layer": arch["n_layer"],
         "n_head": arch["n_head"], "n_embd": arch["n_embd"], "dropout": arch["dropout"], "bias": arch["bias"],
-        "learning_rate": opt.lr, "max_iters": max_iters(steps, facts.dry_run), "weight_decay": opt.weight_decay,
+        "learning_rate": opt.lr, "max_iters": max_iters(steps, facts.dry_run, facts.start_step), "weight_decay": opt.weight_decay,
         "beta1": opt.betas[0], "beta2": opt.betas[1], "grad_clip": tc.grad_clip or 0.0,
         "decay_lr": opt.schedule.decay == "cosine", "warmup_iters": opt.schedule.warmup_steps,
         "lr_decay_iters": steps, "min_lr": opt.lr * opt.schedule.min_lr_ratio,
         "backend": "nccl" if facts.device == "cuda" else "gloo", "device": facts.device,
-        "dtype": dtype_for(job, facts), "compile": bool(job.backend.compile and facts.device == "cuda"),
+        "dtype": dtype_for(job, facts), "compile": compile_on(job) and facts.device == "cuda",
     }
     return {k: KEYS[k](v) for k, v in out.items()}
 
