@@ -60,11 +60,16 @@ class TrlBackend(Section):
     """Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family); needs pip install 'trainhub[trl]'."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend | NanoGPTBackend | TrlBackend, Field(discriminator="type"),
-                    BeforeValidator(_shorthand)]
+class LlamaFactoryBackend(Section):
+    type: Literal["llamafactory"] = "llamafactory"
+    """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
+
+
+Backend = Annotated[AutoBackend | NativeBackend | NanoGPTBackend | TrlBackend | LlamaFactoryBackend,
+                    Field(discriminator="type"), BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("unsloth", "llamafactory")
+PLANNED_BACKENDS = ("unsloth",)
 
 # ----------------------------------------------------------------------------- model
 
