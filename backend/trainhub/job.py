@@ -49,10 +49,16 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend, Field(discriminator="type"), BeforeValidator(_shorthand)]
+class UnslothBackend(Section):
+    type: Literal["unsloth"] = "unsloth"
+    """Unsloth's FastLanguageModel with TRL's trainers, in Unsloth's own environment (trainhub env setup unsloth); one GPU."""
+
+
+Backend = Annotated[AutoBackend | NativeBackend | UnslothBackend, Field(discriminator="type"),
+                    BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("trl", "unsloth", "llamafactory", "nanogpt")
+PLANNED_BACKENDS = ("trl", "llamafactory", "nanogpt")
 
 # ----------------------------------------------------------------------------- model
 
@@ -163,7 +169,13 @@ class LoraAdapter(Section):
     """Module names to adapt (e.g. [q_proj, v_proj]), or all-linear for every linear layer but the output head."""
 
 
-Adapter = Annotated[FullAdapter | LoraAdapter, Field(discriminator="type"), BeforeValidator(_shorthand)]
+class QloraAdapter(LoraAdapter):
+    type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    """LoRA over base weights quantized to 4-bit NF4 (bitsandbytes) while training; the adapters train in 16-bit."""
+
+
+Adapter = Annotated[FullAdapter | LoraAdapter | QloraAdapter, Field(discriminator="type"),
+                    BeforeValidator(_shorthand)]
 
 # ----------------------------------------------------------------------------- data
 
@@ -330,6 +342,11 @@ class LogSection(Section):
     """Console output: a live progress bar (rich), a line per logged step (plain), nothing, or auto (rich on a terminal)."""
 
 
+class ExportSection(Section):
+    merged: bool = True
+    """LoRA and QLoRA: also write the adapter merged into the base weights, as a 16-bit Hugging Face model in run_dir/final (the adapter alone always goes to run_dir/adapter). false: the adapter only. A full fine-tune always writes final/."""
+
+
 # ----------------------------------------------------------------------------- the job
 
 
@@ -357,6 +374,8 @@ class Job(Section):
     """Batching, length, precision, evaluation and checkpoint cadence."""
     log: LogSection = LogSection()
     """Console output. The JSON-lines metric log is always written."""
+    export: ExportSection = ExportSection()
+    """What is written when training completes, beside the checkpoints."""
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Job:

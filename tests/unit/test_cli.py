@@ -110,7 +110,7 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
     assert rows["native"][0] == "ready"
     assert rows["native"][1] == "pretrain, sft"
-    for name in ("trl", "unsloth", "llamafactory", "nanogpt"):
+    for name in ("trl", "llamafactory", "nanogpt"):
         assert rows[name][0] == "planned", name
 
 
@@ -139,9 +139,9 @@ def test_plan_dry_run_and_backend_override(tmp_path):
 
 def test_plan_refuses_a_planned_backend(tmp_path):
     path = write_job(tmp_path / "job.yaml", tiny_pretrain_job(tmp_path))
-    done = run_cli("plan", "-c", str(path), "-b", "unsloth", env=WIDE)
+    done = run_cli("plan", "-c", str(path), "-b", "nanogpt", env=WIDE)
     assert done.returncode == 1
-    assert "backend 'unsloth' is planned but not built yet" in done.stderr
+    assert "backend 'nanogpt' is planned but not built yet" in done.stderr
 
 
 def test_train_script_entry_point_runs_the_train_command():

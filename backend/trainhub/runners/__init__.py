@@ -7,8 +7,10 @@ from trainhub.job import PLANNED_BACKENDS, Job
 from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Launch, Runner
 from trainhub.runners.native import NativeRunner
+from trainhub.runners.unsloth import UnslothRunner
 
-RUNNERS: dict[str, Runner] = {"native": NativeRunner()}
+# In order of preference for `backend: auto`.
+RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "unsloth": UnslothRunner()}
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
 

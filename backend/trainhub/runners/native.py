@@ -25,6 +25,9 @@ class NativeRunner:
                     for m in self.missing()]
         if job.method.type not in self.methods:
             problems.append(Problem("method.type", f"native cannot train method '{job.method.type}'"))
+        if job.adapter.type == "qlora":
+            problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
+                                    "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
         if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
             problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
                                     "use sdpa"))

@@ -1,0 +1,243 @@
+"""Unsloth through trainhub vs Unsloth driven directly vs HF+PEFT, in one run on one GPU.
+
+The job: a Llama-3.2-1B-shaped model (hidden 2048, intermediate 8192, 16 layers, 32 heads,
+8 KV heads, vocab 128256, tied embeddings, rope theta 500000) with random weights, LoRA r=16
+(alpha 32) on every linear layer, sequences of 2048 tokens, micro-batch 4, bf16, gradient
+checkpointing (Unsloth's own where Unsloth runs), AdamW (fused), gradient clipping at 1.0.
+
+Variants, each in its own process (importing unsloth patches transformers for the whole process):
+
+    trainhub      `train --backend unsloth` on the job file: pretrain blocks of 2048 tokens;
+                  tokens/s and peak memory are read from the run's metrics.jsonl
+    direct        the same Unsloth calls (from_pretrained + get_peft_model) and a hand loop:
+                  forward with labels, backward, clip, AdamW step
+    hf-peft       transformers + peft, sdpa attention, the same hand loop (gradient checkpointing
+                  on, and off)
+    ... and the same for QLoRA (4-bit NF4 base weights), and a GRPO run through trainhub.
+
+tokens/s is the median over the steps after the warm-up; peak memory is
+torch.cuda.max_memory_allocated (trainhub: the largest mem_gb of its rows). Overhead =
+1 - trainhub / direct. Run on the GPU machine (see ../shared/gpu/README.md):
+
+    python research/bench_unsloth.py --out $OUT/unsloth.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPE = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+         "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True, "rope_theta": 500000.0,
+         "max_position_embeddings": 2048}
+SEQ, MICRO, RANK, ALPHA, LR = 2048, 4, 16, 32.0, 2e-4
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# ----------------------------------------------------------------------------- the model folder
+
+
+def make_model(folder: Path) -> None:
+    """Random Llama-3.2-1B-shaped weights (bf16) and a BPE tokenizer trained on the shipped stories."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from trainhub.data.tokenizer import train_bpe
+
+    if (folder / "config.json").is_file():
+        return
+    texts = [json.loads(line)["text"] for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()]
+    tok = train_bpe(texts, 4096, 2, template="chatml")
+    config = LlamaConfig(**SHAPE, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------- hand loops (one process each)
+
+
+def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, checkpointing: bool) -> dict:
+    import torch
+
+    if variant == "direct":
+        import unsloth  # noqa: F401  (before transformers)
+        from unsloth import FastLanguageModel
+
+        model, _tok = FastLanguageModel.from_pretrained(
+            model_name=str(folder), max_seq_length=SEQ, dtype=torch.bfloat16, load_in_4bit=qlora,
+            load_in_16bit=not qlora, use_exact_model_name=True, random_state=0,
+            use_gradient_checkpointing="unsloth" if checkpointing else False)
+        model = FastLanguageModel.get_peft_model(
+            model, r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS, bias="none",
+            use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=0)
+    else:
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = model.cuda()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS,
+                                                 bias="none", task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    times = []
+    for step in range(warmup + steps):
+        ids = torch.randint(1, 4096, (MICRO, SEQ), device="cuda", generator=gen)  # the tokenizer's id range
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        last = loss.item()  # sync
+        times.append(time.perf_counter() - t0)
+        if step == 0:
+            torch.cuda.reset_peak_memory_stats()  # weights stay counted; the first step's one-offs do not
+    step_s = statistics.median(times[warmup:])
+    return {"tokens_per_s": MICRO * SEQ / step_s, "step_s": step_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+            "final_loss": last, "steps": steps, "warmup": warmup}
+
+
+# ----------------------------------------------------------------------------- through trainhub
+
+
+def bench_job(folder: Path, run_dir: Path, steps: int, adapter: str) -> dict:
+    return {
+        "name": f"bench-unsloth-{adapter}", "output_dir": str(run_dir), "seed": 0, "backend": "unsloth",
+        "model": {"path": str(folder), "dtype": "bfloat16"},
+        "method": "pretrain",
+        "adapter": {"type": adapter, "rank": RANK, "alpha": ALPHA, "dropout": 0.0, "targets": "all-linear"},
+        # ~100k tokens of stories; weight 4 gives 400k, enough for 48 steps of 4 x 2048
+        "data": {"train": [{"path": str(ROOT / "config/data/stories.jsonl"), "weight": 4}], "format": "text",
+                 "max_length": SEQ},
+        "optim": {"type": "adamw", "lr": LR, "betas": [0.9, 0.999], "weight_decay": 0.0,
+                  "schedule": {"warmup_steps": 0, "decay": "constant"}},
+        "train": {"micro_batch_size": MICRO, "max_steps": steps, "precision": "bf16", "grad_checkpointing": True,
+                  "grad_clip": 1.0, "log_every": 1},
+        "export": {"merged": False},
+        "log": {"console": "plain"},
+    }
+
+
+def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
+    import yaml
+
+    path = tmp / f"{job['name']}.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-m", "trainhub", "train", "--config", str(path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    wall = time.time() - t0
+    log = Path(job["output_dir"]) / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    train = [r for r in rows if r["event"] == "train"]
+    if done.returncode != 0 or not train:
+        return {"error": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-3000:]}
+    start = next(r for r in rows if r["event"] == "start")
+    measured = train[warmup:] or train
+    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in measured),
+            "peak_gb": max(r["mem_gb"] or 0 for r in train), "final_loss": train[-1]["loss"],
+            "mfu": statistics.median(r["mfu"] for r in measured) if measured[0]["mfu"] is not None else None,
+            "steps": len(train), "warmup": warmup, "wall_s": round(wall, 1), "notes": start.get("notes", [])}
+
+
+def run_variant(args, variant: str, qlora: bool, checkpointing: bool) -> dict:
+    out = Path(args.tmp) / f"{variant}-{int(qlora)}-{int(checkpointing)}.json"
+    cmd = [sys.executable, __file__, "--variant", variant, "--model", str(args.model), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--result", str(out)] + (["--qlora"] if qlora else []) + \
+          ([] if checkpointing else ["--no-checkpointing"])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-3000:]}
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "research/results/unsloth.json")
+    parser.add_argument("--tmp", type=Path, default=Path("/tmp/bench_unsloth"))
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--variant", choices=["direct", "hf-peft"], default=None)
+    parser.add_argument("--qlora", action="store_true")
+    parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--result", type=Path, default=None)
+    parser.add_argument("--only", default="lora,qlora,grpo", help="which groups to run")
+    args = parser.parse_args()
+    if args.variant:  # a child: one hand loop
+        result = hand_loop(args.variant, args.model, args.steps, args.warmup, args.qlora, not args.no_checkpointing)
+        args.result.write_text(json.dumps(result))
+        return
+
+    import torch
+
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    args.model = args.model or args.tmp / "llama-1b-shape"
+    make_model(args.model)
+    groups = args.only.split(",")
+    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": SHAPE,
+                     "job": {"seq": SEQ, "micro_batch": MICRO, "rank": RANK, "alpha": ALPHA, "lr": LR},
+                     "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    steps = args.warmup + args.steps
+    if "lora" in groups:
+        results["lora"] = {
+            "trainhub": through_trainhub(bench_job(args.model, args.tmp / "run-lora", steps, "lora"), args.tmp,
+                                         args.warmup),
+            "direct": run_variant(args, "direct", False, True),
+            "hf-peft": run_variant(args, "hf-peft", False, True),
+            "hf-peft-no-checkpointing": run_variant(args, "hf-peft", False, False),
+        }
+    if "qlora" in groups:
+        results["qlora"] = {
+            "trainhub": through_trainhub(bench_job(args.model, args.tmp / "run-qlora", steps, "qlora"), args.tmp,
+                                         args.warmup),
+            "direct": run_variant(args, "direct", True, True),
+        }
+    if "grpo" in groups:
+        results["grpo"] = {"trainhub": through_trainhub(grpo_job(args.model, args.tmp / "run-grpo"), args.tmp, 1)}
+    for group in ("lora", "qlora"):
+        if group in results and "tokens_per_s" in results[group]["trainhub"] and \
+                "tokens_per_s" in results[group]["direct"]:
+            results[group]["overhead_pct"] = 100 * (1 - results[group]["trainhub"]["tokens_per_s"] /
+                                                    results[group]["direct"]["tokens_per_s"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{results['device']}  torch {results['torch']}")
+    print(f"{'group':6} {'variant':26} {'tok/s':>10} {'peak GB':>8}")
+    for group in ("lora", "qlora", "grpo"):
+        for name, r in results.get(group, {}).items():
+            if not isinstance(r, dict):
+                continue
+            if "error" in r:
+                print(f"{group:6} {name:26} error: {r['error']}\n{r['tail']}")
+                continue
+            print(f"{group:6} {name:26} {r['tokens_per_s']:>10.0f} {r['peak_gb']:>8.2f}")
+        if "overhead_pct" in results.get(group, {}):
+            print(f"{group:6} trainhub overhead over direct Unsloth: {results[group]['overhead_pct']:.1f}%")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    main()

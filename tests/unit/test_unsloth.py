@@ -1,0 +1,179 @@
+"""Backend `unsloth` without a GPU: the translation of a job into Unsloth's calls, the check, the launch.
+
+Unsloth itself cannot even be imported without a GPU, so on CPU the runner is tested up to the
+child's command line; tests/gpu/test_unsloth.py trains through it on a GPU.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, merge, rows, run_cli, tiny_pretrain_job, write_job
+from trainhub import host as host_mod
+from trainhub.host import Host
+from trainhub.jobfile import Problem, load
+from trainhub.runners import RUNNERS, choose
+from trainhub.runners.unsloth import NO_GPU, OFFLINE, UnslothRunner, load_args, notes_for, peft_args
+
+GPU = Host(gpus=("NVIDIA H100 80GB HBM3",), cpu="x86_64", cores=16)
+CPU = Host(gpus=(), cpu="x86_64", cores=2)
+WIDE = {"COLUMNS": "300"}
+
+
+def _job(tmp_path: Path, model: Path, **over) -> Path:
+    job = tiny_pretrain_job(tmp_path)
+    job.update({"name": "unsloth-unit", "backend": "unsloth", "model": {"path": str(model)}, "method": "sft",
+                "adapter": {"type": "lora", "rank": 8, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]},
+                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 256}})
+    job["train"].update({"precision": "bf16", "grad_checkpointing": True})
+    return write_job(tmp_path / "job.yaml", merge(job, over))
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    return folder
+
+
+def test_lora_translation(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir))
+    assert load_args(job) == {
+        "model_name": str(model_dir), "max_seq_length": 256, "dtype": "bfloat16", "load_in_4bit": False,
+        "load_in_8bit": False, "load_in_16bit": True, "full_finetuning": False,
+        "use_gradient_checkpointing": "unsloth", "trust_remote_code": False, "use_exact_model_name": True,
+        "random_state": 0}
+    assert peft_args(job) == {
+        "r": 8, "lora_alpha": 16.0, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "bias": "none",
+        "use_gradient_checkpointing": "unsloth", "random_state": 0, "use_rslora": False, "max_seq_length": 256}
+
+
+def test_qlora_translation(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir, adapter={"type": "qlora", "rank": 4, "alpha": 4, "targets": "all-linear"},
+                    train={"precision": "fp16", "grad_checkpointing": False, "max_steps": 3}, seed=7))
+    args = load_args(job)
+    assert (args["load_in_4bit"], args["load_in_16bit"], args["full_finetuning"]) == (True, False, False)
+    assert args["dtype"] == "float16" and args["use_gradient_checkpointing"] is False and args["random_state"] == 7
+    peft = peft_args(job)
+    assert (peft["r"], peft["lora_alpha"], peft["target_modules"]) == (4, 4.0, "all-linear")
+    assert peft["use_gradient_checkpointing"] is False
+    assert any("4-bit NF4" in n for n in notes_for(job))
+
+
+def test_full_translation(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir, adapter="full", train={"precision": "auto", "max_steps": 3}))
+    args = load_args(job)
+    assert (args["load_in_4bit"], args["load_in_16bit"], args["full_finetuning"]) == (False, False, True)
+    assert args["dtype"] is None  # auto: Unsloth picks bf16 where the GPU has it
+    assert peft_args(job) is None
+    # model.dtype float32 (the default) cannot hold on Unsloth: said, not dropped
+    assert any("not float32" in n for n in notes_for(job))
+
+
+def test_check_on_a_machine_without_a_gpu(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir, model={"path": str(model_dir)}))
+    assert UnslothRunner().check(job, CPU) == [Problem("backend", NO_GPU)]
+    assert NO_GPU == "unsloth needs an NVIDIA, AMD or Intel GPU; none found — backends native or trl run here"
+
+
+def test_auto_never_picks_unsloth_without_a_gpu(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir), backend="auto")
+    runner, reasons = choose(job, CPU)
+    assert runner.name != "unsloth"
+    assert any(line.startswith("unsloth: not usable") and NO_GPU in line for line in reasons)
+
+
+def test_check_names_what_unsloth_cannot_do(tmp_path, model_dir, monkeypatch):
+    from trainhub import envs
+
+    monkeypatch.setattr(envs, "python_of", lambda backend: Path(sys.executable))
+    job = load(_job(tmp_path, model_dir, model={"path": str(model_dir), "attention": "eager"},
+                    train={"precision": "fp32", "max_steps": 3}))
+    problems = {p.where: p.message for p in UnslothRunner().check(job, GPU)}
+    assert set(problems) == {"model.attention", "train.precision"}
+    init = load(write_job(tmp_path / "init.yaml", dict(tiny_pretrain_job(tmp_path), backend="unsloth")))
+    problems = {p.where for p in UnslothRunner().check(init, GPU)}
+    assert problems == {"model.init"}
+    ok = load(_job(tmp_path, model_dir))
+    assert UnslothRunner().check(ok, GPU) == []
+
+
+def test_check_without_the_environment(tmp_path, model_dir, monkeypatch):
+    from trainhub import envs
+
+    monkeypatch.setattr(envs, "python_of", lambda backend: None)
+    problems = UnslothRunner().check(load(_job(tmp_path, model_dir)), GPU)
+    assert [p.where for p in problems] == ["backend"]
+    assert "trainhub env setup unsloth" in problems[0].message
+
+
+def test_launch(tmp_path, model_dir, monkeypatch):
+    from trainhub import envs
+
+    python = tmp_path / "venv" / "bin" / "python"
+    monkeypatch.setattr(envs, "python_of", lambda backend: python)
+    job = load(_job(tmp_path, model_dir))
+    run_dir = Path(job.output_dir)
+    launch = RUNNERS["unsloth"].prepare(job, run_dir, dry_run=True, resume=run_dir / "checkpoints" / "x")
+    assert launch.argv == [str(python), "-m", "trainhub.runners.unsloth_child", "--run-dir", str(run_dir),
+                           "--dry-run", "--resume", str(run_dir / "checkpoints" / "x")]
+    assert launch.cwd == run_dir
+    assert launch.env["UNSLOTH_COMPILE_LOCATION"] == str(run_dir / "unsloth_compiled_cache")
+    assert OFFLINE.items() <= launch.env.items()  # a local model: nothing reaches for the hub
+    hub = load(_job(tmp_path, model_dir, model={"path": "someorg/some-model"}))
+    assert not OFFLINE.keys() & RUNNERS["unsloth"].prepare(hub, run_dir).env.keys()
+
+
+def test_child_imports_unsloth_first():
+    """Unsloth patches transformers, trl and peft when imported: nothing heavy may come before it."""
+    source = (ROOT / "backend/trainhub/runners/unsloth_child.py").read_text()
+    imports = [n for n in ast.parse(source).body if isinstance(n, ast.Import | ast.ImportFrom)]
+    names = [n.names[0].name if isinstance(n, ast.Import) else n.module for n in imports]
+    names = [n for n in names if n != "__future__"]
+    assert names[0] == "unsloth", names
+
+
+def test_the_child_package_path_imports_nothing_heavy():
+    """`python -m trainhub.runners.unsloth_child` runs trainhub.runners' __init__ before the child's own
+    `import unsloth`: it must not load transformers, trl, peft or torch."""
+    code = "import sys, trainhub.runners; print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') " \
+           "if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(host_mod.detect().has_gpu, reason="checks the machine without a GPU")
+def test_train_refuses_before_any_work(tmp_path, model_dir):
+    done = run_cli("train", "--config", str(_job(tmp_path, model_dir)), env=WIDE)
+    assert done.returncode == 1
+    assert NO_GPU in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing was started, not even the run folder
+    plan = run_cli("plan", "--config", str(_job(tmp_path, model_dir)), "--backend", "auto", env=WIDE)
+    assert plan.returncode == 0, plan.stderr
+    assert f"unsloth: not usable: backend: {NO_GPU}" in plan.stdout
+
+
+def test_native_refuses_qlora(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir, backend="native", adapter={"type": "qlora"}))
+    problems = {p.where: p.message for p in RUNNERS["native"].check(job, CPU)}
+    assert "adapter.type" in problems and "backend unsloth" in problems["adapter.type"]
+
+
+def test_native_lora_without_merged_export(tmp_path, pretrained):
+    job = tiny_pretrain_job(tmp_path)
+    job.update({"name": "no-merge", "model": {"path": str(pretrained)}, "method": "sft",
+                "adapter": {"type": "lora", "rank": 4, "alpha": 8}, "export": {"merged": False},
+                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64}})
+    job["train"]["max_steps"] = 2
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    assert not (run / "final").exists()
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
+    assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
