@@ -25,11 +25,6 @@ def _shorthand(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
-def _one_or_many(value: Any) -> Any:
-    """`train: a.jsonl` means `train: [a.jsonl]`."""
-    return [value] if isinstance(value, str) else value
-
-
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
 
@@ -204,17 +199,47 @@ def _sources(value: Any) -> Any:
 
 
 class DataSource(Section):
-    path: str
+    path: str | None = None
     """A file, a folder or a glob (see data.train)."""
+    hf: str | None = None
+    """Instead of path: a Hugging Face dataset read with the datasets package: a Hub name (org/name; with no network it must be in the datasets cache), a local dataset folder, or a folder written by save_to_disk. A local folder is written with a leading ./, ../, / or ~. Needs pip install 'trainhub[datasets]'."""
+    split: str = "train"
+    """hf only: the split to read."""
+    subset: str | None = None
+    """hf only: the dataset's configuration (subset) name."""
+    revision: str | None = None
+    """hf only: a Hub branch, tag or commit to read; pin one for a reproducible run."""
+    streaming: bool = False
+    """hf only: read rows as they arrive instead of preparing the whole dataset on disk first; with take, only the first rows are read. A job streaming from the Hub is tokenized on every run (no content hash to cache on)."""
+    take: int | None = Field(None, ge=1)
+    """hf only: read only the first N rows of the split."""
     weight: float = Field(1.0, gt=0, le=1000)
     """Scales the examples drawn from this source per epoch (see data.train)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DataSource:
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("a data source has either path (files) or hf (a Hugging Face dataset)")
+        if self.path is not None:
+            extra = [k for k in ("split", "subset", "revision", "streaming", "take")  # a dumped job holds the defaults
+                     if getattr(self, k) != type(self).model_fields[k].default]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} apply to hf sources only, not to path {self.path}")
+        return self
+
+    def describe(self) -> str:
+        """The source as the user wrote it: its path, or hf:NAME[split]."""
+        if self.path is not None:
+            return self.path
+        subset = f"/{self.subset}" if self.subset else ""
+        return f"hf:{self.hf}{subset}[{self.split}]"
 
 
 class DataSection(Section):
     train: Annotated[list[DataSource], BeforeValidator(_sources)] = Field(min_length=1)
-    """Training data: a path, or a list of paths and {path, weight} entries. A path is a file (.jsonl; .json holding a list of records; .parquet, needs pyarrow; .csv with a header row, flat records only; .txt, text only, documents separated by blank lines), a folder (its files of those types, sorted by name; subfolders are not read) or a glob (sorted; ** descends). weight (default 1) scales what a source gives each epoch: n records with weight w give round(w*n) examples, every record floor(w) times plus a sample of the rest drawn once with the job's seed (so 0.5 trains on the same half every epoch); it is relative to the source's own size, not a share of the mixture."""
-    eval: Annotated[list[str], BeforeValidator(_one_or_many)] = []
-    """Evaluation files, folders or globs, read like train (unweighted). Empty, and no eval_fraction: no evaluation."""
+    """Training data: a path, or a list of paths, {path, weight} and {hf, split, subset, revision, streaming, take, weight} entries (hf: a Hugging Face dataset, see the fields of a source). A path is a file (.jsonl; .json holding a list of records; .parquet, needs pyarrow; .csv with a header row, flat records only; .txt, text only, documents separated by blank lines), a folder (its files of those types, sorted by name; subfolders are not read) or a glob (sorted; ** descends). weight (default 1) scales what a source gives each epoch: n records with weight w give round(w*n) examples, every record floor(w) times plus a sample of the rest drawn once with the job's seed (so 0.5 trains on the same half every epoch); it is relative to the source's own size, not a share of the mixture."""
+    eval: Annotated[list[DataSource], BeforeValidator(_sources)] = []
+    """Evaluation data, given like train (paths and hf entries), without weights. Empty, and no eval_fraction: no evaluation."""
     eval_fraction: float | None = Field(None, gt=0, lt=1)
     """Hold out round(eval_fraction*n) records of each training source as the eval set, chosen with the job's seed before weights apply, so they are never trained on. Only when data.eval is empty."""
     format: Literal["auto", "text", "messages", "sharegpt", "alpaca", "preference", "prompt"] = "auto"
@@ -238,6 +263,8 @@ class DataSection(Section):
     def _consistent(self) -> DataSection:
         if self.eval and self.eval_fraction is not None:
             raise ValueError("set data.eval or data.eval_fraction, not both")
+        if any(source.weight != 1 for source in self.eval):
+            raise ValueError("data.eval sources take no weight: every eval record counts once")
         if self.packing and self.format == "text":
             raise ValueError("data.packing applies to conversations; text is already cut into full blocks")
         known = FORMAT_FIELDS.get(self.format) or tuple(dict.fromkeys(f for fs in FORMAT_FIELDS.values() for f in fs))
@@ -261,10 +288,14 @@ class DataSection(Section):
         names = ", ".join(accepted[:-1]) + " or " + accepted[-1] if len(accepted) > 1 else accepted[0]
         return f"method {method} needs data.format {names}, not {self.format}"
 
-    def map_paths(self, fn) -> DataSection:
-        """A copy with every train and eval path passed through `fn` (str -> str)."""
-        train = [s.model_copy(update={"path": fn(s.path)}) for s in self.train]
-        return self.model_copy(update={"train": train, "eval": [fn(p) for p in self.eval]})
+    def map_paths(self, fn, hf_fn=None) -> DataSection:
+        """A copy with every train and eval path passed through `fn`, and every hf name through `hf_fn` (str -> str)."""
+        def one(s: DataSource) -> DataSource:
+            if s.path is not None:
+                return s.model_copy(update={"path": fn(s.path)})
+            return s.model_copy(update={"hf": hf_fn(s.hf)}) if hf_fn else s
+
+        return self.model_copy(update={"train": [one(s) for s in self.train], "eval": [one(s) for s in self.eval]})
 
 
 # ----------------------------------------------------------------------------- optimizer

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trainhub.data.sources_files import check as check_data_path
+from trainhub.data.sources_hf import check as check_hf_source
 from trainhub.job import PLANNED_BACKENDS, Job
 
 
@@ -284,7 +285,10 @@ def resolve(job: Job, cwd: Path | None = None) -> Job:
     def maybe_hub(p: str) -> str:
         return absolute(p) if _is_local(p, base) else p
 
-    data = job.data.map_paths(absolute)
+    def local_hf(name: str) -> str:  # a dataset name is a Hub id unless written as a path
+        return absolute(name) if name.startswith((".", "/", "~")) else name
+
+    data = job.data.map_paths(absolute, hf_fn=local_hf)
     model = job.model
     if model.path is not None:
         model = model.model_copy(update={"path": maybe_hub(model.path)})
@@ -305,9 +309,12 @@ def _is_local(p: str, base: Path) -> bool:
 def preflight(job: Job) -> list[Problem]:
     """Checks that need the file system: every data path names readable files, every named folder exists."""
     problems = []
-    for key, paths in (("data.train", [s.path for s in job.data.train]), ("data.eval", job.data.eval)):
-        for i, path in enumerate(paths):
-            problem = check_data_path(path, job.data.format)
+    for key, sources in (("data.train", job.data.train), ("data.eval", job.data.eval)):
+        for i, source in enumerate(sources):
+            if source.hf is not None:
+                problem = check_hf_source(source)
+            else:
+                problem = check_data_path(source.path, job.data.format)
             if problem:
                 problems.append(Problem(f"{key}[{i}]", problem))
     if job.model.path is not None and job.model.path.startswith("/") and not Path(job.model.path).is_dir():

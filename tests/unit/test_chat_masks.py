@@ -13,7 +13,7 @@ import json
 import pytest
 
 from tests.conftest import DATA
-from trainhub.data.chat import IGNORE, TemplateError, encode_conversation
+from trainhub.data.chat import IGNORE, TemplateError, encode_conversation, encode_conversations
 from trainhub.data.tokenizer import EOS, IM_START, PAD, train_bpe
 
 SINGLE = [{"role": "user", "content": "What colour is Snowball?"},
@@ -162,3 +162,50 @@ def test_tokenizer_saves_and_reloads(tok, tmp_path):
     assert back.chat_template == tok.chat_template
     assert chat_ids(back, SYSTEM) == chat_ids(tok, SYSTEM)
     assert encode_conversation(back, SYSTEM) == encode_conversation(tok, SYSTEM)
+
+
+def test_batched_encoding_equals_one_at_a_time(tok):
+    """encode_conversations renders all texts, then tokenizes them in one call: same ids, same labels."""
+    conversations = [SINGLE, MULTI, SYSTEM, SPACES, MULTI[:2]]
+    for train_on in ("assistant", "all"):
+        batched = encode_conversations(tok, conversations, train_on)
+        assert batched == [encode_conversation(tok, c, train_on) for c in conversations]
+        assert batched[0][0] == chat_ids(tok, SINGLE)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_worker_pool_changes_nothing_but_the_time(tok, monkeypatch, workers):
+    """The loader spreads conversations over worker processes in chunks; the result is in order and identical."""
+    import functools
+
+    from trainhub.data import parallel
+
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 4)
+    monkeypatch.setattr(parallel, "CHUNK", 3)
+    monkeypatch.setenv("TRAINHUB_DATA_WORKERS", workers)
+    conversations = [SINGLE, MULTI, SYSTEM, SPACES, MULTI[:2], SYSTEM[:3], SINGLE, MULTI]
+    encode = functools.partial(encode_conversations, tok, train_on="assistant")
+    assert parallel.map_chunks(encode, conversations) == [encode_conversation(tok, c) for c in conversations]
+
+
+def test_a_template_error_in_a_worker_reaches_the_caller(monkeypatch):
+    import functools
+
+    from trainhub.data import parallel
+
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 2)
+    monkeypatch.setattr(parallel, "CHUNK", 1)
+    monkeypatch.setenv("TRAINHUB_DATA_WORKERS", "2")
+    broken = train_bpe(["no merges"], vocab_size=300, min_frequency=10**9)
+    broken.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # no EOS after a turn
+    encode = functools.partial(encode_conversations, broken, train_on="assistant")
+    with pytest.raises(TemplateError, match="EOS"):
+        parallel.map_chunks(encode, [SINGLE, SINGLE, SINGLE])
+
+
+def test_bad_worker_counts_are_refused(monkeypatch):
+    from trainhub.data import parallel
+
+    monkeypatch.setenv("TRAINHUB_DATA_WORKERS", "0")
+    with pytest.raises(ValueError, match="TRAINHUB_DATA_WORKERS"):
+        parallel.workers()

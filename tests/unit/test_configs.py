@@ -29,7 +29,7 @@ def test_the_shipped_configs_are_found():
 def test_config_is_valid(path):
     job = load_config(path)
     assert job.output_dir == str(ROOT / "runs" / job.name)
-    for f in [*(s.path for s in job.data.train), *job.data.eval]:
+    for f in [s.path for s in [*job.data.train, *job.data.eval]]:
         assert Path(f).is_absolute() and Path(f).is_file(), f
         assert Path(f).parent == ROOT / "config" / "data"
 

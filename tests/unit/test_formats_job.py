@@ -24,7 +24,7 @@ def test_a_path_is_a_source_of_weight_one():
     assert DataSection(train="a.jsonl").train == [DataSource(path="a.jsonl", weight=1.0)]
     mixed = DataSection(train=[{"path": "a.jsonl", "weight": 2.0}, "b/"])
     assert mixed.train == [DataSource(path="a.jsonl", weight=2.0), DataSource(path="b/", weight=1.0)]
-    assert DataSection(train="a", eval="e").eval == ["e"]
+    assert DataSection(train="a", eval="e").eval == [DataSource(path="e")]
 
 
 def test_defaults():
@@ -80,7 +80,7 @@ def test_every_reason_is_documented():
 
 def test_map_paths_maps_train_and_eval():
     data = DataSection(train=[{"path": "a", "weight": 2}, "b"], eval=["e"]).map_paths(lambda p: f"/x/{p}")
-    assert data.train == [DataSource(path="/x/a", weight=2), DataSource(path="/x/b")] and data.eval == ["/x/e"]
+    assert data.train == [DataSource(path="/x/a", weight=2), DataSource(path="/x/b")] and data.eval == [DataSource(path="/x/e")]
 
 
 # ----------------------------------------------------------------------------- preflight

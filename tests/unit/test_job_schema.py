@@ -89,7 +89,7 @@ def test_valid_job_loads_with_absolute_paths_and_expanded_output_dir(tmp_path, m
     assert job.name == "schema-test"
     assert job.output_dir == str(tmp_path.resolve() / "runs" / "schema-test")
     assert [s.path for s in job.data.train] == [str(STORIES)]
-    assert job.data.eval == [str(STORIES_EVAL)]
+    assert [s.path for s in job.data.eval] == [str(STORIES_EVAL)]
     assert job.backend == NativeBackend(compile=False)
     assert job.model.init.num_kv_heads == 2
     assert job.model.init.tokenizer.vocab_size == 400

@@ -70,7 +70,7 @@ def test_list_overrides(tmp_path):
     job = set_load(tmp_path, "optim.betas=[0.8,0.9]", f"data.eval=[{CHAT_EVAL}, {CHAT}]",
                    "adapter.type=lora", "adapter.targets=[q_proj, v_proj]")
     assert job.optim.betas == (0.8, 0.9)
-    assert job.data.eval == [str(CHAT_EVAL), str(CHAT)]
+    assert [s.path for s in job.data.eval] == [str(CHAT_EVAL), str(CHAT)]
     assert job.adapter.targets == ["q_proj", "v_proj"]
 
 

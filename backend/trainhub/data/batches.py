@@ -9,12 +9,14 @@ index) so a checkpoint can record it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
-from trainhub.data.chat import IGNORE, encode_conversation
+from trainhub.data.chat import IGNORE, encode_conversations
+from trainhub.data.parallel import map_chunks
 from trainhub.data.pretrain import text_blocks
 from trainhub.data.sources import DataError, load_records
 from trainhub.job import DataSection
@@ -51,9 +53,10 @@ def load_examples(data: DataSection, tokenizer, *, split: str = "train", seed: i
     ids_list, label_list = [], []
     over = {"truncate": "truncated", "drop": "dropped_overlong", "error": None}[data.overlong]
     stats.update({"conversations": 0, **({over: 0} if over else {}), "dropped_no_target_after_truncation": 0})
-    for chat in records.items:
+    encode = functools.partial(encode_conversations, tokenizer, train_on=train_on)
+    encoded = map_chunks(encode, [chat.messages for chat in records.items])  # all cores
+    for chat, (ids, labels) in zip(records.items, encoded, strict=True):
         stats["conversations"] += 1
-        ids, labels = encode_conversation(tokenizer, chat.messages, train_on)
         if len(ids) > data.max_length:
             if over is None:
                 raise DataError(f"{chat.where}: conversation is {len(ids)} tokens, over data.max_length="

@@ -5,7 +5,9 @@ gets token ids and labels from: it reads and encodes the train and eval splits
 (data/batches.load_examples) and, for a second run, reuses the result.
 
 Cache: `<cache dir>/data/<key>.pt`, where the key hashes the content of every data
-file the job names (folders and globs expanded as the loader does), the tokenizer (its full JSON, chat
+file the job names (folders and globs expanded as the loader does; for a Hugging Face
+dataset, the files of a local one or the fingerprint `datasets` gives a prepared one; a
+dataset streamed from the Hub has none, and turns the cache off), the tokenizer (its full JSON, chat
 template and special tokens), the whole `data` section, the method and loss switch,
 the seed (it picks the eval split and the mixture) and this module's format version.
 Change any of these and the key changes; nothing is ever reused for different inputs.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from trainhub.data import sources_hf
 from trainhub.data.batches import Examples, load_examples
 from trainhub.data.sources_files import expand
 from trainhub.job import Job
@@ -38,7 +41,7 @@ class Datasets:
     eval: Examples | None
     notes: list[str]
     cache: str
-    """'hit', 'miss' (built and saved) or 'off'."""
+    """'hit', 'miss' (built and saved) or 'off' (TRAINHUB_NO_CACHE, or a source streamed from the Hub)."""
 
 
 def cache_dir() -> Path:
@@ -51,13 +54,14 @@ def cache_dir() -> Path:
 def build_datasets(job: Job, tokenizer) -> Datasets:
     train_on = getattr(job.method, "train_on", "all")
     use_cache = os.environ.get("TRAINHUB_NO_CACHE", "") in ("", "0")
-    path = cache_dir() / "data" / f"{cache_key(job, tokenizer, train_on)}.pt" if use_cache else None
+    key = cache_key(job, tokenizer, train_on) if use_cache else None
+    path = cache_dir() / "data" / f"{key}.pt" if key else None
     if path is not None and path.is_file():
         try:
             return _load(path)
         except Exception:  # a damaged cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    notes: list[str] = []
+    notes: list[str] = [] if key or not use_cache else ["data: not cached, a source streams from the Hub"]
     common = {"seed": job.seed, "method": job.method.type, "train_on": train_on, "notes": notes}
     train = load_examples(job.data, tokenizer, split="train", **common)
     eval_ = load_examples(job.data, tokenizer, split="eval", **common) if job.data.has_eval else None
@@ -67,23 +71,25 @@ def build_datasets(job: Job, tokenizer) -> Datasets:
     return Datasets(train, eval_, notes, "miss")
 
 
-def cache_key(job: Job, tokenizer, train_on: str) -> str:
+def cache_key(job: Job, tokenizer, train_on: str) -> str | None:
+    """None when a source has no content hash (a dataset streamed from the Hub): no caching then."""
     h = hashlib.sha256()
     h.update(f"v{FORMAT_VERSION}|{job.method.type}|{train_on}|{job.seed}|".encode())
     h.update(json.dumps(job.data.model_dump(mode="json"), sort_keys=True).encode())
-    for f in _data_files(job):
-        h.update(f.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    for source in [*job.data.train, *job.data.eval]:
+        if source.hf is not None:
+            fingerprint = sources_hf.fingerprint(source)
+            if fingerprint is None:
+                return None
+            h.update(f"{source.describe()}|{fingerprint}".encode())
+            continue
+        for f in expand(source.path):  # every file, expanded exactly as the loader expands it
+            h.update(str(f).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
     h.update(_tokenizer_fingerprint(tokenizer).encode())
     return h.hexdigest()[:32]
-
-
-def _data_files(job: Job) -> list[str]:
-    """Every file the data section names, expanded exactly as the loader expands it."""
-    names = [source.path for source in job.data.train] + list(job.data.eval)
-    return [str(f) for name in names for f in expand(name)]
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:

@@ -4,7 +4,7 @@ held out, mixture weights applied. Nothing is left out without a count saying wh
 `load_records(data, split, seed, method)` does, in order:
 
 1. Read. Each train (or eval) path becomes its files (data/sources_files.py), each file its
-   records, each record a typed record of its format (data/formats.py). With `format: auto` each
+   records (an hf source its rows, data/sources_hf.py), each record a typed record of its format (data/formats.py). With `format: auto` each
    file's first record decides its format; a note says which and from what fields.
 2. Bad records. `on_error: error` raises the first, naming file:line (or file:row N) and the
    problem; `skip` counts it as `skipped_<reason>` and goes on. A blank text is no error but is
@@ -17,7 +17,7 @@ held out, mixture weights applied. Nothing is left out without a count saying wh
    sample is drawn once, at load, so 0.5 means the same half every epoch; the loader's per-epoch
    shuffle then mixes the sources. (round: to the nearest whole number, halves up.)
 
-Counts, as the start row shows them (with a train_ prefix): files, records (everything read, bad
+Counts, as the start row shows them (with a train_ prefix): files, hf_sources, records (everything read, bad
 ones included), skipped_<reason>, dropped_empty_text, held_out_for_eval, and per source i (when
 there are several, or a weight) source<i>_records (after the hold-out) and source<i>_drawn.
 So records = sum of source<i>_records + held_out_for_eval + every skipped and dropped count.
@@ -31,7 +31,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from trainhub.data import sources_hf
 from trainhub.data.formats import (
     KIND,
     BadRecord,
@@ -45,7 +47,7 @@ from trainhub.data.formats import (
     parse,
 )
 from trainhub.data.sources_files import expand, read
-from trainhub.job import METHOD_FORMATS, DataSection
+from trainhub.job import METHOD_FORMATS, DataSection, DataSource
 
 __all__ = ["DataError", "Records", "load_records", "read_conversations", "read_texts", "training_texts"]
 
@@ -66,11 +68,11 @@ def load_records(data: DataSection, split: str, seed: int, method: str | None = 
         raise DataError(data.method_problem(method))
     loader = _Loader(data, method)
     if split == "eval" and data.eval:
-        items = [r for path in data.eval for r in loader.source(path)]
+        items = [r for source in data.eval for r in loader.source(source)]
         return Records(items, dict(loader.stats), loader.notes())
     if split == "eval" and data.eval_fraction is None:
         raise ValueError("no eval set: data.eval is empty and data.eval_fraction is not set")
-    sources = [loader.source(s.path) for s in data.train]
+    sources = [loader.source(s) for s in data.train]
     if data.eval_fraction is not None:
         parts = [_hold_out(records, data.eval_fraction, random.Random(f"eval:{seed}:{i}"))
                  for i, records in enumerate(sources)]
@@ -129,26 +131,36 @@ class _Loader:
         self.detected: dict[str, list] = {}  # format -> [first file, its fields, files]
         self.kinds: dict[str, str] = {}  # kind -> first file read as it
 
-    def source(self, path: str) -> list[Record]:
+    def source(self, source: DataSource) -> list[Record]:
+        if source.hf is not None:
+            self.stats["hf_sources"] += 1
+            return self.records(sources_hf.label(source), sources_hf.read(source))
         out: list[Record] = []
-        for file in expand(path):
+        for file in expand(source.path):
             self.stats["files"] += 1
             out += self.file(file)
         return out
 
     def file(self, path: Path) -> list[Record]:
-        data, fmt, out = self.data, None if self.data.format == "auto" else self.data.format, []
+        fmt = None
         if path.suffix == ".txt":
+            fmt = None if self.data.format == "auto" else self.data.format
             if fmt not in (None, "text"):
                 raise DataError(f"{path}: a .txt file holds plain text, not format {fmt}")
-            fmt = self._decided(path, "text", "a .txt file")
-        for where, raw in read(path):
+            fmt = self._decided(str(path), "text", "a .txt file")
+        return self.records(str(path), read(path), fmt)
+
+    def records(self, origin: str, rows: Iterator[tuple[str, Any]], fmt: str | None = None) -> list[Record]:
+        """The records of one file or dataset (`origin`), from its (where, raw record) pairs."""
+        data, out = self.data, []
+        fmt = fmt or (None if data.format == "auto" else data.format)
+        for where, raw in rows:
             self.stats["records"] += 1
             try:
                 if isinstance(raw, BadRecord):
                     raise raw
                 if fmt is None and isinstance(raw, dict):
-                    fmt = self._detect(where, path, raw)
+                    fmt = self._detect(where, origin, raw)
                 # fmt is None only before the file's first object, and parse refuses a non-object first
                 record = parse(fmt or "text", raw, where, data.columns)
             except BadRecord as bad:
@@ -162,7 +174,7 @@ class _Loader:
             out.append(record)
         return out
 
-    def _detect(self, where: str, path: Path, raw: dict) -> str:
+    def _detect(self, where: str, origin: str, raw: dict) -> str:
         own = set(self.data.columns.values())
         fields = {name for name, col in self.data.columns.items() if col in raw} | {k for k in raw if k not in own}
         fmt = detect(fields)
@@ -173,16 +185,16 @@ class _Loader:
         if fmt not in self.accept:
             raise DataError(f"{where}: format auto read this as {fmt} (from {seen}), which method {self.method} "
                             f"cannot use: it reads {', '.join(self.accept)}")
-        return self._decided(path, fmt, seen)
+        return self._decided(origin, fmt, seen)
 
-    def _decided(self, path: Path, fmt: str, seen: str) -> str:
+    def _decided(self, origin: str, fmt: str, seen: str) -> str:
         other = next(((k, f) for k, f in self.kinds.items() if k != KIND[fmt]), None)
         if other:
-            raise DataError(f"{path}: read as {fmt} ({KIND[fmt]} records) but {other[1]} holds {other[0]} "
+            raise DataError(f"{origin}: read as {fmt} ({KIND[fmt]} records) but {other[1]} holds {other[0]} "
                             f"records; one split holds one kind")
-        self.kinds.setdefault(KIND[fmt], str(path))
+        self.kinds.setdefault(KIND[fmt], origin)
         if self.data.format == "auto":
-            self.detected.setdefault(fmt, [str(path), seen, 0])[2] += 1
+            self.detected.setdefault(fmt, [origin, seen, 0])[2] += 1
         return fmt
 
     def notes(self) -> list[str]:
