@@ -88,6 +88,16 @@ def test_train_row_json_is_exactly_these_fields(tmp_path):
     }
 
 
+def test_method_stats_are_written_only_when_present(tmp_path):
+    from trainhub.metrics.rows import MethodStats
+
+    path = tmp_path / "metrics.jsonl"
+    write_log(path, [ROWS[1].model_copy(update={"method": MethodStats(reward_mean=0.5, rewards={"f": 0.5})})])
+    row = json.loads(path.read_text())
+    assert row["method"]["reward_mean"] == 0.5 and row["method"]["rewards"] == {"f": 0.5}
+    assert read_rows(path)[0].method.reward_mean == 0.5
+
+
 def test_read_rows_names_file_and_line_of_a_malformed_row(tmp_path):
     path = tmp_path / "metrics.jsonl"
     write_log(path, ROWS[:2])

@@ -27,7 +27,9 @@ class MetricLog:
         self._secrets = secret_values()
 
     def write(self, row: _Row) -> None:
-        self._file.write(redact(row.model_dump_json(by_alias=True), self._secrets) + "\n")
+        # `method` is left out where null, so pretrain/sft rows are the same whichever backend wrote them
+        skip = {"method"} if getattr(row, "method", True) is None else None
+        self._file.write(redact(row.model_dump_json(by_alias=True, exclude=skip), self._secrets) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

@@ -43,6 +43,33 @@ class Hardware(BaseModel):
     """torch version."""
 
 
+class MethodStats(BaseModel):
+    """What preference and RL methods measure besides the loss, for the logged steps (a field is null
+    where the method has no such quantity)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    reward_mean: float | None = None
+    """RL: mean reward of the completions (the weighted sum over reward functions)."""
+    reward_std: float | None = None
+    """RL: standard deviation of that reward."""
+    rewards: dict[str, float] = {}
+    """RL: mean reward of each reward function, unweighted, by its name."""
+    kl: float | None = None
+    """Mean KL divergence of the policy from the reference (RL with a KL penalty; KTO's KL estimate)."""
+    clip_ratio: float | None = None
+    """RL: share of completion tokens whose importance ratio was clipped."""
+    completion_length: float | None = None
+    """RL: mean completion length in tokens."""
+    chosen_reward: float | None = None
+    """Preference: mean implicit reward of the chosen answers (beta x log-ratio to the reference)."""
+    rejected_reward: float | None = None
+    """Preference: mean implicit reward of the rejected answers."""
+    reward_margin: float | None = None
+    """Preference: mean of chosen minus rejected reward."""
+    reward_accuracy: float | None = None
+    """Preference: share of pairs whose chosen reward exceeds the rejected one."""
+
+
 class StartRow(_Row):
     event: Literal["start"] = "start"
     backend: str
@@ -92,6 +119,8 @@ class TrainRow(_Row):
     """Passes over the training data so far."""
     nonfinite_skipped: int = 0
     """Steps so far whose update was dropped for a non-finite loss or gradient (train.on_nonfinite)."""
+    method: MethodStats | None = None
+    """Preference and RL quantities (dpo, orpo, kto, grpo); null for pretrain and sft."""
 
 
 class EvalRow(_Row):
@@ -102,6 +131,8 @@ class EvalRow(_Row):
     """exp(eval_loss)."""
     eval_tokens: int
     """Target tokens evaluated."""
+    method: MethodStats | None = None
+    """Preference and RL quantities on the eval set; null for pretrain and sft."""
 
 
 class CheckpointRow(_Row):

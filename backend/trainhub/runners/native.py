@@ -24,7 +24,11 @@ class NativeRunner:
         problems = [Problem("backend", f"native needs the Python package '{m}' (pip install trainhub)")
                     for m in self.missing()]
         if job.method.type not in self.methods:
-            problems.append(Problem("method.type", f"native cannot train method '{job.method.type}'"))
+            from trainhub.runners import RUNNERS  # the registry imports this module
+
+            able = [name for name, r in RUNNERS.items() if job.method.type in r.methods]
+            problems.append(Problem("method.type", f"native cannot train method '{job.method.type}' (yet); "
+                                    f"backends that can: {', '.join(able) or 'none installed'}"))
         if job.adapter.type == "qlora":
             problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
                                     "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
