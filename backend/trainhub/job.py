@@ -49,11 +49,16 @@ class UnslothBackend(Section):
     """Unsloth's FastLanguageModel with TRL's trainers, in Unsloth's own environment (trainhub env setup unsloth); one GPU."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend | UnslothBackend, Field(discriminator="type"),
+class LlamaFactoryBackend(Section):
+    type: Literal["llamafactory"] = "llamafactory"
+    """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
+
+
+Backend = Annotated[AutoBackend | NativeBackend | UnslothBackend | LlamaFactoryBackend, Field(discriminator="type"),
                     BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("trl", "llamafactory", "nanogpt")
+PLANNED_BACKENDS = ("trl", "nanogpt")
 
 # ----------------------------------------------------------------------------- model
 

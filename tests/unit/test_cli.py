@@ -28,6 +28,9 @@ FROZEN = {
     "backends": {},
     "data": {"inspect": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "n": ["--n", "-n"],
                          "split": ["--split"]}},
+    "env": {"setup": {"backend": ["backend"], "python": ["--python"], "force": ["--force"]},
+            "status": {"check": ["--check", "--no-check"]}},
+    "doctor": {},
 }
 
 
@@ -110,7 +113,7 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
     assert rows["native"][0] == "ready"
     assert rows["native"][1] == "pretrain, sft"
-    for name in ("trl", "llamafactory", "nanogpt"):
+    for name in ("trl", "nanogpt"):
         assert rows[name][0] == "planned", name
 
 

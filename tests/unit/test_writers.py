@@ -56,4 +56,41 @@ def test_llamafactory_messages_and_text(tmp_path):
     lines = (tmp_path / "chat.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"messages": convo}] * 2
     with pytest.raises(ValueError, match="no LLaMA-Factory layout"):
-        write_llamafactory(tmp_path, "x", [], "preference")
+        write_llamafactory(tmp_path, "x", [], "ranking")
+
+
+def test_llamafactory_preference_pairs_are_sharegpt_ranking(tmp_path):
+    from trainhub.data.formats import PreferencePair
+
+    system = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi?"}]
+    pairs = [PreferencePair("a.jsonl:1", "Name a colour.", "Blue.", "No."),
+             PreferencePair("a.jsonl:2", system, [{"role": "assistant", "content": "Hello!"}], "Go away.")]
+    info = json.loads(write_llamafactory(tmp_path, "pref", pairs, "preference").read_text())
+    assert info["pref"] == {"file_name": str((tmp_path / "pref.jsonl").resolve()), "formatting": "sharegpt",
+                            "ranking": True,
+                            "columns": {"messages": "messages", "chosen": "chosen", "rejected": "rejected"},
+                            "tags": info["pref"]["tags"]}
+    assert info["pref"]["tags"]["user_tag"] == "user"
+    rows = [json.loads(line) for line in (tmp_path / "pref.jsonl").read_text().splitlines()]
+    assert rows[0] == {"messages": [{"role": "user", "content": "Name a colour."}],
+                       "chosen": {"role": "assistant", "content": "Blue."},
+                       "rejected": {"role": "assistant", "content": "No."}}
+    assert rows[1]["messages"] == system and rows[1]["chosen"]["content"] == "Hello!"
+    two = [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(ValueError, match="a.jsonl:3: LLaMA-Factory takes a single assistant message"):
+        write_llamafactory(tmp_path, "bad", [PreferencePair("a.jsonl:3", "q", two, "c")], "preference")
+
+
+def test_llamafactory_kto_examples_carry_a_label(tmp_path):
+    from types import SimpleNamespace
+
+    examples = [SimpleNamespace(prompt="2+2?", completion="4", label=True),
+                SimpleNamespace(prompt=[{"role": "user", "content": "2+2?"}], completion="5", label=False)]
+    info = json.loads(write_llamafactory(tmp_path, "kto", examples, "kto").read_text())
+    assert info["kto"]["columns"] == {"messages": "messages", "kto_tag": "label"}
+    assert "ranking" not in info["kto"] and info["kto"]["formatting"] == "sharegpt"
+    rows = [json.loads(line) for line in (tmp_path / "kto.jsonl").read_text().splitlines()]
+    assert rows == [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+                     "label": True},
+                    {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}],
+                     "label": False}]
