@@ -141,8 +141,12 @@ def manifest(backend: str) -> dict | None:
 def child_env(backend: str) -> dict[str, str]:
     """Variables the backend's child process needs: an adopted interpreter finds trainhub through PYTHONPATH."""
     m = manifest(backend) or {}
-    if not m.get("adopted"):
-        return {}
+    return child_env_adopted() if m.get("adopted") else {}
+
+
+def child_env_adopted() -> dict[str, str]:
+    """trainhub first on the path, then whatever the caller's PYTHONPATH holds (where an adopted
+    interpreter's packages may live, e.g. wheels unpacked into a folder on the GPU machine)."""
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)}
 
 
@@ -203,7 +207,7 @@ def _adopt(spec: EnvSpec, python: Path, where: Path, t0: float, say) -> dict:
     if not python.exists():
         raise EnvError(f"--python {python}: no such file")
     say(f"{spec.backend}: checking {python} (a real import of the stack)")
-    versions = import_check(spec, python, {"PYTHONPATH": str(PACKAGE_PARENT)})
+    versions = import_check(spec, python, child_env_adopted())
     where.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(where / "venv", ignore_errors=True)
     freeze = subprocess.run([str(python), "-c", _FREEZE], capture_output=True, text=True, check=True).stdout

@@ -25,9 +25,9 @@ CPU = Host(gpus=(), cpu="x86_64", cores=2)
 WIDE = {"COLUMNS": "300"}
 
 
-def _job(tmp_path: Path, model: Path, **over) -> Path:
+def _job(tmp_path: Path, model_path: Path, **over) -> Path:
     job = tiny_pretrain_job(tmp_path)
-    job.update({"name": "unsloth-unit", "backend": "unsloth", "model": {"path": str(model)}, "method": "sft",
+    job.update({"name": "unsloth-unit", "backend": "unsloth", "model": {"path": str(model_path)}, "method": "sft",
                 "adapter": {"type": "lora", "rank": 8, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]},
                 "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 256}})
     job["train"].update({"precision": "bf16", "grad_checkpointing": True})
@@ -96,7 +96,8 @@ def test_check_names_what_unsloth_cannot_do(tmp_path, model_dir, monkeypatch):
                     train={"precision": "fp32", "max_steps": 3}))
     problems = {p.where: p.message for p in UnslothRunner().check(job, GPU)}
     assert set(problems) == {"model.attention", "train.precision"}
-    init = load(write_job(tmp_path / "init.yaml", dict(tiny_pretrain_job(tmp_path), backend="unsloth")))
+    init = load(write_job(tmp_path / "init.yaml", tiny_pretrain_job(tmp_path, backend="unsloth",
+                                                                      train={"precision": "bf16"})))
     problems = {p.where for p in UnslothRunner().check(init, GPU)}
     assert problems == {"model.init"}
     ok = load(_job(tmp_path, model_dir))

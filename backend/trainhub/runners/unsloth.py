@@ -70,6 +70,9 @@ class UnslothRunner:
         if job.train.precision == "fp32":
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))
+        if not job.data.shuffle:
+            problems.append(Problem("data.shuffle", "unsloth (TRL's trainers) always shuffles; data.shuffle false "
+                                                    "is not offered"))
         if job.data.packing:
             problems.append(Problem("data.packing", "unsloth: packing is not wired yet; use backend native"))
         return problems

@@ -1,0 +1,131 @@
+"""The unsloth backend's process, run by Unsloth's environment's python (trainhub.envs):
+
+    python -m trainhub.runners.unsloth_child --run-dir DIR [--dry-run] [--resume CHECKPOINT]
+
+Unsloth is imported first, before anything imports transformers, trl or peft: importing it
+patches them (its fused kernels, and TRL's trainers rewritten into Unsloth* trainers whose
+sources go to UNSLOTH_COMPILE_LOCATION, which the runner points into the run folder).
+
+Then: FastLanguageModel.from_pretrained and get_peft_model with the arguments
+trainhub.runners.unsloth translates from the job; the data through trainhub's own data layer
+(the same token ids and loss masks as every backend); TRL's trainer for the method, with the
+configuration the trl backend's translation gives; trainhub's Trainer callback
+(metrics/hf_callback.py) writing the common rows. Where Unsloth changes a trainer setting behind
+the job's back (GRPO's loss type, KL weight, clipping), the setting the trainer really runs with
+is compared with the job's and every difference is said in the start row's notes.
+
+Saved at the end: the LoRA adapter in DIR/adapter (with the tokenizer) and, when export.merged,
+the 16-bit merged model in DIR/final (Unsloth's save_pretrained_merged); a full fine-tune goes
+to DIR/final. Exits 0, 130 (stopped after saving) or 1 (an error row says why).
+"""
+
+from __future__ import annotations
+
+import unsloth  # noqa: F401, I001  first: it patches transformers, trl and peft as it is imported
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainhub.job import Job
+from trainhub.metrics import EndRow, ErrorRow, MetricLog
+from trainhub.metrics.log import new_run_id
+from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainhub.runners.unsloth_child")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--resume", type=Path, default=None)
+    args = parser.parse_args(argv)
+    job = Job.model_validate_json((args.run_dir / "job.json").read_text())
+    log = MetricLog(args.run_dir / "metrics.jsonl")
+    run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
+    t0 = time.time()
+    callback = None
+    try:
+        callback, status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
+    except Exception as err:
+        detail = traceback.format_exc()
+        print(detail, file=sys.stderr, flush=True)
+        step = callback.step if callback else 0
+        log.write(ErrorRow(run_id=run_id, step=step, message=f"{type(err).__name__}: {err}"[:2000],
+                           detail=detail[-4000:]))
+        log.write(EndRow(run_id=run_id, step=step, status="failed", wall_s=time.time() - t0, tokens=0,
+                         final_loss=None, exit_code=EXIT_FAILED))
+        log.close()
+        return EXIT_FAILED
+    code = EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK
+    callback.end(status, code)
+    log.close()
+    return code
+
+
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool, resume: Path | None):
+    """Build, train, save. Returns (the metrics callback, 'completed' or 'interrupted')."""
+    import torch
+    from transformers.utils import logging as hf_logging
+    from unsloth import FastLanguageModel
+
+    from trainhub.engine.model import build_tokenizer
+    from trainhub.engine.stop import StopFlag
+    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
+    from trainhub.runners.unsloth import load_args, notes_for, peft_args
+    from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
+
+    hf_logging.disable_progress_bar()
+    notes = notes_for(job)
+    tokenizer = build_tokenizer(job, run_dir)  # trainhub's tokenizer (template applied), as every backend
+    kwargs = load_args(job)
+    if kwargs["dtype"] is None:  # precision auto: bf16 where the GPU has it, as native decides
+        kwargs["dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        notes.append(f"precision auto: {kwargs['dtype']}")
+    precision = {"bfloat16": "bf16", "float16": "fp16"}[kwargs["dtype"]]
+    kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+    model, _unsloth_tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+    lora = peft_args(job)
+    if lora is not None:
+        model = FastLanguageModel.get_peft_model(model, **lora)
+    trainer, wanted, data_stats, data_notes = build_trainer(job, model, tokenizer, run_dir, precision,
+                                                            dry_run=dry_run, resume=resume)
+    notes += data_notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
+    t = job.train
+    fields = start_fields(backend="unsloth", job=job, precision=f"{precision} weights (unsloth)", notes=notes,
+                          data=data_stats, tokens_per_step=t.micro_batch_size * t.grad_accum * job.data.max_length,
+                          resumed_from=str(resume) if resume else None)
+    stop = StopFlag.install()
+    callback = MetricsCallback(log, run_id, start_fields=fields, seq_len=job.data.max_length, stop=stop)
+    trainer.add_callback(callback)
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if stop.requested:
+        return callback, "interrupted"
+    if not dry_run:
+        for path in save(job, model, tokenizer, run_dir):
+            callback.checkpoint(path)
+    return callback, "completed"
+
+
+def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:
+    """The adapter (LoRA, QLoRA) and the merged 16-bit model when export.merged; a full fine-tune's model."""
+    if job.adapter.type == "full":
+        model.save_pretrained(run_dir / "final", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "final")
+        return [run_dir / "final"]
+    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "adapter")
+    saved = [run_dir / "adapter"]
+    if job.export.merged:
+        # QLoRA: the 4-bit base is dequantized to 16-bit and the adapter merged into it
+        model.save_pretrained_merged(str(run_dir / "final"), tokenizer, save_method="merged_16bit")
+        saved.append(run_dir / "final")
+    return saved
+
+
+if __name__ == "__main__":
+    sys.exit(main())
