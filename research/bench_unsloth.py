@@ -188,7 +188,11 @@ def main() -> None:
 
     import torch
 
+    from trainhub import envs
+
     args.tmp.mkdir(parents=True, exist_ok=True)
+    if envs.python_of("unsloth") is None:  # the GPU machine: adopt this interpreter (wheels on PYTHONPATH)
+        envs.setup("unsloth", python=sys.executable)
     args.model = args.model or args.tmp / "llama-1b-shape"
     make_model(args.model)
     groups = args.only.split(",")
