@@ -74,7 +74,8 @@ def validate_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: lis
 @app.command("plan")
 def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS,
              dry_run: bool = typer.Option(False, "--dry-run", help="Plan a one-step dry run.")):
-    """Show the chosen backend and why, and the exact command that would run."""
+    """Show the chosen backend and why, the exact command that would run, and the backend's own
+    config translated from the job (trl: the TRL trainer and every config keyword)."""
     job = _load(config, sets, backend)
     host = host_mod.detect()
     try:
@@ -94,6 +95,10 @@ def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[st
     if launch.config is not None:
         console.print(f"{launch.config}:")
         console.print(launch.config.read_text().rstrip(), markup=False)
+    plan_lines = getattr(runner, "plan_lines", None)  # a backend that translates the job shows the result
+    if plan_lines is not None:
+        for line in plan_lines(job, dry_run=dry_run):
+            console.print(line, markup=False, highlight=False)
 
 
 @app.command("backends")

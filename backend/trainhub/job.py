@@ -44,6 +44,11 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
 
 
+class TrlBackend(Section):
+    type: Literal["trl"] = "trl"
+    """Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family); needs pip install 'trainhub[trl]'."""
+
+
 class UnslothBackend(Section):
     type: Literal["unsloth"] = "unsloth"
     """Unsloth's FastLanguageModel with TRL's trainers, in Unsloth's own environment (trainhub env setup unsloth); one GPU."""
@@ -54,11 +59,11 @@ class LlamaFactoryBackend(Section):
     """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend | UnslothBackend | LlamaFactoryBackend, Field(discriminator="type"),
-                    BeforeValidator(_shorthand)]
+Backend = Annotated[AutoBackend | NativeBackend | TrlBackend | UnslothBackend | LlamaFactoryBackend,
+                    Field(discriminator="type"), BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("trl", "nanogpt")
+PLANNED_BACKENDS = ("nanogpt",)
 
 # ----------------------------------------------------------------------------- model
 

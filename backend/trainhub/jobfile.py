@@ -296,7 +296,16 @@ def resolve(job: Job, cwd: Path | None = None) -> Job:
         tok = model.init.tokenizer.model_copy(update={"path": maybe_hub(model.init.tokenizer.path)})
         model = model.model_copy(update={"init": model.init.model_copy(update={"tokenizer": tok})})
     output_dir = str((base / job.run_dir()).resolve())
-    return job.model_copy(update={"data": data, "model": model, "output_dir": output_dir})
+    method = job.method
+    if method.type == "grpo":  # a reward in a file is found from where train runs, not the run folder
+        rewards = [r.model_copy(update={"function": _reward_path(r.function, absolute)}) for r in method.rewards]
+        method = method.model_copy(update={"rewards": rewards})
+    return job.model_copy(update={"data": data, "model": model, "output_dir": output_dir, "method": method})
+
+
+def _reward_path(function: str, absolute) -> str:
+    target, _, name = function.rpartition(":")
+    return f"{absolute(target)}:{name}" if target.endswith(".py") else function
 
 
 def _is_local(p: str, base: Path) -> bool:

@@ -113,7 +113,9 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
     assert rows["native"][0] == "ready"
     assert rows["native"][1] == "pretrain, sft"
-    for name in ("trl", "nanogpt"):
+    assert rows["trl"][0] in ("ready", "missing: trl, datasets", "missing: datasets", "missing: trl")
+    assert rows["trl"][1] == "sft, dpo, orpo, kto, grpo"
+    for name in ("nanogpt",):
         assert rows[name][0] == "planned", name
 
 

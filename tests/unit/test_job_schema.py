@@ -246,11 +246,11 @@ def test_unknown_method_suggests_the_closest(tmp_path):
     assert "did you mean 'pretrain'?" in message
 
 
-@pytest.mark.parametrize("name", ["trl", "nanogpt"])
+@pytest.mark.parametrize("name", ["nanogpt"])
 def test_planned_backend_says_it_is_planned(tmp_path, name):
     message = only(tmp_path, edit(VALID, "backend: native", f"backend: {name}"))
     assert f"backend '{name}' is planned but not built yet" in message
-    assert "available: auto, native, unsloth, llamafactory" in message
+    assert "available: auto, native, trl, unsloth, llamafactory" in message
 
 
 def test_eval_every_without_eval_data_refused(tmp_path):

@@ -15,41 +15,19 @@ from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
+from trainhub.child import fail, protect_stdio
 from trainhub.data.chat import TemplateError
 from trainhub.data.sources import DataError
 from trainhub.engine.checkpoint import CheckpointError
 from trainhub.engine.loop import NonFiniteStop, train
 from trainhub.job import Job
-from trainhub.metrics import EndRow, ErrorRow, MetricLog
+from trainhub.metrics import MetricLog
 from trainhub.metrics.log import new_run_id
-from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-
-
-class _Resilient:
-    """stdout/stderr that keep the run going when the hub reading them is gone (a write to a closed
-    pipe would otherwise raise in the middle of saving a checkpoint)."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except (BrokenPipeError, OSError):
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except (BrokenPipeError, OSError):
-            pass
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
+from trainhub.runners.base import EXIT_INTERRUPTED, EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.stdout, sys.stderr = _Resilient(sys.stdout), _Resilient(sys.stderr)
+    protect_stdio()
     parser = argparse.ArgumentParser(prog="python -m trainhub.engine")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
@@ -63,27 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
     except (DataError, TemplateError) as err:
-        return _fail(log, run_id, t0, f"data: {err}", "")
+        return fail(log, run_id, t0, f"data: {err}", "")
     except (NonFiniteStop, CheckpointError) as err:
-        return _fail(log, run_id, t0, str(err), "", error_row=isinstance(err, CheckpointError),
-                     step=getattr(err, "step", 0))
+        return fail(log, run_id, t0, str(err), "", error_row=isinstance(err, CheckpointError),
+                    step=getattr(err, "step", 0))
     except Exception as err:
         detail = traceback.format_exc()
         print(detail, file=sys.stderr, flush=True)
-        return _fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
+        return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
     finally:
         log.close()
     return EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK
-
-
-def _fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str, error_row: bool = True,
-          step: int = 0) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    if error_row:
-        log.write(ErrorRow(run_id=run_id, step=step, message=message, detail=detail[-4000:]))
-    log.write(EndRow(run_id=run_id, step=step, status="failed", wall_s=time.time() - t0, tokens=0, final_loss=None,
-                     exit_code=EXIT_FAILED))
-    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -11,11 +11,17 @@ Where the numbers come from:
   the steps since the previous log, as native's is).
 - tokens: cumulative non-padding tokens, from the log's `num_tokens` when the trainer reports it
   (TRL's trainers do), else `state.num_input_tokens_seen` (set the Trainer's
-  `include_num_input_tokens_seen="non_padding"`). tokens_per_s and mfu are over the wall time since
+  `include_num_input_tokens_seen="non_padding"`), else `tokens_fn()` (a backend whose trainer's
+  batches have no input_ids, e.g. TRL's ORPO, counts them in its collator). tokens_per_s and mfu are over the wall time since
   the previous train row; FLOPs per token come from trainhub.metrics.flops via the model count, so
   MFU means the same for every backend.
 - method quantities: the log keys TRL (and LLaMA-Factory, which reuses TRL's names) write, mapped
   onto MethodStats by METHOD_KEYS.
+- checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json, and
+  `checkpoints/latest` names it, so `train --resume` works as for native (mark_checkpoint).
+- a non-finite loss or gradient norm in a logged step (stop_on_nonfinite): an error row, and the
+  Trainer is told to stop without saving; `failed` says why. (A Trainer has applied the update by
+  then, so skipping it, native's train.on_nonfinite: skip, is not possible here.)
 - a stop request (any object with a `requested` attribute, e.g. the engine's StopFlag): the
   callback asks the Trainer to save and stop after the current step.
 
@@ -25,15 +31,19 @@ import it in their own environments.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from trainhub.metrics.log import MetricLog
-from trainhub.metrics.rows import CheckpointRow, EndRow, EvalRow, MethodStats, StartRow, TrainRow
+from trainhub.metrics.rows import CheckpointRow, EndRow, ErrorRow, EvalRow, MethodStats, StartRow, TrainRow
+from trainhub.resume import JOB, STATE
 
 # Log key (without an eval_ prefix) -> MethodStats field. TRL's names; LLaMA-Factory uses the same.
 METHOD_KEYS: dict[str, str] = {
@@ -83,8 +93,14 @@ class MetricsCallback(TrainerCallback):
     """
 
     def __init__(self, log: MetricLog, run_id: str, *, start_fields: dict[str, Any], seq_len: int,
-                 eval_tokens: int = 0, stop: Any = None, clock: Callable[[], float] = time.perf_counter):
+                 eval_tokens: int = 0, stop: Any = None, stop_on_nonfinite: bool = True,
+                 tokens_fn: Callable[[], int] | None = None, clock: Callable[[], float] = time.perf_counter):
         self.log, self.run_id = log, run_id
+        self.tokens_fn = tokens_fn
+        """Cumulative trained tokens, for a trainer that reports none (see the module docstring)."""
+        self.stop_on_nonfinite = stop_on_nonfinite
+        self.failed: str | None = None
+        """Why the run was stopped as failed (a non-finite loss or gradient norm), or None."""
         self.start_fields, self.seq_len, self.eval_tokens = start_fields, seq_len, eval_tokens
         self.stop, self.clock = stop, clock
         self.t0 = time.time()
@@ -131,7 +147,7 @@ class MetricsCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs or any(k.startswith("eval_") for k in logs):
             return  # eval logs come through on_evaluate; the closing summary has train_loss, not loss
-        tokens = int(logs.get("num_tokens") or state.num_input_tokens_seen or 0)
+        tokens = int(logs.get("num_tokens") or state.num_input_tokens_seen or (self.tokens_fn or int)())
         now = self.clock()
         n, elapsed = tokens - self._window[0], max(now - self._window[1], 1e-9)
         self._window = (tokens, now)
@@ -146,6 +162,13 @@ class MetricsCallback(TrainerCallback):
             grad_norm=_finite(grad_norm) if grad_norm is not None else None, tokens=tokens,
             tokens_per_s=n / elapsed, mfu=mfu(self.flops_token, n / elapsed, self.peak),
             mem_gb=peak_memory_gb(self.device), epoch=float(state.epoch or 0.0), method=method_stats(logs)))
+        finite = self.last_loss is not None and (grad_norm is None or _finite(grad_norm) is not None)
+        if not finite and self.stop_on_nonfinite:
+            self.failed = (f"non-finite loss or gradient at step {state.global_step} (train.on_nonfinite is stop); "
+                           f"the run stops without saving, the last good checkpoint is kept")
+            self.log.write(ErrorRow(run_id=self.run_id, step=state.global_step, message=self.failed))
+            control.should_training_stop = True
+            control.should_save = False
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         metrics = metrics or {}
@@ -157,11 +180,11 @@ class MetricsCallback(TrainerCallback):
                                method=method_stats(metrics, "eval_")))
 
     def on_save(self, args, state, control, **kwargs):
-        from pathlib import Path
-
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if path.is_dir():
+            mark_checkpoint(path, state.global_step, self.start_fields["job"])
         self.log.write(CheckpointRow(run_id=self.run_id, step=state.global_step, path=str(path)))
 
     # ------------------------------------------------------------------ called by the backend
@@ -173,6 +196,17 @@ class MetricsCallback(TrainerCallback):
     def end(self, status: str, exit_code: int | None = None) -> None:
         self.log.write(EndRow(run_id=self.run_id, step=self.step, status=status, wall_s=time.time() - self.t0,
                               tokens=self.tokens, final_loss=self.last_loss, exit_code=exit_code))
+
+
+def mark_checkpoint(path: Path, step: int, job: dict) -> None:
+    """Make a Trainer checkpoint one that `train --resume` finds and checks like native's: the resolved
+    job and the step beside the Trainer's files, and the `latest` pointer naming it (written last,
+    atomically)."""
+    (path / JOB).write_text(json.dumps(job, indent=2))
+    (path / STATE).write_text(json.dumps({"step": step, "saved_at": time.time()}))
+    tmp = path.parent / "latest.tmp"
+    tmp.write_text(path.name + "\n")
+    os.replace(tmp, path.parent / "latest")
 
 
 def start_fields(*, backend: str, job, precision: str, tokens_per_step: int, notes: list[str] | None = None,

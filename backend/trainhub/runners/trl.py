@@ -1,0 +1,99 @@
+"""Runner `trl`: Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family), run as
+`python -m trainhub.trl_child` in the main environment (extra `trainhub[trl]`).
+
+The job is translated into TRL's config objects by trainhub.trl_child.translate; `plan` shows that
+translation. What TRL cannot do for a job is a problem from `check`, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from trainhub.host import Host, missing_modules
+from trainhub.job import Job
+from trainhub.jobfile import Problem
+from trainhub.runners.base import Launch
+
+
+class TrlRunner:
+    name = "trl"
+    methods = ("sft", "dpo", "orpo", "kto", "grpo")
+    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing", "cpu",
+                "cuda", "grpo", "dr_grpo", "dapo", "gspo")
+
+    def missing(self) -> list[str]:
+        return missing_modules("torch", "transformers", "peft", "trl", "datasets")
+
+    def check(self, job: Job, host: Host) -> list[Problem]:
+        problems = [Problem("backend", f"trl needs the Python package '{m}' (pip install 'trainhub[trl]')")
+                    for m in self.missing()]
+        m = job.method
+        if m.type not in self.methods:
+            problems.append(Problem("method.type", f"trl cannot train method '{m.type}'; it trains "
+                                    f"{', '.join(self.methods)}"))
+        if job.data.packing:
+            problems.append(Problem("data.packing", "trl does not pack with trainhub's packer (not yet); "
+                                    "use backend native or data.packing: false"))
+        if job.train.on_nonfinite == "skip":
+            problems.append(Problem("train.on_nonfinite", "trl cannot skip a non-finite update (the Trainer has "
+                                    "applied it by the time it is seen); set train.on_nonfinite: stop"))
+        if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
+            problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
+                                    "use sdpa"))
+        if job.train.precision == "fp16" and job.model.dtype == "bfloat16":
+            problems.append(Problem("train.precision", "fp16 over bfloat16 weights mixes two half formats; use "
+                                    "precision bf16 or model.dtype float32"))
+        if m.type == "grpo":
+            problems += self._check_grpo(job)
+        return problems
+
+    def _check_grpo(self, job: Job) -> list[Problem]:
+        from trainhub.rewards.load import RewardError, load
+
+        m, problems = job.method, []
+        if m.dynamic_sampling:
+            problems.append(Problem("method.dynamic_sampling", "TRL's GRPOTrainer has no dynamic sampling "
+                                    "(DAPO's refilling of groups whose rewards are all equal); set it false"))
+        if job.data.overlong == "truncate":
+            problems.append(Problem("data.overlong", "trl renders GRPO prompts itself, so a prompt over "
+                                    "data.max_length cannot be cut; use drop or error"))
+        if job.data.has_eval:
+            problems.append(Problem("data.eval", "trl: evaluation during GRPO is not wired yet; remove data.eval "
+                                    "and data.eval_fraction"))
+        for i, reward in enumerate(m.rewards):
+            try:
+                load(reward.function, f"method.rewards[{i}]")
+            except RewardError as err:
+                problems.append(Problem("", str(err)))
+        return problems
+
+    def upstream_config(self, job: Job, dry_run: bool = False) -> dict:
+        """The TRL classes and config keywords the child will use (for `trainhub plan`). Precision is
+        shown for a bf16-capable GPU when the host has one, else for CPU."""
+        from trainhub.host import detect
+        from trainhub.trl_child.translate import translate
+
+        cuda = detect().has_gpu
+        return translate(job, Path(job.output_dir), cuda=cuda, bf16_ok=cuda, dry_run=dry_run)
+
+    def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
+        spec = self.upstream_config(job, dry_run)
+        lines = [f"trl: {spec['module']}.{spec['trainer']} with {spec['config']}:"]
+        lines += [f"  {k} = {json.dumps(v)}" for k, v in spec["args"].items()]
+        o, sched = job.optim, job.optim.schedule
+        lines.append(f"  optimizers = trainhub AdamW(lr={o.lr}, betas={list(o.betas)}, eps={o.eps}, weight_decay="
+                     f"{o.weight_decay} on matrices) with schedule warmup_steps={sched.warmup_steps}, "
+                     f"decay={sched.decay}, min_lr_ratio={sched.min_lr_ratio} (engine/schedule.py lr_at)")
+        if job.method.type == "grpo":
+            lines.append("  reward_funcs = [" + ", ".join(r.function for r in job.method.rewards) + "]")
+        return lines
+
+    def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
+        argv = [sys.executable, "-m", "trainhub.trl_child", "--run-dir", str(run_dir)]
+        if dry_run:
+            argv.append("--dry-run")
+        if resume is not None:
+            argv += ["--resume", str(resume)]
+        return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})

@@ -1,0 +1,147 @@
+"""One TRL run, top to bottom: tokenizer, data, rewards, model, config, trainer, train, save.
+
+The tokenizer and model are trainhub's own (trainhub.engine.model: the job's template, dtype,
+LoRA), so a job trains the same network under either backend; the data come from the data layer
+(trl_child/data.py); the TRL config from translate.py. The trainer is TRL's, used as it is, with
+trainhub's metrics callback (metrics/hf_callback.py) writing the common rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from trainhub.job import Job
+from trainhub.metrics import MetricLog
+
+PROBE_ROWS = 4
+"""Prompts each reward function is tried on before training."""
+
+
+def load_rewards(job: Job, rows: list[dict]) -> list:
+    """The job's reward functions, imported, signature-checked and tried on the first prompts."""
+    from trainhub.rewards.load import load, probe
+
+    funcs = []
+    for i, reward in enumerate(job.method.rewards):
+        where = f"method.rewards[{i}] ({reward.function})"
+        fn = load(reward.function, where)
+        probe(fn, reward.function, where, rows[:PROBE_ROWS])
+        funcs.append(fn)
+    return funcs
+
+
+def sizes(job: Job) -> tuple[int, int]:
+    """(sequence length FLOPs are charged at, upper bound on tokens per optimizer step)."""
+    tc, m = job.train, job.method
+    seq = job.data.max_length + (m.max_new_tokens if m.type == "grpo" else 0)
+    per_example = 2 if m.type in ("dpo", "orpo") else 1  # a pair is two sequences
+    return seq, tc.micro_batch_size * tc.grad_accum * seq * per_example
+
+
+class CountingCollator:
+    """A pair collator, unchanged, that also counts the non-padding tokens of what it collates
+    (the chosen and rejected sequences, each holding the prompt)."""
+
+    KEYS = ("chosen_attention_mask", "rejected_attention_mask")
+
+    def __init__(self, collate):
+        self.collate, self.tokens = collate, 0
+
+    def __call__(self, features):
+        batch = self.collate(features)
+        self.tokens += sum(int(batch[k].sum()) for k in self.KEYS if k in batch)
+        return batch
+
+
+def total_steps(job: Job, rows: int) -> int:
+    """Optimizer steps of the run: train.max_steps, or train.epochs over the rows (an incomplete last
+    batch is dropped, as native does; a GRPO row is a prompt, giving group_size completions)."""
+    tc = job.train
+    if tc.max_steps:
+        return tc.max_steps
+    per_row = job.method.group_size if job.method.type == "grpo" else 1
+    return max(1, round(tc.epochs * max(1, rows * per_row // (tc.micro_batch_size * tc.grad_accum))))
+
+
+def optimizer_and_schedule(job: Job, model, device, total: int):
+    """trainhub's AdamW (weight decay on matrices only) and its learning-rate schedule (engine/schedule.py),
+    given to the trainer as its optimizer and scheduler, so trl steps exactly as native does."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from trainhub.engine.optim import build_optimizer
+    from trainhub.engine.schedule import lr_at
+
+    peak, schedule = job.optim.lr, job.optim.schedule
+    optimizer = build_optimizer(job.optim, [p for p in model.parameters() if p.requires_grad], device)
+    return optimizer, LambdaLR(optimizer, lambda step: lr_at(step, peak=peak, total=total, schedule=schedule) / peak)
+
+
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
+          resume: Path | None = None) -> str:
+    """Run the job with TRL; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from trainhub.engine.device import pick_device, pick_precision
+    from trainhub.engine.loop import save_final
+    from trainhub.engine.model import build_model, build_tokenizer
+    from trainhub.engine.stop import StopFlag
+    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
+    from trainhub.resume import read_state
+    from trainhub.trl_child.data import build
+    from trainhub.trl_child.translate import translate
+
+    hf_logging.disable_progress_bar()
+    stop = StopFlag.install()
+    torch.manual_seed(job.seed)
+    device = pick_device()
+    notes: list[str] = []
+    prec = pick_precision(job.train.precision, device, notes)
+    tokenizer = build_tokenizer(job, run_dir)
+    data = build(job, tokenizer)
+    notes += data.notes
+    rewards = load_rewards(job, data.train.select(range(min(PROBE_ROWS, len(data.train)))).to_list()) \
+        if job.method.type == "grpo" else []
+    model = build_model(job, tokenizer)
+
+    resume_step = read_state(resume)[0]["step"] if resume is not None else 0
+    cuda = device.type == "cuda"
+    total = total_steps(job, len(data.train))
+    spec = translate(job, run_dir, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), dry_run=dry_run,
+                     resume_step=resume_step, total_steps=total)
+    module = importlib.import_module(spec["module"])
+    config = getattr(module, spec["config"])(**spec["args"])
+    seq, per_step = sizes(job)
+    callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+                               start_fields=start_fields(backend="trl", job=job, precision=prec.name,
+                                                         tokens_per_step=per_step, notes=notes, data=data.stats,
+                                                         resumed_from=str(resume) if resume else None))
+    kwargs = {"model": model, "args": config, "train_dataset": data.train, "eval_dataset": data.eval,
+              "processing_class": tokenizer, "callbacks": [callback],
+              "optimizers": optimizer_and_schedule(job, model, device, total)}
+    if job.method.type == "grpo":
+        kwargs["reward_funcs"] = rewards
+    if job.method.type == "orpo":  # its batches have no input_ids, so the Trainer counts no tokens: count here
+        from trl.experimental.utils import DPODataCollatorWithPadding
+
+        counter = CountingCollator(DPODataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id,
+                                                              is_encoder_decoder=False))
+        kwargs["data_collator"], callback.tokens_fn = counter, lambda: counter.tokens
+    trainer = getattr(module, spec["trainer"])(**kwargs)
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    if callback.failed:
+        callback.end("failed", exit_code=1)
+        return "failed"
+    status = "interrupted" if stop.requested else "completed"
+    if status == "completed" and not dry_run:
+        every = job.train.eval_every
+        if data.eval is not None and not (every and trainer.state.global_step % every == 0):
+            trainer.evaluate()  # native evaluates at the end; the Trainer only every eval_steps
+        final = save_final(trainer.model, tokenizer, run_dir, job)
+        callback.checkpoint(final)
+    callback.end(status)
+    return status

@@ -1,0 +1,165 @@
+"""The trl backend through the real CLI on a tiny model: every method, and GRPO with each algorithm,
+runs 2-3 steps with finite metric rows, read from metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, rows, run_cli, write_job
+from trainhub.metrics import read_rows
+
+pytest.importorskip("trl")
+
+REWARDS = [{"function": "trainhub.rewards:exact_match", "weight": 1.0},
+           {"function": "trainhub.rewards:answer_format", "weight": 0.5}]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random-init Llama (hidden 32, 2 layers) with a byte-level BPE trained on the shipped data."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trainhub.data.sources import training_texts
+    from trainhub.data.tokenizer import train_bpe
+    from trainhub.job import DataSection
+
+    folder = tmp_path_factory.mktemp("trl_model") / "model"
+    texts = [t for name in ("chat_eval.jsonl", "preference_eval.jsonl", "arithmetic.jsonl")
+             for t in training_texts(DataSection(train=str(DATA / name)), seed=0)]
+    tok = train_bpe(texts, vocab_size=400)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def trl_job(tmp: Path, model: Path, method, **over) -> dict:
+    kind = method if isinstance(method, str) else method["type"]
+    data = {"sft": {"train": str(DATA / "chat_eval.jsonl"), "format": "messages", "max_length": 96},
+            "grpo": {"train": str(DATA / "arithmetic.jsonl"), "format": "prompt", "max_length": 64,
+                     "overlong": "drop"}}.get(kind, {"train": str(DATA / "preference_eval.jsonl"),
+                                                     "format": "preference", "max_length": 96})
+    job = {"name": f"trl-{kind}", "output_dir": str(tmp / "run"), "seed": 0, "backend": "trl",
+           "model": {"path": str(model)}, "method": method, "data": data,
+           "optim": {"type": "adamw", "lr": 1e-3, "schedule": {"warmup_steps": 1}},
+           "train": {"micro_batch_size": 4, "max_steps": 2, "precision": "fp32", "log_every": 1,
+                     "on_nonfinite": "stop"},
+           "log": {"console": "plain"}}
+    for key, value in over.items():
+        job[key] = {**job[key], **value} if isinstance(value, dict) else value
+    return job
+
+
+def train(tmp: Path, job: dict, *extra: str):
+    return run_cli("train", "--config", str(write_job(tmp / "job.yaml", job)), *extra)
+
+
+def finite_rows(run: Path, steps: int) -> list[dict]:
+    parsed = read_rows(run / "metrics.jsonl")  # every row validates against the schema
+    assert parsed[0].event == "start" and parsed[-1].event == "end" and parsed[-1].status == "completed"
+    assert parsed[0].backend == "trl"
+    train_rows = rows(run, "train")
+    assert [r["step"] for r in train_rows] == list(range(1, steps + 1))
+    for r in train_rows:
+        assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) and r["tokens_per_s"] > 0
+        assert r["tokens"] > 0 and r["lr"] > 0
+    return train_rows
+
+
+METHODS = [
+    pytest.param("sft", id="sft"),
+    pytest.param({"type": "dpo", "beta": 0.2, "loss": "sigmoid"}, id="dpo"),
+    pytest.param({"type": "orpo", "beta": 0.2}, id="orpo"),
+    pytest.param({"type": "kto", "desirable_weight": 1.0, "undesirable_weight": 1.2}, id="kto"),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_runs(tmp_path, tiny_model, method):
+    done = train(tmp_path, trl_job(tmp_path, tiny_model, method))
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    train_rows = finite_rows(run, 2)
+    kind = method if isinstance(method, str) else method["type"]
+    if kind == "sft":
+        assert "method" not in train_rows[0]
+    else:
+        stats = train_rows[-1]["method"]
+        assert math.isfinite(stats["chosen_reward"]) and math.isfinite(stats["rejected_reward"])
+        if kind != "kto":
+            assert stats["reward_margin"] == pytest.approx(stats["chosen_reward"] - stats["rejected_reward"],
+                                                           abs=1e-5)
+    assert (run / "final" / "config.json").is_file() and (run / "final" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "gspo"])
+def test_grpo_algorithms(tmp_path, tiny_model, algorithm):
+    method = {"type": "grpo", "algorithm": algorithm, "group_size": 2, "max_new_tokens": 8, "rewards": REWARDS}
+    done = train(tmp_path, trl_job(tmp_path, tiny_model, method, train={"max_steps": 2}))
+    assert done.returncode == 0, done.stdout + done.stderr
+    train_rows = finite_rows(tmp_path / "run", 2)
+    stats = train_rows[-1]["method"]
+    assert set(stats["rewards"]) == {"exact_match", "answer_format"}
+    assert math.isfinite(stats["reward_mean"]) and math.isfinite(stats["reward_std"])
+    assert 0 <= stats["clip_ratio"] <= 1 and 0 < stats["completion_length"] <= 8
+    config = json.loads((tmp_path / "run" / "job.json").read_text())
+    assert config["method"]["algorithm"] == algorithm
+
+
+def test_plan_shows_the_trl_config(tmp_path, tiny_model):
+    method = {"type": "grpo", "algorithm": "gspo", "group_size": 2, "max_new_tokens": 8, "rewards": REWARDS}
+    path = write_job(tmp_path / "job.yaml", trl_job(tmp_path, tiny_model, method))
+    done = run_cli("plan", "--config", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "trl: trl.GRPOTrainer with GRPOConfig:" in out and "-m trainhub.trl_child" in out
+    for line in ('importance_sampling_level = "sequence"', "epsilon = 0.0003", 'loss_type = "grpo"',
+                 "bf16 = false", "use_vllm = false", "gradient_checkpointing = false",
+                 "reward_funcs = [trainhub.rewards:exact_match, trainhub.rewards:answer_format]"):
+        assert line in out, line
+
+
+def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2})
+    dry = train(tmp_path, {**job, "output_dir": str(tmp_path / "dry")}, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert [r["event"] for r in rows(tmp_path / "dry")] == ["start", "train", "end"]
+    assert not (tmp_path / "dry" / "final").exists()
+
+    done = train(tmp_path, job)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    saved = [r["path"] for r in rows(run, "checkpoint")]
+    assert [Path(p).name for p in saved] == ["checkpoint-2", "checkpoint-4", "final"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "checkpoint-4"
+    assert json.loads((run / "checkpoints" / "checkpoint-4" / "state.json").read_text())["step"] == 4
+
+    more = train(tmp_path, job, "--resume", "--set", "train.max_steps=6")
+    assert more.returncode == 0, more.stdout + more.stderr
+    starts = rows(run, "start")
+    assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
+    assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+
+    changed = train(tmp_path, job, "--resume", "--set", "optim.lr=0.5")
+    assert changed.returncode == 1 and "optim.lr" in changed.stderr
+
+
+def test_reward_returning_text_stops_before_training(tmp_path, tiny_model):
+    reward = tmp_path / "bad_reward.py"
+    reward.write_text("def score(prompts, completions, **kw):\n    return ['good' for _ in completions]\n")
+    method = {"type": "grpo", "group_size": 2, "max_new_tokens": 8, "rewards": [{"function": f"{reward}:score"}]}
+    done = train(tmp_path, trl_job(tmp_path, tiny_model, method))
+    assert done.returncode == 1
+    [error] = rows(tmp_path / "run", "error")
+    assert error["message"].startswith(f"method.rewards[0] ({reward}:score): ")
+    assert "returned 'good' (str) for a completion" in error["message"]
+    assert rows(tmp_path / "run", "train") == [] and rows(tmp_path / "run", "start") == []
