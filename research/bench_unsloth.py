@@ -70,7 +70,7 @@ def make_model(folder: Path) -> None:
 def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, checkpointing: bool) -> dict:
     import torch
 
-    if variant == "direct":
+    if variant in ("direct", "direct-trainer"):
         import unsloth  # noqa: F401  (before transformers)
         from unsloth import FastLanguageModel
 
@@ -91,6 +91,8 @@ def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, 
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS,
                                                  bias="none", task_type="CAUSAL_LM"))
+    if variant == "direct-trainer":
+        return trainer_loop(model, _tok, steps, warmup)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)
@@ -114,22 +116,84 @@ def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, 
             "final_loss": last, "steps": steps, "warmup": warmup}
 
 
+def trainer_loop(model, tokenizer, steps: int, warmup: int) -> dict:
+    """Unsloth's documented way: TRL's SFTTrainer (patched by Unsloth) on pre-tokenized random rows,
+    logging every step; tokens/s from the time between logs, as trainhub's callback measures it."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 4096, ((warmup + steps) * MICRO, SEQ), generator=gen).tolist()
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            times.append(time.perf_counter())
+
+    config = SFTConfig(output_dir="/tmp/bench_unsloth/direct-trainer", per_device_train_batch_size=MICRO,
+                       max_steps=warmup + steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+                       weight_decay=0.0, optim="adamw_torch_fused", max_grad_norm=1.0, logging_steps=1, bf16=True,
+                       save_strategy="no", report_to="none", disable_tqdm=True, max_length=SEQ, packing=False,
+                       seed=0)
+    trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer,
+                         train_dataset=Dataset.from_dict({"input_ids": ids, "labels": ids}), callbacks=[Clock()])
+    torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    step_s = statistics.median(b - a for a, b in zip(times[warmup - 1:], times[warmup:], strict=False))
+    return {"tokens_per_s": MICRO * SEQ / step_s, "step_s": step_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+            "steps": steps, "warmup": warmup}
+
+
 # ----------------------------------------------------------------------------- through trainhub
 
 
-def bench_job(folder: Path, run_dir: Path, steps: int, adapter: str) -> dict:
+def make_chats(path: Path, n: int) -> None:
+    """n conversations, each a short question and an answer of stories joined to ~3x2048 tokens: cut to
+    data.max_length (overlong: truncate), every row is exactly 2048 tokens, as in the hand loops."""
+    stories = [json.loads(line)["text"] for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()]
+    with open(path, "w") as f:
+        at = 0
+        for i in range(n):
+            answer = []
+            while sum(map(len, answer)) < 24_000:
+                answer.append(stories[at % len(stories)])
+                at += 1
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"Tell me story {i}."},
+                                             {"role": "assistant", "content": "\n\n".join(answer)}]}) + "\n")
+
+
+def bench_job(folder: Path, data: Path, run_dir: Path, steps: int, adapter: str) -> dict:
     return {
         "name": f"bench-unsloth-{adapter}", "output_dir": str(run_dir), "seed": 0, "backend": "unsloth",
         "model": {"path": str(folder), "dtype": "bfloat16"},
-        "method": "pretrain",
-        "adapter": {"type": adapter, "rank": RANK, "alpha": ALPHA, "dropout": 0.0, "targets": "all-linear"},
-        # ~100k tokens of stories; weight 4 gives 400k, enough for 48 steps of 4 x 2048
-        "data": {"train": [{"path": str(ROOT / "config/data/stories.jsonl"), "weight": 4}], "format": "text",
-                 "max_length": SEQ},
+        "method": "sft",
+        "adapter": {"type": adapter, "rank": RANK, "alpha": ALPHA, "dropout": 0.0, "targets": TARGETS},
+        "data": {"train": str(data), "format": "messages", "max_length": SEQ, "overlong": "truncate"},
         "optim": {"type": "adamw", "lr": LR, "betas": [0.9, 0.999], "weight_decay": 0.0,
                   "schedule": {"warmup_steps": 0, "decay": "constant"}},
         "train": {"micro_batch_size": MICRO, "max_steps": steps, "precision": "bf16", "grad_checkpointing": True,
-                  "grad_clip": 1.0, "log_every": 1},
+                  "grad_clip": 1.0, "log_every": 1, "on_nonfinite": "stop"},
+        "export": {"merged": False},
+        "log": {"console": "plain"},
+    }
+
+
+def grpo_job(folder: Path, run_dir: Path, steps: int = 8) -> dict:
+    """GRPO (dapo) on the shipped arithmetic prompts: 2 prompts x 8 completions of up to 128 tokens per step."""
+    return {
+        "name": "bench-unsloth-grpo", "output_dir": str(run_dir), "seed": 0, "backend": "unsloth",
+        "model": {"path": str(folder), "dtype": "bfloat16"},
+        "method": {"type": "grpo", "algorithm": "dapo", "group_size": 8, "max_new_tokens": 128, "kl_beta": 0.0,
+                   "rewards": [{"function": "trainhub.rewards:exact_match"},
+                               {"function": "trainhub.rewards:answer_format", "weight": 0.2}]},
+        "adapter": {"type": "lora", "rank": RANK, "alpha": ALPHA, "targets": TARGETS},
+        "data": {"train": str(ROOT / "config/data/arithmetic.jsonl"), "format": "prompt", "max_length": 96,
+                 "overlong": "drop"},
+        "optim": {"type": "adamw", "lr": 1e-5, "schedule": {"warmup_steps": 0, "decay": "constant"}},
+        "train": {"micro_batch_size": 16, "max_steps": steps, "precision": "bf16", "grad_checkpointing": True,
+                  "log_every": 1, "on_nonfinite": "stop"},
         "export": {"merged": False},
         "log": {"console": "plain"},
     }
@@ -151,7 +215,11 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
         return {"error": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-3000:]}
     start = next(r for r in rows if r["event"] == "start")
     measured = train[warmup:] or train
+    console = (Path(job["output_dir"]) / "console.log").read_text()
     return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in measured),
+            "step_s": statistics.median(b["time"] - a["time"] for a, b in zip(train[warmup - 1:], train[warmup:], strict=False))
+            if warmup >= 1 else None,
+            "method": train[-1].get("method"), "console_tail": console[-1500:],
             "peak_gb": max(r["mem_gb"] or 0 for r in train), "final_loss": train[-1]["loss"],
             "mfu": statistics.median(r["mfu"] for r in measured) if measured[0]["mfu"] is not None else None,
             "steps": len(train), "warmup": warmup, "wall_s": round(wall, 1), "notes": start.get("notes", [])}
@@ -173,9 +241,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "research/results/unsloth.json")
     parser.add_argument("--tmp", type=Path, default=Path("/tmp/bench_unsloth"))
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variant", choices=["direct", "hf-peft"], default=None)
+    parser.add_argument("--variant", choices=["direct", "direct-trainer", "hf-peft"], default=None)
     parser.add_argument("--qlora", action="store_true")
     parser.add_argument("--no-checkpointing", action="store_true")
     parser.add_argument("--result", type=Path, default=None)
@@ -195,6 +263,8 @@ def main() -> None:
         envs.setup("unsloth", python=sys.executable)
     args.model = args.model or args.tmp / "llama-1b-shape"
     make_model(args.model)
+    chats = args.tmp / "chats.jsonl"
+    make_chats(chats, (args.warmup + args.steps) * MICRO + 8)
     groups = args.only.split(",")
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": SHAPE,
                      "job": {"seq": SEQ, "micro_batch": MICRO, "rank": RANK, "alpha": ALPHA, "lr": LR},
@@ -202,17 +272,19 @@ def main() -> None:
     steps = args.warmup + args.steps
     if "lora" in groups:
         results["lora"] = {
-            "trainhub": through_trainhub(bench_job(args.model, args.tmp / "run-lora", steps, "lora"), args.tmp,
-                                         args.warmup),
+            "trainhub": through_trainhub(bench_job(args.model, chats, args.tmp / "run-lora", steps, "lora"),
+                                         args.tmp, args.warmup),
             "direct": run_variant(args, "direct", False, True),
+            "direct-trainer": run_variant(args, "direct-trainer", False, True),
             "hf-peft": run_variant(args, "hf-peft", False, True),
             "hf-peft-no-checkpointing": run_variant(args, "hf-peft", False, False),
         }
     if "qlora" in groups:
         results["qlora"] = {
-            "trainhub": through_trainhub(bench_job(args.model, args.tmp / "run-qlora", steps, "qlora"), args.tmp,
-                                         args.warmup),
+            "trainhub": through_trainhub(bench_job(args.model, chats, args.tmp / "run-qlora", steps, "qlora"),
+                                         args.tmp, args.warmup),
             "direct": run_variant(args, "direct", True, True),
+            "direct-trainer": run_variant(args, "direct-trainer", True, True),
         }
     if "grpo" in groups:
         results["grpo"] = {"trainhub": through_trainhub(grpo_job(args.model, args.tmp / "run-grpo"), args.tmp, 1)}
@@ -221,6 +293,9 @@ def main() -> None:
                 "tokens_per_s" in results[group]["direct"]:
             results[group]["overhead_pct"] = 100 * (1 - results[group]["trainhub"]["tokens_per_s"] /
                                                     results[group]["direct"]["tokens_per_s"])
+            if "tokens_per_s" in results[group].get("direct-trainer", {}):
+                results[group]["overhead_vs_trainer_pct"] = 100 * (
+                    1 - results[group]["trainhub"]["tokens_per_s"] / results[group]["direct-trainer"]["tokens_per_s"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print_table(results)
@@ -238,7 +313,10 @@ def print_table(results: dict) -> None:
                 continue
             print(f"{group:6} {name:26} {r['tokens_per_s']:>10.0f} {r['peak_gb']:>8.2f}")
         if "overhead_pct" in results.get(group, {}):
-            print(f"{group:6} trainhub overhead over direct Unsloth: {results[group]['overhead_pct']:.1f}%")
+            print(f"{group:6} trainhub overhead over direct Unsloth (hand loop): {results[group]['overhead_pct']:.1f}%")
+        if "overhead_vs_trainer_pct" in results.get(group, {}):
+            print(f"{group:6} trainhub overhead over Unsloth + SFTTrainer: "
+                  f"{results[group]['overhead_vs_trainer_pct']:.1f}%")
 
 
 if __name__ == "__main__":

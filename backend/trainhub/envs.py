@@ -159,7 +159,12 @@ def python_of(backend: str) -> Path | None:
 def import_check(spec: EnvSpec, python: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """Run the spec's check with `python`; the versions it prints, or EnvError with the import's error."""
     env = {**os.environ, **(extra_env or {}), "PYTHONDONTWRITEBYTECODE": ""}
-    done = subprocess.run([str(python), "-c", spec.check], capture_output=True, text=True, env=env, timeout=600)
+    import tempfile
+
+    # in a folder of its own: importing unsloth writes ./unsloth_compiled_cache where it runs
+    with tempfile.TemporaryDirectory(prefix="trainhub-envcheck-") as cwd:
+        done = subprocess.run([str(python), "-c", spec.check], capture_output=True, text=True, env=env,
+                              timeout=600, cwd=cwd)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-6:])
         raise EnvError(f"the import check failed in {python}:\n{tail}")

@@ -63,7 +63,7 @@ def sft_job(tmp: Path, model: Path, adapter: dict, **train) -> dict:
         "data": {"train": str(CHAT), "format": "messages", "max_length": 256},
         "optim": {"type": "adamw", "lr": 1e-3, "schedule": {"warmup_steps": 1}},
         "train": {"micro_batch_size": 4, "max_steps": 6, "precision": "bf16", "grad_checkpointing": True,
-                  "log_every": 1, **train},
+                  "log_every": 1, "on_nonfinite": "stop", **train},
         "log": {"console": "plain"},
     }
 
@@ -116,3 +116,37 @@ def test_dry_run_is_one_step(tmp_path, small_model):
     run = tmp_path / "run"
     assert [r["event"] for r in rows(run)] == ["start", "train", "end"]
     assert rows(run, "train")[0]["step"] == 1
+
+
+def test_dpo(tmp_path, small_model):
+    job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16})
+    job.update(method={"type": "dpo", "beta": 0.1}, export={"merged": False},
+               data={"train": str(ROOT / "config/data/preference.jsonl"), "format": "preference", "max_length": 128})
+    _train(tmp_path, job)
+    run = tmp_path / "run"
+    losses = train_losses(run)
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert all(r["method"]["reward_margin"] is not None for r in rows(run, "train"))
+    assert (run / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dapo"])
+def test_grpo(tmp_path, small_model, algorithm):
+    """GRPO steps with the settings Unsloth would otherwise pick itself set from the job: the start row
+    says nothing was changed behind the job's back."""
+    job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16})
+    job.update(method={"type": "grpo", "algorithm": algorithm, "group_size": 4, "max_new_tokens": 16,
+                       "kl_beta": 0.0, "rewards": [{"function": "trainhub.rewards:exact_match"},
+                                                   {"function": "trainhub.rewards:answer_format", "weight": 0.2}]},
+               export={"merged": False},
+               data={"train": str(ROOT / "config/data/arithmetic.jsonl"), "format": "prompt", "max_length": 96,
+                     "overlong": "drop"})
+    job["train"].update(micro_batch_size=8, max_steps=3)
+    _train(tmp_path, job)
+    run = tmp_path / "run"
+    train = rows(run, "train")
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert all(r["method"]["reward_mean"] is not None and r["loss"] is not None for r in train)
+    notes = rows(run, "start")[0]["notes"]
+    assert not [n for n in notes if n.startswith("unsloth changed") and any(
+        k in n for k in ("loss_type", "beta", "epsilon", "scale_rewards", "mask_truncated"))], notes

@@ -19,6 +19,7 @@ from trainhub.host import Host
 from trainhub.jobfile import Problem, load
 from trainhub.runners import RUNNERS, choose
 from trainhub.runners.unsloth import NO_GPU, OFFLINE, UnslothRunner, load_args, notes_for, peft_args
+from trainhub.runners.unsloth_trainer import changed_settings, unsloth_spec
 
 GPU = Host(gpus=("NVIDIA H100 80GB HBM3",), cpu="x86_64", cores=16)
 CPU = Host(gpus=(), cpu="x86_64", cores=2)
@@ -30,7 +31,7 @@ def _job(tmp_path: Path, model_path: Path, **over) -> Path:
     job.update({"name": "unsloth-unit", "backend": "unsloth", "model": {"path": str(model_path)}, "method": "sft",
                 "adapter": {"type": "lora", "rank": 8, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]},
                 "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 256}})
-    job["train"].update({"precision": "bf16", "grad_checkpointing": True})
+    job["train"].update({"precision": "bf16", "grad_checkpointing": True, "on_nonfinite": "stop"})
     return write_job(tmp_path / "job.yaml", merge(job, over))
 
 
@@ -75,6 +76,54 @@ def test_full_translation(tmp_path, model_dir):
     assert any("not float32" in n for n in notes_for(job))
 
 
+def _grpo(tmp_path: Path, model_dir: Path, algorithm: str, **method) -> Path:
+    return _job(tmp_path, model_dir, method={
+        "type": "grpo", "algorithm": algorithm, "group_size": 4, "max_new_tokens": 16, "kl_beta": 0.0, **method,
+        "rewards": [{"function": "trainhub.rewards:exact_match"}, {"function": "trainhub.rewards:answer_format",
+                                                                  "weight": 0.2}]},
+        data={"train": str(ROOT / "config/data/arithmetic.jsonl"), "format": "prompt", "max_length": 96,
+              "overlong": "drop"}, train={"micro_batch_size": 8, "max_steps": 3})
+
+
+@pytest.mark.parametrize("algorithm, loss_type, eps_high, scale, mask", [
+    ("grpo", "grpo", 0.2, "group", False), ("dr_grpo", "dr_grpo", 0.2, "none", False),
+    ("dapo", "dapo", 0.28, "group", True), ("gspo", "grpo", 4e-4, "group", False)])
+def test_grpo_translation_sets_what_unsloth_would_change(tmp_path, model_dir, algorithm, loss_type, eps_high,
+                                                         scale, mask):
+    """Unsloth's GRPOConfig defaults loss_type and beta itself and forces epsilon_high 0.28 for dapo: every
+    one of these is set from the job, so Unsloth has nothing left to choose."""
+    job = load(_grpo(tmp_path, model_dir, algorithm))
+    spec = unsloth_spec(job, Path(job.output_dir), "bf16", total_steps=3)
+    args = spec["args"]
+    assert (spec["module"], spec["config"], spec["trainer"]) == ("trl", "GRPOConfig", "GRPOTrainer")
+    assert (args["loss_type"], args["epsilon_high"], args["scale_rewards"], args["mask_truncated_completions"]) \
+        == (loss_type, eps_high, scale, mask)
+    assert args["beta"] == 0.0 and args["num_generations"] == 4 and args["max_completion_length"] == 16
+    assert args["gradient_checkpointing"] is False and "gradient_checkpointing_kwargs" not in args  # Unsloth's own
+    assert (args["bf16"], args["fp16"]) == (True, False)
+    assert load_args(job)["use_gradient_checkpointing"] == "unsloth"
+    kl = load(_grpo(tmp_path, model_dir, "grpo", kl_beta=0.04, clip_high=0.3))
+    assert {"beta": 0.04, "epsilon_high": 0.3, "fp16": True, "bf16": False}.items() \
+        <= unsloth_spec(kl, Path(kl.output_dir), "fp16")["args"].items()
+
+
+def test_sft_trainer_translation(tmp_path, model_dir):
+    job = load(_job(tmp_path, model_dir, train={"max_steps": 5, "log_every": 2}))
+    args = unsloth_spec(job, Path(job.output_dir), "bf16", dry_run=True, resume_step=4)["args"]
+    assert (args["max_length"], args["max_steps"], args["logging_steps"], args["per_device_train_batch_size"]) \
+        == (256, 5, 2, 8)  # dry run: one step past the resumed one
+    assert args["loss_type"] == "nll" and args["packing"] is False
+
+
+def test_changed_settings_are_said():
+    class Args:
+        loss_type, beta, epsilon_high, report_to = "bnpo", 0.001, 0.28, []
+
+    wanted = {"loss_type": "grpo", "beta": 0.0, "epsilon_high": 0.28, "report_to": "none"}
+    assert changed_settings(wanted, Args()) == ["unsloth changed loss_type from 'grpo' to 'bnpo'",
+                                                "unsloth changed beta from 0.0 to 0.001"]
+
+
 def test_check_on_a_machine_without_a_gpu(tmp_path, model_dir):
     job = load(_job(tmp_path, model_dir, model={"path": str(model_dir)}))
     assert UnslothRunner().check(job, CPU) == [Problem("backend", NO_GPU)]
@@ -96,8 +145,10 @@ def test_check_names_what_unsloth_cannot_do(tmp_path, model_dir, monkeypatch):
                     train={"precision": "fp32", "max_steps": 3}))
     problems = {p.where: p.message for p in UnslothRunner().check(job, GPU)}
     assert set(problems) == {"model.attention", "train.precision"}
-    init = load(write_job(tmp_path / "init.yaml", tiny_pretrain_job(tmp_path, backend="unsloth",
-                                                                      train={"precision": "bf16"})))
+    init = load(write_job(tmp_path / "init.yaml", tiny_pretrain_job(
+        tmp_path, backend="unsloth", method="sft", data={"train": str(ROOT / "config/data/chat_eval.jsonl"),
+                                                         "format": "messages", "eval": []},
+        train={"precision": "bf16", "on_nonfinite": "stop"})))
     problems = {p.where for p in UnslothRunner().check(init, GPU)}
     assert problems == {"model.init"}
     ok = load(_job(tmp_path, model_dir))

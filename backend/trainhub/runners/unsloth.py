@@ -16,6 +16,9 @@ into Unsloth's two calls, kept here as plain dicts so that they are tested witho
     train.grad_checkpointing    use_gradient_checkpointing="unsloth" (else False), both calls
     seed                        random_state                             random_state
 
+The trainer (SFT, DPO, GRPO) and its configuration are the trl backend's translation
+(trainhub.trl_child.translate), with Unsloth's differences: trainhub.runners.unsloth_trainer.
+
 Unsloth writes generated trainer sources to ./unsloth_compiled_cache unless told otherwise: the
 child gets UNSLOTH_COMPILE_LOCATION inside the run folder, and runs in the run folder. With a
 local model the child runs offline (HF_HUB_OFFLINE and friends), so nothing reaches for the hub.
@@ -38,7 +41,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "auto": None}
 
 class UnslothRunner:
     name = "unsloth"
-    methods = ("pretrain", "sft")
+    methods = ("sft", "dpo", "grpo")
     features = ("lora", "qlora", "full", "bf16", "fp16", "grad-checkpointing", "cuda")
 
     def missing(self) -> list[str]:
@@ -70,9 +73,13 @@ class UnslothRunner:
         if job.train.precision == "fp32":
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))
-        if not job.data.shuffle:
-            problems.append(Problem("data.shuffle", "unsloth (TRL's trainers) always shuffles; data.shuffle false "
-                                                    "is not offered"))
+        if job.train.on_nonfinite == "skip":
+            problems.append(Problem("train.on_nonfinite", "unsloth cannot skip a non-finite update (TRL's Trainer "
+                                    "has applied it by the time it is seen); set train.on_nonfinite: stop"))
+        if job.method.type == "grpo":
+            from trainhub.runners.trl import TrlRunner
+
+            problems += TrlRunner()._check_grpo(job)  # the same GRPO translation, the same limits
         if job.data.packing:
             problems.append(Problem("data.packing", "unsloth: packing is not wired yet; use backend native"))
         return problems

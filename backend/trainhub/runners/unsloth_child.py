@@ -21,8 +21,6 @@ to DIR/final. Exits 0, 130 (stopped after saving) or 1 (an error row says why).
 
 from __future__ import annotations
 
-import unsloth  # noqa: F401, I001  first: it patches transformers, trl and peft as it is imported
-
 import argparse
 import os
 import sys
@@ -30,43 +28,48 @@ import time
 import traceback
 from pathlib import Path
 
+import unsloth  # noqa: F401, I001  first: it patches transformers, trl and peft as it is imported
+
+from trainhub.child import fail, protect_stdio
 from trainhub.job import Job
-from trainhub.metrics import EndRow, ErrorRow, MetricLog
+from trainhub.metrics import MetricLog
 from trainhub.metrics.log import new_run_id
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
+    protect_stdio()
     parser = argparse.ArgumentParser(prog="python -m trainhub.runners.unsloth_child")
     parser.add_argument("--run-dir", required=True, type=Path)
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--resume", type=Path, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
+    parser.add_argument("--resume", type=Path, default=None, help="a Trainer checkpoint folder to continue from")
     args = parser.parse_args(argv)
     job = Job.model_validate_json((args.run_dir / "job.json").read_text())
     log = MetricLog(args.run_dir / "metrics.jsonl")
     run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
     t0 = time.time()
-    callback = None
+    from trainhub.data.chat import TemplateError
+    from trainhub.data.sources import DataError
+    from trainhub.rewards.load import RewardError
+
     try:
-        callback, status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
+        status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
+    except (DataError, TemplateError) as err:
+        return fail(log, run_id, t0, f"data: {err}", "")
+    except RewardError as err:
+        return fail(log, run_id, t0, f"method.rewards: {err}", "")
     except Exception as err:
         detail = traceback.format_exc()
         print(detail, file=sys.stderr, flush=True)
-        step = callback.step if callback else 0
-        log.write(ErrorRow(run_id=run_id, step=step, message=f"{type(err).__name__}: {err}"[:2000],
-                           detail=detail[-4000:]))
-        log.write(EndRow(run_id=run_id, step=step, status="failed", wall_s=time.time() - t0, tokens=0,
-                         final_loss=None, exit_code=EXIT_FAILED))
+        return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
+    finally:
         log.close()
-        return EXIT_FAILED
-    code = EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK
-    callback.end(status, code)
-    log.close()
-    return code
+    return {"interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}.get(status, EXIT_OK)
 
 
-def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool, resume: Path | None):
-    """Build, train, save. Returns (the metrics callback, 'completed' or 'interrupted')."""
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
+          resume: Path | None = None) -> str:
+    """Build, train, save; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
     import torch
     from transformers.utils import logging as hf_logging
     from unsloth import FastLanguageModel
@@ -76,8 +79,10 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
+    from trainhub.trl_child.train import sizes
 
     hf_logging.disable_progress_bar()
+    stop = StopFlag.install()
     notes = notes_for(job)
     tokenizer = build_tokenizer(job, run_dir)  # trainhub's tokenizer (template applied), as every backend
     kwargs = load_args(job)
@@ -90,25 +95,31 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     lora = peft_args(job)
     if lora is not None:
         model = FastLanguageModel.get_peft_model(model, **lora)
-    trainer, wanted, data_stats, data_notes = build_trainer(job, model, tokenizer, run_dir, precision,
-                                                            dry_run=dry_run, resume=resume)
-    notes += data_notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
-    t = job.train
-    fields = start_fields(backend="unsloth", job=job, precision=f"{precision} weights (unsloth)", notes=notes,
-                          data=data_stats, tokens_per_step=t.micro_batch_size * t.grad_accum * job.data.max_length,
-                          resumed_from=str(resume) if resume else None)
-    stop = StopFlag.install()
-    callback = MetricsCallback(log, run_id, start_fields=fields, seq_len=job.data.max_length, stop=stop)
+    trainer, wanted, data = build_trainer(job, model, tokenizer, run_dir, precision, dry_run=dry_run,
+                                          resume=resume)
+    notes += data.notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
+    seq, per_step = sizes(job)
+    callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+                               start_fields=start_fields(backend="unsloth", job=job, precision=f"{precision} (unsloth)",
+                                                         tokens_per_step=per_step, notes=notes, data=data.stats,
+                                                         resumed_from=str(resume) if resume else None))
     trainer.add_callback(callback)
     for note in notes:
         print(f"note: {note}", flush=True)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if stop.requested:
-        return callback, "interrupted"
-    if not dry_run:
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    if callback.failed:
+        callback.end("failed", exit_code=EXIT_FAILED)
+        return "failed"
+    status = "interrupted" if stop.requested else "completed"
+    if status == "completed" and not dry_run:
+        every = job.train.eval_every
+        if data.eval is not None and not (every and trainer.state.global_step % every == 0):
+            trainer.evaluate()  # native evaluates at the end; the Trainer only every eval_steps
         for path in save(job, model, tokenizer, run_dir):
             callback.checkpoint(path)
-    return callback, "completed"
+    callback.end(status, exit_code=EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK)
+    return status
 
 
 def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:
