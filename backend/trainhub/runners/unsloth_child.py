@@ -21,14 +21,15 @@ to DIR/final. Exits 0, 130 (stopped after saving) or 1 (an error row says why).
 
 from __future__ import annotations
 
+# ruff: isort: skip_file
+import unsloth  # noqa: F401  first: it patches transformers, trl and peft as it is imported
+
 import argparse
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-
-import unsloth  # noqa: F401, I001  first: it patches transformers, trl and peft as it is imported
 
 from trainhub.child import fail, protect_stdio
 from trainhub.job import Job
