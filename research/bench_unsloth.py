@@ -44,8 +44,9 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 # ----------------------------------------------------------------------------- the model folder
 
 
-def make_model(folder: Path) -> None:
-    """Random Llama-3.2-1B-shaped weights (bf16) and a BPE tokenizer trained on the shipped stories."""
+def make_model(folder: Path, vocab: int | None = None) -> None:
+    """Random Llama-3.2-1B-shaped weights (bf16) and a BPE tokenizer trained on the shipped stories.
+    `vocab`: the embedding's rows (default Llama's 128256; the tokenizer uses the first 4096)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -55,7 +56,7 @@ def make_model(folder: Path) -> None:
         return
     texts = [json.loads(line)["text"] for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()]
     tok = train_bpe(texts, 4096, 2, template="chatml")
-    config = LlamaConfig(**SHAPE, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    config = LlamaConfig(**{**SHAPE, "vocab_size": vocab or SHAPE["vocab_size"]}, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                          bos_token_id=tok.bos_token_id)
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -135,6 +136,7 @@ def trainer_loop(model, tokenizer, steps: int, warmup: int) -> dict:
     config = SFTConfig(output_dir="/tmp/bench_unsloth/direct-trainer", per_device_train_batch_size=MICRO,
                        max_steps=warmup + steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
                        weight_decay=0.0, optim="adamw_torch_fused", max_grad_norm=1.0, logging_steps=1, bf16=True,
+                       gradient_checkpointing=False,  # TRL's default True recomputes again on top of Unsloth's
                        save_strategy="no", report_to="none", disable_tqdm=True, max_length=SEQ, packing=False,
                        seed=0)
     trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer,
@@ -217,6 +219,9 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
     measured = train[warmup:] or train
     console = (Path(job["output_dir"]) / "console.log").read_text()
     return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in measured),
+            "tokens_per_step": statistics.median(b["tokens"] - a["tokens"] for a, b in
+                                                 zip(train[warmup - 1:], train[warmup:], strict=False))
+            if warmup >= 1 else None,
             "step_s": statistics.median(b["time"] - a["time"] for a, b in zip(train[warmup - 1:], train[warmup:], strict=False))
             if warmup >= 1 else None,
             "method": train[-1].get("method"), "console_tail": console[-1500:],
@@ -287,7 +292,11 @@ def main() -> None:
             "direct-trainer": run_variant(args, "direct-trainer", True, True),
         }
     if "grpo" in groups:
-        results["grpo"] = {"trainhub": through_trainhub(grpo_job(args.model, args.tmp / "run-grpo"), args.tmp, 1)}
+        # sampling from 128256 logits with a 4096-token tokenizer ended in a device-side assert in the
+        # embedding (2026-11-22); GRPO's model has the tokenizer's vocabulary, the 1B shape otherwise
+        grpo_model = args.tmp / "llama-1b-shape-vocab4096"
+        make_model(grpo_model, vocab=4096)
+        results["grpo"] = {"trainhub": through_trainhub(grpo_job(grpo_model, args.tmp / "run-grpo"), args.tmp, 1)}
     for group in ("lora", "qlora"):
         if group in results and "tokens_per_s" in results[group]["trainhub"] and \
                 "tokens_per_s" in results[group]["direct"]:

@@ -229,3 +229,22 @@ def test_native_lora_without_merged_export(tmp_path, pretrained):
     assert not (run / "final").exists()
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
     assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
+
+
+def test_token_counter_counts_non_padding_tokens():
+    import torch
+
+    from trainhub.runners.unsloth_trainer import TokenCounter
+
+    def collate(rows):
+        ids = torch.tensor([r + [0] * (4 - len(r)) for r in rows])
+        return {"input_ids": ids}
+
+    counter = TokenCounter(collate, pad_id=0)
+    counter([[5, 6, 7], [8, 9, 10, 11]])
+    counter([[3]])
+    assert counter.tokens == 8
+    masked = TokenCounter(lambda rows: {"input_ids": torch.ones(2, 3), "attention_mask": torch.tensor(
+        [[1, 1, 0], [1, 0, 0]])}, pad_id=None)
+    masked([])
+    assert masked.tokens == 3

@@ -79,7 +79,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.engine.stop import StopFlag
     from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
-    from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
+    from trainhub.runners.unsloth_trainer import TokenCounter, build_trainer, changed_settings
     from trainhub.trl_child.train import sizes
 
     hf_logging.disable_progress_bar()
@@ -104,6 +104,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                start_fields=start_fields(backend="unsloth", job=job, precision=f"{precision} (unsloth)",
                                                          tokens_per_step=per_step, notes=notes, data=data.stats,
                                                          resumed_from=str(resume) if resume else None))
+    if isinstance(trainer.data_collator, TokenCounter):
+        callback.tokens_fn = lambda: trainer.data_collator.tokens
     trainer.add_callback(callback)
     for note in notes:
         print(f"note: {note}", flush=True)
