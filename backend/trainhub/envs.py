@@ -81,9 +81,10 @@ print(json.dumps(out))
 """
 
 _UNSLOTH_CHECK = """
-import json, torch, unsloth, transformers, peft, trl
+import json, torch, unsloth, unsloth_zoo, bitsandbytes, transformers, peft, trl, datasets
 from trainhub.metrics import MetricLog
-out = {m.__name__: m.__version__ for m in (torch, unsloth, transformers, peft, trl)}
+out = {m.__name__: m.__version__ for m in (torch, unsloth, unsloth_zoo, bitsandbytes, transformers, peft, trl,
+                                           datasets)}
 out["torch_cuda"] = str(torch.version.cuda)
 print(json.dumps(out))
 """
@@ -98,8 +99,10 @@ ENV_SPECS: dict[str, EnvSpec] = {
               "pure-Python mode torchaudio supports when they are absent (docs/backends.md)."),
     "unsloth": EnvSpec(
         backend="unsloth", check=_UNSLOTH_CHECK, lock=None, gpu_only=True,
-        notes="Unsloth needs an NVIDIA GPU. No tested set installs here yet: adopt an interpreter that has it, "
-              "`trainhub env setup unsloth --python /path/to/python`."),
+        notes="Unsloth needs an NVIDIA, AMD or Intel GPU. The tested set is trainhub/envlocks/unsloth-gpu.txt "
+              "(unsloth 2026.10.9, unsloth_zoo 2026.10.9, bitsandbytes 0.50.2, trl 1.15.0, datasets 4.3.0, "
+              "transformers 5.17.0, peft 0.21.0 on torch 2.11.0+cu130); install it beside a CUDA build of torch "
+              "and adopt that interpreter: `trainhub env setup unsloth --python /path/to/python`."),
 }
 
 

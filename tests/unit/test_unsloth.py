@@ -181,6 +181,14 @@ def test_launch(tmp_path, model_dir, monkeypatch):
     assert not OFFLINE.keys() & RUNNERS["unsloth"].prepare(hub, run_dir).env.keys()
 
 
+def test_plan_shows_what_the_child_calls(tmp_path, model_dir):
+    lines = UnslothRunner().plan_lines(load(_job(tmp_path, model_dir, adapter={"type": "qlora"})))
+    assert lines[0].startswith("unsloth: FastLanguageModel.from_pretrained(model_name=") and \
+        "load_in_4bit=True" in lines[0]
+    assert lines[1].startswith("unsloth: FastLanguageModel.get_peft_model(model, r=8")
+    assert "trl.SFTTrainer" in lines[2] and "  gradient_checkpointing = false" in lines
+
+
 def test_child_imports_unsloth_first():
     """Unsloth patches transformers, trl and peft when imported: nothing heavy may come before it."""
     source = (ROOT / "backend/trainhub/runners/unsloth_child.py").read_text()

@@ -84,6 +84,23 @@ class UnslothRunner:
             problems.append(Problem("data.packing", "unsloth: packing is not wired yet; use backend native"))
         return problems
 
+    def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
+        """What the child will call: Unsloth's two calls and the TRL trainer with every config keyword."""
+        import json
+
+        from trainhub.runners.unsloth_trainer import unsloth_spec
+
+        precision = "fp16" if job.train.precision == "fp16" else "bf16"
+        spec = unsloth_spec(job, Path(job.output_dir), precision, dry_run=dry_run)
+        lines = ["unsloth: FastLanguageModel.from_pretrained(" + _kwargs(load_args(job)) + ")"]
+        lora = peft_args(job)
+        if lora is not None:
+            lines.append("unsloth: FastLanguageModel.get_peft_model(model, " + _kwargs(lora) + ")")
+        lines.append(f"unsloth: {spec['module']}.{spec['trainer']} (as patched by Unsloth) with {spec['config']}:")
+        lines += [f"  {k} = {json.dumps(v)}" for k, v in spec["args"].items()]
+        lines += [f"note: {n}" for n in notes_for(job)]
+        return lines
+
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         from trainhub import envs
 
@@ -98,6 +115,10 @@ class UnslothRunner:
         if model_is_local(job):
             env.update(OFFLINE)
         return Launch(argv=argv, cwd=Path(run_dir), env=env)
+
+
+def _kwargs(args: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
 
 def model_is_local(job: Job) -> bool:
