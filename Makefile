@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 # where the environment says not to, or every process the tests start compiles torch and transformers again.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: quickstart test lint smoke-native smoke-unsloth schemas clean
+.PHONY: quickstart test lint smoke-native smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
@@ -26,6 +26,7 @@ quickstart: $(VENV)/.ready
 	rm -rf runs/quickstart
 	$(VENV)/bin/train --config config/quickstart.yaml
 
+# The tests create the backend environments they need once, in .cache/envs (tests/conftest.py).
 test: $(VENV)/.ready-dev
 	$(PY) -m pytest -q tests
 
@@ -35,6 +36,22 @@ lint: $(VENV)/.ready-dev
 smoke-native: $(VENV)/.ready
 	rm -rf runs/smoke-native
 	$(VENV)/bin/train --config config/quickstart.yaml --dry-run --set output_dir=runs/smoke-native --set log.console=plain
+
+# Needs a nanoGPT checkout: NANOGPT_DIR=~/nanoGPT make smoke-nanogpt (git clone https://github.com/karpathy/nanoGPT).
+smoke-nanogpt: $(VENV)/.ready
+	@if [ -z "$(NANOGPT_DIR)" ]; then echo "smoke-nanogpt: set NANOGPT_DIR to a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT)"; exit 2; fi
+	rm -rf runs/smoke-nanogpt
+	$(VENV)/bin/train --config config/pretrain_nanogpt.yaml --dry-run --set backend.repo=$(NANOGPT_DIR) --set output_dir=runs/smoke-nanogpt --set log.console=plain
+
+# LLaMA-Factory in its own environment under trainhub's home (about 2.5 min and 1.8 GB on CPU).
+env-llamafactory: $(VENV)/.ready
+	$(VENV)/bin/trainhub env setup llamafactory
+
+# The environment, then one real optimizer step of config/sft_llamafactory.yaml (needs the quickstart's model).
+smoke-llamafactory: env-llamafactory
+	test -f runs/quickstart/final/config.json || $(MAKE) quickstart
+	rm -rf runs/smoke-llamafactory
+	$(VENV)/bin/train --config config/sft_llamafactory.yaml --dry-run --set output_dir=runs/smoke-llamafactory --set log.console=plain
 
 # One QLoRA SFT step through Unsloth on the quickstart model. Needs a GPU and Unsloth's environment:
 #   make smoke-unsloth UNSLOTH_PYTHON=/path/to/python   (an interpreter with backend/trainhub/envlocks/unsloth-gpu.txt)
@@ -49,4 +66,4 @@ schemas: $(VENV)/.ready
 	$(PY) scripts/write_schemas.py
 
 clean:
-	rm -rf runs $(VENV)
+	rm -rf runs $(VENV) .cache

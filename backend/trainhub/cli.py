@@ -92,13 +92,13 @@ def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[st
     console.print(f"command (in {launch.cwd}):")
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(launch.env.items()))
     console.print(f"  {env} {shlex.join(launch.argv)}".rstrip(), soft_wrap=True)
-    if launch.config is not None:
-        console.print(f"{launch.config}:")
-        console.print(launch.config.read_text().rstrip(), markup=False)
     plan_lines = getattr(runner, "plan_lines", None)  # a backend that translates the job shows the result
     if plan_lines is not None:
         for line in plan_lines(job, dry_run=dry_run):
             console.print(line, markup=False, highlight=False)
+    elif launch.config is not None:
+        console.print(f"{launch.config}:")
+        console.print(launch.config.read_text().rstrip(), markup=False)
 
 
 @app.command("backends")

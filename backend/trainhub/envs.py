@@ -129,7 +129,9 @@ def spec_for(backend: str) -> EnvSpec:
 
 
 def setup_command(backend: str) -> str:
-    return f"trainhub env setup {backend}"
+    """The exact command that creates the environment (adopting an interpreter where no set installs)."""
+    adopt = ENV_SPECS.get(backend) is not None and ENV_SPECS[backend].lock is None
+    return f"trainhub env setup {backend}" + (" --python /path/to/python" if adopt else "")
 
 
 def folder(backend: str) -> Path:

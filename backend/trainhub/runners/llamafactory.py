@@ -22,7 +22,7 @@ import yaml
 from trainhub import envs
 from trainhub.host import Host
 from trainhub.job import Job
-from trainhub.jobfile import Problem
+from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import Launch
 
 NAME = "llamafactory"
@@ -78,7 +78,12 @@ class LlamaFactoryRunner:
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         run_dir = Path(run_dir).resolve()
         data_dir = run_dir / "data" / "llamafactory"
-        has_eval = write_data(job, data_dir)
+        from trainhub.data.sources import DataError
+
+        try:
+            has_eval = write_data(job, data_dir)
+        except DataError as err:  # a bad record stops here, in the hub, before the child starts
+            raise JobError([Problem("data", str(err))]) from None
         config = translate(job, run_dir, data_dir, has_eval=has_eval, dry_run=dry_run, resume=resume)
         path = run_dir / "llamafactory.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -158,7 +163,7 @@ def translate(job: Job, run_dir: Path, data_dir: Path, *, has_eval: bool, dry_ru
         cfg["train_on_prompt"] = job.method.train_on == "all"
         if job.data.packing:  # per-conversation attention, as the native engine packs
             cfg.update(packing=True, neat_packing=True)
-    if has_eval:
+    if has_eval and not dry_run:  # a dry run is one step and no evaluation, as native's
         cfg.update(eval_dataset=EVAL_DATASET, per_device_eval_batch_size=t.micro_batch_size,
                    eval_strategy="steps" if t.eval_every else "no")
         if t.eval_every:

@@ -49,7 +49,7 @@ class UnslothRunner:
 
         out = [] if detect().has_gpu else ["a GPU"]
         if envs.python_of(self.name) is None:
-            out.append(f"its environment (`{envs.setup_command(self.name)}`)")
+            out.append(f"its environment ({envs.setup_command(self.name)})")
         return out
 
     def check(self, job: Job, host: Host) -> list[Problem]:
