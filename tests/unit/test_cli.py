@@ -120,7 +120,9 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert rows["trl"][1] == "sft, dpo, orpo, kto, grpo"
     assert rows["llamafactory"][1] == "pretrain, sft, dpo, orpo, kto"
     assert rows["llamafactory"][0] in ("ready", "missing: its environment (trainhub env setup llamafactory)")
-    env = "its environment (trainhub env setup unsloth)"
+    from trainhub.envs import setup_command
+
+    env = f"its environment ({setup_command('unsloth')})"
     assert rows["unsloth"][0] in ("ready", f"missing: a GPU, {env}", "missing: a GPU", f"missing: {env}")
     assert rows["unsloth"][1] == "sft, dpo, grpo"
 

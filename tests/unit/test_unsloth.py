@@ -256,3 +256,26 @@ def test_token_counter_counts_non_padding_tokens():
         [[1, 1, 0], [1, 0, 0]])}, pad_id=None)
     masked([])
     assert masked.tokens == 3
+
+
+def test_adopted_environment_keeps_the_callers_pythonpath(monkeypatch):
+    """On the GPU machine Unsloth's wheels are unpacked into a folder named by PYTHONPATH: adopting the
+    interpreter, and running the child, must keep it behind trainhub's own path."""
+    import os
+
+    from trainhub.envs import PACKAGE_PARENT, child_env_adopted
+
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    assert child_env_adopted()["PYTHONPATH"].split(os.pathsep) == [str(PACKAGE_PARENT), "/tmp/site"]
+
+
+def test_import_check_runs_in_a_folder_of_its_own():
+    """`import unsloth` writes ./unsloth_compiled_cache: never into the folder `env setup` runs in."""
+    import os
+
+    from trainhub.envs import EnvSpec, import_check
+
+    spec = EnvSpec(backend="probe", check="import json, os; print(json.dumps({'cwd': os.getcwd()}))", lock=None,
+                   notes="")
+    cwd = import_check(spec, Path(sys.executable))["cwd"]
+    assert cwd != os.getcwd() and "trainhub-envcheck-" in cwd
