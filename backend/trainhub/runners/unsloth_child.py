@@ -105,7 +105,9 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                                          tokens_per_step=per_step, notes=notes, data=data.stats,
                                                          resumed_from=str(resume) if resume else None))
     if isinstance(trainer.data_collator, TokenCounter):
-        callback.tokens_fn = lambda: trainer.data_collator.tokens
+        counter = trainer.data_collator
+        callback.tokens_fn = lambda: counter.tokens
+        trainer.add_callback(_LeaveEvalTokensOut(counter))
     trainer.add_callback(callback)
     for note in notes:
         print(f"note: {note}", flush=True)
@@ -123,6 +125,23 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
             callback.checkpoint(path)
     callback.end(status, exit_code=EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK)
     return status
+
+
+def _LeaveEvalTokensOut(counter):
+    """A callback that takes the eval batches back out of the collator's count: the Trainer collates them
+    with the same collator, between a step's log and on_evaluate."""
+    from transformers import TrainerCallback
+
+    class LeaveEvalTokensOut(TrainerCallback):
+        mark = 0
+
+        def on_log(self, args, state, control, **kwargs):
+            self.mark = counter.tokens
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            counter.tokens = self.mark
+
+    return LeaveEvalTokensOut()
 
 
 def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:
