@@ -129,13 +129,14 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
 def _LeaveEvalTokensOut(counter):
     """A callback that takes the eval batches back out of the collator's count: the Trainer collates them
-    with the same collator, between a step's log and on_evaluate."""
+    with the same collator, after a step ends (every micro-batch of the step collated) and before
+    on_evaluate."""
     from transformers import TrainerCallback
 
     class LeaveEvalTokensOut(TrainerCallback):
         mark = 0
 
-        def on_log(self, args, state, control, **kwargs):
+        def on_step_end(self, args, state, control, **kwargs):
             self.mark = counter.tokens
 
         def on_evaluate(self, args, state, control, **kwargs):
