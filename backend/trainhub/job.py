@@ -60,16 +60,21 @@ class TrlBackend(Section):
     """Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family); needs pip install 'trainhub[trl]'."""
 
 
+class UnslothBackend(Section):
+    type: Literal["unsloth"] = "unsloth"
+    """Unsloth's FastLanguageModel with TRL's trainers, in Unsloth's own environment (trainhub env setup unsloth); one GPU."""
+
+
 class LlamaFactoryBackend(Section):
     type: Literal["llamafactory"] = "llamafactory"
     """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend | NanoGPTBackend | TrlBackend | LlamaFactoryBackend,
+Backend = Annotated[AutoBackend | NativeBackend | NanoGPTBackend | TrlBackend | UnslothBackend | LlamaFactoryBackend,
                     Field(discriminator="type"), BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("unsloth",)
+PLANNED_BACKENDS: tuple[str, ...] = ()
 
 # ----------------------------------------------------------------------------- model
 
@@ -308,7 +313,13 @@ class LoraAdapter(Section):
     """Module names to adapt (e.g. [q_proj, v_proj]), or all-linear for every linear layer but the output head."""
 
 
-Adapter = Annotated[FullAdapter | LoraAdapter, Field(discriminator="type"), BeforeValidator(_shorthand)]
+class QloraAdapter(LoraAdapter):
+    type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    """LoRA over base weights quantized to 4-bit NF4 (bitsandbytes) while training; the adapters train in 16-bit."""
+
+
+Adapter = Annotated[FullAdapter | LoraAdapter | QloraAdapter, Field(discriminator="type"),
+                    BeforeValidator(_shorthand)]
 
 # ----------------------------------------------------------------------------- data
 
@@ -513,6 +524,11 @@ class LogSection(Section):
     """Console output: a live progress bar (rich), a line per logged step (plain), nothing, or auto (rich on a terminal)."""
 
 
+class ExportSection(Section):
+    merged: bool = True
+    """LoRA and QLoRA: also write the adapter merged into the base weights, as a 16-bit Hugging Face model in run_dir/final (the adapter alone always goes to run_dir/adapter). false: the adapter only. A full fine-tune always writes final/."""
+
+
 # ----------------------------------------------------------------------------- the job
 
 
@@ -540,6 +556,8 @@ class Job(Section):
     """Batching, length, precision, evaluation and checkpoint cadence."""
     log: LogSection = LogSection()
     """Console output. The JSON-lines metric log is always written."""
+    export: ExportSection = ExportSection()
+    """What is written when training completes, beside the checkpoints."""
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Job:

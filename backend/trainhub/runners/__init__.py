@@ -10,9 +10,11 @@ from trainhub.runners.llamafactory import LlamaFactoryRunner
 from trainhub.runners.nanogpt import NanoGPTRunner
 from trainhub.runners.native import NativeRunner
 from trainhub.runners.trl import TrlRunner
+from trainhub.runners.unsloth import UnslothRunner
 
-RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "trl": TrlRunner(), "llamafactory": LlamaFactoryRunner(),
-                             "nanogpt": NanoGPTRunner()}
+# In order of preference for `backend: auto`.
+RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "trl": TrlRunner(), "unsloth": UnslothRunner(),
+                              "llamafactory": LlamaFactoryRunner(), "nanogpt": NanoGPTRunner()}
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
 
