@@ -168,6 +168,8 @@ def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
     starts = rows(run, "start")
     assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
     assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+    tokens = [r["tokens"] for r in rows(run, "train")]
+    assert tokens == sorted(tokens) and tokens[4] > tokens[3]  # cumulative across the resume
 
     whole = train(tmp_path, {**job, "output_dir": str(tmp_path / "whole"), "train": {**job["train"], "max_steps": 6}})
     assert whole.returncode == 0, whole.stdout + whole.stderr
