@@ -79,3 +79,18 @@ def pretrained(tmp_path_factory) -> Path:
 def _private_trainhub_home(tmp_path_factory):
     """Tests never read or fill the user's cache (~/.cache/trainhub)."""
     os.environ["TRAINHUB_HOME"] = str(tmp_path_factory.mktemp("trainhub_home"))
+
+
+# Backend environments for the tests live in the checkout (gitignored), shared by every test session:
+# a clean clone creates each once (LLaMA-Factory: ~2.5 min, 1.8 GB); later sessions find it ready.
+TEST_ENVS = ROOT / ".cache" / "envs"
+
+
+@pytest.fixture(scope="session")
+def llamafactory_env() -> dict[str, str]:
+    """LLaMA-Factory's environment, created by the real `trainhub env setup` (a no-op when it is ready);
+    the variables that point trainhub at it, for run_cli(env=...)."""
+    env = {"TRAINHUB_ENVS": str(TEST_ENVS)}
+    done = run_cli("env", "setup", "llamafactory", env=env, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env

@@ -1,4 +1,4 @@
-"""The command line: `trainhub train|validate|plan|backends`, and `train` (= `trainhub train`).
+"""The command line: `trainhub train|validate|plan|backends|data|env|doctor`, and `train` (= `trainhub train`).
 
 The options are frozen by tests/unit/test_cli.py: they change only on purpose.
 """
@@ -96,6 +96,9 @@ def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[st
     if plan_lines is not None:
         for line in plan_lines(job, dry_run=dry_run):
             console.print(line, markup=False, highlight=False)
+    elif launch.config is not None:
+        console.print(f"{launch.config}:")
+        console.print(launch.config.read_text().rstrip(), markup=False)
 
 
 @app.command("backends")
@@ -149,6 +152,62 @@ def data_inspect_cmd(config: Path = CONFIG, sets: list[str] = SETS,
         console.print(f"note: {note}")
     console.print(f"tokenized data: {'from the cache' if data.cache == 'hit' else 'built'}")
     show(console, tokenizer, examples, job.data.max_length, n, f"{config}: {split} split")
+
+
+env_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                      help="The environments of backends that cannot share the hub's (LLaMA-Factory, Unsloth).")
+app.add_typer(env_app, name="env")
+
+
+@env_app.command("setup")
+def env_setup_cmd(backend: str = typer.Argument(..., help="The backend whose environment to create."),
+                  python: str | None = typer.Option(
+                      None, "--python", help="Adopt this existing interpreter instead of creating a virtual "
+                      "environment (checked by a real import)."),
+                  force: bool = typer.Option(False, "--force", help="Create it again even if it is ready.")):
+    """Create the backend's virtual environment under trainhub's home from its pinned, tested set (plus
+    trainhub itself), record what was installed, and check it with a real import."""
+    from trainhub import envs
+
+    try:
+        m = envs.setup(backend, python=python, force=force, say=console.print)
+    except envs.EnvError as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"recorded: {envs.folder(backend) / 'env.json'} (pip freeze: freeze.txt)")
+    if m.get("removed_after_install"):
+        console.print("removed after install: " + ", ".join(m["removed_after_install"]))
+
+
+@env_app.command("status")
+def env_status_cmd(check: bool = typer.Option(True, "--check/--no-check", help="Run the real import check.")):
+    """Each backend environment: present, its python, versions, and the import check."""
+    code = _env_table(check)
+    raise typer.Exit(code)
+
+
+def _env_table(check: bool) -> int:
+    from trainhub import envs
+
+    table = Table("environment", "status", "python", "versions")
+    bad = 0
+    for name in envs.ENV_SPECS:
+        st = envs.state(name, check=check)
+        status = "ready" if st.problem is None else st.problem
+        status += " (adopted)" if st.adopted else ""
+        bad += st.problem is not None and st.present
+        table.add_row(name, status, st.python or "-", ", ".join(f"{k} {v}" for k, v in st.versions.items()))
+    console.print(f"environments: {envs.envs_dir()}")
+    console.print(table)
+    return 1 if bad else 0
+
+
+@app.command("doctor")
+def doctor_cmd():
+    """Check this machine: the host, every backend, and every backend environment (with a real import)."""
+    console.print(f"host: {host_mod.detect().describe()}")
+    backends_cmd()
+    raise typer.Exit(_env_table(check=True))
 
 
 def bare_resume(argv: list[str]) -> list[str]:

@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 STATE, JOB = "state.json", "job.json"
+HF_STATE = "trainer_state.json"
+"""A Hugging Face Trainer's checkpoint (`<run>/checkpoints/checkpoint-N`, written by the Trainer-based
+backends) holds this instead of STATE; its job is the run folder's job.json."""
 
 
 class CheckpointError(RuntimeError):
     pass
 
 ALLOWED = (
-    "name", "output_dir", "log.", "backend.compile",
+    "name", "output_dir", "log.", "backend.compile", "backend.repo",
     "train.max_steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.keep_last", "train.log_every", "train.on_nonfinite", "train.nonfinite_limit",
 )
@@ -53,7 +56,7 @@ def find_checkpoint(where: str | Path, run_dir: Path) -> Path:
     the run folder it names."""
     if str(where) == "latest":
         root = run_dir / "checkpoints"
-        name = pointer(root, "latest")
+        name = pointer(root, "latest") or _latest_trainer_checkpoint(root)
         if name is None:
             raise CheckpointError(f"no checkpoint to resume from in {root} (no complete checkpoint named by "
                                   f"'latest')")
@@ -61,14 +64,22 @@ def find_checkpoint(where: str | Path, run_dir: Path) -> Path:
     path = Path(where).expanduser().resolve()
     if (path / "checkpoints").is_dir():
         return find_checkpoint("latest", path)
-    if not (path / STATE).is_file():
-        raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE})")
+    if not (path / STATE).is_file() and not (path / HF_STATE).is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE} or {HF_STATE})")
     return path
+
+
+def _latest_trainer_checkpoint(root: Path) -> str | None:
+    steps = [int(p.name.split("-")[1]) for p in root.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / HF_STATE).is_file()]
+    return f"checkpoint-{max(steps)}" if steps else None
 
 
 def read_state(path: Path) -> tuple[dict, dict]:
     """(state.json, job.json) of a checkpoint."""
     try:
+        if not (path / STATE).is_file():  # a Trainer checkpoint in <run>/checkpoints/
+            return json.loads((path / HF_STATE).read_text()), json.loads((path.parent.parent / JOB).read_text())
         return json.loads((path / STATE).read_text()), json.loads((path / JOB).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None

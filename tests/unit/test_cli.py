@@ -28,6 +28,9 @@ FROZEN = {
     "backends": {},
     "data": {"inspect": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "n": ["--n", "-n"],
                          "split": ["--split"]}},
+    "env": {"setup": {"backend": ["backend"], "python": ["--python"], "force": ["--force"]},
+            "status": {"check": ["--check", "--no-check"]}},
+    "doctor": {},
 }
 
 
@@ -110,10 +113,14 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
     assert rows["native"][0] == "ready"
     assert rows["native"][1] == "pretrain, sft"
+    assert rows["nanogpt"][1] == "pretrain"
+    # ready only with a checkout to drive
+    assert rows["nanogpt"][0].startswith("ready" if os.environ.get("NANOGPT_DIR") else "missing:")
     assert rows["trl"][0] in ("ready", "missing: trl, datasets", "missing: datasets", "missing: trl")
     assert rows["trl"][1] == "sft, dpo, orpo, kto, grpo"
-    for name in ("unsloth", "llamafactory", "nanogpt"):
-        assert rows[name][0] == "planned", name
+    assert rows["llamafactory"][1] == "pretrain, sft, dpo, orpo, kto"
+    assert rows["llamafactory"][0] in ("ready", "missing: its environment (trainhub env setup llamafactory)")
+    assert rows["unsloth"][0] == "planned"
 
 
 def test_plan_prints_the_native_engine_command(tmp_path):

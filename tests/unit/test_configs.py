@@ -41,9 +41,10 @@ def test_quickstart_passes_preflight():
     assert job.model.init is not None and job.model.init.tokenizer.type == "train"
 
 
-def test_sft_lora_points_at_the_quickstart_output():
+@pytest.mark.parametrize("name", ["sft_lora.yaml", "sft_llamafactory.yaml"])
+def test_sft_lora_points_at_the_quickstart_output(name):
     quickstart = load_config(ROOT / "config" / "quickstart.yaml")
-    sft = load_config(ROOT / "config" / "sft_lora.yaml")
+    sft = load_config(ROOT / "config" / name)
     assert sft.model.path == str(Path(quickstart.output_dir) / "final")
     assert (sft.method.type, sft.adapter.type, sft.data.format) == ("sft", "lora", "messages")
     # Without the quickstart's model, the only preflight problem is that model.

@@ -246,7 +246,7 @@ def test_unknown_method_suggests_the_closest(tmp_path):
     assert "did you mean 'pretrain'?" in message
 
 
-@pytest.mark.parametrize("name", ["unsloth", "llamafactory", "nanogpt"])
+@pytest.mark.parametrize("name", ["unsloth"])
 def test_planned_backend_says_it_is_planned(tmp_path, name):
     message = only(tmp_path, edit(VALID, "backend: native", f"backend: {name}"))
     assert f"backend '{name}' is planned but not built yet" in message

@@ -33,6 +33,15 @@ def test_nanogpt_bins_are_uint16_documents_joined_by_eos(tmp_path, tok):
         assert pickle.load(f) == {"vocab_size": len(tok)}
 
 
+def test_nanogpt_meta_can_pad_the_vocabulary_but_not_shrink_it(tmp_path, tok):
+    write_nanogpt(tmp_path, tok, TEXTS[:3], TEXTS[3:4], vocab_size=384)
+    with open(tmp_path / "meta.pkl", "rb") as f:
+        assert pickle.load(f) == {"vocab_size": 384}
+    assert np.fromfile(tmp_path / "train.bin", dtype=np.uint16).max() < len(tok)
+    with pytest.raises(ValueError, match=f"vocab_size 100 is smaller than the tokenizer \\({len(tok)} tokens\\)"):
+        write_nanogpt(tmp_path, tok, TEXTS[:3], TEXTS[3:4], vocab_size=100)
+
+
 def test_nanogpt_refuses_a_vocabulary_over_uint16(tmp_path):
     class Big:
         eos_token_id = 0
@@ -56,4 +65,41 @@ def test_llamafactory_messages_and_text(tmp_path):
     lines = (tmp_path / "chat.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"messages": convo}] * 2
     with pytest.raises(ValueError, match="no LLaMA-Factory layout"):
-        write_llamafactory(tmp_path, "x", [], "preference")
+        write_llamafactory(tmp_path, "x", [], "ranking")
+
+
+def test_llamafactory_preference_pairs_are_sharegpt_ranking(tmp_path):
+    from trainhub.data.formats import PreferencePair
+
+    system = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi?"}]
+    pairs = [PreferencePair("a.jsonl:1", "Name a colour.", "Blue.", "No."),
+             PreferencePair("a.jsonl:2", system, [{"role": "assistant", "content": "Hello!"}], "Go away.")]
+    info = json.loads(write_llamafactory(tmp_path, "pref", pairs, "preference").read_text())
+    assert info["pref"] == {"file_name": str((tmp_path / "pref.jsonl").resolve()), "formatting": "sharegpt",
+                            "ranking": True,
+                            "columns": {"messages": "messages", "chosen": "chosen", "rejected": "rejected"},
+                            "tags": info["pref"]["tags"]}
+    assert info["pref"]["tags"]["user_tag"] == "user"
+    rows = [json.loads(line) for line in (tmp_path / "pref.jsonl").read_text().splitlines()]
+    assert rows[0] == {"messages": [{"role": "user", "content": "Name a colour."}],
+                       "chosen": {"role": "assistant", "content": "Blue."},
+                       "rejected": {"role": "assistant", "content": "No."}}
+    assert rows[1]["messages"] == system and rows[1]["chosen"]["content"] == "Hello!"
+    two = [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(ValueError, match="a.jsonl:3: LLaMA-Factory takes a single assistant message"):
+        write_llamafactory(tmp_path, "bad", [PreferencePair("a.jsonl:3", "q", two, "c")], "preference")
+
+
+def test_llamafactory_kto_examples_carry_a_label(tmp_path):
+    from types import SimpleNamespace
+
+    examples = [SimpleNamespace(prompt="2+2?", completion="4", label=True),
+                SimpleNamespace(prompt=[{"role": "user", "content": "2+2?"}], completion="5", label=False)]
+    info = json.loads(write_llamafactory(tmp_path, "kto", examples, "kto").read_text())
+    assert info["kto"]["columns"] == {"messages": "messages", "kto_tag": "label"}
+    assert "ranking" not in info["kto"] and info["kto"]["formatting"] == "sharegpt"
+    rows = [json.loads(line) for line in (tmp_path / "kto.jsonl").read_text().splitlines()]
+    assert rows == [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+                     "label": True},
+                    {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}],
+                     "label": False}]

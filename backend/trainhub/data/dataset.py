@@ -13,8 +13,8 @@ the seed (it picks the eval split and the mixture) and this module's format vers
 Change any of these and the key changes; nothing is ever reused for different inputs.
 The file holds each split as one flat tensor of ids, one of labels and the lengths, so
 loading 100k examples is one read; it is loaded with torch.load(weights_only=True) and
-written atomically. The cache dir is $TRAINHUB_HOME/cache (default
-$XDG_CACHE_HOME/trainhub, else ~/.cache/trainhub); TRAINHUB_NO_CACHE=1 turns it off.
+written atomically. The cache dir is <trainhub home>/cache (trainhub.home: $TRAINHUB_HOME,
+default $XDG_CACHE_HOME/trainhub, else ~/.cache/trainhub); TRAINHUB_NO_CACHE=1 turns it off.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from trainhub.data import sources_hf
 from trainhub.data.batches import Examples, load_examples
 from trainhub.data.sources_files import expand
+from trainhub.home import home
 from trainhub.job import Job
 
 FORMAT_VERSION = 1
@@ -45,10 +46,7 @@ class Datasets:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("TRAINHUB_HOME"):
-        return Path(os.environ["TRAINHUB_HOME"]) / "cache"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "trainhub"
+    return home() / "cache"
 
 
 def build_datasets(job: Job, tokenizer) -> Datasets:

@@ -31,6 +31,8 @@ class Launch:
     """Where it runs."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables added to the hub's environment."""
+    config: Path | None = None
+    """The upstream's own config file that prepare() wrote (`plan` prints it); None where there is none."""
 
 
 class Runner(Protocol):

@@ -1,0 +1,92 @@
+"""The llamafactory backend through the real CLI: its environment, created by `trainhub env setup` on a
+clean machine (once per session, tests/conftest.py), real LLaMA-Factory training on a tiny model, rows
+read from metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, write_job
+from trainhub.metrics import read_rows
+
+
+def _sft(tmp, model, **train) -> dict:
+    job = tiny_pretrain_job(tmp)
+    job.update({"name": "lf-sft", "backend": "llamafactory", "model": {"path": str(model)}, "method": "sft",
+                "adapter": {"type": "lora", "rank": 8, "alpha": 16},
+                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64},
+                "optim": {"type": "adamw", "lr": 3e-3, "schedule": {"warmup_steps": 0}}})
+    job["train"] = {"micro_batch_size": 4, "max_steps": 3, "precision": "fp32", "log_every": 1,
+                    "on_nonfinite": "stop", **train}
+    return job
+
+
+def _train(tmp, job, *extra, env):
+    return run_cli("train", "--config", str(write_job(tmp / "job.yaml", job)), *extra, env=env)
+
+
+def test_environment_is_ready_and_imports_llamafactory(llamafactory_env):
+    done = run_cli("env", "status", env=llamafactory_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((ROOT / ".cache/envs/llamafactory/env.json").read_text())
+    v = manifest["versions"]  # printed by `import llamafactory` and its stack inside the environment
+    assert v["llamafactory"] == "0.9.5" and v["torch"] == "2.13.0+cpu" and v["torch_cuda"] == "None"
+    assert v["torchaudio_extension"] == "False"  # its CUDA-linked libraries are gone: pure-Python torchaudio
+    freeze = (ROOT / ".cache/envs/llamafactory/freeze.txt").read_text().lower()
+    assert "llamafactory==0.9.5" in freeze and "torchvision" not in freeze
+
+
+def test_lora_sft_three_steps_rows_like_native(tmp_path, pretrained, llamafactory_env):
+    done = _train(tmp_path, _sft(tmp_path, pretrained), env=llamafactory_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    parsed = read_rows(run / "metrics.jsonl")  # every row validates against the common schema
+    assert [r.event for r in parsed] == ["start", "train", "train", "train", "checkpoint", "end"]
+    start, train, end = rows(run, "start")[0], rows(run, "train"), rows(run, "end")[0]
+    assert start["backend"] == "llamafactory" and start["max_steps"] == 3 and start["precision"] == "fp32"
+    assert 0 < start["params_trainable"] < start["params_total"]  # LoRA
+    assert [r["step"] for r in train] == [1, 2, 3] and end["status"] == "completed"
+    assert train[0]["lr"] == 3e-3 and train[-1]["loss"] != train[0]["loss"]
+    assert train[-1]["tokens"] > train[0]["tokens"] > 0 and end["final_loss"] == train[-1]["loss"]
+    native_keys = {"schema", "time", "run_id", "event", "step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
+                   "mfu", "mem_gb", "epoch", "nonfinite_skipped"}
+    assert set(train[0]) == native_keys
+    assert (run / "checkpoints" / "adapter_model.safetensors").is_file()
+    cfg = (run / "llamafactory.yaml").read_text()
+    assert "stage: sft" in cfg and "lora_rank: 8" in cfg
+
+
+def test_dpo_two_steps(tmp_path, pretrained, llamafactory_env):
+    pairs = tmp_path / "pairs.jsonl"
+    chats = [json.loads(line) for line in (ROOT / "config/data/chat_eval.jsonl").read_text().splitlines()][:8]
+    pairs.write_text("".join(json.dumps({"prompt": c["messages"][-2]["content"], "chosen": c["messages"][-1]["content"],
+                                         "rejected": "I do not know."}) + "\n" for c in chats))
+    job = _sft(tmp_path, pretrained, max_steps=2)
+    job.update({"name": "lf-dpo", "method": {"type": "dpo", "beta": 0.1},
+                "data": {"train": str(pairs), "format": "preference", "max_length": 64}})
+    done = _train(tmp_path, job, env=llamafactory_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    train = rows(tmp_path / "run", "train")
+    assert [r["step"] for r in train] == [1, 2]
+    assert abs(train[0]["loss"] - 0.693147) < 1e-4  # the policy starts equal to its reference: log 2
+    assert train[1]["loss"] < train[0]["loss"]  # one step on these pairs already prefers the chosen answers
+    assert train[1]["method"]["reward_margin"] > 0
+    assert "stage: dpo" in (tmp_path / "run" / "llamafactory.yaml").read_text()
+
+
+def test_dry_run_then_resume(tmp_path, pretrained, llamafactory_env):
+    job = _sft(tmp_path, pretrained, max_steps=2, save_every=2)
+    done = _train(tmp_path, job, env=llamafactory_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    done = _train(tmp_path, job, "--resume", "--dry-run", env=llamafactory_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    starts = rows(tmp_path / "run", "start")
+    assert starts[-1]["resumed_from"].endswith("checkpoint-2") and starts[-1]["step"] == 2
+    assert [r["step"] for r in rows(tmp_path / "run", "train")] == [1, 2, 3]  # the dry run: one step more
+
+
+def test_missing_environment_stops_before_work(tmp_path, pretrained):
+    done = _train(tmp_path, _sft(tmp_path, pretrained), env={"TRAINHUB_ENVS": str(tmp_path / "none")})
+    assert done.returncode == 1
+    assert "trainhub env setup llamafactory" in done.stderr and not (tmp_path / "run").exists()
