@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 # where the environment says not to, or every process the tests start compiles torch and transformers again.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: quickstart test lint smoke-native smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
+.PHONY: quickstart test lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
@@ -36,6 +36,18 @@ lint: $(VENV)/.ready-dev
 smoke-native: $(VENV)/.ready
 	rm -rf runs/smoke-native
 	$(VENV)/bin/train --config config/quickstart.yaml --dry-run --set output_dir=runs/smoke-native --set log.console=plain
+
+$(VENV)/.ready-trl: $(VENV)/.ready
+	$(PIP) -e '.[trl]'
+	touch $@
+
+# One optimizer step of each trl method on the quickstart's model (made first if missing).
+smoke-trl: $(VENV)/.ready-trl
+	test -d runs/quickstart/final || $(VENV)/bin/train --config config/quickstart.yaml --set log.console=plain
+	rm -rf runs/smoke-trl-*
+	$(VENV)/bin/train --config config/sft_trl.yaml --dry-run --set output_dir=runs/smoke-trl-sft --set log.console=plain
+	for c in dpo grpo; do $(VENV)/bin/train --config config/$${c}_trl.yaml --dry-run --set model.path=runs/quickstart/final \
+	  --set output_dir=runs/smoke-trl-$$c --set log.console=plain || exit 1; done
 
 # Needs a nanoGPT checkout: NANOGPT_DIR=~/nanoGPT make smoke-nanogpt (git clone https://github.com/karpathy/nanoGPT).
 smoke-nanogpt: $(VENV)/.ready

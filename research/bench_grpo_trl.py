@@ -178,7 +178,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5; tiny 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 2; tiny 1)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side, alternating which goes first "
-                        "(default 3; tiny 1)")
+                        "(default 2; tiny 1)")
     parser.add_argument("--direct", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.direct:
@@ -190,7 +190,7 @@ def main() -> int:
     size = TINY if args.tiny else REAL
     timed, warmup = args.steps or (2 if args.tiny else 5), args.warmup if args.warmup is not None else (
         1 if args.tiny else 2)
-    args.repeats = args.repeats or (1 if args.tiny else 3)
+    args.repeats = args.repeats or (1 if args.tiny else 2)
     total = warmup + timed + 1  # + 1: the first step has no previous boundary
     completions = size["prompts"] * size["group"]
     env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(

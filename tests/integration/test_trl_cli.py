@@ -85,11 +85,19 @@ METHODS = [
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_runs(tmp_path, tiny_model, method):
-    done = train(tmp_path, trl_job(tmp_path, tiny_model, method))
+    kind = method if isinstance(method, str) else method["type"]
+    job = trl_job(tmp_path, tiny_model, method)
+    if kind == "dpo":  # with an eval set, evaluated at the end
+        job["data"]["eval"] = str(DATA / "preference_eval.jsonl")
+        job["train"]["eval_batches"] = 2
+    done = train(tmp_path, job)
     assert done.returncode == 0, done.stdout + done.stderr
     run = tmp_path / "run"
     train_rows = finite_rows(run, 2)
-    kind = method if isinstance(method, str) else method["type"]
+    if kind == "dpo":
+        [ev] = rows(run, "eval")
+        assert ev["step"] == 2 and math.isfinite(ev["eval_loss"]) and ev["eval_tokens"] > 0
+        assert math.isfinite(ev["method"]["reward_margin"])
     if kind == "sft":
         assert "method" not in train_rows[0]
     else:
@@ -101,15 +109,24 @@ def test_method_runs(tmp_path, tiny_model, method):
     assert (run / "final" / "config.json").is_file() and (run / "final" / "tokenizer.json").is_file()
 
 
+VARIED = "def variety(prompts, completions, **kw):\n    return [len(set(c[-1]['content'])) / 10 for c in completions]\n"
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "gspo"])
 def test_grpo_algorithms(tmp_path, tiny_model, algorithm):
-    method = {"type": "grpo", "algorithm": algorithm, "group_size": 2, "max_new_tokens": 8, "rewards": REWARDS}
+    """The built-in rewards (all 0 for a random model) plus one from a file that differs between random
+    completions, so advantages and gradients are not zero."""
+    (tmp_path / "varied.py").write_text(VARIED)
+    rewards = [*REWARDS, {"function": f"{tmp_path / 'varied.py'}:variety", "weight": 1.0}]
+    method = {"type": "grpo", "algorithm": algorithm, "group_size": 2, "max_new_tokens": 8, "rewards": rewards}
     done = train(tmp_path, trl_job(tmp_path, tiny_model, method, train={"max_steps": 2}))
     assert done.returncode == 0, done.stdout + done.stderr
     train_rows = finite_rows(tmp_path / "run", 2)
     stats = train_rows[-1]["method"]
-    assert set(stats["rewards"]) == {"exact_match", "answer_format"}
-    assert math.isfinite(stats["reward_mean"]) and math.isfinite(stats["reward_std"])
+    assert set(stats["rewards"]) == {"exact_match", "answer_format", "variety"}
+    assert math.isfinite(stats["reward_mean"]) and stats["reward_std"] > 0
+    if algorithm != "dapo":  # dapo masks truncated completions, and a random model's are nearly all cut at 8
+        assert any(r["grad_norm"] > 0 for r in train_rows)
     assert 0 <= stats["clip_ratio"] <= 1 and 0 < stats["completion_length"] <= 8
     config = json.loads((tmp_path / "run" / "job.json").read_text())
     assert config["method"]["algorithm"] == algorithm
@@ -129,7 +146,10 @@ def test_plan_shows_the_trl_config(tmp_path, tiny_model):
 
 
 def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
-    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2})
+    """A run resumed from its step-4 checkpoint takes the same steps 5 and 6 as an uninterrupted run (a
+    constant schedule, so the two runs' lengths do not change the learning rate)."""
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2},
+                  optim={"schedule": {"warmup_steps": 1, "decay": "constant"}})
     dry = train(tmp_path, {**job, "output_dir": str(tmp_path / "dry")}, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert [r["event"] for r in rows(tmp_path / "dry")] == ["start", "train", "end"]
@@ -148,6 +168,14 @@ def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
     starts = rows(run, "start")
     assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
     assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+    tokens = [r["tokens"] for r in rows(run, "train")]
+    assert tokens == sorted(tokens) and tokens[4] > tokens[3]  # cumulative across the resume
+
+    whole = train(tmp_path, {**job, "output_dir": str(tmp_path / "whole"), "train": {**job["train"], "max_steps": 6}})
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    resumed = {r["step"]: r["loss"] for r in rows(run, "train")}
+    assert [resumed[5], resumed[6]] == pytest.approx([r["loss"] for r in rows(tmp_path / "whole", "train")][4:],
+                                                     abs=1e-5)
 
     changed = train(tmp_path, job, "--resume", "--set", "optim.lr=0.5")
     assert changed.returncode == 1 and "optim.lr" in changed.stderr
@@ -163,3 +191,17 @@ def test_reward_returning_text_stops_before_training(tmp_path, tiny_model):
     assert error["message"].startswith(f"method.rewards[0] ({reward}:score): ")
     assert "returned 'good' (str) for a completion" in error["message"]
     assert rows(tmp_path / "run", "train") == [] and rows(tmp_path / "run", "start") == []
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, tiny_model):
+    from tests.integration.test_resume import _interrupt_after
+
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 500})
+    done = _interrupt_after(write_job(tmp_path / "job.yaml", job), tmp_path / "run", min_step=2)
+    assert done.returncode == 130, done.stdout
+    run = tmp_path / "run"
+    end = rows(run, "end")[-1]
+    assert end["status"] == "interrupted" and end["step"] >= 2
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"checkpoint-{end['step']}" and rows(run, "checkpoint")[-1]["path"].endswith(latest)
+    assert not (run / "final").exists()

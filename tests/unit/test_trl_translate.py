@@ -130,3 +130,30 @@ def test_translate_names_the_trainer():
 
 def test_docs_hold_the_algorithm_table():
     assert algorithm_table() in (ROOT / "docs" / "backends.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["sft_trl.yaml", "dpo_trl.yaml", "grpo_trl.yaml"])
+def test_shipped_trl_examples_pass_check(name):
+    from tests.unit.test_configs import load_config
+    from trainhub.host import Host
+    from trainhub.runners.trl import TrlRunner
+
+    job = load_config(ROOT / "config" / name)
+    runner = TrlRunner()
+    problems = [p for p in runner.check(job, Host()) if p.where != "backend"]  # backend: trl not installed
+    assert problems == [] and job.backend.type == "trl"
+    assert translate(job, RUN, cuda=True, bf16_ok=True)["args"]["bf16"] is True
+
+
+def test_check_refuses_what_trl_cannot_do():
+    from trainhub.host import Host
+    from trainhub.runners.trl import TrlRunner
+
+    j = validate({**job(grpo("dapo", dynamic_sampling=True), "prompt").model_dump(mode="json"),
+                  "data": {"train": "/d.jsonl", "format": "prompt", "overlong": "truncate", "eval_fraction": 0.1},
+                  "train": {"micro_batch_size": 4, "max_steps": 2}})
+    where = {p.where for p in TrlRunner().check(j, Host())}
+    assert {"method.dynamic_sampling", "data.overlong", "data.eval", "train.on_nonfinite"} <= where
+    assert "data.packing" in {p.where for p in TrlRunner().check(
+        validate({**job("sft", "messages").model_dump(mode="json"),
+                  "data": {"train": "/d.jsonl", "format": "messages", "packing": True}}), Host())}

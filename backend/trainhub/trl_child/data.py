@@ -65,14 +65,13 @@ def build(job: Job, tokenizer) -> TrlData:
             rows, counts, split_notes, targets = _pairs(job, tokenizer, split)
         if split == "eval" and job.train.eval_batches is not None:
             keep = job.train.eval_batches * job.train.micro_batch_size
-            targets = round(targets * min(1.0, keep / max(len(rows), 1)))
-            rows = rows[:keep]
+            rows, targets = rows[:keep], targets[:keep]
         if not rows:
             raise DataError(f"the {split} data has no usable record left (counts: {counts})")
         splits[split] = Dataset.from_list(rows)
         stats.update({f"{split}_{k}": v for k, v in counts.items()})
         notes += [n for n in split_notes if n not in notes]
-        eval_tokens = targets if split == "eval" else eval_tokens
+        eval_tokens = sum(targets) if split == "eval" else eval_tokens
     return TrlData(splits["train"], splits.get("eval"), stats, notes, eval_tokens)
 
 
@@ -83,7 +82,7 @@ def _sft(job: Job, tokenizer, split: str):
     examples = data.train if split == "train" else data.eval
     rows = [{"input_ids": ids.tolist(), "labels": labels.tolist()}
             for ids, labels in zip(examples.input_ids, examples.labels, strict=True)]
-    targets = sum(int((labels[1:] != IGNORE).sum()) for labels in examples.labels)
+    targets = [int((labels[1:] != IGNORE).sum()) for labels in examples.labels]
     return rows, dict(examples.stats), data.notes, targets
 
 
@@ -97,7 +96,7 @@ def _pairs(job: Job, tokenizer, split: str):
     encoded = encode_conversations(tokenizer, conversations)  # checks the template; raises TemplateError
     limit, overlong = job.data.max_length, job.data.overlong
     counts = {**records.stats, "pairs": len(pairs), "truncated": 0, "dropped_overlong": 0}
-    rows, targets = [], 0
+    rows, targets = [], []
     for i, pair in enumerate(pairs):
         (chosen_ids, chosen_labels), (rejected_ids, rejected_labels) = encoded[2 * i], encoded[2 * i + 1]
         longest = max(len(chosen_ids), len(rejected_ids))
@@ -108,13 +107,16 @@ def _pairs(job: Job, tokenizer, split: str):
             counts["truncated" if overlong == "truncate" else "dropped_overlong"] += 1
             if overlong == "drop":
                 continue
-        targets += sum(1 for x in chosen_labels[1:limit] + rejected_labels[1:limit] if x != IGNORE)
+        chosen_n, rejected_n = (sum(1 for x in labels[1:limit] if x != IGNORE)
+                                for labels in (chosen_labels, rejected_labels))
         prompt = user(pair.prompt)
         if job.method.type == "kto":
             rows.append({"prompt": prompt, "completion": assistant(pair.chosen), "label": True})
             rows.append({"prompt": prompt, "completion": assistant(pair.rejected), "label": False})
+            targets += [chosen_n, rejected_n]
         else:
             rows.append({"prompt": prompt, "chosen": assistant(pair.chosen), "rejected": assistant(pair.rejected)})
+            targets.append(chosen_n + rejected_n)
     counts["examples"] = len(rows)
     return rows, counts, records.notes, targets
 
@@ -137,4 +139,4 @@ def _prompts(job: Job, tokenizer, split: str):
             continue
         rows.append({**record.extra, "prompt": user(record.prompt), "answer": record.answer})
     counts["examples"] = len(rows)
-    return rows, counts, records.notes, 0
+    return rows, counts, records.notes, [0] * len(rows)

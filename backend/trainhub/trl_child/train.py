@@ -80,7 +80,9 @@ def optimizer_and_schedule(job: Job, model, device, total: int):
 def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
           resume: Path | None = None) -> str:
     """Run the job with TRL; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
+    import datasets
     import torch
+    from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
     from trainhub.engine.device import pick_device, pick_precision
@@ -92,7 +94,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.trl_child.data import build
     from trainhub.trl_child.translate import translate
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # bars would garble the hub's console
+    datasets.disable_progress_bars()
     stop = StopFlag.install()
     torch.manual_seed(job.seed)
     device = pick_device()
@@ -103,9 +106,10 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     notes += data.notes
     rewards = load_rewards(job, data.train.select(range(min(PROBE_ROWS, len(data.train)))).to_list()) \
         if job.method.type == "grpo" else []
-    model = build_model(job, tokenizer)
+    model = build_model(job, tokenizer).to(device)  # before the optimizer is built over its parameters
 
-    resume_step = read_state(resume)[0]["step"] if resume is not None else 0
+    saved = read_state(resume)[0] if resume is not None else {}
+    resume_step = saved.get("step", 0)
     cuda = device.type == "cuda"
     total = total_steps(job, len(data.train))
     spec = translate(job, run_dir, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), dry_run=dry_run,
@@ -114,6 +118,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     config = getattr(module, spec["config"])(**spec["args"])
     seq, per_step = sizes(job)
     callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+                               resumed_tokens=saved.get("tokens", 0),
                                start_fields=start_fields(backend="trl", job=job, precision=prec.name,
                                                          tokens_per_step=per_step, notes=notes, data=data.stats,
                                                          resumed_from=str(resume) if resume else None))
@@ -129,6 +134,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                                               is_encoder_decoder=False))
         kwargs["data_collator"], callback.tokens_fn = counter, lambda: counter.tokens
     trainer = getattr(module, spec["trainer"])(**kwargs)
+    trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
         print(f"note: {note}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
