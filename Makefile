@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 # where the environment says not to, or every process the tests start compiles torch and transformers again.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: quickstart test lint smoke-native smoke-trl smoke-llamafactory env-llamafactory schemas clean
+.PHONY: quickstart test lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
@@ -49,6 +49,12 @@ smoke-trl: $(VENV)/.ready-trl
 	for c in dpo grpo; do $(VENV)/bin/train --config config/$${c}_trl.yaml --dry-run --set model.path=runs/quickstart/final \
 	  --set output_dir=runs/smoke-trl-$$c --set log.console=plain || exit 1; done
 
+# Needs a nanoGPT checkout: NANOGPT_DIR=~/nanoGPT make smoke-nanogpt (git clone https://github.com/karpathy/nanoGPT).
+smoke-nanogpt: $(VENV)/.ready
+	@if [ -z "$(NANOGPT_DIR)" ]; then echo "smoke-nanogpt: set NANOGPT_DIR to a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT)"; exit 2; fi
+	rm -rf runs/smoke-nanogpt
+	$(VENV)/bin/train --config config/pretrain_nanogpt.yaml --dry-run --set backend.repo=$(NANOGPT_DIR) --set output_dir=runs/smoke-nanogpt --set log.console=plain
+
 # LLaMA-Factory in its own environment under trainhub's home (about 2.5 min and 1.8 GB on CPU).
 env-llamafactory: $(VENV)/.ready
 	$(VENV)/bin/trainhub env setup llamafactory
@@ -58,6 +64,15 @@ smoke-llamafactory: env-llamafactory
 	test -f runs/quickstart/final/config.json || $(MAKE) quickstart
 	rm -rf runs/smoke-llamafactory
 	$(VENV)/bin/train --config config/sft_llamafactory.yaml --dry-run --set output_dir=runs/smoke-llamafactory --set log.console=plain
+
+# One QLoRA SFT step through Unsloth on the quickstart model. Needs a GPU and Unsloth's environment:
+#   make smoke-unsloth UNSLOTH_PYTHON=/path/to/python   (an interpreter with backend/trainhub/envlocks/unsloth-gpu.txt)
+# Without a GPU it stops at check, saying which backends run here.
+smoke-unsloth: $(VENV)/.ready
+	test -f runs/quickstart/final/config.json || $(MAKE) quickstart
+	$(if $(UNSLOTH_PYTHON),$(VENV)/bin/trainhub env setup unsloth --python $(UNSLOTH_PYTHON),)
+	rm -rf runs/smoke-unsloth
+	$(VENV)/bin/train --config config/sft_unsloth.yaml --dry-run --set output_dir=runs/smoke-unsloth --set log.console=plain
 
 schemas: $(VENV)/.ready
 	$(PY) scripts/write_schemas.py

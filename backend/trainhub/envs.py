@@ -81,9 +81,10 @@ print(json.dumps(out))
 """
 
 _UNSLOTH_CHECK = """
-import json, torch, unsloth, transformers, peft, trl
+import json, torch, unsloth, unsloth_zoo, bitsandbytes, transformers, peft, trl, datasets
 from trainhub.metrics import MetricLog
-out = {m.__name__: m.__version__ for m in (torch, unsloth, transformers, peft, trl)}
+out = {m.__name__: m.__version__ for m in (torch, unsloth, unsloth_zoo, bitsandbytes, transformers, peft, trl,
+                                           datasets)}
 out["torch_cuda"] = str(torch.version.cuda)
 print(json.dumps(out))
 """
@@ -98,8 +99,10 @@ ENV_SPECS: dict[str, EnvSpec] = {
               "pure-Python mode torchaudio supports when they are absent (docs/backends.md)."),
     "unsloth": EnvSpec(
         backend="unsloth", check=_UNSLOTH_CHECK, lock=None, gpu_only=True,
-        notes="Unsloth needs an NVIDIA GPU. No tested set installs here yet: adopt an interpreter that has it, "
-              "`trainhub env setup unsloth --python /path/to/python`."),
+        notes="Unsloth needs an NVIDIA, AMD or Intel GPU. The tested set is trainhub/envlocks/unsloth-gpu.txt "
+              "(unsloth 2026.10.9, unsloth_zoo 2026.10.9, bitsandbytes 0.50.2, trl 1.15.0, datasets 4.3.0, "
+              "transformers 5.17.0, peft 0.21.0 on torch 2.11.0+cu130); install it beside a CUDA build of torch "
+              "and adopt that interpreter: `trainhub env setup unsloth --python /path/to/python`."),
 }
 
 
@@ -143,8 +146,12 @@ def manifest(backend: str) -> dict | None:
 def child_env(backend: str) -> dict[str, str]:
     """Variables the backend's child process needs: an adopted interpreter finds trainhub through PYTHONPATH."""
     m = manifest(backend) or {}
-    if not m.get("adopted"):
-        return {}
+    return child_env_adopted() if m.get("adopted") else {}
+
+
+def child_env_adopted() -> dict[str, str]:
+    """trainhub first on the path, then whatever the caller's PYTHONPATH holds (where an adopted
+    interpreter's packages may live, e.g. wheels unpacked into a folder on the GPU machine)."""
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)}
 
 
@@ -157,7 +164,12 @@ def python_of(backend: str) -> Path | None:
 def import_check(spec: EnvSpec, python: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """Run the spec's check with `python`; the versions it prints, or EnvError with the import's error."""
     env = {**os.environ, **(extra_env or {}), "PYTHONDONTWRITEBYTECODE": ""}
-    done = subprocess.run([str(python), "-c", spec.check], capture_output=True, text=True, env=env, timeout=600)
+    import tempfile
+
+    # in a folder of its own: importing unsloth writes ./unsloth_compiled_cache where it runs
+    with tempfile.TemporaryDirectory(prefix="trainhub-envcheck-") as cwd:
+        done = subprocess.run([str(python), "-c", spec.check], capture_output=True, text=True, env=env,
+                              timeout=600, cwd=cwd)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-6:])
         raise EnvError(f"the import check failed in {python}:\n{tail}")
@@ -205,7 +217,7 @@ def _adopt(spec: EnvSpec, python: Path, where: Path, t0: float, say) -> dict:
     if not python.exists():
         raise EnvError(f"--python {python}: no such file")
     say(f"{spec.backend}: checking {python} (a real import of the stack)")
-    versions = import_check(spec, python, {"PYTHONPATH": str(PACKAGE_PARENT)})
+    versions = import_check(spec, python, child_env_adopted())
     where.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(where / "venv", ignore_errors=True)
     freeze = subprocess.run([str(python), "-c", _FREEZE], capture_output=True, text=True, check=True).stdout

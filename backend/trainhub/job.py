@@ -44,9 +44,25 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
 
 
+class NanoGPTBackend(Section):
+    type: Literal["nanogpt"] = "nanogpt"
+    """A checkout of karpathy/nanoGPT (or a fork): its train.py driven by a generated config file, unmodified."""
+    repo: str | None = None
+    """The checkout (the folder holding train.py, configurator.py and model.py); null: $NANOGPT_DIR."""
+    compile: bool = True
+    """nanoGPT's compile key: torch.compile the model. GPU only; on CPU it is off and the start row says so."""
+    processes: int | None = Field(None, ge=1)
+    """GPUs to train on, one process each (torchrun --standalone --nproc_per_node N); null: every visible GPU (CPU: 1)."""
+
+
 class TrlBackend(Section):
     type: Literal["trl"] = "trl"
     """Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family); needs pip install 'trainhub[trl]'."""
+
+
+class UnslothBackend(Section):
+    type: Literal["unsloth"] = "unsloth"
+    """Unsloth's FastLanguageModel with TRL's trainers, in Unsloth's own environment (trainhub env setup unsloth); one GPU."""
 
 
 class LlamaFactoryBackend(Section):
@@ -54,11 +70,11 @@ class LlamaFactoryBackend(Section):
     """LLaMA-Factory's run_exp, in an environment of its own (`trainhub env setup llamafactory`)."""
 
 
-Backend = Annotated[AutoBackend | NativeBackend | TrlBackend | LlamaFactoryBackend, Field(discriminator="type"),
-                    BeforeValidator(_shorthand)]
+Backend = Annotated[AutoBackend | NativeBackend | NanoGPTBackend | TrlBackend | UnslothBackend | LlamaFactoryBackend,
+                    Field(discriminator="type"), BeforeValidator(_shorthand)]
 
 # Backends that later issues add. Naming one gives a clear "planned" error, not a puzzle.
-PLANNED_BACKENDS = ("unsloth", "nanogpt")
+PLANNED_BACKENDS: tuple[str, ...] = ()
 
 # ----------------------------------------------------------------------------- model
 
@@ -114,10 +130,48 @@ class Architecture(Section):
         return self
 
 
+class GPT2Architecture(Section):
+    family: Literal["gpt2"]
+    """GPT-2 (the nanoGPT model): learned positions, pre-LayerNorm blocks, GELU MLP of 4 x n_embd, tied head.
+    Exported as a transformers GPT2LMHeadModel."""
+    n_layer: int = Field(ge=1)
+    """Number of transformer blocks."""
+    n_head: int = Field(ge=1)
+    """Attention heads."""
+    n_embd: int = Field(ge=8)
+    """Width of the residual stream."""
+    block_size: int = Field(1024, ge=8)
+    """Positions the model has (its context length); nanoGPT trains on windows of exactly this many tokens."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on embeddings, attention and residual branches (0.0 for pretraining, as nanoGPT advises)."""
+    bias: bool = False
+    """Biases in the Linear and LayerNorm layers (GPT-2 had them; nanoGPT's default is without)."""
+    vocab_size: int | None = Field(None, ge=1)
+    """Rows of the embedding; null: the tokenizer's size. Larger pads it (nanoGPT pads GPT-2's 50,257 to 50,304,
+    a multiple of 64, for speed); never smaller than the tokenizer."""
+    tokenizer: Tokenizer = TrainTokenizer()
+    """Where the tokenizer comes from; its size sets the vocabulary unless vocab_size pads it."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> GPT2Architecture:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        return self
+
+
+def _default_family(value: Any) -> Any:
+    """An architecture without `family` is a Llama (as before GPT-2 was added)."""
+    return {"family": "llama", **value} if isinstance(value, dict) and "family" not in value else value
+
+
+Init = Annotated[Architecture | GPT2Architecture, Field(discriminator="family"), BeforeValidator(_default_family)]
+
+
 class ModelSection(Section):
     path: str | None = None
-    """A local Hugging Face model folder or a hub id. Exactly one of path and init."""
-    init: Architecture | None = None
+    """A local Hugging Face model folder or a hub id (nanogpt: a nanoGPT ckpt.pt, or a folder or run folder
+    holding one, continued with its optimizer state). Exactly one of path and init."""
+    init: Init | None = None
     """Build a model with random weights from this architecture (pretraining from nothing)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype the weights are stored in. float32 master weights with bf16 autocast is classic mixed precision."""
@@ -259,7 +313,13 @@ class LoraAdapter(Section):
     """Module names to adapt (e.g. [q_proj, v_proj]), or all-linear for every linear layer but the output head."""
 
 
-Adapter = Annotated[FullAdapter | LoraAdapter, Field(discriminator="type"), BeforeValidator(_shorthand)]
+class QloraAdapter(LoraAdapter):
+    type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    """LoRA over base weights quantized to 4-bit NF4 (bitsandbytes) while training; the adapters train in 16-bit."""
+
+
+Adapter = Annotated[FullAdapter | LoraAdapter | QloraAdapter, Field(discriminator="type"),
+                    BeforeValidator(_shorthand)]
 
 # ----------------------------------------------------------------------------- data
 
@@ -464,6 +524,11 @@ class LogSection(Section):
     """Console output: a live progress bar (rich), a line per logged step (plain), nothing, or auto (rich on a terminal)."""
 
 
+class ExportSection(Section):
+    merged: bool = True
+    """LoRA and QLoRA: also write the adapter merged into the base weights, as a 16-bit Hugging Face model in run_dir/final (the adapter alone always goes to run_dir/adapter). false: the adapter only. A full fine-tune always writes final/."""
+
+
 # ----------------------------------------------------------------------------- the job
 
 
@@ -491,6 +556,8 @@ class Job(Section):
     """Batching, length, precision, evaluation and checkpoint cadence."""
     log: LogSection = LogSection()
     """Console output. The JSON-lines metric log is always written."""
+    export: ExportSection = ExportSection()
+    """What is written when training completes, beside the checkpoints."""
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Job:

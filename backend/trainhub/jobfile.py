@@ -135,6 +135,9 @@ def _problem(error: dict, source: str, lines: dict[Path_, int], sets: list[str])
             return Problem(where, f"backend '{tag}' is planned but not built yet; available: {', '.join(expected)}")
         close = difflib.get_close_matches(str(tag), expected, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
+        field = str(error["ctx"].get("discriminator", "")).strip("'")
+        if field and field != "type":  # model.init.family, not model.init
+            dotted = f"{dotted}.{field}" if dotted else field
         return Problem(where, f"{dotted or 'type'}: '{tag}' is not one of {', '.join(expected)}{hint}")
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
@@ -202,7 +205,7 @@ def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
 def _optional_model(tp: Any) -> Any:
     """`Architecture | None` -> Architecture; anything else unchanged."""
     models = [m for m in _args(tp) if _is_model(m)]
-    if len(models) == 1 and "type" not in models[0].model_fields:
+    if len(models) == 1 and not any(t in models[0].model_fields for t in TAGS):
         return models[0]
     return tp
 
@@ -219,12 +222,19 @@ def _args(tp: Any) -> tuple:
     return ()
 
 
+# The fields that discriminate the schema's unions (job.py): `type` everywhere, `family` for model.init.
+TAGS = ("type", "family")
+
+
 def _union_models(tp: Any) -> dict[str, type[BaseModel]]:
+    """{tag value: model} of a discriminated union (every value a member's Literal tag allows)."""
     members = _args(tp) or ((typing.get_args(tp)[0],) if typing.get_origin(tp) is typing.Annotated else (tp,))
     out = {}
     for m in members:
-        if _is_model(m) and "type" in m.model_fields:
-            out[m.model_fields["type"].default] = m
+        tag = next((t for t in TAGS if _is_model(m) and t in m.model_fields), None)
+        if tag is not None:
+            for value in typing.get_args(m.model_fields[tag].annotation) or (m.model_fields[tag].default,):
+                out[value] = m
     return out
 
 
@@ -296,11 +306,13 @@ def resolve(job: Job, cwd: Path | None = None) -> Job:
         tok = model.init.tokenizer.model_copy(update={"path": maybe_hub(model.init.tokenizer.path)})
         model = model.model_copy(update={"init": model.init.model_copy(update={"tokenizer": tok})})
     output_dir = str((base / job.run_dir()).resolve())
-    method = job.method
-    if method.type == "grpo":  # a reward in a file is found from where train runs, not the run folder
-        rewards = [r.model_copy(update={"function": _reward_path(r.function, absolute)}) for r in method.rewards]
-        method = method.model_copy(update={"rewards": rewards})
-    return job.model_copy(update={"data": data, "model": model, "output_dir": output_dir, "method": method})
+    update = {"data": data, "model": model, "output_dir": output_dir}
+    if getattr(job.backend, "repo", None) is not None:
+        update["backend"] = job.backend.model_copy(update={"repo": absolute(job.backend.repo)})
+    if job.method.type == "grpo":  # a reward in a file is found from where train runs, not the run folder
+        rewards = [r.model_copy(update={"function": _reward_path(r.function, absolute)}) for r in job.method.rewards]
+        update["method"] = job.method.model_copy(update={"rewards": rewards})
+    return job.model_copy(update=update)
 
 
 def _reward_path(function: str, absolute) -> str:
@@ -326,7 +338,9 @@ def preflight(job: Job) -> list[Problem]:
                 problem = check_data_path(source.path, job.data.format)
             if problem:
                 problems.append(Problem(f"{key}[{i}]", problem))
-    if job.model.path is not None and job.model.path.startswith("/") and not Path(job.model.path).is_dir():
+    model_path = Path(job.model.path) if job.model.path is not None and job.model.path.startswith("/") else None
+    ckpt_file = job.backend.type == "nanogpt" and model_path is not None and model_path.is_file()  # a ckpt.pt
+    if model_path is not None and not model_path.is_dir() and not ckpt_file:
         problems.append(Problem("model.path", f"model folder not found: {job.model.path}"))
     init = job.model.init
     if init is not None and init.tokenizer.type == "path" and init.tokenizer.path.startswith("/"):

@@ -71,8 +71,8 @@ class View:
         elif event == "train":
             mfu = f" mfu {row.mfu:.1%}" if row.mfu is not None else ""
             loss = f"{row.loss:.4f}" if row.loss is not None else "non-finite"
-            stats = (f"loss {loss}  lr {row.lr:.2e}  {_fmt_tps(row.tokens_per_s)} tok/s{mfu}"
-                     f"  mem {row.mem_gb:.1f}GB" if row.mem_gb is not None else "")
+            mem = f"  mem {row.mem_gb:.1f}GB" if row.mem_gb is not None else ""
+            stats = f"loss {loss}  lr {row.lr:.2e}  {_fmt_tps(row.tokens_per_s)} tok/s{mfu}{mem}"
             if self.progress is not None and self.task is not None:
                 self.progress.update(self.task, completed=row.step, stats=stats)
             else:

@@ -23,7 +23,7 @@ class CheckpointError(RuntimeError):
     pass
 
 ALLOWED = (
-    "name", "output_dir", "log.", "backend.compile",
+    "name", "output_dir", "log.", "backend.compile", "backend.repo",
     "train.max_steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.keep_last", "train.log_every", "train.on_nonfinite", "train.nonfinite_limit",
 )

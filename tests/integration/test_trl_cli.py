@@ -109,15 +109,24 @@ def test_method_runs(tmp_path, tiny_model, method):
     assert (run / "final" / "config.json").is_file() and (run / "final" / "tokenizer.json").is_file()
 
 
+VARIED = "def variety(prompts, completions, **kw):\n    return [len(set(c[-1]['content'])) / 10 for c in completions]\n"
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "gspo"])
 def test_grpo_algorithms(tmp_path, tiny_model, algorithm):
-    method = {"type": "grpo", "algorithm": algorithm, "group_size": 2, "max_new_tokens": 8, "rewards": REWARDS}
+    """The built-in rewards (all 0 for a random model) plus one from a file that differs between random
+    completions, so advantages and gradients are not zero."""
+    (tmp_path / "varied.py").write_text(VARIED)
+    rewards = [*REWARDS, {"function": f"{tmp_path / 'varied.py'}:variety", "weight": 1.0}]
+    method = {"type": "grpo", "algorithm": algorithm, "group_size": 2, "max_new_tokens": 8, "rewards": rewards}
     done = train(tmp_path, trl_job(tmp_path, tiny_model, method, train={"max_steps": 2}))
     assert done.returncode == 0, done.stdout + done.stderr
     train_rows = finite_rows(tmp_path / "run", 2)
     stats = train_rows[-1]["method"]
-    assert set(stats["rewards"]) == {"exact_match", "answer_format"}
-    assert math.isfinite(stats["reward_mean"]) and math.isfinite(stats["reward_std"])
+    assert set(stats["rewards"]) == {"exact_match", "answer_format", "variety"}
+    assert math.isfinite(stats["reward_mean"]) and stats["reward_std"] > 0
+    if algorithm != "dapo":  # dapo masks truncated completions, and a random model's are nearly all cut at 8
+        assert any(r["grad_norm"] > 0 for r in train_rows)
     assert 0 <= stats["clip_ratio"] <= 1 and 0 < stats["completion_length"] <= 8
     config = json.loads((tmp_path / "run" / "job.json").read_text())
     assert config["method"]["algorithm"] == algorithm
@@ -159,6 +168,8 @@ def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
     starts = rows(run, "start")
     assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
     assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+    tokens = [r["tokens"] for r in rows(run, "train")]
+    assert tokens == sorted(tokens) and tokens[4] > tokens[3]  # cumulative across the resume
 
     whole = train(tmp_path, {**job, "output_dir": str(tmp_path / "whole"), "train": {**job["train"], "max_steps": 6}})
     assert whole.returncode == 0, whole.stdout + whole.stderr

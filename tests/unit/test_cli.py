@@ -113,12 +113,18 @@ def test_backends_lists_native_ready_and_the_planned_ones():
     assert set(rows) == {"native", "trl", "unsloth", "llamafactory", "nanogpt"}
     assert rows["native"][0] == "ready"
     assert rows["native"][1] == "pretrain, sft"
+    assert rows["nanogpt"][1] == "pretrain"
+    # ready only with a checkout to drive
+    assert rows["nanogpt"][0].startswith("ready" if os.environ.get("NANOGPT_DIR") else "missing:")
     assert rows["trl"][0] in ("ready", "missing: trl, datasets", "missing: datasets", "missing: trl")
     assert rows["trl"][1] == "sft, dpo, orpo, kto, grpo"
-    assert rows["llamafactory"][0] in ("ready", "missing: its environment (trainhub env setup llamafactory)")
     assert rows["llamafactory"][1] == "pretrain, sft, dpo, orpo, kto"
-    for name in ("unsloth", "nanogpt"):
-        assert rows[name][0] == "planned", name
+    assert rows["llamafactory"][0] in ("ready", "missing: its environment (trainhub env setup llamafactory)")
+    from trainhub.envs import setup_command
+
+    env = f"its environment ({setup_command('unsloth')})"
+    assert rows["unsloth"][0] in ("ready", f"missing: a GPU, {env}", "missing: a GPU", f"missing: {env}")
+    assert rows["unsloth"][1] == "sft, dpo, grpo"
 
 
 def test_plan_prints_the_native_engine_command(tmp_path):
@@ -144,11 +150,11 @@ def test_plan_dry_run_and_backend_override(tmp_path):
     assert command[-2:] == [str(tmp_path / "run"), "--dry-run"]
 
 
-def test_plan_refuses_a_planned_backend(tmp_path):
+def test_plan_refuses_a_backend_that_cannot_run_the_job(tmp_path):
     path = write_job(tmp_path / "job.yaml", tiny_pretrain_job(tmp_path))
     done = run_cli("plan", "-c", str(path), "-b", "unsloth", env=WIDE)
     assert done.returncode == 1
-    assert "backend 'unsloth' is planned but not built yet" in done.stderr
+    assert "backend: unsloth needs" in done.stderr or "model.init: unsloth loads a saved model" in done.stderr
 
 
 def test_train_script_entry_point_runs_the_train_command():

@@ -246,13 +246,6 @@ def test_unknown_method_suggests_the_closest(tmp_path):
     assert "did you mean 'pretrain'?" in message
 
 
-@pytest.mark.parametrize("name", ["unsloth", "nanogpt"])
-def test_planned_backend_says_it_is_planned(tmp_path, name):
-    message = only(tmp_path, edit(VALID, "backend: native", f"backend: {name}"))
-    assert f"backend '{name}' is planned but not built yet" in message
-    assert "available: auto, native" in message
-
-
 def test_eval_every_without_eval_data_refused(tmp_path):
     text = edit(edit(VALID, f"  eval: {STORIES_EVAL}", ""), "  max_steps: 10", "  max_steps: 10\n  eval_every: 5")
     assert "train.eval_every is set but there is no eval data" in only(tmp_path, text)

@@ -139,11 +139,9 @@ def test_backend_argument_replaces_the_backend_type(tmp_path):
     assert set_load(tmp_path, backend="native", text=no_backend).backend == NativeBackend(compile=False)
 
 
-def test_backend_argument_unknown_and_planned(tmp_path):
+def test_backend_argument_unknown(tmp_path):
     [unknown] = set_problems(tmp_path, backend="nativ")
     assert "did you mean 'native'?" in unknown
-    [planned] = set_problems(tmp_path, backend="unsloth")
-    assert "backend 'unsloth' is planned but not built yet" in planned
 
 
 def test_backend_argument_keeps_backend_overrides(tmp_path):

@@ -33,6 +33,15 @@ def test_nanogpt_bins_are_uint16_documents_joined_by_eos(tmp_path, tok):
         assert pickle.load(f) == {"vocab_size": len(tok)}
 
 
+def test_nanogpt_meta_can_pad_the_vocabulary_but_not_shrink_it(tmp_path, tok):
+    write_nanogpt(tmp_path, tok, TEXTS[:3], TEXTS[3:4], vocab_size=384)
+    with open(tmp_path / "meta.pkl", "rb") as f:
+        assert pickle.load(f) == {"vocab_size": 384}
+    assert np.fromfile(tmp_path / "train.bin", dtype=np.uint16).max() < len(tok)
+    with pytest.raises(ValueError, match=f"vocab_size 100 is smaller than the tokenizer \\({len(tok)} tokens\\)"):
+        write_nanogpt(tmp_path, tok, TEXTS[:3], TEXTS[3:4], vocab_size=100)
+
+
 def test_nanogpt_refuses_a_vocabulary_over_uint16(tmp_path):
     class Big:
         eos_token_id = 0

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from trainhub.data.chat import IGNORE, encode_conversations
@@ -53,8 +54,8 @@ def load_examples(data: DataSection, tokenizer, *, split: str = "train", seed: i
     ids_list, label_list = [], []
     over = {"truncate": "truncated", "drop": "dropped_overlong", "error": None}[data.overlong]
     stats.update({"conversations": 0, **({over: 0} if over else {}), "dropped_no_target_after_truncation": 0})
-    encode = functools.partial(encode_conversations, tokenizer, train_on=train_on)
-    encoded = map_chunks(encode, [chat.messages for chat in records.items])  # all cores
+    encoded = map_chunks(functools.partial(_encode_arrays, tokenizer, train_on),  # on all cores
+                         [chat.messages for chat in records.items])
     for chat, (ids, labels) in zip(records.items, encoded, strict=True):
         stats["conversations"] += 1
         if len(ids) > data.max_length:
@@ -65,15 +66,22 @@ def load_examples(data: DataSection, tokenizer, *, split: str = "train", seed: i
             if over == "dropped_overlong":
                 continue
             ids, labels = ids[: data.max_length], labels[: data.max_length]
-        if sum(1 for x in labels[1:] if x != IGNORE) == 0:
+        if not (labels[1:] != IGNORE).any():
             stats["dropped_no_target_after_truncation"] += 1
             continue
-        ids_list.append(torch.tensor(ids, dtype=torch.long))
-        label_list.append(torch.tensor(labels, dtype=torch.long))
+        ids_list.append(torch.from_numpy(ids))
+        label_list.append(torch.from_numpy(labels))
     if not ids_list:
         raise DataError(f"the {split} data has no conversation left with a target token (counts: {stats})")
     stats["examples"] = len(ids_list)
     return Examples(ids_list, label_list, stats)
+
+
+def _encode_arrays(tokenizer, train_on: str, conversations: list[list[dict]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """encode_conversations, as int64 arrays: a worker hands them back as raw bytes, and torch takes
+    them without a copy (lists of Python ints cost more to pickle and to turn into tensors than to encode)."""
+    return [(np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64))
+            for ids, labels in encode_conversations(tokenizer, conversations, train_on)]
 
 
 def collate(examples: Examples, index: list[int], pad_id: int) -> dict[str, torch.Tensor]:

@@ -12,7 +12,8 @@ another stack calls one of these to lay the data out the way that stack reads it
                  "label": bool} declared sharegpt with columns {kto_tag: label}.
   nanoGPT        `train.bin` / `val.bin`: every document's token ids followed by EOS,
                  concatenated, as little-endian uint16 (nanoGPT memory-maps them), and
-                 `meta.pkl` holding {"vocab_size": V}. uint16 caps the vocabulary at 65,536.
+                 `meta.pkl` holding {"vocab_size": V} (V may pad the tokenizer's size). uint16
+                 caps the tokenizer at 65,536 tokens.
 """
 
 from __future__ import annotations
@@ -87,12 +88,20 @@ def _lf_kto(r) -> dict:
     return {"messages": _turns(r.prompt, "user") + [_answer(r.completion, where)], "label": bool(r.label)}
 
 
-def write_nanogpt(folder: Path, tokenizer, train_texts: Iterable[str], val_texts: Iterable[str]) -> dict:
-    """train.bin, val.bin and meta.pkl in `folder`; returns token counts."""
+def write_nanogpt(folder: Path, tokenizer, train_texts: Iterable[str], val_texts: Iterable[str],
+                  vocab_size: int | None = None) -> dict:
+    """train.bin, val.bin and meta.pkl in `folder`; returns token counts {train, val}.
+
+    `vocab_size` (default: the tokenizer's size) goes to meta.pkl: nanoGPT builds its embedding with
+    that many rows, so a larger value pads the vocabulary; a smaller one would leave ids without a row.
+    """
     vocab = len(tokenizer)
     if vocab > UINT16_LIMIT:
         raise ValueError(f"nanoGPT stores token ids as uint16: the tokenizer has {vocab:,} tokens, more than "
                          f"{UINT16_LIMIT:,}; use a smaller vocabulary")
+    rows = vocab if vocab_size is None else vocab_size
+    if rows < vocab:
+        raise ValueError(f"vocab_size {rows:,} is smaller than the tokenizer ({vocab:,} tokens)")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, texts in (("train", train_texts), ("val", val_texts)):
@@ -102,7 +111,7 @@ def write_nanogpt(folder: Path, tokenizer, train_texts: Iterable[str], val_texts
         ids.astype("<u2").tofile(folder / f"{split}.bin")
         counts[split] = int(ids.size)
     with open(folder / "meta.pkl", "wb") as f:
-        pickle.dump({"vocab_size": vocab}, f)
+        pickle.dump({"vocab_size": rows}, f)
     return counts
 
 

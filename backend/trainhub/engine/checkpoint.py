@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,21 +32,31 @@ import torch
 from trainhub.resume import JOB, STATE, CheckpointError, pointer, read_state
 
 OPTIMIZER, RNG = "optimizer.pt", "rng.pt"
-__all__ = ["CheckpointError", "load_into", "save_checkpoint"]
+__all__ = ["CheckpointError", "commit_checkpoint", "load_into", "save_checkpoint"]
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, job: dict, keep_last: int,
                     is_best: bool = False) -> Path:
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+        torch.save(_torch_rng(), tmp / RNG)
+
+    return commit_checkpoint(run_dir, step, write, {**state, **_host_rng()}, job, keep_last, is_best)
+
+
+def commit_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], state: dict, job: dict,
+                      keep_last: int, is_best: bool = False) -> Path:
+    """The safe part of every save, whatever the backend: `write(tmp)` puts the payload in a temporary
+    folder; state.json and job.json join it; then fsync, rename, pointers, retention (module docstring)."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = _free_name(root, f"step-{step:08d}")
     tmp = root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-    torch.save(_torch_rng(), tmp / RNG)
-    (tmp / STATE).write_text(json.dumps({"step": step, **state, **_host_rng(), "saved_at": time.time()}, indent=1))
+    write(tmp)
+    (tmp / STATE).write_text(json.dumps({"step": step, **state, "saved_at": time.time()}, indent=1))
     (tmp / JOB).write_text(json.dumps(job, indent=2))
     _fsync_tree(tmp)
     os.replace(tmp, final)

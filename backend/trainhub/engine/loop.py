@@ -245,11 +245,15 @@ def evaluate(model, eval_set, job: Job, pad_id: int, device, precision, run_id: 
 def save_final(model, tokenizer, run_dir: Path, job: Job) -> Path:
     """The final model in Hugging Face format (safetensors + config + tokenizer) in run_dir/final.
 
-    LoRA: the adapter goes to run_dir/adapter and the merged model to run_dir/final.
+    LoRA: the adapter goes to run_dir/adapter, and the merged model to run_dir/final when export.merged
+    (the default); without it the adapter is the final model.
     """
     final = run_dir / "final"
     if job.adapter.type == "lora":
         model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        if not job.export.merged:
+            tokenizer.save_pretrained(run_dir / "adapter")
+            return run_dir / "adapter"
         model = model.merge_and_unload()
     model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)

@@ -94,8 +94,12 @@ class MetricsCallback(TrainerCallback):
 
     def __init__(self, log: MetricLog, run_id: str, *, start_fields: dict[str, Any], seq_len: int,
                  eval_tokens: int = 0, stop: Any = None, stop_on_nonfinite: bool = True,
-                 tokens_fn: Callable[[], int] | None = None, clock: Callable[[], float] = time.perf_counter):
+                 tokens_fn: Callable[[], int] | None = None, resumed_tokens: int = 0,
+                 clock: Callable[[], float] = time.perf_counter):
         self.log, self.run_id = log, run_id
+        self.resumed_tokens = resumed_tokens
+        """Tokens at the checkpoint a resumed run starts from (its state.json), 0 for a fresh run."""
+        self._offset: int | None = None
         self.tokens_fn = tokens_fn
         """Cumulative trained tokens, for a trainer that reports none (see the module docstring)."""
         self.stop_on_nonfinite = stop_on_nonfinite
@@ -126,7 +130,7 @@ class MetricsCallback(TrainerCallback):
         counts = count_model(model)
         self.flops_token = counts.flops_per_token(self.seq_len)
         self.step = state.global_step
-        self.tokens = int(state.num_input_tokens_seen or 0)
+        self.tokens = max(int(state.num_input_tokens_seen or 0), self.resumed_tokens)
         self.log.write(StartRow(
             run_id=self.run_id, step=state.global_step, hardware=facts, params_total=counts.params_total,
             params_trainable=counts.params_trainable, flops_per_token=self.flops_token, max_steps=state.max_steps,
@@ -147,7 +151,10 @@ class MetricsCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs or any(k.startswith("eval_") for k in logs):
             return  # eval logs come through on_evaluate; the closing summary has train_loss, not loss
-        tokens = int(logs.get("num_tokens") or state.num_input_tokens_seen or (self.tokens_fn or int)())
+        reported = int(logs.get("num_tokens") or state.num_input_tokens_seen or (self.tokens_fn or int)())
+        if self._offset is None:  # a count below the checkpoint's restarted at resume (TRL keeps SFT/DPO/KTO's
+            self._offset = self.resumed_tokens if reported < self.resumed_tokens else 0  # in memory only)
+        tokens = reported + self._offset
         now = self.clock()
         n, elapsed = tokens - self._window[0], max(now - self._window[1], 1e-9)
         self._window = (tokens, now)
@@ -184,7 +191,7 @@ class MetricsCallback(TrainerCallback):
 
         path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if path.is_dir():
-            mark_checkpoint(path, state.global_step, self.start_fields["job"])
+            mark_checkpoint(path, state.global_step, self.start_fields["job"], self.tokens)
         self.log.write(CheckpointRow(run_id=self.run_id, step=state.global_step, path=str(path)))
 
     # ------------------------------------------------------------------ called by the backend
@@ -198,12 +205,12 @@ class MetricsCallback(TrainerCallback):
                               tokens=self.tokens, final_loss=self.last_loss, exit_code=exit_code))
 
 
-def mark_checkpoint(path: Path, step: int, job: dict) -> None:
+def mark_checkpoint(path: Path, step: int, job: dict, tokens: int = 0) -> None:
     """Make a Trainer checkpoint one that `train --resume` finds and checks like native's: the resolved
-    job and the step beside the Trainer's files, and the `latest` pointer naming it (written last,
-    atomically)."""
+    job, the step and the tokens so far (as of the last train row) beside the Trainer's files, and the
+    `latest` pointer naming it (written last, atomically)."""
     (path / JOB).write_text(json.dumps(job, indent=2))
-    (path / STATE).write_text(json.dumps({"step": step, "saved_at": time.time()}))
+    (path / STATE).write_text(json.dumps({"step": step, "tokens": tokens, "saved_at": time.time()}))
     tmp = path.parent / "latest.tmp"
     tmp.write_text(path.name + "\n")
     os.replace(tmp, path.parent / "latest")

@@ -7,10 +7,14 @@ from trainhub.job import PLANNED_BACKENDS, Job
 from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Launch, Runner
 from trainhub.runners.llamafactory import LlamaFactoryRunner
+from trainhub.runners.nanogpt import NanoGPTRunner
 from trainhub.runners.native import NativeRunner
 from trainhub.runners.trl import TrlRunner
+from trainhub.runners.unsloth import UnslothRunner
 
-RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "trl": TrlRunner(), "llamafactory": LlamaFactoryRunner()}
+# In order of preference for `backend: auto`.
+RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "trl": TrlRunner(), "unsloth": UnslothRunner(),
+                              "llamafactory": LlamaFactoryRunner(), "nanogpt": NanoGPTRunner()}
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
 

@@ -29,6 +29,12 @@ class NativeRunner:
             able = [name for name, r in RUNNERS.items() if job.method.type in r.methods]
             problems.append(Problem("method.type", f"native cannot train method '{job.method.type}' (yet); "
                                     f"backends that can: {', '.join(able) or 'none installed'}"))
+        if job.adapter.type == "qlora":
+            problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
+                                    "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
+        if job.model.init is not None and job.model.init.family == "gpt2":
+            problems.append(Problem("model.init.family", "native builds llama and qwen2 models; gpt2 trains with "
+                                    "backend nanogpt"))
         if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
             problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
                                     "use sdpa"))

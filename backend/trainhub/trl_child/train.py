@@ -108,7 +108,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         if job.method.type == "grpo" else []
     model = build_model(job, tokenizer).to(device)  # before the optimizer is built over its parameters
 
-    resume_step = read_state(resume)[0]["step"] if resume is not None else 0
+    saved = read_state(resume)[0] if resume is not None else {}
+    resume_step = saved.get("step", 0)
     cuda = device.type == "cuda"
     total = total_steps(job, len(data.train))
     spec = translate(job, run_dir, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), dry_run=dry_run,
@@ -117,6 +118,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     config = getattr(module, spec["config"])(**spec["args"])
     seq, per_step = sizes(job)
     callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+                               resumed_tokens=saved.get("tokens", 0),
                                start_fields=start_fields(backend="trl", job=job, precision=prec.name,
                                                          tokens_per_step=per_step, notes=notes, data=data.stats,
                                                          resumed_from=str(resume) if resume else None))

@@ -1,0 +1,1 @@
+"""Turning what a backend leaves behind into a Hugging Face model folder."""

@@ -1,0 +1,165 @@
+"""The unsloth backend's process, run by Unsloth's environment's python (trainhub.envs):
+
+    python -m trainhub.runners.unsloth_child --run-dir DIR [--dry-run] [--resume CHECKPOINT]
+
+Unsloth is imported first, before anything imports transformers, trl or peft: importing it
+patches them (its fused kernels, and TRL's trainers rewritten into Unsloth* trainers whose
+sources go to UNSLOTH_COMPILE_LOCATION, which the runner points into the run folder).
+
+Then: FastLanguageModel.from_pretrained and get_peft_model with the arguments
+trainhub.runners.unsloth translates from the job; the data through trainhub's own data layer
+(the same token ids and loss masks as every backend); TRL's trainer for the method, with the
+configuration the trl backend's translation gives; trainhub's Trainer callback
+(metrics/hf_callback.py) writing the common rows. Where Unsloth changes a trainer setting behind
+the job's back (GRPO's loss type, KL weight, clipping), the setting the trainer really runs with
+is compared with the job's and every difference is said in the start row's notes.
+
+Saved at the end: the LoRA adapter in DIR/adapter (with the tokenizer) and, when export.merged,
+the 16-bit merged model in DIR/final (Unsloth's save_pretrained_merged); a full fine-tune goes
+to DIR/final. Exits 0, 130 (stopped after saving) or 1 (an error row says why).
+"""
+
+from __future__ import annotations
+
+# ruff: isort: skip_file
+import unsloth  # noqa: F401  first: it patches transformers, trl and peft as it is imported
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainhub.child import fail, protect_stdio
+from trainhub.job import Job
+from trainhub.metrics import MetricLog
+from trainhub.metrics.log import new_run_id
+from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    protect_stdio()
+    parser = argparse.ArgumentParser(prog="python -m trainhub.runners.unsloth_child")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
+    parser.add_argument("--resume", type=Path, default=None, help="a Trainer checkpoint folder to continue from")
+    args = parser.parse_args(argv)
+    job = Job.model_validate_json((args.run_dir / "job.json").read_text())
+    log = MetricLog(args.run_dir / "metrics.jsonl")
+    run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
+    t0 = time.time()
+    from trainhub.data.chat import TemplateError
+    from trainhub.data.sources import DataError
+    from trainhub.rewards.load import RewardError
+
+    try:
+        status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
+    except (DataError, TemplateError) as err:
+        return fail(log, run_id, t0, f"data: {err}", "")
+    except RewardError as err:
+        return fail(log, run_id, t0, f"method.rewards: {err}", "")
+    except Exception as err:
+        detail = traceback.format_exc()
+        print(detail, file=sys.stderr, flush=True)
+        return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
+    finally:
+        log.close()
+    return {"interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}.get(status, EXIT_OK)
+
+
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
+          resume: Path | None = None) -> str:
+    """Build, train, save; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
+    import torch
+    from transformers.utils import logging as hf_logging
+    from unsloth import FastLanguageModel
+
+    from trainhub.engine.model import build_tokenizer
+    from trainhub.engine.stop import StopFlag
+    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
+    from trainhub.runners.unsloth import load_args, notes_for, peft_args
+    from trainhub.runners.unsloth_trainer import TokenCounter, build_trainer, changed_settings
+    from trainhub.trl_child.train import sizes
+
+    hf_logging.disable_progress_bar()
+    stop = StopFlag.install()
+    notes = notes_for(job)
+    tokenizer = build_tokenizer(job, run_dir)  # trainhub's tokenizer (template applied), as every backend
+    kwargs = load_args(job)
+    if kwargs["dtype"] is None:  # precision auto: bf16 where the GPU has it, as native decides
+        kwargs["dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        notes.append(f"precision auto: {kwargs['dtype']}")
+    precision = {"bfloat16": "bf16", "float16": "fp16"}[kwargs["dtype"]]
+    kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+    model, _unsloth_tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+    lora = peft_args(job)
+    if lora is not None:
+        model = FastLanguageModel.get_peft_model(model, **lora)
+    trainer, wanted, data = build_trainer(job, model, tokenizer, run_dir, precision, dry_run=dry_run,
+                                          resume=resume)
+    notes += data.notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
+    seq, per_step = sizes(job)
+    callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+                               start_fields=start_fields(backend="unsloth", job=job, precision=f"{precision} (unsloth)",
+                                                         tokens_per_step=per_step, notes=notes, data=data.stats,
+                                                         resumed_from=str(resume) if resume else None))
+    if isinstance(trainer.data_collator, TokenCounter):
+        counter = trainer.data_collator
+        callback.tokens_fn = lambda: counter.tokens
+        trainer.add_callback(_LeaveEvalTokensOut(counter))
+    trainer.add_callback(callback)
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    if callback.failed:
+        callback.end("failed", exit_code=EXIT_FAILED)
+        return "failed"
+    status = "interrupted" if stop.requested else "completed"
+    if status == "completed" and not dry_run:
+        every = job.train.eval_every
+        if data.eval is not None and not (every and trainer.state.global_step % every == 0):
+            trainer.evaluate()  # native evaluates at the end; the Trainer only every eval_steps
+        for path in save(job, model, tokenizer, run_dir):
+            callback.checkpoint(path)
+    callback.end(status, exit_code=EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK)
+    return status
+
+
+def _LeaveEvalTokensOut(counter):
+    """A callback that takes the eval batches back out of the collator's count: the Trainer collates them
+    with the same collator, after a step ends (every micro-batch of the step collated) and before
+    on_evaluate."""
+    from transformers import TrainerCallback
+
+    class LeaveEvalTokensOut(TrainerCallback):
+        mark = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.mark = counter.tokens
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            counter.tokens = self.mark
+
+    return LeaveEvalTokensOut()
+
+
+def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:
+    """The adapter (LoRA, QLoRA) and the merged 16-bit model when export.merged; a full fine-tune's model."""
+    if job.adapter.type == "full":
+        model.save_pretrained(run_dir / "final", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "final")
+        return [run_dir / "final"]
+    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "adapter")
+    saved = [run_dir / "adapter"]
+    if job.export.merged:
+        # QLoRA: the 4-bit base is dequantized to 16-bit and the adapter merged into it
+        model.save_pretrained_merged(str(run_dir / "final"), tokenizer, save_method="merged_16bit")
+        saved.append(run_dir / "final")
+    return saved
+
+
+if __name__ == "__main__":
+    sys.exit(main())
