@@ -46,7 +46,8 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def make_model(folder: Path, vocab: int | None = None) -> None:
     """Random Llama-3.2-1B-shaped weights (bf16) and a BPE tokenizer trained on the shipped stories.
-    `vocab`: the embedding's rows (default Llama's 128256; the tokenizer uses the first 4096)."""
+    `vocab`: the embedding's rows (default Llama's 128256; the tokenizer uses the first ~1.2k); 0: exactly
+    the tokenizer's size, so that nothing sampled lies outside the tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -56,7 +57,8 @@ def make_model(folder: Path, vocab: int | None = None) -> None:
         return
     texts = [json.loads(line)["text"] for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()]
     tok = train_bpe(texts, 4096, 2, template="chatml")
-    config = LlamaConfig(**{**SHAPE, "vocab_size": vocab or SHAPE["vocab_size"]}, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    rows = len(tok) if vocab == 0 else vocab or SHAPE["vocab_size"]
+    config = LlamaConfig(**{**SHAPE, "vocab_size": rows}, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                          bos_token_id=tok.bos_token_id)
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -292,10 +294,11 @@ def main() -> None:
             "direct-trainer": run_variant(args, "direct-trainer", True, True),
         }
     if "grpo" in groups:
-        # sampling from 128256 logits with a 4096-token tokenizer ended in a device-side assert in the
-        # embedding (2026-11-22); GRPO's model has the tokenizer's vocabulary, the 1B shape otherwise
-        grpo_model = args.tmp / "llama-1b-shape-vocab4096"
-        make_model(grpo_model, vocab=4096)
+        # sampling from more logits than the tokenizer has tokens (128256, then 4096, against ~1.2k) ended
+        # in a device-side assert in the embedding under Unsloth (2026-11-22); GRPO's model has exactly
+        # the tokenizer's vocabulary, the 1B shape otherwise
+        grpo_model = args.tmp / "llama-1b-shape-vocab-tok"
+        make_model(grpo_model, vocab=0)
         results["grpo"] = {"trainhub": through_trainhub(grpo_job(grpo_model, args.tmp / "run-grpo"), args.tmp, 1)}
     for group in ("lora", "qlora"):
         if group in results and "tokens_per_s" in results[group]["trainhub"] and \
