@@ -242,17 +242,17 @@ def test_native_lora_without_merged_export(tmp_path, pretrained):
 def test_token_counter_counts_non_padding_tokens():
     import torch
 
-    from trainhub.runners.unsloth_trainer import TokenCounter
+    from trainhub.trl_child.train import CountingCollator
 
     def collate(rows):
         ids = torch.tensor([r + [0] * (4 - len(r)) for r in rows])
         return {"input_ids": ids}
 
-    counter = TokenCounter(collate, pad_id=0)
+    counter = CountingCollator(collate, pad_id=0)
     counter([[5, 6, 7], [8, 9, 10, 11]])
     counter([[3]])
     assert counter.tokens == 8
-    masked = TokenCounter(lambda rows: {"input_ids": torch.ones(2, 3), "attention_mask": torch.tensor(
+    masked = CountingCollator(lambda rows: {"input_ids": torch.ones(2, 3), "attention_mask": torch.tensor(
         [[1, 1, 0], [1, 0, 0]])}, pad_id=None)
     masked([])
     assert masked.tokens == 3

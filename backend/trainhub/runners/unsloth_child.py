@@ -79,8 +79,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.engine.stop import StopFlag
     from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
-    from trainhub.runners.unsloth_trainer import TokenCounter, build_trainer, changed_settings
-    from trainhub.trl_child.train import sizes
+    from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
+    from trainhub.trl_child.train import CountingCollator, sizes
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -104,7 +104,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                start_fields=start_fields(backend="unsloth", job=job, precision=f"{precision} (unsloth)",
                                                          tokens_per_step=per_step, notes=notes, data=data.stats,
                                                          resumed_from=str(resume) if resume else None))
-    if isinstance(trainer.data_collator, TokenCounter):
+    if isinstance(trainer.data_collator, CountingCollator):
         counter = trainer.data_collator
         callback.tokens_fn = lambda: counter.tokens
         trainer.add_callback(_LeaveEvalTokensOut(counter))

@@ -53,7 +53,13 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
     from trainhub.engine.device import pick_device
     from trainhub.resume import read_state
     from trainhub.trl_child.data import build
-    from trainhub.trl_child.train import PROBE_ROWS, load_rewards, optimizer_and_schedule, total_steps
+    from trainhub.trl_child.train import (
+        PROBE_ROWS,
+        CountingCollator,
+        load_rewards,
+        optimizer_and_schedule,
+        total_steps,
+    )
 
     data = build(job, tokenizer)
     rewards = load_rewards(job, data.train.select(range(min(PROBE_ROWS, len(data.train)))).to_list()) \
@@ -68,29 +74,11 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
     if job.method.type == "grpo":
         kwargs["reward_funcs"] = rewards
     trainer = getattr(module, spec["trainer"])(**kwargs)
-    if job.method.type == "sft":  # Unsloth set its collator while building the trainer: wrap that one
-        trainer.data_collator = TokenCounter(trainer.data_collator, tokenizer.pad_token_id)
+    if job.method.type == "sft":  # Unsloth set its collator while building the trainer: wrap that one. Under
+        # Unsloth's SFTTrainer neither TRL's num_tokens nor num_input_tokens_seen reach the rows (0 on the GPU
+        # machine, 2026-11-22); MetricsCallback uses this count only when both are 0.
+        trainer.data_collator = CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
     return trainer, spec["args"], data
-
-
-class TokenCounter:
-    """The trainer's collator, unchanged, counting the non-padding tokens it collates: under Unsloth's
-    SFTTrainer neither TRL's num_tokens nor the Trainer's num_input_tokens_seen came through (0 on the
-    GPU machine, 2026-11-22), and the metric rows need tokens. MetricsCallback uses this count only
-    when both of those are 0."""
-
-    def __init__(self, collate, pad_id: int | None):
-        self.collate, self.pad_id, self.tokens = collate, pad_id, 0
-
-    def __call__(self, features):
-        batch = self.collate(features)
-        if "attention_mask" in batch:
-            self.tokens += int(batch["attention_mask"].sum())
-        elif self.pad_id is not None:
-            self.tokens += int((batch["input_ids"] != self.pad_id).sum())
-        else:
-            self.tokens += batch["input_ids"].numel()
-        return batch
 
 
 def changed_settings(wanted: dict[str, Any], actual) -> list[str]:

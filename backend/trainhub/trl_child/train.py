@@ -40,17 +40,24 @@ def sizes(job: Job) -> tuple[int, int]:
 
 
 class CountingCollator:
-    """A pair collator, unchanged, that also counts the non-padding tokens of what it collates
-    (the chosen and rejected sequences, each holding the prompt)."""
+    """A collator, unchanged, that also counts the non-padding tokens of what it collates: the sum of
+    the attention masks it returns (a pair's chosen and rejected sequences each hold the prompt), or,
+    with none, the ids that are not `pad_id`. For the trainers whose own token count does not reach
+    the metric rows (ORPO's pairs; SFT under Unsloth)."""
 
-    KEYS = ("chosen_attention_mask", "rejected_attention_mask")
+    MASKS = ("attention_mask", "chosen_attention_mask", "rejected_attention_mask")
 
-    def __init__(self, collate):
-        self.collate, self.tokens = collate, 0
+    def __init__(self, collate, pad_id: int | None = None):
+        self.collate, self.pad_id, self.tokens = collate, pad_id, 0
 
     def __call__(self, features):
         batch = self.collate(features)
-        self.tokens += sum(int(batch[k].sum()) for k in self.KEYS if k in batch)
+        masks = [k for k in self.MASKS if k in batch]
+        if masks:
+            self.tokens += sum(int(batch[k].sum()) for k in masks)
+        elif "input_ids" in batch:
+            ids = batch["input_ids"]
+            self.tokens += int((ids != self.pad_id).sum()) if self.pad_id is not None else ids.numel()
         return batch
 
 
