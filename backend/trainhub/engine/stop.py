@@ -1,5 +1,9 @@
-"""Graceful stop: SIGTERM or SIGINT asks the loop to finish its step, save and exit;
-a second signal exits at once."""
+"""Graceful stop: SIGTERM or SIGINT asks the loop to finish its step, save and exit.
+
+A second SIGINT exits at once, without saving. A second SIGTERM does not: Linux can deliver the
+hub's parent-death SIGTERM twice (once per hub thread that exits while the child is reparented),
+and a duplicate must not throw away the checkpoint being saved. SIGKILL is the hard stop.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,11 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame) -> None:
         if self.requested:
-            print("second stop signal: exiting now without saving", file=sys.stderr, flush=True)
-            os._exit(EXIT_INTERRUPTED)
+            if signum == signal.SIGINT:
+                print("second interrupt: exiting now without saving", file=sys.stderr, flush=True)
+                os._exit(EXIT_INTERRUPTED)
+            print("SIGTERM again: still saving (SIGINT or SIGKILL stops at once)", file=sys.stderr, flush=True)
+            return
         self.requested = True
         print(f"{signal.Signals(signum).name}: finishing the current step, then saving a checkpoint",
               file=sys.stderr, flush=True)
