@@ -102,6 +102,8 @@ def test_grpo_translation_sets_what_unsloth_would_change(tmp_path, model_dir, al
     assert args["gradient_checkpointing"] is False and "gradient_checkpointing_kwargs" not in args  # Unsloth's own
     assert (args["bf16"], args["fp16"]) == (True, False)
     assert load_args(job)["use_gradient_checkpointing"] == "unsloth"
+    # the model sees prompt (data.max_length) + completion (max_new_tokens): Unsloth sizes its rotary cache so
+    assert load_args(job)["max_seq_length"] == peft_args(job)["max_seq_length"] == job.data.max_length + 16
     kl = load(_grpo(tmp_path, model_dir, "grpo", kl_beta=0.04, clip_high=0.3))
     assert {"beta": 0.04, "epsilon_high": 0.3, "fp16": True, "bf16": False}.items() \
         <= unsloth_spec(kl, Path(kl.output_dir), "fp16")["args"].items()

@@ -8,7 +8,8 @@ into Unsloth's two calls, kept here as plain dicts so that they are tested witho
 
     job                         FastLanguageModel.from_pretrained        get_peft_model
     model.path                  model_name (use_exact_model_name=True)
-    data.max_length             max_seq_length                           max_seq_length
+    data.max_length             max_seq_length (GRPO: + method.max_new_tokens, the longest
+                                prompt + completion the model sees)      max_seq_length
     train.precision             dtype (bf16 -> bfloat16, fp16 -> float16, auto -> Unsloth's pick)
     adapter lora                load_in_16bit=True                       r, lora_alpha, lora_dropout,
     adapter qlora               load_in_4bit=True (NF4, bitsandbytes)    target_modules, bias="none"
@@ -134,12 +135,21 @@ def gradient_checkpointing(job: Job) -> str | bool:
     return "unsloth" if job.train.grad_checkpointing else False
 
 
+def max_seq_length(job: Job) -> int:
+    """The longest sequence the model sees. GRPO trains on prompt + completion: data.max_length bounds the
+    prompt, method.max_new_tokens the completion. Unsloth's forward cuts input_ids to max_seq_length without
+    a word (unsloth 2026.10.9, models/llama.py), so with the prompt bound alone a long completion lost its
+    tail, the log-probability gather indexed past the logits, and the GRPO benchmark ended in a device-side
+    assert on the GPU machine (2026-11-22)."""
+    return job.data.max_length + (job.method.max_new_tokens if job.method.type == "grpo" else 0)
+
+
 def load_args(job: Job) -> dict:
     """Keyword arguments of FastLanguageModel.from_pretrained (dtype as a name; the child maps it to torch)."""
     kind = job.adapter.type
     return {
         "model_name": job.model.path,
-        "max_seq_length": job.data.max_length,
+        "max_seq_length": max_seq_length(job),
         "dtype": DTYPES[job.train.precision],
         "load_in_4bit": kind == "qlora",
         "load_in_8bit": False,
@@ -166,7 +176,7 @@ def peft_args(job: Job) -> dict | None:
         "use_gradient_checkpointing": gradient_checkpointing(job),
         "random_state": job.seed,
         "use_rslora": False,
-        "max_seq_length": job.data.max_length,
+        "max_seq_length": max_seq_length(job),
     }
 
 
