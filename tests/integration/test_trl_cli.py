@@ -109,6 +109,20 @@ def test_method_runs(tmp_path, tiny_model, method):
     assert (run / "final" / "config.json").is_file() and (run / "final" / "tokenizer.json").is_file()
 
 
+def test_sft_loss_curve_equals_native(tmp_path, tiny_model):
+    """The same SFT job on trl and native: trainhub's data, optimizer and schedule under TRL's trainer give
+    native's loss at every step (TRL's SFTTrainer, trainhub's padding collator)."""
+    curves = {}
+    for backend in ("native", "trl"):
+        job = trl_job(tmp_path / backend, tiny_model, "sft", backend=backend, train={"max_steps": 6})
+        (tmp_path / backend).mkdir()
+        done = train(tmp_path / backend, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+        curves[backend] = [r["loss"] for r in rows(tmp_path / backend / "run", "train")]
+    assert len(curves["trl"]) == 6
+    assert curves["trl"] == pytest.approx(curves["native"], rel=1e-4), curves
+
+
 VARIED = "def variety(prompts, completions, **kw):\n    return [len(set(c[-1]['content'])) / 10 for c in completions]\n"
 
 

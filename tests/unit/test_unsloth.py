@@ -241,23 +241,41 @@ def test_native_lora_without_merged_export(tmp_path, pretrained):
     assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
 
 
-def test_token_counter_counts_non_padding_tokens():
+def test_counting_collator_sums_the_attention_masks():
     import torch
 
     from trainhub.trl_child.train import CountingCollator
 
-    def collate(rows):
-        ids = torch.tensor([r + [0] * (4 - len(r)) for r in rows])
-        return {"input_ids": ids}
-
-    counter = CountingCollator(collate, pad_id=0)
-    counter([[5, 6, 7], [8, 9, 10, 11]])
-    counter([[3]])
-    assert counter.tokens == 8
-    masked = CountingCollator(lambda rows: {"input_ids": torch.ones(2, 3), "attention_mask": torch.tensor(
-        [[1, 1, 0], [1, 0, 0]])}, pad_id=None)
+    masked = CountingCollator(lambda rows: {"chosen_attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]]),
+                                            "rejected_attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])})
     masked([])
-    assert masked.tokens == 3
+    masked([])
+    assert masked.tokens == 14
+
+
+def test_pad_collator_matches_transformers_seq2seq_collator():
+    """trainhub's SFT padding gives what DataCollatorForSeq2Seq(tokenizer) gives (the collator Unsloth's
+    SFTTrainer would pick), ids, labels and mask alike, and counts the real tokens."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    from trainhub.data.tokenizer import train_bpe
+    from trainhub.trl_child.train import PadCollator
+
+    texts = [line for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()[:50]]
+    tok = train_bpe(texts, 300, 2, template="chatml")
+    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]},
+            {"input_ids": [10, 11], "labels": [10, 11]},
+            {"input_ids": [12, 13, 14], "labels": [-100, 13, -100]}]
+    ours = PadCollator(tok.pad_token_id)
+    got = ours(rows)
+    want = DataCollatorForSeq2Seq(tok, padding=True)([dict(r) for r in rows])
+    assert set(got) == {"input_ids", "labels", "attention_mask"}
+    for key in got:
+        assert got[key].dtype == torch.int64 and torch.equal(got[key], want[key]), key
+    assert ours.tokens == 10
+    ours(rows[:1])
+    assert ours.tokens == 15
 
 
 def test_adopted_environment_keeps_the_callers_pythonpath(monkeypatch):

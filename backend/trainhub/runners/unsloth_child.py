@@ -72,6 +72,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
           resume: Path | None = None) -> str:
     """Build, train, save; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
     import torch
+    from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
     from unsloth import FastLanguageModel
 
@@ -80,7 +81,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import CountingCollator, sizes
+    from trainhub.trl_child.train import PadCollator, sizes
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -104,11 +105,12 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                start_fields=start_fields(backend="unsloth", job=job, precision=f"{precision} (unsloth)",
                                                          tokens_per_step=per_step, notes=notes, data=data.stats,
                                                          resumed_from=str(resume) if resume else None))
-    if isinstance(trainer.data_collator, CountingCollator):
+    if isinstance(trainer.data_collator, PadCollator):
         counter = trainer.data_collator
         callback.tokens_fn = lambda: counter.tokens
         trainer.add_callback(_LeaveEvalTokensOut(counter))
     trainer.add_callback(callback)
+    trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
         print(f"note: {note}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)

@@ -55,7 +55,7 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
     from trainhub.trl_child.data import build
     from trainhub.trl_child.train import (
         PROBE_ROWS,
-        CountingCollator,
+        PadCollator,
         load_rewards,
         optimizer_and_schedule,
         total_steps,
@@ -73,11 +73,13 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
               "processing_class": tokenizer, "optimizers": optimizer_and_schedule(job, model, pick_device(), total)}
     if job.method.type == "grpo":
         kwargs["reward_funcs"] = rewards
+    if job.method.type == "sft":
+        # trainhub's own padding of its pre-tokenized rows, not the DataCollatorForSeq2Seq Unsloth would pick
+        # (the tokenizer's pad(): most of a step's host time). It counts tokens too: under Unsloth's
+        # SFTTrainer neither TRL's num_tokens nor num_input_tokens_seen reach the rows (0 on the GPU machine,
+        # 2026-11-22); MetricsCallback uses the count only when both are 0.
+        kwargs["data_collator"] = PadCollator(tokenizer.pad_token_id)
     trainer = getattr(module, spec["trainer"])(**kwargs)
-    if job.method.type == "sft":  # Unsloth set its collator while building the trainer: wrap that one. Under
-        # Unsloth's SFTTrainer neither TRL's num_tokens nor num_input_tokens_seen reach the rows (0 on the GPU
-        # machine, 2026-11-22); MetricsCallback uses this count only when both are 0.
-        trainer.data_collator = CountingCollator(trainer.data_collator, tokenizer.pad_token_id)
     return trainer, spec["args"], data
 
 
