@@ -6,52 +6,25 @@ Reads DIR/job.json (written by the hub), trains, and exits 0 (completed),
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
-import traceback
-from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
-from trainhub.child import fail, protect_stdio
-from trainhub.data.chat import TemplateError
-from trainhub.data.sources import DataError
+from trainhub.child import child_main
 from trainhub.engine.checkpoint import CheckpointError
 from trainhub.engine.loop import NonFiniteStop, train
-from trainhub.job import Job
-from trainhub.metrics import MetricLog
-from trainhub.metrics.log import new_run_id
-from trainhub.runners.base import EXIT_INTERRUPTED, EXIT_OK
+
+
+def explain(err: Exception) -> dict | None:
+    """A non-finite stop wrote its own error row; a refused checkpoint gets one."""
+    if isinstance(err, NonFiniteStop | CheckpointError):
+        return {"message": str(err), "error_row": isinstance(err, CheckpointError), "step": getattr(err, "step", 0)}
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    protect_stdio()
-    parser = argparse.ArgumentParser(prog="python -m trainhub.engine")
-    parser.add_argument("--run-dir", required=True, type=Path)
-    parser.add_argument("--dry-run", action="store_true", help="one optimizer step, then exit")
-    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint folder to continue from")
-    args = parser.parse_args(argv)
-    job = Job.model_validate_json((args.run_dir / "job.json").read_text())
-    log = MetricLog(args.run_dir / "metrics.jsonl")
-    run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
-    t0 = time.time()
     hf_logging.disable_progress_bar()  # its bars would garble the hub's console
-    try:
-        status = train(job, args.run_dir, log, run_id, dry_run=args.dry_run, resume=args.resume)
-    except (DataError, TemplateError) as err:
-        return fail(log, run_id, t0, f"data: {err}", "")
-    except (NonFiniteStop, CheckpointError) as err:
-        return fail(log, run_id, t0, str(err), "", error_row=isinstance(err, CheckpointError),
-                    step=getattr(err, "step", 0))
-    except Exception as err:
-        detail = traceback.format_exc()
-        print(detail, file=sys.stderr, flush=True)
-        return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
-    finally:
-        log.close()
-    return EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK
+    return child_main("trainhub.engine", train, argv, explain=explain)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,17 @@ EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving a checkpoint (1
 # A non-finite stop, a bad record, a refused resume: EXIT_FAILED, with an error row saying which.
 
 
+def child_argv(python: str, module: str, run_dir: Path, *extra: str, dry_run: bool = False,
+               resume: Path | None = None) -> list[str]:
+    """`python -m module --run-dir RUN [extra...] [--dry-run] [--resume CKPT]`: how every backend's child is called."""
+    argv = [python, "-m", module, "--run-dir", str(run_dir), *extra]
+    if dry_run:
+        argv.append("--dry-run")
+    if resume is not None:
+        argv += ["--resume", str(resume)]
+    return argv
+
+
 @dataclass(frozen=True)
 class Launch:
     argv: list[str]

@@ -23,7 +23,7 @@ from trainhub import envs
 from trainhub.host import Host
 from trainhub.job import Job
 from trainhub.jobfile import JobError, Problem
-from trainhub.runners.base import Launch
+from trainhub.runners.base import Launch, child_argv
 
 NAME = "llamafactory"
 STAGES = {"pretrain": "pt", "sft": "sft", "dpo": "dpo", "orpo": "dpo", "kto": "kto"}
@@ -88,10 +88,9 @@ class LlamaFactoryRunner:
         path = run_dir / "llamafactory.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         python = envs.python_of(NAME)
-        argv = [str(python or f"<{envs.setup_command(NAME)}>"), "-m", "trainhub.runners.llamafactory_child",
-                "--run-dir", str(run_dir), "--config", str(path)]
-        if dry_run:
-            argv.append("--dry-run")
+        # resume goes in the config (resume_from_checkpoint), not on the command line
+        argv = child_argv(str(python or f"<{envs.setup_command(NAME)}>"), "trainhub.runners.llamafactory_child",
+                          run_dir, "--config", str(path), dry_run=dry_run)
         env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "DISABLE_VERSION_CHECK": "1",
                "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **envs.child_env(NAME)}
         return Launch(argv=argv, cwd=run_dir, env=env)

@@ -14,7 +14,7 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch
+from trainhub.runners.base import Launch, child_argv
 
 
 class TrlRunner:
@@ -91,9 +91,5 @@ class TrlRunner:
         return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
-        argv = [sys.executable, "-m", "trainhub.trl_child", "--run-dir", str(run_dir)]
-        if dry_run:
-            argv.append("--dry-run")
-        if resume is not None:
-            argv += ["--resume", str(resume)]
+        argv = child_argv(sys.executable, "trainhub.trl_child", run_dir, dry_run=dry_run, resume=resume)
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})

@@ -32,7 +32,7 @@ from pathlib import Path
 from trainhub.host import Host, detect
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch
+from trainhub.runners.base import Launch, child_argv
 
 NO_GPU = "unsloth needs an NVIDIA, AMD or Intel GPU; none found — backends native or trl run here"
 COMPILE_CACHE = "unsloth_compiled_cache"
@@ -106,11 +106,8 @@ class UnslothRunner:
         from trainhub import envs
 
         python = envs.python_of(self.name)
-        argv = [str(python or "python"), "-m", "trainhub.runners.unsloth_child", "--run-dir", str(run_dir)]
-        if dry_run:
-            argv.append("--dry-run")
-        if resume is not None:
-            argv += ["--resume", str(resume)]
+        argv = child_argv(str(python or "python"), "trainhub.runners.unsloth_child", run_dir, dry_run=dry_run,
+                          resume=resume)
         env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                "UNSLOTH_COMPILE_LOCATION": str(Path(run_dir) / COMPILE_CACHE), **envs.child_env(self.name)}
         if model_is_local(job):

@@ -16,7 +16,7 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch
+from trainhub.runners.base import Launch, child_argv
 from trainhub.runners.nanogpt.config import checkout_problems
 
 CHECKOUT_FILES = ("train.py", "configurator.py", "model.py")
@@ -51,11 +51,8 @@ class NanoGPTRunner:
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         repo = checkout(job)
-        argv = [sys.executable, "-m", "trainhub.runners.nanogpt", "--run-dir", str(run_dir), "--repo", str(repo)]
-        if dry_run:
-            argv.append("--dry-run")
-        if resume is not None:
-            argv += ["--resume", str(resume)]
+        argv = child_argv(sys.executable, "trainhub.runners.nanogpt", run_dir, "--repo", str(repo), dry_run=dry_run,
+                          resume=resume)
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
