@@ -96,6 +96,13 @@ def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, 
                                                  bias="none", task_type="CAUSAL_LM"))
     if variant == "direct-trainer":
         return trainer_loop(model, _tok, steps, warmup)
+    return timed_steps(model, steps, warmup)
+
+
+def timed_steps(model, steps: int, warmup: int) -> dict:
+    """The hand loop: forward with labels, backward, clip, fused AdamW, a host sync per step; the median step."""
+    import torch
+
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)

@@ -60,26 +60,6 @@ def build(tmp: Path, steps: int):
     return job, model, build_tokenizer(job, run_dir), run_dir
 
 
-def hand(model, steps: int, warmup: int) -> dict:
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=bench.LR, fused=True)
-    times = []
-    for _ in range(warmup + steps):
-        ids = torch.randint(1, 4096, (bench.MICRO, bench.SEQ), device="cuda")
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
-        times.append(time.perf_counter() - t0)
-    return {"step_s": statistics.median(times[warmup:])}
-
-
 def trainer_run(job, model, tokenizer, run_dir: Path, warmup: int, knobs: dict, profile: bool = False) -> dict:
     import torch
     from transformers import TrainerCallback
@@ -155,7 +135,7 @@ def main() -> None:
     args.tmp.mkdir(parents=True, exist_ok=True)
     total = args.steps + args.warmup
     job, model, tokenizer, run_dir = build(args.tmp, total)
-    results = {"device": torch.cuda.get_device_name(), "hand": hand(model, args.steps, args.warmup)}
+    results = {"device": torch.cuda.get_device_name(), "hand": bench.timed_steps(model, args.steps, args.warmup)}
     variants = {"trainer": {}, "trainer+workers2": {"dataloader_num_workers": 2, "dataloader_prefetch_factor": 2,
                                                     "dataloader_persistent_workers": True},
                 "trainer+no-pin": {"dataloader_pin_memory": False}}

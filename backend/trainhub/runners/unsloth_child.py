@@ -30,7 +30,6 @@ from pathlib import Path
 from trainhub.child import child_main
 from trainhub.job import Job
 from trainhub.metrics import MetricLog
-from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 def explain(err: Exception) -> dict | None:
@@ -57,7 +56,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import PadCollator, sizes
+    from trainhub.trl_child.train import PadCollator, finish, sizes
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -91,18 +90,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         print(f"note: {note}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
-    if callback.failed:
-        callback.end("failed", exit_code=EXIT_FAILED)
-        return "failed"
-    status = "interrupted" if stop.requested else "completed"
-    if status == "completed" and not dry_run:
-        every = job.train.eval_every
-        if data.eval is not None and not (every and trainer.state.global_step % every == 0):
-            trainer.evaluate()  # native evaluates at the end; the Trainer only every eval_steps
-        for path in save(job, model, tokenizer, run_dir):
-            callback.checkpoint(path)
-    callback.end(status, exit_code=EXIT_INTERRUPTED if status == "interrupted" else EXIT_OK)
-    return status
+    return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
+                  save=lambda: save(job, model, tokenizer, run_dir))
 
 
 def _LeaveEvalTokensOut(counter):

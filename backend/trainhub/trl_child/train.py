@@ -172,15 +172,25 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         print(f"note: {note}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
+    return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
+                  save=lambda: [save_final(trainer.model, tokenizer, run_dir, job)])
+
+
+def finish(job: Job, trainer, callback, stop, *, has_eval: bool, dry_run: bool, save) -> str:
+    """After trainer.train(), for every Trainer-based child: the status, and on completion (not a dry run)
+    the final evaluation and `save()` (the folders it returns get checkpoint rows); then the end row, with
+    an exit code when failed, as native writes it."""
+    from trainhub.runners.base import EXIT_FAILED
+
     if callback.failed:
-        callback.end("failed", exit_code=1)
+        callback.end("failed", exit_code=EXIT_FAILED)
         return "failed"
     status = "interrupted" if stop.requested else "completed"
     if status == "completed" and not dry_run:
         every = job.train.eval_every
-        if data.eval is not None and not (every and trainer.state.global_step % every == 0):
+        if has_eval and not (every and trainer.state.global_step % every == 0):
             trainer.evaluate()  # native evaluates at the end; the Trainer only every eval_steps
-        final = save_final(trainer.model, tokenizer, run_dir, job)
-        callback.checkpoint(final)
+        for path in save():
+            callback.checkpoint(path)
     callback.end(status)
     return status
