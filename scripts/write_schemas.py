@@ -34,7 +34,7 @@ def _models(tp) -> list[type[BaseModel]]:
 
 
 def _type_name(tp) -> str:
-    text = str(tp).replace("typing.", "").replace("trainhub.job.", "")
+    text = str(tp).replace("typing.", "").replace("trainhub.job.methods.", "").replace("trainhub.job.", "")
     if isinstance(tp, type):
         text = tp.__name__
     return text.replace("NoneType", "null")
@@ -74,7 +74,7 @@ def _section(model: type[BaseModel], path: str, out: list[str], seen: set) -> No
 
 def job_markdown() -> str:
     out = ["# Job file reference", "",
-           "Generated from `backend/trainhub/job.py` by `scripts/write_schemas.py` (`make schemas`); "
+           "Generated from `backend/trainhub/job/` by `scripts/write_schemas.py` (`make schemas`); "
            "a test fails when it is stale. Unknown keys are errors. A choice discriminated on `type` "
            "may be written as a bare string: `backend: native` means `backend: {type: native}`. "
            "Relative paths are taken from the directory `train` runs in.", ""]

@@ -222,7 +222,7 @@ def _args(tp: Any) -> tuple:
     return ()
 
 
-# The fields that discriminate the schema's unions (job.py): `type` everywhere, `family` for model.init.
+# The fields that discriminate the schema's unions (trainhub.job): `type` everywhere, `family` for model.init.
 TAGS = ("type", "family")
 
 
