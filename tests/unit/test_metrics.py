@@ -59,6 +59,31 @@ def test_every_row_type_round_trips(tmp_path):
     assert back == ROWS
 
 
+def test_rows_are_readable_at_once_and_durable_rows_are_fsynced(tmp_path, monkeypatch):
+    """Every row is flushed as it is written (a follower, or a killed process, loses none); start,
+    checkpoint, error and end rows are fsynced at once, train and eval rows at most every FSYNC_EVERY_S."""
+    import trainhub.metrics.log as log_mod
+
+    synced = []
+    monkeypatch.setattr(log_mod.os, "fsync", lambda fd: synced.append(fd))
+    clock = [100.0]
+    monkeypatch.setattr(log_mod.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "metrics.jsonl"
+    log = MetricLog(path)
+    events = []
+    for row in ROWS[:5]:  # start, train, train, eval, checkpoint
+        log.write(row)
+        events.append(row.event)
+        assert [r.event for r in read_rows(path)] == events  # on disk (to readers) before close
+    assert len(synced) == 2  # start and checkpoint only
+    clock[0] += log_mod.FSYNC_EVERY_S
+    log.write(ROWS[1])  # a train row after the interval: fsynced
+    assert len(synced) == 3
+    log.write(ROWS[-1])  # end
+    log.close()
+    assert len(synced) == 5  # end, then close
+
+
 def test_appending_keeps_earlier_rows(tmp_path):
     path = tmp_path / "metrics.jsonl"
     write_log(path, ROWS[:2])
