@@ -150,3 +150,39 @@ def test_grpo(tmp_path, small_model, algorithm):
     notes = rows(run, "start")[0]["notes"]
     assert not [n for n in notes if n.startswith("unsloth changed") and any(
         k in n for k in ("loss_type", "beta", "epsilon", "scale_rewards", "mask_truncated"))], notes
+
+
+def test_grpo_completions_past_the_prompt_bound(tmp_path, small_model):
+    """Prompt + completion longer than data.max_length (the prompt bound), as in the GRPO benchmark: Unsloth
+    cuts input_ids to max_seq_length, so trainhub must size it for prompt + completion (it asserted before)."""
+    job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16})
+    job.update(method={"type": "grpo", "algorithm": "dapo", "group_size": 4, "max_new_tokens": 128,
+                       "kl_beta": 0.0, "rewards": [{"function": "trainhub.rewards:answer_format"}]},
+               export={"merged": False},
+               data={"train": str(ROOT / "config/data/arithmetic.jsonl"), "format": "prompt", "max_length": 96,
+                     "overlong": "drop"})
+    job["train"].update(micro_batch_size=8, max_steps=2)
+    _train(tmp_path, job)
+    train = rows(tmp_path / "run", "train")
+    assert [r["step"] for r in train] == [1, 2] and all(r["loss"] is not None for r in train)
+    assert max(r["method"]["completion_length"] for r in train) > 96  # so prompt + completion passed 96
+
+
+def test_save_and_resume(tmp_path, small_model):
+    """Trainer checkpoints every 2 steps carry trainhub's markers; --resume continues at step 4 with the token
+    count carried over, and refuses a changed job."""
+    job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16}, max_steps=4, save_every=2)
+    job["export"] = {"merged": False}
+    job["optim"]["schedule"] = {"warmup_steps": 1, "decay": "constant"}
+    _train(tmp_path, job)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "latest").read_text().strip() == "checkpoint-4"
+    assert json.loads((run / "checkpoints" / "checkpoint-4" / "state.json").read_text())["step"] == 4
+    _train(tmp_path, job, "--resume", "--set", "train.max_steps=6")
+    starts = rows(run, "start")
+    assert starts[-1]["resumed_from"].endswith("checkpoint-4") and starts[-1]["step"] == 4
+    assert [r["step"] for r in rows(run, "train")] == [1, 2, 3, 4, 5, 6]
+    tokens = [r["tokens"] for r in rows(run, "train")]
+    assert tokens == sorted(tokens) and tokens[4] > tokens[3]
+    changed = run_cli("train", "--config", str(tmp_path / "job.yaml"), "--resume", "--set", "optim.lr=0.5")
+    assert changed.returncode == 1 and "optim.lr" in changed.stderr
