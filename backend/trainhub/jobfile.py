@@ -13,6 +13,7 @@ exist, so a bad job fails before any work starts.
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -346,4 +347,32 @@ def preflight(job: Job) -> list[Problem]:
     if init is not None and init.tokenizer.type == "path" and init.tokenizer.path.startswith("/"):
         if not Path(init.tokenizer.path).is_dir():
             problems.append(Problem("model.init.tokenizer.path", f"tokenizer folder not found: {init.tokenizer.path}"))
+    if model_path is not None and model_path.is_dir():
+        problems += _check_positions(job, model_path)
     return problems
+
+
+# Models whose positions are a learned table (config key): a longer sequence is an index error (a device-side
+# assert on a GPU) at the first step. Rotary models may run past max_position_embeddings on purpose.
+ABSOLUTE_POSITIONS = {"gpt2": "n_positions", "gpt_bigcode": "n_positions", "gpt_neo": "max_position_embeddings",
+                      "opt": "max_position_embeddings"}
+
+
+def _check_positions(job: Job, model_path: Path) -> list[Problem]:
+    """The longest sequence the job feeds the model (GRPO: prompt + completion) must fit a learned position table."""
+    try:
+        config = json.loads((model_path / "config.json").read_text())
+    except (OSError, ValueError):
+        return []  # not an HF model folder: the backend says what it misses
+    key = ABSOLUTE_POSITIONS.get(config.get("model_type", ""))
+    positions = config.get(key) if key else None
+    m = job.method
+    extra = m.max_new_tokens if m.type == "grpo" else 0
+    longest = job.data.max_length + extra
+    if not isinstance(positions, int) or longest <= positions:
+        return []
+    what = f"data.max_length {job.data.max_length} + method.max_new_tokens {extra} = {longest} tokens" if extra \
+        else f"data.max_length is {longest} tokens"
+    return [Problem("data.max_length", f"{what}, but {model_path} has {positions} positions "
+                                       f"(config.json {key}: a learned position table, it cannot run longer); "
+                                       f"lower data.max_length{' or method.max_new_tokens' if extra else ''}")]

@@ -124,3 +124,42 @@ def test_parquet_without_pyarrow_is_refused_before_any_work(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert problems(tmp_path, train=str(tmp_path / "a.parquet")) == \
         ["data.train[0]: reading .parquet files needs pyarrow: pip install pyarrow"]
+
+
+def _model_folder(tmp_path, config: dict):
+    import json
+
+    folder = tmp_path / "model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _with_model(tmp_path, folder, **over) -> list[str]:
+    job = tiny_pretrain_job(tmp_path, **over)
+    job["model"] = {"path": str(folder)}
+    try:
+        load(write_job(tmp_path / "job.yaml", job))
+    except JobError as err:
+        return [str(p) for p in err.problems]
+    return []
+
+
+def test_a_sequence_longer_than_a_learned_position_table_is_refused(tmp_path):
+    """GPT-2's positions are a learned table: data.max_length past n_positions would be an index error at
+    the first step (a device-side assert on a GPU). Rotary models may run past max_position_embeddings."""
+    gpt2 = _model_folder(tmp_path, {"model_type": "gpt2", "n_positions": 16})
+    [problem] = _with_model(tmp_path, gpt2)  # the tiny job's data.max_length is 32
+    assert problem.startswith("data.max_length: data.max_length is 32 tokens, but") and "n_positions" in problem
+    assert _with_model(tmp_path, gpt2, data={"max_length": 16}) == []
+    llama = _model_folder(tmp_path, {"model_type": "llama", "max_position_embeddings": 16})
+    assert _with_model(tmp_path, llama) == []
+
+
+def test_grpo_counts_the_completion_against_the_position_table(tmp_path):
+    gpt2 = _model_folder(tmp_path, {"model_type": "gpt2", "n_positions": 64})
+    grpo = {"type": "grpo", "max_new_tokens": 40, "rewards": [{"function": "trainhub.rewards:exact_match"}]}
+    data = {"train": str(DATA / "arithmetic.jsonl"), "format": "prompt", "max_length": 32}
+    [problem] = _with_model(tmp_path, gpt2, method=grpo, data=data, backend="trl")
+    assert "data.max_length 32 + method.max_new_tokens 40 = 72 tokens" in problem
+    assert _with_model(tmp_path, gpt2, method={**grpo, "max_new_tokens": 32}, data=data, backend="trl") == []
