@@ -186,3 +186,23 @@ def test_save_and_resume(tmp_path, small_model):
     assert tokens == sorted(tokens) and tokens[4] > tokens[3]
     changed = run_cli("train", "--config", str(tmp_path / "job.yaml"), "--resume", "--set", "optim.lr=0.5")
     assert changed.returncode == 1 and "optim.lr" in changed.stderr
+
+
+def test_tokenizer_without_a_pad_token(tmp_path, small_model):
+    """Llama 3's tokenizer has no pad token: trainhub pads with EOS (masked by position, never by id), and
+    Unsloth, which repairs pad == eos in its own copy of the tokenizer, must still train on trainhub's."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "nopad"
+    shutil.copytree(small_model, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.pad_token = None
+    tok.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "pad_token_id": None}))
+    job = sft_job(tmp_path, folder, {"type": "lora", "rank": 8, "alpha": 16})
+    job["export"] = {"merged": False}
+    _train(tmp_path, job)
+    _finite_and_learning(tmp_path / "run")
