@@ -157,3 +157,20 @@ def test_check_refuses_what_trl_cannot_do():
     assert "data.packing" in {p.where for p in TrlRunner().check(
         validate({**job("sft", "messages").model_dump(mode="json"),
                   "data": {"train": "/d.jsonl", "format": "messages", "packing": True}}), Host())}
+
+
+@pytest.mark.parametrize("backend", ["native", "trl"])
+def test_trainhub_model_backends_refuse_the_same_model_settings(backend):
+    """native and trl both train trainhub's own model: flash_attention_2 without a GPU, and fp16 autocast over
+    bfloat16 weights, are refused by both, naming the key."""
+    from trainhub.host import Host
+    from trainhub.runners import RUNNERS
+
+    base = job("sft", "messages").model_dump(mode="json")
+    flash = validate({**base, "model": {**base["model"], "attention": "flash_attention_2"}})
+    half = validate({**base, "model": {**base["model"], "dtype": "bfloat16"},
+                     "train": {**base["train"], "precision": "fp16"}})
+    runner = RUNNERS[backend]
+    assert "model.attention" in {p.where for p in runner.check(flash, Host(gpus=(), cpu="x86_64", cores=2))}
+    [problem] = [p for p in runner.check(half, Host()) if p.where == "train.precision"]
+    assert "two half formats" in problem.message

@@ -60,3 +60,17 @@ class Runner(Protocol):
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         """`resume`: a checkpoint folder (the hub has checked it fits the job); the backend continues from it."""
         ...
+
+
+def trainhub_model_problems(job: Job, host: Host) -> list[Problem]:
+    """What the backends that train trainhub's own model (engine/model.py: native, trl) refuse alike."""
+    from trainhub.host import missing_modules
+
+    problems = []
+    if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
+        problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
+                                "use sdpa"))
+    if job.train.precision == "fp16" and job.model.dtype == "bfloat16":
+        problems.append(Problem("train.precision", "fp16 autocast over bfloat16 weights mixes two half formats; "
+                                "use precision bf16 or model.dtype float32"))
+    return problems

@@ -8,7 +8,7 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv
+from trainhub.runners.base import Launch, child_argv, trainhub_model_problems
 
 
 class NativeRunner:
@@ -35,12 +35,7 @@ class NativeRunner:
         if job.model.init is not None and job.model.init.family == "gpt2":
             problems.append(Problem("model.init.family", "native builds llama and qwen2 models; gpt2 trains with "
                                     "backend nanogpt"))
-        if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
-            problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
-                                    "use sdpa"))
-        if job.train.precision == "fp16" and job.model.dtype == "bfloat16":
-            problems.append(Problem("train.precision", "fp16 autocast over bfloat16 weights mixes two half "
-                                    "formats; use precision bf16 or model.dtype float32"))
+        problems += trainhub_model_problems(job, host)
         return problems
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:

@@ -14,7 +14,7 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv
+from trainhub.runners.base import Launch, child_argv, trainhub_model_problems
 
 
 class TrlRunner:
@@ -39,12 +39,7 @@ class TrlRunner:
         if job.train.on_nonfinite == "skip":
             problems.append(Problem("train.on_nonfinite", "trl cannot skip a non-finite update (the Trainer has "
                                     "applied it by the time it is seen); set train.on_nonfinite: stop"))
-        if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
-            problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
-                                    "use sdpa"))
-        if job.train.precision == "fp16" and job.model.dtype == "bfloat16":
-            problems.append(Problem("train.precision", "fp16 over bfloat16 weights mixes two half formats; use "
-                                    "precision bf16 or model.dtype float32"))
+        problems += trainhub_model_problems(job, host)
         if m.type == "grpo":
             problems += self._check_grpo(job)
         return problems
