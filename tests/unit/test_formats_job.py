@@ -89,6 +89,11 @@ def test_map_paths_maps_train_and_eval():
 def problems(tmp_path, method: str = "pretrain", **data) -> list[str]:
     job = tiny_pretrain_job(tmp_path, method=method)
     job["data"] = {"format": "text", "max_length": 32, **data}
+    return problems_of(tmp_path, job)
+
+
+def problems_of(tmp_path, job: dict) -> list[str]:
+    """What loading the job refuses, one 'where: message' line each ([] when it loads)."""
     try:
         load(write_job(tmp_path / "job.yaml", job))
     except JobError as err:
@@ -138,11 +143,7 @@ def _model_folder(tmp_path, config: dict):
 def _with_model(tmp_path, folder, **over) -> list[str]:
     job = tiny_pretrain_job(tmp_path, **over)
     job["model"] = {"path": str(folder)}
-    try:
-        load(write_job(tmp_path / "job.yaml", job))
-    except JobError as err:
-        return [str(p) for p in err.problems]
-    return []
+    return problems_of(tmp_path, job)
 
 
 def test_a_sequence_longer_than_a_learned_position_table_is_refused(tmp_path):
