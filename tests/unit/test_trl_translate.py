@@ -29,7 +29,8 @@ COMMON_CPU = {
     "per_device_eval_batch_size": 4, "gradient_accumulation_steps": 2, "max_steps": 10, "num_train_epochs": 1.0,
     "learning_rate": 2e-4, "max_grad_norm": 1.0, "bf16": False, "fp16": False, "use_cpu": True,
     "gradient_checkpointing": False, "gradient_checkpointing_kwargs": {"use_reentrant": False},
-    "logging_strategy": "steps", "logging_steps": 1, "logging_first_step": False, "save_strategy": "no",
+    "logging_strategy": "steps", "logging_steps": 1, "logging_first_step": False, "logging_nan_inf_filter": False,
+    "save_strategy": "no",
     "eval_strategy": "no", "include_num_input_tokens_seen": "no", "dataloader_drop_last": True,
     "report_to": "none", "disable_tqdm": True,
 }

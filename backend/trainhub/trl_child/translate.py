@@ -107,6 +107,9 @@ def training_args(job: Job, run_dir: Path, *, cuda: bool, bf16_ok: bool, dry_run
         "logging_strategy": "steps",
         "logging_steps": tc.log_every,
         "logging_first_step": False,
+        # a non-finite loss is logged as it is (and stops the run under train.on_nonfinite: stop), not replaced
+        # by the running average; the filter's check also made the host wait for the GPU inside every step
+        "logging_nan_inf_filter": False,
         "save_strategy": "steps" if tc.save_every and not dry_run else "no",
         "eval_strategy": "steps" if tc.eval_every and not dry_run else "no",
         # TRL's trainers count non-padding tokens themselves (num_tokens; ORPO's: trainhub's collator); the
