@@ -94,3 +94,30 @@ def test_method_keys(logs, prefix, expected):
 
 def test_no_method_keys_is_none():
     assert method_stats({"loss": 1.0, "grad_norm": 2.0, "learning_rate": 1e-3}) is None
+
+
+def test_a_resumed_trainer_child_goes_on_from_the_checkpoints_tokens(tmp_path):
+    """trl_child.train.metrics_callback, which both Trainer children (trl, unsloth) build their callback with:
+    on --resume the rows' token count goes on from the checkpoint's, though the collator counts from 0 again."""
+    from types import SimpleNamespace
+
+    from trainhub.metrics.hf_callback import mark_checkpoint
+    from trainhub.trl_child.train import metrics_callback
+
+    job = _job()
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    mark_checkpoint(checkpoint, 4, job.model_dump(mode="json"), tokens=1234)
+    data = SimpleNamespace(eval_tokens=0, stats={"examples": 16})
+    log = MetricLog(tmp_path / "metrics.jsonl")
+    fresh = metrics_callback(job, log, "r", backend="unsloth", precision="bf16 (unsloth)", notes=[], data=data,
+                             stop=_Stop(), resume=None)
+    resumed = metrics_callback(job, log, "r", backend="unsloth", precision="bf16 (unsloth)", notes=[], data=data,
+                               stop=_Stop(), resume=checkpoint)
+    assert fresh.resumed_tokens == 0 and fresh.start_fields["resumed_from"] is None
+    assert resumed.resumed_tokens == 1234 and resumed.start_fields["resumed_from"] == str(checkpoint)
+    assert resumed.start_fields["backend"] == "unsloth" and resumed.start_fields["tokens_per_step"] == 4 * 16
+    _trainer(tmp_path, resumed, max_steps=2, logging_steps=1).train()  # its count starts at 0: 64 tokens a step
+    log.close()
+    tokens = [r.tokens for r in read_rows(tmp_path / "metrics.jsonl") if r.event == "train"]
+    assert tokens == [1234 + 64, 1234 + 128]

@@ -53,10 +53,9 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
     from trainhub.engine.model import build_tokenizer
     from trainhub.engine.stop import StopFlag
-    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import PadCollator, finish, sizes
+    from trainhub.trl_child.train import PadCollator, finish, metrics_callback
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -75,11 +74,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     trainer, wanted, data = build_trainer(job, model, tokenizer, run_dir, precision, dry_run=dry_run,
                                           resume=resume)
     notes += data.notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
-    seq, per_step = sizes(job)
-    callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
-                               start_fields=start_fields(backend="unsloth", job=job, precision=f"{precision} (unsloth)",
-                                                         tokens_per_step=per_step, notes=notes, data=data.stats,
-                                                         resumed_from=str(resume) if resume else None))
+    callback = metrics_callback(job, log, run_id, backend="unsloth", precision=f"{precision} (unsloth)", notes=notes,
+                                data=data, stop=stop, resume=resume)
     if isinstance(trainer.data_collator, PadCollator):
         counter = trainer.data_collator
         callback.tokens_fn = lambda: counter.tokens

@@ -39,6 +39,22 @@ def sizes(job: Job) -> tuple[int, int]:
     return seq, tc.micro_batch_size * tc.grad_accum * seq * per_example
 
 
+def metrics_callback(job: Job, log: MetricLog, run_id: str, *, backend: str, precision: str, notes: list[str],
+                     data, stop, resume: Path | None):
+    """The MetricsCallback of a Trainer-based child (trl, unsloth): the start row's fields, and on --resume
+    the checkpoint's token count, which the rows go on from (a fresh collator counts from 0 again)."""
+    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
+    from trainhub.resume import read_state
+
+    saved = read_state(resume)[0] if resume is not None else {}
+    seq, per_step = sizes(job)
+    return MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+                           resumed_tokens=saved.get("tokens", 0),
+                           start_fields=start_fields(backend=backend, job=job, precision=precision,
+                                                     tokens_per_step=per_step, notes=notes, data=data.stats,
+                                                     resumed_from=str(resume) if resume else None))
+
+
 class CountingCollator:
     """A collator, unchanged, that also counts the non-padding tokens of what it collates: the sum of the
     attention masks it returns (a pair's chosen and rejected sequences each hold the prompt). For ORPO,
@@ -120,7 +136,6 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.engine.loop import save_final
     from trainhub.engine.model import build_model, build_tokenizer
     from trainhub.engine.stop import StopFlag
-    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
     from trainhub.resume import read_state
     from trainhub.trl_child.data import build
     from trainhub.trl_child.translate import translate
@@ -147,12 +162,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                      resume_step=resume_step, total_steps=total)
     module = importlib.import_module(spec["module"])
     config = getattr(module, spec["config"])(**spec["args"])
-    seq, per_step = sizes(job)
-    callback = MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
-                               resumed_tokens=saved.get("tokens", 0),
-                               start_fields=start_fields(backend="trl", job=job, precision=prec.name,
-                                                         tokens_per_step=per_step, notes=notes, data=data.stats,
-                                                         resumed_from=str(resume) if resume else None))
+    callback = metrics_callback(job, log, run_id, backend="trl", precision=prec.name, notes=notes, data=data,
+                                stop=stop, resume=resume)
     kwargs = {"model": model, "args": config, "train_dataset": data.train, "eval_dataset": data.eval,
               "processing_class": tokenizer, "callbacks": [callback],
               "optimizers": optimizer_and_schedule(job, model, device, total)}
