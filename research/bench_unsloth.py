@@ -2,24 +2,31 @@
 
 The job: a Llama-3.2-1B-shaped model (hidden 2048, intermediate 8192, 16 layers, 32 heads,
 8 KV heads, vocab 128256, tied embeddings, rope theta 500000) with random weights, LoRA r=16
-(alpha 32) on every linear layer, sequences of 2048 tokens, micro-batch 4, bf16, gradient
-checkpointing (Unsloth's own where Unsloth runs), AdamW (fused), gradient clipping at 1.0.
+(alpha 32) on every linear layer, sequences of 2048 tokens, micro-batch 4, bf16, AdamW (fused),
+gradient clipping at 1.0; with gradient checkpointing (Unsloth's own where Unsloth runs) and without.
 
 Variants, each in its own process (importing unsloth patches transformers for the whole process):
 
-    trainhub      `train --backend unsloth` on the job file: pretrain blocks of 2048 tokens;
-                  tokens/s and peak memory are read from the run's metrics.jsonl
-    direct        the same Unsloth calls (from_pretrained + get_peft_model) and a hand loop:
-                  forward with labels, backward, clip, AdamW step
-    hf-peft       transformers + peft, sdpa attention, the same hand loop (gradient checkpointing
-                  on, and off)
-    ... and the same for QLoRA (4-bit NF4 base weights), and a GRPO run through trainhub.
+    trainhub          `train --backend unsloth` on the job file (SFT conversations cut at 2048 tokens);
+                      tokens/s and peak memory are read from the run's metrics.jsonl
+    direct+autocast   the same Unsloth calls (from_pretrained + get_peft_model) and a hand loop:
+                      forward with labels, backward, clip, AdamW step; the forward under bf16 autocast,
+                      the recipe trainhub's `train.precision: bf16` means and Unsloth's own trainer runs
+                      (bf16 weights, float32 adapters, autocast)
+    direct            the same hand loop without autocast: Unsloth's fastest raw loop, another recipe
+    hf-peft+autocast  transformers + peft, sdpa attention, the hand loop under autocast
+    ... for LoRA with and without checkpointing and for QLoRA (4-bit NF4 base weights), and a GRPO
+    run through trainhub.
 
 tokens/s is the median over the steps after the warm-up; peak memory is
 torch.cuda.max_memory_allocated (trainhub: the largest mem_gb of its rows). Overhead =
-1 - trainhub / direct. Run on the GPU machine (see ../shared/gpu/README.md):
+1 - trainhub / direct+autocast (same recipe); against `direct` too. Run on the GPU machine (see
+../shared/gpu/README.md):
 
     python research/bench_unsloth.py --out $OUT/unsloth.json
+    python research/bench_unsloth.py --only lora --repeat 3 --out $OUT/unsloth.json   # trainhub and the hand
+                                                                   # loop in turn, three times: the overhead's spread
+
 """
 
 from __future__ import annotations
@@ -70,10 +77,11 @@ def make_model(folder: Path, vocab: int | None = None) -> None:
 # ----------------------------------------------------------------------------- hand loops (one process each)
 
 
-def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, checkpointing: bool) -> dict:
+def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, checkpointing: bool,
+              autocast: bool) -> dict:
     import torch
 
-    if variant in ("direct", "direct-trainer"):
+    if variant == "direct":
         import unsloth  # noqa: F401  (before transformers)
         from unsloth import FastLanguageModel
 
@@ -94,67 +102,54 @@ def hand_loop(variant: str, folder: Path, steps: int, warmup: int, qlora: bool, 
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS,
                                                  bias="none", task_type="CAUSAL_LM"))
-    if variant == "direct-trainer":
-        return trainer_loop(model, _tok, steps, warmup)
-    return timed_steps(model, steps, warmup)
+    return timed_steps(model, steps, warmup, autocast=autocast)
 
 
-def timed_steps(model, steps: int, warmup: int) -> dict:
-    """The hand loop: forward with labels, backward, clip, fused AdamW, a host sync per step; the median step."""
+def timed_steps(model, steps: int, warmup: int, batch: dict | None = None, autocast: bool = False,
+                phases: bool = False) -> dict:
+    """The hand loop: forward with labels, backward, clip, fused AdamW, a host sync per step; the median step.
+    `batch`: model inputs (on the GPU) to use at every step instead of random ids; `autocast`: the forward
+    under torch.autocast(bf16), as accelerate wraps a Trainer's model when bf16 is on; `phases`: a sync after
+    the backward and after the clip too, and the median of each phase (forward+backward, clip, optimizer)."""
+    import contextlib
+
     import torch
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    times = []
+    times, split = [], []
+
+    def mark():
+        if phases:
+            torch.cuda.synchronize()
+            split[-1].append(time.perf_counter())
+
     for step in range(warmup + steps):
         ids = torch.randint(1, 4096, (MICRO, SEQ), device="cuda", generator=gen)  # the tokenizer's id range
+        inputs = batch or {"input_ids": ids, "labels": ids}
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        split.append([t0])
+        with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
+            loss = model(**inputs, use_cache=False).loss
         loss.backward()
+        mark()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
+        mark()
         opt.step()
         opt.zero_grad(set_to_none=True)
         last = loss.item()  # sync
         times.append(time.perf_counter() - t0)
+        split[-1].append(time.perf_counter())
         if step == 0:
             torch.cuda.reset_peak_memory_stats()  # weights stay counted; the first step's one-offs do not
     step_s = statistics.median(times[warmup:])
-    return {"tokens_per_s": MICRO * SEQ / step_s, "step_s": step_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+    phase = {f"{name}_s": statistics.median(t[i + 1] - t[i] for t in split[warmup:])
+             for i, name in enumerate(("fwd_bwd", "clip", "optim"))} if phases else {}
+    return {**phase, "tokens_per_s": MICRO * SEQ / step_s, "step_s": step_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
             "final_loss": last, "steps": steps, "warmup": warmup}
-
-
-def trainer_loop(model, tokenizer, steps: int, warmup: int) -> dict:
-    """Unsloth's documented way: TRL's SFTTrainer (patched by Unsloth) on pre-tokenized random rows,
-    logging every step; tokens/s from the time between logs, as trainhub's callback measures it."""
-    import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, 4096, ((warmup + steps) * MICRO, SEQ), generator=gen).tolist()
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            times.append(time.perf_counter())
-
-    config = SFTConfig(output_dir="/tmp/bench_unsloth/direct-trainer", per_device_train_batch_size=MICRO,
-                       max_steps=warmup + steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-                       weight_decay=0.0, optim="adamw_torch_fused", max_grad_norm=1.0, logging_steps=1, bf16=True,
-                       gradient_checkpointing=False,  # TRL's default True recomputes again on top of Unsloth's
-                       save_strategy="no", report_to="none", disable_tqdm=True, max_length=SEQ, packing=False,
-                       seed=0)
-    trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer,
-                         train_dataset=Dataset.from_dict({"input_ids": ids, "labels": ids}), callbacks=[Clock()])
-    torch.cuda.reset_peak_memory_stats()
-    trainer.train()
-    step_s = statistics.median(b - a for a, b in zip(times[warmup - 1:], times[warmup:], strict=False))
-    return {"tokens_per_s": MICRO * SEQ / step_s, "step_s": step_s, "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
-            "steps": steps, "warmup": warmup}
 
 
 # ----------------------------------------------------------------------------- through trainhub
@@ -175,17 +170,17 @@ def make_chats(path: Path, n: int) -> None:
                                              {"role": "assistant", "content": "\n\n".join(answer)}]}) + "\n")
 
 
-def bench_job(folder: Path, data: Path, run_dir: Path, steps: int, adapter: str) -> dict:
+def bench_job(folder: Path, data: Path, run_dir: Path, steps: int, adapter: str, checkpointing: bool = True) -> dict:
     return {
-        "name": f"bench-unsloth-{adapter}", "output_dir": str(run_dir), "seed": 0, "backend": "unsloth",
+        "name": f"bench-unsloth-{adapter}-{'ckpt' if checkpointing else 'nockpt'}", "output_dir": str(run_dir), "seed": 0, "backend": "unsloth",
         "model": {"path": str(folder), "dtype": "bfloat16"},
         "method": "sft",
         "adapter": {"type": adapter, "rank": RANK, "alpha": ALPHA, "dropout": 0.0, "targets": TARGETS},
         "data": {"train": str(data), "format": "messages", "max_length": SEQ, "overlong": "truncate"},
         "optim": {"type": "adamw", "lr": LR, "betas": [0.9, 0.999], "weight_decay": 0.0,
                   "schedule": {"warmup_steps": 0, "decay": "constant"}},
-        "train": {"micro_batch_size": MICRO, "max_steps": steps, "precision": "bf16", "grad_checkpointing": True,
-                  "grad_clip": 1.0, "log_every": 1, "on_nonfinite": "stop"},
+        "train": {"micro_batch_size": MICRO, "max_steps": steps, "precision": "bf16",
+                  "grad_checkpointing": checkpointing, "grad_clip": 1.0, "log_every": 1, "on_nonfinite": "stop"},
         "export": {"merged": False},
         "log": {"console": "plain"},
     }
@@ -239,15 +234,25 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
             "steps": len(train), "warmup": warmup, "wall_s": round(wall, 1), "notes": start.get("notes", [])}
 
 
-def run_variant(args, variant: str, qlora: bool, checkpointing: bool) -> dict:
-    out = Path(args.tmp) / f"{variant}-{int(qlora)}-{int(checkpointing)}.json"
+def run_variant(args, variant: str, qlora: bool, checkpointing: bool, autocast: bool) -> dict:
+    out = Path(args.tmp) / f"{variant}-{int(qlora)}-{int(checkpointing)}-{int(autocast)}.json"
     cmd = [sys.executable, __file__, "--variant", variant, "--model", str(args.model), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--result", str(out)] + (["--qlora"] if qlora else []) + \
-          ([] if checkpointing else ["--no-checkpointing"])
+          ([] if checkpointing else ["--no-checkpointing"]) + (["--autocast"] if autocast else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-3000:]}
     return json.loads(out.read_text())
+
+
+# group -> (adapter, checkpointing, hand loops as (name, variant, autocast))
+GROUPS = {
+    "lora": ("lora", True, [("direct+autocast", "direct", True), ("direct", "direct", False),
+                            ("hf-peft+autocast", "hf-peft", True)]),
+    "lora-nockpt": ("lora", False, [("direct+autocast", "direct", True), ("direct", "direct", False),
+                                    ("hf-peft+autocast", "hf-peft", True)]),
+    "qlora": ("qlora", True, [("direct+autocast", "direct", True), ("direct", "direct", False)]),
+}
 
 
 def main() -> None:
@@ -257,14 +262,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variant", choices=["direct", "direct-trainer", "hf-peft"], default=None)
+    parser.add_argument("--variant", choices=["direct", "hf-peft"], default=None)
     parser.add_argument("--qlora", action="store_true")
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--autocast", action="store_true")
     parser.add_argument("--result", type=Path, default=None)
-    parser.add_argument("--only", default="lora,qlora,grpo", help="which groups to run")
+    parser.add_argument("--only", default=",".join([*GROUPS, "grpo"]), help="which groups to run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run trainhub and the same-recipe hand loop this many times in turn (LoRA/QLoRA groups)")
     args = parser.parse_args()
     if args.variant:  # a child: one hand loop
-        result = hand_loop(args.variant, args.model, args.steps, args.warmup, args.qlora, not args.no_checkpointing)
+        result = hand_loop(args.variant, args.model, args.steps, args.warmup, args.qlora, not args.no_checkpointing,
+                           args.autocast)
         args.result.write_text(json.dumps(result))
         return
 
@@ -279,42 +288,38 @@ def main() -> None:
     make_model(args.model)
     chats = args.tmp / "chats.jsonl"
     make_chats(chats, (args.warmup + args.steps) * MICRO + 8)
-    groups = args.only.split(",")
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": SHAPE,
                      "job": {"seq": SEQ, "micro_batch": MICRO, "rank": RANK, "alpha": ALPHA, "lr": LR},
                      "date": time.strftime("%Y-%m-%d", time.gmtime())}
     steps = args.warmup + args.steps
-    if "lora" in groups:
-        results["lora"] = {
-            "trainhub": through_trainhub(bench_job(args.model, chats, args.tmp / "run-lora", steps, "lora"),
-                                         args.tmp, args.warmup),
-            "direct": run_variant(args, "direct", False, True),
-            "direct-trainer": run_variant(args, "direct-trainer", False, True),
-            "hf-peft": run_variant(args, "hf-peft", False, True),
-            "hf-peft-no-checkpointing": run_variant(args, "hf-peft", False, False),
-        }
-    if "qlora" in groups:
-        results["qlora"] = {
-            "trainhub": through_trainhub(bench_job(args.model, chats, args.tmp / "run-qlora", steps, "qlora"),
-                                         args.tmp, args.warmup),
-            "direct": run_variant(args, "direct", True, True),
-            "direct-trainer": run_variant(args, "direct-trainer", True, True),
-        }
-    if "grpo" in groups:
-        # sampling from more logits than the tokenizer has tokens (128256, then 4096, against ~1.2k) ended
-        # in a device-side assert in the embedding under Unsloth (2026-11-22); GRPO's model has exactly
-        # the tokenizer's vocabulary, the 1B shape otherwise
-        grpo_model = args.tmp / "llama-1b-shape-vocab-tok"
-        make_model(grpo_model, vocab=0)
-        results["grpo"] = {"trainhub": through_trainhub(grpo_job(grpo_model, args.tmp / "run-grpo"), args.tmp, 1)}
-    for group in ("lora", "qlora"):
-        if group in results and "tokens_per_s" in results[group]["trainhub"] and \
-                "tokens_per_s" in results[group]["direct"]:
-            results[group]["overhead_pct"] = 100 * (1 - results[group]["trainhub"]["tokens_per_s"] /
-                                                    results[group]["direct"]["tokens_per_s"])
-            if "tokens_per_s" in results[group].get("direct-trainer", {}):
-                results[group]["overhead_vs_trainer_pct"] = 100 * (
-                    1 - results[group]["trainhub"]["tokens_per_s"] / results[group]["direct-trainer"]["tokens_per_s"])
+    for group in args.only.split(","):
+        if group == "grpo":
+            # sampling from more logits than the tokenizer has tokens (128256, then 4096, against ~1.2k) ended
+            # in a device-side assert in the embedding under Unsloth (2026-11-22); GRPO's model has exactly
+            # the tokenizer's vocabulary, the 1B shape otherwise
+            grpo_model = args.tmp / "llama-1b-shape-vocab-tok"
+            make_model(grpo_model, vocab=0)
+            results["grpo"] = {"trainhub": through_trainhub(grpo_job(grpo_model, args.tmp / "run-grpo"), args.tmp, 1)}
+            continue
+        adapter, checkpointing, hands = GROUPS[group]
+        job = bench_job(args.model, chats, args.tmp / f"run-{group}", steps, adapter, checkpointing)
+        row = results[group] = {"trainhub": through_trainhub(job, args.tmp, args.warmup)}
+        for name, variant, autocast in hands:
+            row[name] = run_variant(args, variant, adapter == "qlora", checkpointing, autocast)
+        for peer in ("direct+autocast", "direct"):
+            if "tokens_per_s" in row["trainhub"] and "tokens_per_s" in row[peer]:
+                row[f"overhead_vs_{peer}_pct"] = 100 * (1 - row["trainhub"]["tokens_per_s"] / row[peer]["tokens_per_s"])
+        for i in range(1, args.repeat):  # the pair again, alternating: machines drift by more than the few % sought
+            again = {"trainhub": through_trainhub({**job, "output_dir": f"{job['output_dir']}-{i}"}, args.tmp,
+                                                  args.warmup),
+                     "direct+autocast": run_variant(args, "direct", adapter == "qlora", checkpointing, True)}
+            row.setdefault("repeats", []).append({k: v.get("tokens_per_s") for k, v in again.items()})
+        pairs = [(row["trainhub"].get("tokens_per_s"), row["direct+autocast"].get("tokens_per_s")),
+                 *((r["trainhub"], r["direct+autocast"]) for r in row.get("repeats", []))]
+        if len(pairs) > 1 and all(a and b for a, b in pairs):
+            row["overhead_pairs_pct"] = [100 * (1 - a / b) for a, b in pairs]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))  # a group at a time: a run cut short keeps what it has
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print_table(results)
@@ -322,20 +327,23 @@ def main() -> None:
 
 def print_table(results: dict) -> None:
     print(f"\n{results['device']}  torch {results['torch']}")
-    print(f"{'group':6} {'variant':26} {'tok/s':>10} {'peak GB':>8}")
-    for group in ("lora", "qlora", "grpo"):
+    print(f"{'group':12} {'variant':18} {'tok/s':>10} {'peak GB':>8}")
+    for group in [*GROUPS, "grpo"]:
         for name, r in results.get(group, {}).items():
             if not isinstance(r, dict):
                 continue
             if "error" in r:
-                print(f"{group:6} {name:26} error: {r['error']}\n{r['tail']}")
+                print(f"{group:12} {name:18} error: {r['error']}\n{r['tail']}")
                 continue
-            print(f"{group:6} {name:26} {r['tokens_per_s']:>10.0f} {r['peak_gb']:>8.2f}")
-        if "overhead_pct" in results.get(group, {}):
-            print(f"{group:6} trainhub overhead over direct Unsloth (hand loop): {results[group]['overhead_pct']:.1f}%")
-        if "overhead_vs_trainer_pct" in results.get(group, {}):
-            print(f"{group:6} trainhub overhead over Unsloth + SFTTrainer: "
-                  f"{results[group]['overhead_vs_trainer_pct']:.1f}%")
+            print(f"{group:12} {name:18} {r['tokens_per_s']:>10.0f} {r['peak_gb']:>8.2f}")
+        if "overhead_pairs_pct" in results.get(group, {}):
+            pairs = results[group]["overhead_pairs_pct"]
+            print(f"{group:12} overhead over direct+autocast, pair by pair: {', '.join(f'{x:.1f}%' for x in pairs)} "
+                  f"(median {statistics.median(pairs):.1f}%)")
+        for peer in ("direct+autocast", "direct"):
+            if f"overhead_vs_{peer}_pct" in results.get(group, {}):
+                print(f"{group:12} trainhub's overhead over Unsloth {peer} (hand loop): "
+                      f"{results[group][f'overhead_vs_{peer}_pct']:.1f}%")
 
 
 if __name__ == "__main__":
