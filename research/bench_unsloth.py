@@ -170,7 +170,8 @@ def make_chats(path: Path, n: int) -> None:
                                              {"role": "assistant", "content": "\n\n".join(answer)}]}) + "\n")
 
 
-def bench_job(folder: Path, data: Path, run_dir: Path, steps: int, adapter: str, checkpointing: bool = True) -> dict:
+def bench_job(folder: Path, data: Path, run_dir: Path, steps: int, adapter: str, checkpointing: bool = True,
+              log_every: int = 1) -> dict:
     return {
         "name": f"bench-unsloth-{adapter}-{'ckpt' if checkpointing else 'nockpt'}", "output_dir": str(run_dir), "seed": 0, "backend": "unsloth",
         "model": {"path": str(folder), "dtype": "bfloat16"},
@@ -180,7 +181,8 @@ def bench_job(folder: Path, data: Path, run_dir: Path, steps: int, adapter: str,
         "optim": {"type": "adamw", "lr": LR, "betas": [0.9, 0.999], "weight_decay": 0.0,
                   "schedule": {"warmup_steps": 0, "decay": "constant"}},
         "train": {"micro_batch_size": MICRO, "max_steps": steps, "precision": "bf16",
-                  "grad_checkpointing": checkpointing, "grad_clip": 1.0, "log_every": 1, "on_nonfinite": "stop"},
+                  "grad_checkpointing": checkpointing, "grad_clip": 1.0, "log_every": log_every,
+                  "on_nonfinite": "stop"},
         "export": {"merged": False},
         "log": {"console": "plain"},
     }
@@ -220,14 +222,17 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
     if done.returncode != 0 or not train:
         return {"error": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-3000:]}
     start = next(r for r in rows if r["event"] == "start")
-    measured = train[warmup:] or train
+    # rows whose window (the steps since the row before) lies past the warmup steps; log_every > 1 gives
+    # one row per window
+    pairs = [(a, b) for a, b in zip(train, train[1:], strict=False) if a["step"] >= warmup] or \
+        list(zip(train, train[1:], strict=False))
+    measured = [b for _a, b in pairs] or train
     console = (Path(job["output_dir"]) / "console.log").read_text()
     return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in measured),
-            "tokens_per_step": statistics.median(b["tokens"] - a["tokens"] for a, b in
-                                                 zip(train[warmup - 1:], train[warmup:], strict=False))
-            if warmup >= 1 else None,
-            "step_s": statistics.median(b["time"] - a["time"] for a, b in zip(train[warmup - 1:], train[warmup:], strict=False))
-            if warmup >= 1 else None,
+            "tokens_per_step": statistics.median((b["tokens"] - a["tokens"]) / (b["step"] - a["step"])
+                                                 for a, b in pairs) if pairs else None,
+            "step_s": statistics.median((b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs)
+            if pairs else None,
             "method": train[-1].get("method"), "console_tail": console[-1500:],
             "peak_gb": max(r["mem_gb"] or 0 for r in train), "final_loss": train[-1]["loss"],
             "mfu": statistics.median(r["mfu"] for r in measured) if measured[0]["mfu"] is not None else None,
@@ -268,6 +273,10 @@ def main() -> None:
     parser.add_argument("--autocast", action="store_true")
     parser.add_argument("--result", type=Path, default=None)
     parser.add_argument("--only", default=",".join([*GROUPS, "grpo"]), help="which groups to run")
+    parser.add_argument("--peers", default=None,
+                        help="hand loops to run beside trainhub (default: all of the group's; direct+autocast "
+                             "always runs, the overhead is measured against it)")
+    parser.add_argument("--log-every", type=int, default=1, help="train.log_every of trainhub's jobs")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run trainhub and the same-recipe hand loop this many times in turn (LoRA/QLoRA groups)")
     args = parser.parse_args()
@@ -289,6 +298,7 @@ def main() -> None:
     chats = args.tmp / "chats.jsonl"
     make_chats(chats, (args.warmup + args.steps) * MICRO + 8)
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": SHAPE,
+                     "log_every": args.log_every,
                      "job": {"seq": SEQ, "micro_batch": MICRO, "rank": RANK, "alpha": ALPHA, "lr": LR},
                      "date": time.strftime("%Y-%m-%d", time.gmtime())}
     steps = args.warmup + args.steps
@@ -302,12 +312,15 @@ def main() -> None:
             results["grpo"] = {"trainhub": through_trainhub(grpo_job(grpo_model, args.tmp / "run-grpo"), args.tmp, 1)}
             continue
         adapter, checkpointing, hands = GROUPS[group]
-        job = bench_job(args.model, chats, args.tmp / f"run-{group}", steps, adapter, checkpointing)
+        job = bench_job(args.model, chats, args.tmp / f"run-{group}", steps, adapter, checkpointing, args.log_every)
         row = results[group] = {"trainhub": through_trainhub(job, args.tmp, args.warmup)}
+        wanted = {"direct+autocast", *args.peers.split(",")} if args.peers else None
         for name, variant, autocast in hands:
+            if wanted is not None and name not in wanted:
+                continue
             row[name] = run_variant(args, variant, adapter == "qlora", checkpointing, autocast)
         for peer in ("direct+autocast", "direct"):
-            if "tokens_per_s" in row["trainhub"] and "tokens_per_s" in row[peer]:
+            if "tokens_per_s" in row["trainhub"] and "tokens_per_s" in row.get(peer, {}):
                 row[f"overhead_vs_{peer}_pct"] = 100 * (1 - row["trainhub"]["tokens_per_s"] / row[peer]["tokens_per_s"])
         for i in range(1, args.repeat):  # the pair again, alternating: machines drift by more than the few % sought
             again = {"trainhub": through_trainhub({**job, "output_dir": f"{job['output_dir']}-{i}"}, args.tmp,

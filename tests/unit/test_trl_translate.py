@@ -53,6 +53,17 @@ def test_common_args_gpu_and_cadence():
     assert training_args(fp16, RUN, cuda=True, bf16_ok=True)["fp16"] is True
 
 
+def test_sft_batches_are_prepared_in_workers_on_a_gpu():
+    """On a GPU, SFT batches are padded in persistent worker processes; elsewhere (CPU, or a method whose
+    collator counts tokens or whose batches are prompts) in the main process."""
+    gpu = training_args(job("sft", "messages"), RUN, cuda=True, bf16_ok=True)
+    assert (gpu["dataloader_num_workers"], gpu["dataloader_persistent_workers"]) == (2, True)
+    assert "dataloader_num_workers" not in training_args(job("sft", "messages"), RUN, cuda=False, bf16_ok=False)
+    grpo = {"type": "grpo", "rewards": REWARDS}
+    for method, fmt in (("dpo", "preference"), ("orpo", "preference"), (grpo, "prompt")):
+        assert "dataloader_num_workers" not in training_args(job(method, fmt), RUN, cuda=True, bf16_ok=True)
+
+
 def test_dry_run_is_one_step_without_saving():
     j = job("sft", "messages", save_every=5)
     args = training_args(j, RUN, cuda=False, bf16_ok=False, dry_run=True, resume_step=6)

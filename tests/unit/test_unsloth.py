@@ -273,9 +273,32 @@ def test_pad_collator_matches_transformers_seq2seq_collator():
     assert set(got) == {"input_ids", "labels", "attention_mask"}
     for key in got:
         assert got[key].dtype == torch.int64 and torch.equal(got[key], want[key]), key
-    assert ours.tokens == 10
-    ours(rows[:1])
-    assert ours.tokens == 15
+
+
+def test_trained_tokens_are_counted_in_the_main_process(tmp_path):
+    """count_trained_tokens counts what a real Trainer trains on while the batches are padded in dataloader
+    worker processes (as on a GPU): every training micro-batch's real tokens, and no evaluation batch's."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+    from trainhub.trl_child.train import PadCollator, count_trained_tokens
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    lengths = [3, 7, 5, 9, 4, 6, 8, 2]  # 4 micro-batches of 2 rows: 44 real tokens, all of them trained on
+    train = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in lengths]
+    held_out = [{"input_ids": [1] * 11, "labels": [1] * 11}] * 4
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
+                             max_steps=2, gradient_accumulation_steps=2, eval_strategy="steps", eval_steps=1,
+                             use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no",
+                             dataloader_num_workers=2, train_sampling_strategy="sequential")
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
+                      data_collator=PadCollator(0))
+    tokens = count_trained_tokens(trainer)
+    assert tokens() == 0
+    trainer.train()
+    assert tokens() == sum(lengths)
 
 
 def test_adopted_environment_keeps_the_callers_pythonpath(monkeypatch):

@@ -55,7 +55,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.engine.stop import StopFlag
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import PadCollator, finish, metrics_callback
+    from trainhub.trl_child.train import count_trained_tokens, finish, metrics_callback, run
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -76,36 +76,16 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     notes += data.notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
     callback = metrics_callback(job, log, run_id, backend="unsloth", precision=f"{precision} (unsloth)", notes=notes,
                                 data=data, stop=stop, resume=resume)
-    if isinstance(trainer.data_collator, PadCollator):
-        counter = trainer.data_collator
-        callback.tokens_fn = lambda: counter.tokens
-        trainer.add_callback(_LeaveEvalTokensOut(counter))
+    if job.method.type == "sft":  # under Unsloth's SFTTrainer neither TRL's num_tokens nor the Trainer's count
+        callback.tokens_fn = count_trained_tokens(trainer)  # reaches the rows (0 on the GPU machine)
     trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
         print(f"note: {note}", flush=True)
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    run(trainer, resume)
 
     return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
                   save=lambda: save(job, model, tokenizer, run_dir))
-
-
-def _LeaveEvalTokensOut(counter):
-    """A callback that takes the eval batches back out of the collator's count: the Trainer collates them
-    with the same collator, after a step ends (every micro-batch of the step collated) and before
-    on_evaluate."""
-    from transformers import TrainerCallback
-
-    class LeaveEvalTokensOut(TrainerCallback):
-        mark = 0
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.mark = counter.tokens
-
-        def on_evaluate(self, args, state, control, **kwargs):
-            counter.tokens = self.mark
-
-    return LeaveEvalTokensOut()
 
 
 def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:

@@ -75,9 +75,7 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
         kwargs["reward_funcs"] = rewards
     if job.method.type == "sft":
         # trainhub's own padding of its pre-tokenized rows, not the DataCollatorForSeq2Seq Unsloth would pick
-        # (the tokenizer's pad(): most of a step's host time). It counts tokens too: under Unsloth's
-        # SFTTrainer neither TRL's num_tokens nor num_input_tokens_seen reach the rows (0 on the GPU machine,
-        # 2026-11-22); MetricsCallback uses the count only when both are 0.
+        # (the tokenizer's pad(): most of a step's host time)
         kwargs["data_collator"] = PadCollator(tokenizer.pad_token_id)
     trainer = getattr(module, spec["trainer"])(**kwargs)
     return trainer, spec["args"], data

@@ -9,6 +9,7 @@ trainhub's metrics callback (metrics/hf_callback.py) writing the common rows.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from trainhub.job import Job
@@ -73,15 +74,16 @@ class CountingCollator:
 
 class PadCollator:
     """Pre-tokenized SFT rows {input_ids, labels} -> right-padded int64 tensors: input_ids (pad_id), labels
-    (-100 past each row) and attention_mask, counting the real tokens as it goes (`tokens`).
+    (-100 past each row) and attention_mask.
 
     What transformers' DataCollatorForSeq2Seq gives for these rows (the collator Unsloth's SFTTrainer picks),
     without the tokenizer's pad(), which walks Python lists: 4 rows of 2,048 tokens took 10.5 ms there and
-    1.8 ms here (this 2-core machine; research/results/unsloth.md), time the GPU waits for when every step
-    is logged."""
+    1.8 ms here (this 2-core machine; research/results/unsloth.md). On a GPU it runs in the dataloader's
+    worker processes (translate.DATALOADER_WORKERS), so it keeps no state: a count kept here would stay in
+    the worker."""
 
     def __init__(self, pad_id: int):
-        self.pad_id, self.tokens = pad_id, 0
+        self.pad_id = pad_id
 
     def __call__(self, features):
         import numpy as np
@@ -96,9 +98,30 @@ class PadCollator:
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             ids[i, :n], labels[i, :n], mask[i, :n] = f["input_ids"], f["labels"], 1
-        self.tokens += int(mask.sum())
         return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
                 "attention_mask": torch.from_numpy(mask)}
+
+
+def count_trained_tokens(trainer) -> Callable[[], int]:
+    """Count the real (attention-mask) tokens of every micro-batch the trainer trains on, in the main
+    process; returns the reader MetricsCallback takes as its tokens_fn. For a trainer that reports no
+    count of its own (Unsloth's SFTTrainer).
+
+    The count is summed on the batch's device, without a host sync; reading it syncs, which the rows do
+    only where the Trainer has just synced to log the loss. training_step sees training batches only, so
+    evaluation batches stay out of the count."""
+    inner = trainer.training_step
+    total = []
+
+    def training_step(model, inputs, *args, **kwargs):
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            count = mask.detach().sum()
+            total[:] = [total[0] + count] if total else [count]
+        return inner(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+    return lambda: int(total[0]) if total else 0
 
 
 def total_steps(job: Job, rows: int) -> int:
@@ -181,10 +204,20 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
         print(f"note: {note}", flush=True)
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    run(trainer, resume)
 
     return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
                   save=lambda: [save_final(trainer.model, tokenizer, run_dir, job)])
+
+
+def run(trainer, resume: Path | None) -> None:
+    """trainer.train(), from the checkpoint folder `resume` when given. The dataloader's workers fork
+    after the data was tokenized: TOKENIZERS_PARALLELISM set (to what it already was, or false) keeps the
+    tokenizers library from warning in each of them."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
 
 def finish(job: Job, trainer, callback, stop, *, has_eval: bool, dry_run: bool, save) -> str:
