@@ -314,6 +314,7 @@ def main() -> None:
         adapter, checkpointing, hands = GROUPS[group]
         job = bench_job(args.model, chats, args.tmp / f"run-{group}", steps, adapter, checkpointing, args.log_every)
         row = results[group] = {"trainhub": through_trainhub(job, args.tmp, args.warmup)}
+        print(f"{group}: trainhub {row['trainhub'].get('tokens_per_s')}", flush=True)
         wanted = {"direct+autocast", *args.peers.split(",")} if args.peers else None
         for name, variant, autocast in hands:
             if wanted is not None and name not in wanted:
@@ -327,6 +328,8 @@ def main() -> None:
                                                   args.warmup),
                      "direct+autocast": run_variant(args, "direct", adapter == "qlora", checkpointing, True)}
             row.setdefault("repeats", []).append({k: v.get("tokens_per_s") for k, v in again.items()})
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))  # a run cut short keeps the pairs it has
         pairs = [(row["trainhub"].get("tokens_per_s"), row["direct+autocast"].get("tokens_per_s")),
                  *((r["trainhub"], r["direct+autocast"]) for r in row.get("repeats", []))]
         if len(pairs) > 1 and all(a and b for a, b in pairs):
