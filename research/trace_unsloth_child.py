@@ -1,0 +1,326 @@
+"""Where the time of a `train --backend unsloth` step goes, in the unsloth child's own code path.
+
+bench_unsloth.py measures `train --backend unsloth` (a hub process and its child) against Unsloth's
+hand loop; profile_unsloth_step.py rebuilds the trainer inside one process. This script runs the
+child itself (trainhub.runners.unsloth_child.main, on the job file bench_unsloth.py writes, with the
+environment the hub gives it) in a fresh process, with two callbacks added before training:
+
+    clock   CUDA events and host times at every step's begin and end, no extra sync: the wall time
+            of a step (begin to begin), the GPU timeline's time (event to event), and how much of
+            it the host spent outside the step (end to next begin)
+    trace   (a separate run) torch.profiler over a few steps after the warm-up: the GPU's busy time
+            per step (the union of its kernels), its idle gaps and the host op running when each
+            gap began
+
+and the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
+bf16 autocast, backward, clip, fused AdamW, a loss.item() per step). Also `train` itself through
+the hub, for the step time of the rows. Each variant runs in its own process. Run on the GPU
+machine (../shared/gpu/README.md):
+
+    python research/trace_unsloth_child.py --no-checkpointing --out $OUT/trace
+"""
+
+from __future__ import annotations
+
+# ruff: isort: skip_file
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "research"))
+
+
+# ----------------------------------------------------------------------------- step clocks
+
+
+class StepClock:
+    """CUDA events and perf_counter at each step's begin and end; `summary(warmup)` after a final sync."""
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        self.begin, self.end = [], []  # (event, host time)
+
+    def mark(self, into: list) -> None:
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record()
+        into.append((event, time.perf_counter()))
+
+    def summary(self, warmup: int) -> dict:
+        self.torch.cuda.synchronize()
+        n = min(len(self.begin), len(self.end))
+        idx = range(warmup, n - 1)
+        if not idx:
+            return {"error": f"only {n} steps"}
+        wall = [self.begin[i + 1][1] - self.begin[i][1] for i in idx]
+        gpu = [self.begin[i][0].elapsed_time(self.begin[i + 1][0]) / 1e3 for i in idx]
+        inside_host = [self.end[i][1] - self.begin[i][1] for i in idx]
+        outside_host = [self.begin[i + 1][1] - self.end[i][1] for i in idx]
+        return {"step_s": statistics.median(wall), "gpu_step_s": statistics.median(gpu),
+                "host_in_step_s": statistics.median(inside_host), "host_between_steps_s": statistics.median(outside_host),
+                "steps": len(idx)}
+
+
+def tracer(out: Path, name: str, skip: int, active: int):
+    """A torch.profiler that records `active` steps after `skip`; call .step() at each step's end."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    def done(prof):
+        prof.export_chrome_trace(str(out / f"{name}.trace.json"))
+
+    return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                   schedule=schedule(wait=max(skip - 1, 0), warmup=1, active=active, repeat=1),
+                   on_trace_ready=done, record_shapes=False, with_stack=False) \
+        if torch.cuda.is_available() else None
+
+
+# ----------------------------------------------------------------------------- the child, in this process
+
+
+def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, trace: bool) -> dict:
+    import unsloth  # noqa: F401  first, as in the child
+
+    from transformers import TrainerCallback
+
+    import trainhub.trl_child.train as trl_train
+    from trainhub.jobfile import load
+    from trainhub.runners import unsloth_child
+
+    job = load(job_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "job.json").write_text(job.model_dump_json())
+    os.environ.update({"TOKENIZERS_PARALLELISM": "false", "UNSLOTH_COMPILE_LOCATION": str(run_dir / "unsloth_cache")})
+    os.chdir(run_dir)
+    clock = StepClock()
+    prof = tracer(out, name, warmup, 3) if trace else None
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock.mark(clock.begin)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            clock.mark(clock.end)
+            if prof is not None:
+                prof.step()
+
+    inner = trl_train.run
+
+    def run(trainer, resume):
+        trainer.add_callback(Clock())
+        if prof is not None:
+            prof.start()
+        try:
+            return inner(trainer, resume)
+        finally:
+            if prof is not None:
+                prof.stop()
+
+    trl_train.run = run
+    code = unsloth_child.main(["--run-dir", str(run_dir)])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["event"] == "train"]
+    windows = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:], strict=False)
+               if a["step"] >= warmup]
+    return {**clock.summary(warmup), "exit": code, "rows_step_s": statistics.median(windows) if windows else None,
+            "log_every": job.train.log_every}
+
+
+# ----------------------------------------------------------------------------- the hand loop, in this process
+
+
+def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trace: bool) -> dict:
+    import unsloth  # noqa: F401
+
+    import torch
+    from unsloth import FastLanguageModel
+
+    import bench_unsloth as bench
+    from trainhub.jobfile import load
+    from trainhub.runners.unsloth import load_args, peft_args
+
+    job = load(job_path)
+    kwargs = load_args(job)
+    kwargs["dtype"] = torch.bfloat16
+    model, _ = FastLanguageModel.from_pretrained(**kwargs)
+    model = FastLanguageModel.get_peft_model(model, **peft_args(job))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=bench.LR, weight_decay=0.0, fused=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    clock = StepClock()
+    prof = tracer(out, name, warmup, 3) if trace else None
+    if prof is not None:
+        prof.start()
+    for _ in range(warmup + steps):
+        ids = torch.randint(1, 4096, (bench.MICRO, bench.SEQ), device="cuda", generator=gen)
+        clock.mark(clock.begin)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        clock.mark(clock.end)
+        if prof is not None:
+            prof.step()
+    if prof is not None:
+        prof.stop()
+    return clock.summary(warmup)
+
+
+# ----------------------------------------------------------------------------- reading a trace
+
+
+def gaps(trace_path: Path, min_gap_ms: float = 0.3) -> dict:
+    """Per profiled step: the GPU's busy time (union of kernels and copies), its idle time, and the idle gaps
+    longer than `min_gap_ms` with the innermost host op running when each began."""
+    events = json.loads(trace_path.read_text())["traceEvents"]
+    gpu = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                 if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
+    steps = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("ph") == "X" and str(e.get("name", "")).startswith("ProfilerStep"))
+    host = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "cuda_runtime", "user_annotation",
+                                                                           "python_function", "cuda_driver")]
+    result = []
+    for s0, s1 in steps:
+        busy, idle, last_end, holes = 0.0, 0.0, None, []
+        for a, b in gpu:
+            if b <= s0 or a >= s1:
+                continue
+            a, b = max(a, s0), min(b, s1)
+            if last_end is None:
+                last_end = a
+            if a > last_end:
+                idle += a - last_end
+                if (a - last_end) / 1e3 >= min_gap_ms:
+                    at = [e for e in host if e["ts"] <= last_end < e["ts"] + e["dur"]]
+                    inner = min(at, key=lambda e: e["dur"])["name"] if at else "?"
+                    outer = max(at, key=lambda e: e["dur"])["name"] if at else "?"
+                    holes.append({"ms": round((a - last_end) / 1e3, 2), "host_op": inner, "within": outer})
+            busy += max(0.0, b - max(a, last_end))
+            last_end = max(last_end, b)
+        result.append({"step_ms": round((s1 - s0) / 1e3, 1), "gpu_busy_ms": round(busy / 1e3, 1),
+                       "gpu_idle_ms": round(idle / 1e3, 1), "gaps": sorted(holes, key=lambda h: -h["ms"])[:12]})
+    return {"steps": result}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("/tmp/trace_unsloth"))
+    parser.add_argument("--tmp", type=Path, default=Path("/tmp/bench_unsloth"))
+    parser.add_argument("--steps", type=int, default=14)
+    parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--only", default="hub,child,child-log10,child-trace,hand,hand-trace")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process: one variant
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        print(json.dumps({"result": one(args)}), flush=True)
+        return
+
+    import bench_unsloth as bench
+    import torch
+    import yaml
+
+    from trainhub import envs
+
+    if envs.python_of("unsloth") is None:  # the GPU machine: adopt this interpreter (wheels on PYTHONPATH)
+        envs.setup("unsloth", python=sys.executable)
+    folder = args.tmp / "llama-1b-shape"
+    bench.make_model(folder)
+    chats = args.tmp / "chats.jsonl"
+    bench.make_chats(chats, (args.warmup + args.steps) * bench.MICRO + 8)
+    results = {"device": torch.cuda.get_device_name(), "checkpointing": not args.no_checkpointing,
+               "steps": args.steps, "warmup": args.warmup}
+    for variant in args.only.split(","):
+        t0 = time.time()
+        if variant == "hub":
+            job = bench.bench_job(folder, chats, args.tmp / "trace-hub", args.warmup + args.steps, "lora",
+                                  not args.no_checkpointing)
+            r = bench.through_trainhub(job, args.tmp, args.warmup)
+            r.pop("console_tail", None)
+        else:
+            log_every = 10 if variant.endswith("log10") else 1
+            job = bench.bench_job(folder, chats, args.tmp / f"trace-{variant}", args.warmup + args.steps, "lora",
+                                  not args.no_checkpointing, log_every)
+            path = args.tmp / f"trace-{variant}.yaml"
+            path.write_text(yaml.safe_dump(job, sort_keys=False))
+            done = subprocess.run([sys.executable, __file__, "--one", variant, "--out", str(args.out), "--tmp",
+                                   str(args.tmp), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                                  + (["--no-checkpointing"] if args.no_checkpointing else []),
+                                  capture_output=True, text=True, env={**os.environ, "TRACE_JOB": str(path)})
+            lines = [line for line in done.stdout.splitlines() if line.startswith('{"result"')]
+            r = json.loads(lines[-1])["result"] if lines else {"error": f"exit {done.returncode}",
+                                                                 "tail": (done.stdout + done.stderr)[-3000:]}
+            trace = args.out / f"{variant}.trace.json"
+            if trace.is_file():
+                r["trace"] = gaps(trace)
+                with open(trace, "rb") as f, gzip.open(f"{trace}.gz", "wb") as g:
+                    g.write(f.read())
+                trace.unlink()
+        r["wall_s"] = round(time.time() - t0, 1)
+        results[variant] = r
+        print(variant, json.dumps({k: v for k, v in r.items() if k not in ("trace", "tail", "notes")}), flush=True)
+        if "tail" in r:
+            print(r["tail"], flush=True)
+        (args.out / "trace_unsloth.json").write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+def one(args) -> dict:
+    job_path = Path(os.environ["TRACE_JOB"])
+    variant = args.one
+    if variant.startswith("child"):
+        return run_child(job_path, args.tmp / f"trace-{variant}", args.out, variant, args.warmup,
+                         trace=variant.endswith("trace"))
+    return run_hand(job_path, args.out, variant, args.steps, args.warmup, trace=variant.endswith("trace"))
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{results['device']}: LoRA 1B shape, checkpointing {results['checkpointing']}, medians after "
+          f"{results['warmup']} warm-up steps")
+    print(f"{'variant':12} {'step ms':>8} {'GPU tl ms':>9} {'host in':>8} {'host out':>8} {'rows ms':>8} "
+          f"{'busy ms':>8} {'idle ms':>8}")
+    for name, r in results.items():
+        if not isinstance(r, dict):
+            continue
+        if "error" in r:
+            print(f"{name:12} error: {r['error']}")
+            continue
+
+        def ms(key, r=r):
+            return f"{1e3 * r[key]:8.1f}" if r.get(key) is not None else " " * 8
+        steps = r.get("trace", {}).get("steps", [])
+        busy = f"{statistics.median(s['gpu_busy_ms'] for s in steps):8.1f}" if steps else " " * 8
+        idle = f"{statistics.median(s['gpu_idle_ms'] for s in steps):8.1f}" if steps else " " * 8
+        rows = ms("rows_step_s") if "rows_step_s" in r else ms("step_s") if name == "hub" else " " * 8
+        step = ms("step_s") if name != "hub" else " " * 8
+        print(f"{name:12} {step} {ms('gpu_step_s'):>9} "
+              f"{ms('host_in_step_s')} {ms('host_between_steps_s')} {rows} {busy} {idle}")
+    for name, r in results.items():
+        for i, s in enumerate(r.get("trace", {}).get("steps", []) if isinstance(r, dict) else []):
+            holes = ", ".join(f"{g['ms']} ms in {g['host_op']} ({g['within']})" for g in s["gaps"][:6])
+            print(f"{name} traced step {i}: {s['step_ms']} ms, GPU busy {s['gpu_busy_ms']}, idle {s['gpu_idle_ms']}; "
+                  f"gaps: {holes}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    main()
