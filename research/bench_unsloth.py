@@ -233,6 +233,7 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
                                                  for a, b in pairs) if pairs else None,
             "step_s": statistics.median((b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs)
             if pairs else None,
+            "windows_s": [round((b["time"] - a["time"]) / (b["step"] - a["step"]), 4) for a, b in pairs],
             "method": train[-1].get("method"), "console_tail": console[-1500:],
             "peak_gb": max(r["mem_gb"] or 0 for r in train), "final_loss": train[-1]["loss"],
             "mfu": statistics.median(r["mfu"] for r in measured) if measured[0]["mfu"] is not None else None,

@@ -62,12 +62,13 @@ class StepClock:
         if not idx:
             return {"error": f"only {n} steps"}
         wall = [self.begin[i + 1][1] - self.begin[i][1] for i in idx]
+        self.walls = [round(w, 4) for w in wall]
         gpu = [self.begin[i][0].elapsed_time(self.begin[i + 1][0]) / 1e3 for i in idx]
         inside_host = [self.end[i][1] - self.begin[i][1] for i in idx]
         outside_host = [self.begin[i + 1][1] - self.end[i][1] for i in idx]
         return {"step_s": statistics.median(wall), "gpu_step_s": statistics.median(gpu),
                 "host_in_step_s": statistics.median(inside_host), "host_between_steps_s": statistics.median(outside_host),
-                "steps": len(idx)}
+                "steps": len(idx), "windows_s": self.walls}
 
 
 def tracer(out: Path, name: str, skip: int, active: int):
@@ -82,6 +83,26 @@ def tracer(out: Path, name: str, skip: int, active: int):
                    schedule=schedule(wait=max(skip - 1, 0), warmup=1, active=active, repeat=1),
                    on_trace_ready=done, record_shapes=False, with_stack=False) \
         if torch.cuda.is_available() else None
+
+
+def host_probe() -> dict:
+    """This process's host speed, apart from any training code: the time to launch one tiny CUDA kernel
+    (20,000 in a row, then a sync) and a pure-Python loop's time per iteration. Two processes running the
+    same model code differ by as much as their host speeds differ, once the step is bound by the host."""
+    import torch
+
+    x = torch.zeros(16, device="cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(20_000):
+        x.add_(1)
+    torch.cuda.synchronize()
+    launch = (time.perf_counter() - t0) / 20_000
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    return {"launch_us": round(1e6 * launch, 2), "python_ns": round(1e9 * (time.perf_counter() - t0) / 2_000_000, 1)}
 
 
 # ----------------------------------------------------------------------------- the child, in this process
@@ -114,8 +135,10 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
                 prof.step()
 
     inner = trl_train.run
+    probes = {}
 
     def run(trainer, resume):
+        probes["probe_before"] = host_probe()
         trainer.add_callback(Clock())
         if prof is not None:
             prof.start()
@@ -131,7 +154,7 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     train = [r for r in rows if r["event"] == "train"]
     windows = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:], strict=False)
                if a["step"] >= warmup]
-    return {**clock.summary(warmup), "exit": code, "rows_step_s": statistics.median(windows) if windows else None,
+    return {**clock.summary(warmup), **probes, "probe_after": host_probe(), "exit": code, "rows_step_s": statistics.median(windows) if windows else None,
             "log_every": job.train.log_every}
 
 
@@ -158,6 +181,7 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
     opt = torch.optim.AdamW(params, lr=bench.LR, weight_decay=0.0, fused=True)
     gen = torch.Generator(device="cuda").manual_seed(0)
     clock = StepClock()
+    probe = host_probe()
     prof = tracer(out, name, warmup, 3) if trace else None
     if prof is not None:
         prof.start()
@@ -176,7 +200,7 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
             prof.step()
     if prof is not None:
         prof.stop()
-    return clock.summary(warmup)
+    return {**clock.summary(warmup), "probe_before": probe, "probe_after": host_probe()}
 
 
 # ----------------------------------------------------------------------------- reading a trace
@@ -226,6 +250,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--no-checkpointing", action="store_true")
     parser.add_argument("--only", default="hub,child,child-log10,child-trace,hand,hand-trace")
+    parser.add_argument("--repeat", type=int, default=1, help="run the variants in turn this many times")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process: one variant
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -248,13 +273,15 @@ def main() -> None:
     bench.make_chats(chats, (args.warmup + args.steps) * bench.MICRO + 8)
     results = {"device": torch.cuda.get_device_name(), "checkpointing": not args.no_checkpointing,
                "steps": args.steps, "warmup": args.warmup}
-    for variant in args.only.split(","):
+    for key in [f"{v}#{i}" if args.repeat > 1 else v for i in range(args.repeat) for v in args.only.split(",")]:
+        variant = key.split("#")[0]
         t0 = time.time()
-        if variant == "hub":
+        if variant == "hub":  # the rows' step time: the median wall time between train rows
             job = bench.bench_job(folder, chats, args.tmp / "trace-hub", args.warmup + args.steps, "lora",
                                   not args.no_checkpointing)
             r = bench.through_trainhub(job, args.tmp, args.warmup)
             r.pop("console_tail", None)
+            r["step_s"] = r.pop("step_s", None)
         else:
             log_every = 10 if variant.endswith("log10") else 1
             job = bench.bench_job(folder, chats, args.tmp / f"trace-{variant}", args.warmup + args.steps, "lora",
@@ -275,8 +302,8 @@ def main() -> None:
                     g.write(f.read())
                 trace.unlink()
         r["wall_s"] = round(time.time() - t0, 1)
-        results[variant] = r
-        print(variant, json.dumps({k: v for k, v in r.items() if k not in ("trace", "tail", "notes")}), flush=True)
+        results[key] = r
+        print(key, json.dumps({k: v for k, v in r.items() if k not in ("trace", "tail", "notes")}), flush=True)
         if "tail" in r:
             print(r["tail"], flush=True)
         (args.out / "trace_unsloth.json").write_text(json.dumps(results, indent=1))
@@ -294,14 +321,14 @@ def one(args) -> dict:
 
 def print_table(results: dict) -> None:
     print(f"\n{results['device']}: LoRA 1B shape, checkpointing {results['checkpointing']}, medians after "
-          f"{results['warmup']} warm-up steps")
-    print(f"{'variant':12} {'step ms':>8} {'GPU tl ms':>9} {'host in':>8} {'host out':>8} {'rows ms':>8} "
-          f"{'busy ms':>8} {'idle ms':>8}")
+          f"{results['warmup']} warm-up steps; launch: µs per tiny kernel launch (host probe) before/after")
+    print(f"{'variant':14} {'step ms':>8} {'GPU tl ms':>9} {'host in':>8} {'host out':>8} {'busy ms':>8} "
+          f"{'idle ms':>8} {'launch µs':>12} {'py ns':>6}")
     for name, r in results.items():
         if not isinstance(r, dict):
             continue
         if "error" in r:
-            print(f"{name:12} error: {r['error']}")
+            print(f"{name:14} error: {r['error']}")
             continue
 
         def ms(key, r=r):
@@ -309,10 +336,17 @@ def print_table(results: dict) -> None:
         steps = r.get("trace", {}).get("steps", [])
         busy = f"{statistics.median(s['gpu_busy_ms'] for s in steps):8.1f}" if steps else " " * 8
         idle = f"{statistics.median(s['gpu_idle_ms'] for s in steps):8.1f}" if steps else " " * 8
-        rows = ms("rows_step_s") if "rows_step_s" in r else ms("step_s") if name == "hub" else " " * 8
-        step = ms("step_s") if name != "hub" else " " * 8
-        print(f"{name:12} {step} {ms('gpu_step_s'):>9} "
-              f"{ms('host_in_step_s')} {ms('host_between_steps_s')} {rows} {busy} {idle}")
+        before, after = r.get("probe_before", {}), r.get("probe_after", {})
+        launch = f"{before.get('launch_us', '')}/{after.get('launch_us', '')}" if before else ""
+        print(f"{name:14} {ms('step_s')} {ms('gpu_step_s'):>9} {ms('host_in_step_s')} {ms('host_between_steps_s')} "
+              f"{busy} {idle} {launch:>12} {before.get('python_ns', ''):>6}")
+    pairs = [(results[k]["step_s"], results[k.replace("child", "hand")]["step_s"]) for k in results
+             if k.split("#")[0] == "child" and "step_s" in results[k]
+             and "step_s" in results.get(k.replace("child", "hand"), {})]
+    if pairs:
+        over = [100 * (c / h - 1) for c, h in pairs]
+        print(f"child's step time over the hand loop's, pair by pair: {', '.join(f'{x:.1f}%' for x in over)} "
+              f"(median {statistics.median(over):.1f}%)")
     for name, r in results.items():
         for i, s in enumerate(r.get("trace", {}).get("steps", []) if isinstance(r, dict) else []):
             holes = ", ".join(f"{g['ms']} ms in {g['host_op']} ({g['within']})" for g in s["gaps"][:6])
