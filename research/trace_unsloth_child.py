@@ -277,21 +277,23 @@ def main() -> None:
         variant = key.split("#")[0]
         t0 = time.time()
         if variant == "hub":  # the rows' step time: the median wall time between train rows
-            job = bench.bench_job(folder, chats, args.tmp / "trace-hub", args.warmup + args.steps, "lora",
+            job = bench.bench_job(folder, chats, args.tmp / f"trace-{key.replace('#', '-')}", args.warmup + args.steps, "lora",
                                   not args.no_checkpointing)
             r = bench.through_trainhub(job, args.tmp, args.warmup)
             r.pop("console_tail", None)
             r["step_s"] = r.pop("step_s", None)
         else:
             log_every = 10 if variant.endswith("log10") else 1
-            job = bench.bench_job(folder, chats, args.tmp / f"trace-{variant}", args.warmup + args.steps, "lora",
+            run_dir = args.tmp / f"trace-{key.replace('#', '-')}"  # a folder per run: its own metric log
+            job = bench.bench_job(folder, chats, run_dir, args.warmup + args.steps, "lora",
                                   not args.no_checkpointing, log_every)
             path = args.tmp / f"trace-{variant}.yaml"
             path.write_text(yaml.safe_dump(job, sort_keys=False))
             done = subprocess.run([sys.executable, __file__, "--one", variant, "--out", str(args.out), "--tmp",
                                    str(args.tmp), "--steps", str(args.steps), "--warmup", str(args.warmup)]
                                   + (["--no-checkpointing"] if args.no_checkpointing else []),
-                                  capture_output=True, text=True, env={**os.environ, "TRACE_JOB": str(path)})
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "TRACE_JOB": str(path), "TRACE_RUN_DIR": str(run_dir)})
             lines = [line for line in done.stdout.splitlines() if line.startswith('{"result"')]
             r = json.loads(lines[-1])["result"] if lines else {"error": f"exit {done.returncode}",
                                                                  "tail": (done.stdout + done.stderr)[-3000:]}
@@ -314,7 +316,7 @@ def one(args) -> dict:
     job_path = Path(os.environ["TRACE_JOB"])
     variant = args.one
     if variant.startswith("child"):
-        return run_child(job_path, args.tmp / f"trace-{variant}", args.out, variant, args.warmup,
+        return run_child(job_path, Path(os.environ["TRACE_RUN_DIR"]), args.out, variant, args.warmup,
                          trace=variant.endswith("trace"))
     return run_hand(job_path, args.out, variant, args.steps, args.warmup, trace=variant.endswith("trace"))
 
@@ -347,6 +349,13 @@ def print_table(results: dict) -> None:
         over = [100 * (c / h - 1) for c, h in pairs]
         print(f"child's step time over the hand loop's, pair by pair: {', '.join(f'{x:.1f}%' for x in over)} "
               f"(median {statistics.median(over):.1f}%)")
+    by_variant: dict[str, list[float]] = {}
+    for name, r in results.items():
+        if isinstance(r, dict) and r.get("step_s"):
+            by_variant.setdefault(name.split("#")[0], []).append(1e3 * r["step_s"])
+    for variant, ms_list in by_variant.items():
+        print(f"{variant:14} step ms, run by run: {', '.join(f'{x:.1f}' for x in ms_list)} "
+              f"(median {statistics.median(ms_list):.1f})")
     for name, r in results.items():
         for i, s in enumerate(r.get("trace", {}).get("steps", []) if isinstance(r, dict) else []):
             holes = ", ".join(f"{g['ms']} ms in {g['host_op']} ({g['within']})" for g in s["gaps"][:6])
