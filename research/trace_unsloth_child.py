@@ -12,7 +12,8 @@ environment the hub gives it) in a fresh process, with two callbacks added befor
             per step (the union of its kernels), its idle gaps and the host op running when each
             gap began
 
-and the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
+`child-setsid` is the child in a session of its own, as the hub starts it (start_new_session). Also
+the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
 bf16 autocast, backward, clip, fused AdamW, a loss.item() per step). Also `train` itself through
 the hub, for the step time of the rows. Each variant runs in its own process. Run on the GPU
 machine (../shared/gpu/README.md):
@@ -292,7 +293,7 @@ def main() -> None:
             done = subprocess.run([sys.executable, __file__, "--one", variant, "--out", str(args.out), "--tmp",
                                    str(args.tmp), "--steps", str(args.steps), "--warmup", str(args.warmup)]
                                   + (["--no-checkpointing"] if args.no_checkpointing else []),
-                                  capture_output=True, text=True,
+                                  capture_output=True, text=True, start_new_session=variant.endswith("setsid"),
                                   env={**os.environ, "TRACE_JOB": str(path), "TRACE_RUN_DIR": str(run_dir)})
             lines = [line for line in done.stdout.splitlines() if line.startswith('{"result"')]
             r = json.loads(lines[-1])["result"] if lines else {"error": f"exit {done.returncode}",
