@@ -1,7 +1,7 @@
 """Running a job: write job.json, launch the backend's child process, follow its metric log.
 
-The hub names the run (TRAINHUB_RUN_ID in the child's environment). The child runs in its own process session, so a Ctrl-C at the terminal reaches
-the hub only; the hub forwards the first as SIGTERM (the child finishes its
+The hub names the run (TRAINHUB_RUN_ID in the child's environment). The child runs in a process group
+of its own (in the hub's session), so a Ctrl-C at the terminal reaches the hub only; the hub forwards the first as SIGTERM (the child finishes its
 step, saves a checkpoint and exits 130) and a second as SIGKILL. The child's
 stdout and stderr are shown above the progress bar and kept in
 run_dir/console.log, with secret values redacted (trainhub.secrets). If the child dies without an end row, the hub writes one.
@@ -68,9 +68,9 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
     t0 = time.time()
     with open(run_dir / "console.log", "a", encoding="utf-8") as console_log:
         env = {**os.environ, **launch.env, "TRAINHUB_RUN_ID": run_id}
-        child = subprocess.Popen(launch.argv, cwd=launch.cwd, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
-                                 preexec_fn=_stop_with_parent)
+        child = subprocess.Popen(launch.argv, cwd=launch.cwd, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                 preexec_fn=_detach)
         reader = threading.Thread(target=_pump, args=(child, console_log, view), daemon=True)
         reader.start()
         interrupts = 0
@@ -117,9 +117,22 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
     return code
 
 
+def _detach() -> None:
+    """In the child, before exec: a process group of its own, so the terminal's Ctrl-C (sent to the
+    foreground group) reaches the hub only, which forwards it as SIGTERM; and, on Linux, SIGTERM when
+    the hub dies, however it dies (even SIGKILL), so the backend saves a checkpoint and exits instead of
+    training on unattended.
+
+    A group, not a session (setsid): where the kernel groups tasks by session for CPU fairness
+    (sched_autogroup, on by default in most distributions), the unsloth child in a session of its own
+    took 1.6-11.6% longer per step than the same child in its parent's session, in each of 4
+    alternating pairs on the GPU machine (research/results/unsloth.md)."""
+    os.setpgid(0, 0)
+    _stop_with_parent()
+
+
 def _stop_with_parent() -> None:
-    """In the child, before exec: on Linux, ask for SIGTERM when the hub dies, however it dies (even
-    SIGKILL), so the backend saves a checkpoint and exits instead of training on unattended."""
+    """In a child, before exec: on Linux, SIGTERM when its parent dies, however it dies."""
     if sys.platform.startswith("linux"):
         import ctypes
 
