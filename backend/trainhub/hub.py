@@ -123,10 +123,11 @@ def _detach() -> None:
     the hub dies, however it dies (even SIGKILL), so the backend saves a checkpoint and exits instead of
     training on unattended.
 
-    A group, not a session (setsid): where the kernel groups tasks by session for CPU fairness
-    (sched_autogroup, on by default in most distributions), the unsloth child in a session of its own
-    took 1.6-11.6% longer per step than the same child in its parent's session, in each of 4
-    alternating pairs on the GPU machine (research/results/unsloth.md)."""
+    A group, not a session (setsid): the child stays in the hub's session, and so in its CPU autogroup
+    where the kernel groups tasks by session (sched_autogroup, on by default in most distributions).
+    The unsloth child in a session of its own took 1.6-11.6% longer per step than in its parent's, in
+    each of 4 alternating pairs; `train` itself did not get measurably faster from this change
+    (research/results/unsloth.md, sixth session)."""
     os.setpgid(0, 0)
     _stop_with_parent()
 
