@@ -12,7 +12,8 @@ environment the hub gives it) in a fresh process, with two callbacks added befor
             per step (the union of its kernels), its idle gaps and the host op running when each
             gap began
 
-`child-setsid` is the child in a session of its own, as the hub starts it (start_new_session). Also
+`child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
+argv, environment and cwd, output through a pipe), started by this script instead of the hub. Also
 the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
 bf16 autocast, backward, clip, fused AdamW, a loss.item() per step). Also `train` itself through
 the hub, for the step time of the rows. Each variant runs in its own process. Run on the GPU
@@ -283,6 +284,10 @@ def main() -> None:
             r = bench.through_trainhub(job, args.tmp, args.warmup)
             r.pop("console_tail", None)
             r["step_s"] = r.pop("step_s", None)
+        elif variant == "launch":  # the hub's own Launch (argv, environment, cwd, pipes), started without the hub
+            r = launch_without_hub(bench.bench_job(folder, chats, args.tmp / f"trace-{key.replace('#', '-')}",
+                                                   args.warmup + args.steps, "lora", not args.no_checkpointing),
+                                   args.tmp, args.warmup)
         else:
             log_every = 10 if variant.endswith("log10") else 1
             run_dir = args.tmp / f"trace-{key.replace('#', '-')}"  # a folder per run: its own metric log
@@ -311,6 +316,32 @@ def main() -> None:
             print(r["tail"], flush=True)
         (args.out / "trace_unsloth.json").write_text(json.dumps(results, indent=1))
     print_table(results)
+
+
+def launch_without_hub(job_dict: dict, tmp: Path, warmup: int) -> dict:
+    """The child the hub would start for the job, started here with the same argv, environment and cwd, its
+    output read through a pipe as the hub reads it; the step time from its rows."""
+    import yaml
+
+    from trainhub.hub import _detach, prepare_run_dir
+    from trainhub.jobfile import load
+    from trainhub.runners import get_runner
+
+    path = tmp / f"{Path(job_dict['output_dir']).name}.yaml"
+    path.write_text(yaml.safe_dump(job_dict, sort_keys=False))
+    job = load(path)
+    run_dir = prepare_run_dir(job, resuming=False)
+    launch = get_runner("unsloth").prepare(job, run_dir)
+    done = subprocess.run(launch.argv, cwd=launch.cwd, env={**os.environ, **launch.env, "TRAINHUB_RUN_ID": "launch"},
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=_detach)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["event"] == "train"]
+    windows = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:], strict=False)
+               if a["step"] >= warmup]
+    if done.returncode != 0 or not windows:
+        return {"error": f"exit {done.returncode}", "tail": done.stdout[-3000:]}
+    return {"step_s": statistics.median(windows), "windows_s": [round(w, 4) for w in windows]}
 
 
 def one(args) -> dict:
