@@ -222,22 +222,30 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
     if done.returncode != 0 or not train:
         return {"error": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-3000:]}
     start = next(r for r in rows if r["event"] == "start")
-    # rows whose window (the steps since the row before) lies past the warmup steps; log_every > 1 gives
-    # one row per window
-    pairs = [(a, b) for a, b in zip(train, train[1:], strict=False) if a["step"] >= warmup] or \
-        list(zip(train, train[1:], strict=False))
+    pairs = window_pairs(train, warmup) or list(zip(train, train[1:], strict=False))
+    windows = seconds_per_step(pairs)
     measured = [b for _a, b in pairs] or train
     console = (Path(job["output_dir"]) / "console.log").read_text()
     return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in measured),
             "tokens_per_step": statistics.median((b["tokens"] - a["tokens"]) / (b["step"] - a["step"])
                                                  for a, b in pairs) if pairs else None,
-            "step_s": statistics.median((b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs)
-            if pairs else None,
-            "windows_s": [round((b["time"] - a["time"]) / (b["step"] - a["step"]), 4) for a, b in pairs],
+            "step_s": statistics.median(windows) if windows else None,
+            "windows_s": [round(w, 4) for w in windows],
             "method": train[-1].get("method"), "console_tail": console[-1500:],
             "peak_gb": max(r["mem_gb"] or 0 for r in train), "final_loss": train[-1]["loss"],
             "mfu": statistics.median(r["mfu"] for r in measured) if measured[0]["mfu"] is not None else None,
             "steps": len(train), "warmup": warmup, "wall_s": round(wall, 1), "notes": start.get("notes", [])}
+
+
+def window_pairs(train: list[dict], warmup: int) -> list[tuple[dict, dict]]:
+    """Consecutive train rows whose window (the steps since the row before) lies past the warmup steps;
+    log_every > 1 gives one row per window."""
+    return [(a, b) for a, b in zip(train, train[1:], strict=False) if a["step"] >= warmup]
+
+
+def seconds_per_step(pairs: list[tuple[dict, dict]]) -> list[float]:
+    """Each window's wall time per step, from the rows' times."""
+    return [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs]
 
 
 def run_variant(args, variant: str, qlora: bool, checkpointing: bool, autocast: bool) -> dict:

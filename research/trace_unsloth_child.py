@@ -64,13 +64,12 @@ class StepClock:
         if not idx:
             return {"error": f"only {n} steps"}
         wall = [self.begin[i + 1][1] - self.begin[i][1] for i in idx]
-        self.walls = [round(w, 4) for w in wall]
         gpu = [self.begin[i][0].elapsed_time(self.begin[i + 1][0]) / 1e3 for i in idx]
         inside_host = [self.end[i][1] - self.begin[i][1] for i in idx]
         outside_host = [self.begin[i + 1][1] - self.end[i][1] for i in idx]
         return {"step_s": statistics.median(wall), "gpu_step_s": statistics.median(gpu),
                 "host_in_step_s": statistics.median(inside_host), "host_between_steps_s": statistics.median(outside_host),
-                "steps": len(idx), "windows_s": self.walls}
+                "steps": len(idx), "windows_s": [round(w, 4) for w in wall]}
 
 
 def tracer(out: Path, name: str, skip: int, active: int):
@@ -105,6 +104,14 @@ def host_probe() -> dict:
     for i in range(2_000_000):
         total += i
     return {"launch_us": round(1e6 * launch, 2), "python_ns": round(1e9 * (time.perf_counter() - t0) / 2_000_000, 1)}
+
+
+def row_windows(run_dir: Path, warmup: int) -> list[float]:
+    """Seconds per step of each window between the run's train rows past the warm-up (bench_unsloth's reading)."""
+    import bench_unsloth as bench
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return bench.seconds_per_step(bench.window_pairs([r for r in rows if r["event"] == "train"], warmup))
 
 
 # ----------------------------------------------------------------------------- the child, in this process
@@ -152,11 +159,9 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
 
     trl_train.run = run
     code = unsloth_child.main(["--run-dir", str(run_dir)])
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["event"] == "train"]
-    windows = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:], strict=False)
-               if a["step"] >= warmup]
-    return {**clock.summary(warmup), **probes, "probe_after": host_probe(), "exit": code, "rows_step_s": statistics.median(windows) if windows else None,
+    windows = row_windows(run_dir, warmup)
+    return {**clock.summary(warmup), **probes, "probe_after": host_probe(), "exit": code,
+            "rows_step_s": statistics.median(windows) if windows else None,
             "log_every": job.train.log_every}
 
 
@@ -283,7 +288,6 @@ def main() -> None:
                                   not args.no_checkpointing)
             r = bench.through_trainhub(job, args.tmp, args.warmup)
             r.pop("console_tail", None)
-            r["step_s"] = r.pop("step_s", None)
         elif variant == "launch":  # the hub's own Launch (argv, environment, cwd, pipes), started without the hub
             r = launch_without_hub(bench.bench_job(folder, chats, args.tmp / f"trace-{key.replace('#', '-')}",
                                                    args.warmup + args.steps, "lora", not args.no_checkpointing),
@@ -335,10 +339,7 @@ def launch_without_hub(job_dict: dict, tmp: Path, warmup: int) -> dict:
     done = subprocess.run(launch.argv, cwd=launch.cwd, env={**os.environ, **launch.env, "TRAINHUB_RUN_ID": "launch"},
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=_detach)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["event"] == "train"]
-    windows = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:], strict=False)
-               if a["step"] >= warmup]
+    windows = row_windows(run_dir, warmup)
     if done.returncode != 0 or not windows:
         return {"error": f"exit {done.returncode}", "tail": done.stdout[-3000:]}
     return {"step_s": statistics.median(windows), "windows_s": [round(w, 4) for w in windows]}

@@ -1,8 +1,9 @@
 """Running a job: write job.json, launch the backend's child process, follow its metric log.
 
 The hub names the run (TRAINHUB_RUN_ID in the child's environment). The child runs in a process group
-of its own (in the hub's session), so a Ctrl-C at the terminal reaches the hub only; the hub forwards the first as SIGTERM (the child finishes its
-step, saves a checkpoint and exits 130) and a second as SIGKILL. The child's
+of its own (in the hub's session), so a Ctrl-C at the terminal reaches the hub only; the hub forwards
+the first as SIGTERM (the child finishes its step, saves a checkpoint and exits 130) and a second as
+SIGKILL. The child's
 stdout and stderr are shown above the progress bar and kept in
 run_dir/console.log, with secret values redacted (trainhub.secrets). If the child dies without an end row, the hub writes one.
 """
