@@ -106,6 +106,41 @@ def host_probe() -> dict:
     return {"launch_us": round(1e6 * launch, 2), "python_ns": round(1e9 * (time.perf_counter() - t0) / 2_000_000, 1)}
 
 
+class GcMeter:
+    """Time spent in Python's garbage collector, per generation, from gc.callbacks: a full (generation 2)
+    collection walks every tracked object of a process that holds torch, transformers and Unsloth, and it
+    runs inside whatever step allocated the object that crossed the threshold."""
+
+    def __init__(self):
+        import gc
+
+        self.gc, self.t0, self.total, self.count = gc, 0.0, [0.0, 0.0, 0.0], [0, 0, 0]
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        else:
+            self.total[info["generation"]] += time.perf_counter() - self.t0
+            self.count[info["generation"]] += 1
+
+    def summary(self, steps: int) -> dict:
+        self.gc.callbacks.remove(self._on)
+        return {"gc_ms_per_step": round(1e3 * sum(self.total) / max(steps, 1), 2),
+                "gc_ms_by_gen": [round(1e3 * t, 1) for t in self.total], "gc_count_by_gen": self.count,
+                "gc_tracked": len(self.gc.get_objects())}
+
+
+def quiet_gc() -> None:
+    """What the `-nogc` variants do before training: collect, freeze what survives, switch automatic
+    collection off."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
 def row_windows(run_dir: Path, warmup: int) -> list[float]:
     """Seconds per step of each window between the run's train rows past the warm-up (bench_unsloth's reading)."""
     import bench_unsloth as bench
@@ -117,7 +152,8 @@ def row_windows(run_dir: Path, warmup: int) -> list[float]:
 # ----------------------------------------------------------------------------- the child, in this process
 
 
-def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, trace: bool) -> dict:
+def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, trace: bool,
+              nogc: bool = False) -> dict:
     import unsloth  # noqa: F401  first, as in the child
 
     from transformers import TrainerCallback
@@ -149,6 +185,9 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     def run(trainer, resume):
         probes["probe_before"] = host_probe()
         trainer.add_callback(Clock())
+        if nogc:
+            quiet_gc()
+        probes["gc"] = GcMeter()
         if prof is not None:
             prof.start()
         try:
@@ -160,6 +199,7 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     trl_train.run = run
     code = unsloth_child.main(["--run-dir", str(run_dir)])
     windows = row_windows(run_dir, warmup)
+    probes["gc"] = probes["gc"].summary(len(clock.begin)) if "gc" in probes else None
     return {**clock.summary(warmup), **probes, "probe_after": host_probe(), "exit": code,
             "rows_step_s": statistics.median(windows) if windows else None,
             "log_every": job.train.log_every}
@@ -168,7 +208,8 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
 # ----------------------------------------------------------------------------- the hand loop, in this process
 
 
-def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trace: bool) -> dict:
+def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trace: bool,
+             nogc: bool = False) -> dict:
     import unsloth  # noqa: F401
 
     import torch
@@ -192,6 +233,9 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
     prof = tracer(out, name, warmup, 3) if trace else None
     if prof is not None:
         prof.start()
+    if nogc:
+        quiet_gc()
+    meter = GcMeter()
     for _ in range(warmup + steps):
         ids = torch.randint(1, 4096, (bench.MICRO, bench.SEQ), device="cuda", generator=gen)
         clock.mark(clock.begin)
@@ -207,7 +251,8 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
             prof.step()
     if prof is not None:
         prof.stop()
-    return {**clock.summary(warmup), "probe_before": probe, "probe_after": host_probe()}
+    return {**clock.summary(warmup), "probe_before": probe, "probe_after": host_probe(),
+            "gc": meter.summary(warmup + steps)}
 
 
 # ----------------------------------------------------------------------------- reading a trace
@@ -350,15 +395,16 @@ def one(args) -> dict:
     variant = args.one
     if variant.startswith("child"):
         return run_child(job_path, Path(os.environ["TRACE_RUN_DIR"]), args.out, variant, args.warmup,
-                         trace=variant.endswith("trace"))
-    return run_hand(job_path, args.out, variant, args.steps, args.warmup, trace=variant.endswith("trace"))
+                         trace=variant.endswith("trace"), nogc="nogc" in variant)
+    return run_hand(job_path, args.out, variant, args.steps, args.warmup, trace=variant.endswith("trace"),
+                    nogc="nogc" in variant)
 
 
 def print_table(results: dict) -> None:
     print(f"\n{results['device']}: LoRA 1B shape, checkpointing {results['checkpointing']}, medians after "
           f"{results['warmup']} warm-up steps; launch: µs per tiny kernel launch (host probe) before/after")
     print(f"{'variant':14} {'step ms':>8} {'GPU tl ms':>9} {'host in':>8} {'host out':>8} {'busy ms':>8} "
-          f"{'idle ms':>8} {'launch µs':>12} {'py ns':>6}")
+          f"{'idle ms':>8} {'launch µs':>12} {'py ns':>6} {'gc ms':>6} {'gc2':>4}")
     for name, r in results.items():
         if not isinstance(r, dict):
             continue
@@ -373,8 +419,10 @@ def print_table(results: dict) -> None:
         idle = f"{statistics.median(s['gpu_idle_ms'] for s in steps):8.1f}" if steps else " " * 8
         before, after = r.get("probe_before", {}), r.get("probe_after", {})
         launch = f"{before.get('launch_us', '')}/{after.get('launch_us', '')}" if before else ""
+        gcm = r.get("gc") or {}
         print(f"{name:14} {ms('step_s')} {ms('gpu_step_s'):>9} {ms('host_in_step_s')} {ms('host_between_steps_s')} "
-              f"{busy} {idle} {launch:>12} {before.get('python_ns', ''):>6}")
+              f"{busy} {idle} {launch:>12} {before.get('python_ns', ''):>6} {gcm.get('gc_ms_per_step', ''):>6} "
+              f"{(gcm.get('gc_count_by_gen') or ['', '', ''])[2]:>4}")
     pairs = [(results[k]["step_s"], results[k.replace("child", "hand")]["step_s"]) for k in results
              if k.split("#")[0] == "child" and "step_s" in results[k]
              and "step_s" in results.get(k.replace("child", "hand"), {})]
