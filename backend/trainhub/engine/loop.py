@@ -34,6 +34,7 @@ from trainhub.engine.device import (
     pick_precision,
     synchronize,
 )
+from trainhub.engine.heap import freeze_setup
 from trainhub.engine.model import build_model, build_tokenizer, count_model
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import lr_at
@@ -129,6 +130,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     window_loss = torch.zeros((), device=device)
     window_steps, window_tokens, window_flops, window_t0 = 0, 0, 0.0, time.perf_counter()
     model.train()
+    freeze_setup()  # what setup built stays out of every later full collection (engine/heap.py)
     while step < max_steps:
         lr = lr_at(step, peak=job.optim.lr, total=max_steps, schedule=job.optim.schedule)
         for group in optimizer.param_groups:

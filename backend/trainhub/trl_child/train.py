@@ -211,12 +211,16 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
 
 def run(trainer, resume: Path | None) -> None:
-    """trainer.train(), from the checkpoint folder `resume` when given. The dataloader's workers fork
+    """trainer.train(), from the checkpoint folder `resume` when given, with the setup's objects frozen
+    out of the garbage collector's full collections (trainhub.engine.heap). The dataloader's workers fork
     after the data was tokenized: TOKENIZERS_PARALLELISM set (to what it already was, or false) keeps the
     tokenizers library from warning in each of them."""
     import os
 
+    from trainhub.engine.heap import freeze_setup
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    freeze_setup()  # model, data and the Trainer's setup: out of every later full collection (engine/heap.py)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
 
