@@ -12,7 +12,8 @@ environment the hub gives it) in a fresh process, with two callbacks added befor
             per step (the union of its kernels), its idle gaps and the host op running when each
             gap began
 
-`child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
+`child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
+log one step late (metrics/hf_deferred.py); `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
 argv, environment and cwd, output through a pipe), started by this script instead of the hub. Also
 the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
 bf16 autocast, backward, clip, fused AdamW, a loss.item() per step). Also `train` itself through
@@ -197,6 +198,10 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
                 prof.stop()
 
     trl_train.run = run
+    if name.endswith("sync"):  # the Trainer's own log, a sync every logged step (before hf_deferred)
+        import trainhub.metrics.hf_deferred as deferred
+
+        deferred.defer_logs = lambda trainer, tokens=None: None
     code = unsloth_child.main(["--run-dir", str(run_dir)])
     windows = row_windows(run_dir, warmup)
     probes["gc"] = probes["gc"].summary(len(clock.begin)) if "gc" in probes else None

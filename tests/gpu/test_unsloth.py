@@ -88,6 +88,10 @@ def test_lora_sft(tmp_path, small_model):
     _train(tmp_path, job)
     run = tmp_path / "run"
     _finite_and_learning(run)
+    train = rows(run, "train")  # each step's row written one step late (hf_deferred.py): all there, in order
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    tokens = [r["tokens"] for r in train]
+    assert tokens[0] > 0 and all(b > a for a, b in zip(tokens, tokens[1:], strict=False)), tokens
     start = rows(run, "start")[0]
     assert start["backend"] == "unsloth" and start["hardware"]["device"] == "cuda"
     assert 0 < start["params_trainable"] < start["params_total"]

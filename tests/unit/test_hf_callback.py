@@ -26,7 +26,7 @@ def _job():
                                "train": {"micro_batch_size": 4, "max_steps": 3}})
 
 
-def _trainer(tmp_path, callback, max_steps=3, logging_steps=2, save_steps=None):
+def _trainer(tmp_path, callback, max_steps=3, logging_steps=2, save_steps=None, tokens_seen="non_padding"):
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -39,7 +39,8 @@ def _trainer(tmp_path, callback, max_steps=3, logging_steps=2, save_steps=None):
     args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=max_steps, per_device_train_batch_size=4,
                              logging_steps=logging_steps, save_strategy="steps" if save_steps else "no",
                              save_steps=save_steps or 500, report_to=[], use_cpu=True, bf16=False,
-                             include_num_input_tokens_seen="non_padding", disable_tqdm=True)
+                             include_num_input_tokens_seen=tokens_seen, disable_tqdm=True,
+                             logging_nan_inf_filter=False)  # as trainhub's Trainer children set it
     return Trainer(model=model, args=args, train_dataset=rows, callbacks=[callback])
 
 

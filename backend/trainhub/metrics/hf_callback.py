@@ -151,6 +151,8 @@ class MetricsCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs or any(k.startswith("eval_") for k in logs):
             return  # eval logs come through on_evaluate; the closing summary has train_loss, not loss
+        if self.failed:
+            return  # a log after the failing one (a log one step late, hf_deferred.py, finds it a step on)
         reported = int(logs.get("num_tokens") or state.num_input_tokens_seen or (self.tokens_fn or int)())
         if self._offset is None:  # a count below the checkpoint's restarted at resume (TRL keeps SFT/DPO/KTO's
             self._offset = self.resumed_tokens if reported < self.resumed_tokens else 0  # in memory only)

@@ -53,6 +53,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
     from trainhub.engine.model import build_tokenizer
     from trainhub.engine.stop import StopFlag
+    from trainhub.metrics.hf_deferred import defer_logs
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
     from trainhub.trl_child.train import count_trained_tokens, finish, metrics_callback, run
@@ -78,6 +79,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                 data=data, stop=stop, resume=resume)
     if job.method.type == "sft":  # under Unsloth's SFTTrainer neither TRL's num_tokens nor the Trainer's count
         callback.tokens_fn = count_trained_tokens(trainer)  # reaches the rows (0 on the GPU machine)
+        # each step's log read one step late, so a row every step does not drain the GPU (hf_deferred.py)
+        defer_logs(trainer, tokens=callback.tokens_fn.peek)
     trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:

@@ -9,7 +9,6 @@ trainhub's metrics callback (metrics/hf_callback.py) writing the common rows.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from pathlib import Path
 
 from trainhub.job import Job
@@ -102,26 +101,43 @@ class PadCollator:
                 "attention_mask": torch.from_numpy(mask)}
 
 
-def count_trained_tokens(trainer) -> Callable[[], int]:
+def count_trained_tokens(trainer) -> TokenCount:
     """Count the real (attention-mask) tokens of every micro-batch the trainer trains on, in the main
-    process; returns the reader MetricsCallback takes as its tokens_fn. For a trainer that reports no
-    count of its own (Unsloth's SFTTrainer).
+    process; the TokenCount is the reader MetricsCallback takes as its tokens_fn. For a trainer that
+    reports no count of its own (Unsloth's SFTTrainer).
 
     The count is summed on the batch's device, without a host sync; reading it syncs, which the rows do
-    only where the Trainer has just synced to log the loss. training_step sees training batches only, so
-    evaluation batches stay out of the count."""
+    only where the Trainer has just synced to log the loss (or one step late, metrics/hf_deferred.py,
+    which takes the device sum with `peek`). training_step sees training batches only, so evaluation
+    batches stay out of the count."""
+    count = TokenCount()
     inner = trainer.training_step
-    total = []
 
     def training_step(model, inputs, *args, **kwargs):
         mask = inputs.get("attention_mask")
         if mask is not None:
-            count = mask.detach().sum()
-            total[:] = [total[0] + count] if total else [count]
+            count.add(mask.detach().sum())
         return inner(model, inputs, *args, **kwargs)
 
     trainer.training_step = training_step
-    return lambda: int(total[0]) if total else 0
+    return count
+
+
+class TokenCount:
+    """A running token count kept on the device (see count_trained_tokens)."""
+
+    def __init__(self):
+        self.total = None
+
+    def add(self, n) -> None:
+        self.total = n if self.total is None else self.total + n  # a new tensor: a peeked one stays as it was
+
+    def peek(self):
+        """The count so far, as a device tensor (or 0), without a sync."""
+        return 0 if self.total is None else self.total
+
+    def __call__(self) -> int:
+        return 0 if self.total is None else int(self.total)
 
 
 def total_steps(job: Job, rows: int) -> int:

@@ -1,0 +1,119 @@
+"""A Trainer's per-step log, one step late, so that logging every step does not drain the GPU.
+
+A Hugging Face Trainer logs by reading its loss and gradient norm back to the host (`.item()`)
+right after the optimizer step it has just queued. With `logging_steps: 1` that is a full sync
+every step: the GPU finishes the step and then waits while the host writes the log, fetches the
+next batch and launches the next step's first kernels (~4 ms of a ~115 ms LoRA step under
+Unsloth, research/results/unsloth.md, fourth session). Unsloth's hand loop pays ~0.1 ms there.
+
+`defer_logs(trainer)` keeps the Trainer's log for step N on the device (the loss summed since the
+previous log, the gradient norm, the token count) and reads it at step N+1, after that step's
+work is queued: the read waits for step N only, and the GPU goes on with N+1. The row for step N
+is then written as the Trainer would have written it: the same loss, gradient norm, learning rate
+and tokens, `state.global_step` and `state.epoch` as they were at step N.
+
+No log waits when it matters: a step that saves, evaluates, stops or is the last is logged at once,
+after any waiting log, so rows stay in step order, a checkpoint's row follows its step's train row
+and the closing `train_loss` counts every step. A non-finite loss is seen one step late, so one
+more update is applied before the run stops; nothing is saved after it (the save waits for the
+log that says it failed, MetricsCallback.on_log).
+
+For one process and a Trainer whose log is the loss alone (the unsloth backend's SFT): TRL's
+trainers add per-step method metrics of their own to the log at log time, which one step late
+would belong to the next step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class _Pending:
+    step: int
+    epoch: float | None
+    steps: int  # optimizer steps the loss sums over (since the previous log)
+    loss: Any  # device tensor
+    grad_norm: Any  # device tensor, float or None
+    learning_rate: float
+    tokens: Any  # device tensor, int or None
+    start_time: float | None
+
+
+class DeferredLog:
+    """Stands in for `trainer._maybe_log_save_evaluate` (see the module docstring). `tokens`: the
+    cumulative trained-token count as a device tensor, read without a sync (count_trained_tokens)."""
+
+    def __init__(self, trainer, tokens: Callable[[], Any] | None = None):
+        self.trainer, self.tokens = trainer, tokens
+        self.inner = trainer._maybe_log_save_evaluate
+        self.signature = inspect.signature(self.inner)
+        self.pending: _Pending | None = None
+        self.deferred = 0
+        """How many logs were written one step late (for the tests and the bench)."""
+        trainer._maybe_log_save_evaluate = self
+
+    def __call__(self, *args, **kwargs):
+        t = self.trainer
+        new_log = t.control.should_log and t.state.global_step > t._globalstep_last_logged
+        self.flush()  # its on_log clears control.should_log, and may ask to stop without saving (non-finite)
+        control, state = t.control, t.state
+        control.should_log = new_log
+        waits = control.should_save or control.should_evaluate or control.should_training_stop \
+            or control.should_epoch_stop or state.global_step >= state.max_steps
+        if not new_log or waits:
+            return self.inner(*args, **kwargs)
+        bound = self.signature.bind(*args, **kwargs)
+        a = bound.arguments
+        tr_loss = a["tr_loss"]
+        loss = tr_loss.detach().clone()
+        tr_loss -= tr_loss  # as the Trainer resets it, on the device
+        rate = a.get("learning_rate")
+        self.pending = _Pending(
+            step=state.global_step, epoch=state.epoch, steps=state.global_step - t._globalstep_last_logged,
+            loss=loss, grad_norm=a["grad_norm"], learning_rate=rate if rate is not None else t._get_learning_rate(),
+            tokens=self.tokens() if self.tokens is not None else None, start_time=a.get("start_time"))
+        t._globalstep_last_logged = state.global_step
+        t.store_flos()
+        control.should_log = False  # taken: the callbacks see it when it is written
+
+    def flush(self) -> None:
+        """Write the waiting log, if any: this read waits for the GPU to finish that step."""
+        p, self.pending = self.pending, None
+        if p is None:
+            return
+        t = self.trainer
+        loss = float(p.loss)
+        logs: dict[str, Any] = {"loss": loss / p.steps}
+        if p.grad_norm is not None:
+            logs["grad_norm"] = float(p.grad_norm)
+        logs["learning_rate"] = p.learning_rate
+        if p.tokens is not None:
+            logs["num_tokens"] = int(p.tokens)
+        t._total_loss_scalar += loss
+        state = t.state
+        now = state.global_step, state.epoch
+        state.global_step, state.epoch = p.step, p.epoch
+        try:
+            t.log(logs, p.start_time)
+        finally:
+            state.global_step, state.epoch = now
+        self.deferred += 1
+
+
+def defer_logs(trainer, tokens: Callable[[], Any] | None = None) -> DeferredLog | None:
+    """Log one step late on a single-process CUDA trainer (see the module docstring); None (and the
+    Trainer's own log) anywhere else, where the read costs no GPU time or would gather across ranks."""
+    args = trainer.args
+    if getattr(args, "world_size", 1) != 1 or getattr(getattr(args, "device", None), "type", "cpu") != "cuda":
+        return None
+    if not TAKES <= set(inspect.signature(trainer._maybe_log_save_evaluate).parameters):
+        return None  # a Trainer whose log step is not the one read here: its own log, synced
+    return DeferredLog(trainer, tokens)
+
+
+TAKES = {"tr_loss", "grad_norm", "start_time"}
+"""The parameters of Trainer._maybe_log_save_evaluate DeferredLog reads (transformers 5.17 to 5.23)."""
