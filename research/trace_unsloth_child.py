@@ -116,7 +116,12 @@ class GcMeter:
         import gc
 
         self.gc, self.t0, self.total, self.count = gc, 0.0, [0.0, 0.0, 0.0], [0, 0, 0]
+        self.at_warm: tuple[list, list] | None = None
         gc.callbacks.append(self._on)
+
+    def warm(self) -> None:
+        """Mark the end of the warm-up (Unsloth's compile runs in the first steps and allocates heavily)."""
+        self.at_warm = (list(self.total), list(self.count))
 
     def _on(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -127,9 +132,14 @@ class GcMeter:
 
     def summary(self, steps: int) -> dict:
         self.gc.callbacks.remove(self._on)
-        return {"gc_ms_per_step": round(1e3 * sum(self.total) / max(steps, 1), 2),
-                "gc_ms_by_gen": [round(1e3 * t, 1) for t in self.total], "gc_count_by_gen": self.count,
-                "gc_tracked": len(self.gc.get_objects())}
+        out = {"gc_ms_per_step": round(1e3 * sum(self.total) / max(steps, 1), 2),
+               "gc_ms_by_gen": [round(1e3 * t, 1) for t in self.total], "gc_count_by_gen": self.count,
+               "gc_tracked": len(self.gc.get_objects())}
+        if self.at_warm is not None:  # the measured steps alone
+            (t0, c0) = self.at_warm
+            out["warm_gc_ms_by_gen"] = [round(1e3 * (a - b), 1) for a, b in zip(self.total, t0, strict=True)]
+            out["warm_gc_count_by_gen"] = [a - b for a, b in zip(self.count, c0, strict=True)]
+        return out
 
 
 def quiet_gc() -> None:
@@ -173,6 +183,8 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            if len(clock.begin) == warmup and "gc" in probes:
+                probes["gc"].warm()
             clock.mark(clock.begin)
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -241,7 +253,9 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
     if nogc:
         quiet_gc()
     meter = GcMeter()
-    for _ in range(warmup + steps):
+    for i in range(warmup + steps):
+        if i == warmup:
+            meter.warm()
         ids = torch.randint(1, 4096, (bench.MICRO, bench.SEQ), device="cuda", generator=gen)
         clock.mark(clock.begin)
         with torch.autocast("cuda", dtype=torch.bfloat16):
