@@ -248,6 +248,22 @@ def seconds_per_step(pairs: list[tuple[dict, dict]]) -> list[float]:
     return [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs]
 
 
+def host_ns() -> float:
+    """Nanoseconds per iteration of a plain Python loop in this process, now: the GPU host's speed changes
+    with what its other vCPUs do (probe_host.py), and a host-bound step follows it. Taken before each run,
+    so a pair whose two runs met different host speeds can be told apart."""
+    t0, total = time.perf_counter(), 0
+    for i in range(1_000_000):
+        total += i
+    return round(1e9 * (time.perf_counter() - t0) / 1_000_000, 1)
+
+
+def probed(run, *args) -> dict:
+    """`run(*args)`, its result with the host's speed just before (host_ns)."""
+    ns = host_ns()
+    return {**run(*args), "host_ns_before": ns}
+
+
 def run_variant(args, variant: str, qlora: bool, checkpointing: bool, autocast: bool) -> dict:
     out = Path(args.tmp) / f"{variant}-{int(qlora)}-{int(checkpointing)}-{int(autocast)}.json"
     cmd = [sys.executable, __file__, "--variant", variant, "--model", str(args.model), "--steps", str(args.steps),
@@ -322,21 +338,22 @@ def main() -> None:
             continue
         adapter, checkpointing, hands = GROUPS[group]
         job = bench_job(args.model, chats, args.tmp / f"run-{group}", steps, adapter, checkpointing, args.log_every)
-        row = results[group] = {"trainhub": through_trainhub(job, args.tmp, args.warmup)}
+        row = results[group] = {"trainhub": probed(through_trainhub, job, args.tmp, args.warmup)}
         print(f"{group}: trainhub {row['trainhub'].get('tokens_per_s')}", flush=True)
         wanted = {"direct+autocast", *args.peers.split(",")} if args.peers else None
         for name, variant, autocast in hands:
             if wanted is not None and name not in wanted:
                 continue
-            row[name] = run_variant(args, variant, adapter == "qlora", checkpointing, autocast)
+            row[name] = probed(run_variant, args, variant, adapter == "qlora", checkpointing, autocast)
         for peer in ("direct+autocast", "direct"):
             if "tokens_per_s" in row["trainhub"] and "tokens_per_s" in row.get(peer, {}):
                 row[f"overhead_vs_{peer}_pct"] = 100 * (1 - row["trainhub"]["tokens_per_s"] / row[peer]["tokens_per_s"])
         for i in range(1, args.repeat):  # the pair again, alternating: machines drift by more than the few % sought
-            again = {"trainhub": through_trainhub({**job, "output_dir": f"{job['output_dir']}-{i}"}, args.tmp,
-                                                  args.warmup),
-                     "direct+autocast": run_variant(args, "direct", adapter == "qlora", checkpointing, True)}
-            row.setdefault("repeats", []).append({k: v.get("tokens_per_s") for k, v in again.items()})
+            again = {"trainhub": probed(through_trainhub, {**job, "output_dir": f"{job['output_dir']}-{i}"}, args.tmp,
+                                        args.warmup),
+                     "direct+autocast": probed(run_variant, args, "direct", adapter == "qlora", checkpointing, True)}
+            row.setdefault("repeats", []).append({**{k: v.get("tokens_per_s") for k, v in again.items()},
+                                                  "host_ns": [v.get("host_ns_before") for v in again.values()]})
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))  # a run cut short keeps the pairs it has
         pairs = [(row["trainhub"].get("tokens_per_s"), row["direct+autocast"].get("tokens_per_s")),
@@ -365,6 +382,11 @@ def print_table(results: dict) -> None:
             pairs = results[group]["overhead_pairs_pct"]
             print(f"{group:12} overhead over direct+autocast, pair by pair: {', '.join(f'{x:.1f}%' for x in pairs)} "
                   f"(median {statistics.median(pairs):.1f}%)")
+            row = results[group]
+            ns = [(row["trainhub"].get("host_ns_before"), row["direct+autocast"].get("host_ns_before")),
+                  *(tuple(r.get("host_ns", (None, None))) for r in row.get("repeats", []))]
+            print(f"{group:12} host ns per Python loop before each run (trainhub, hand), pair by pair: "
+                  f"{', '.join(f'{a}/{b}' for a, b in ns)}")
         for peer in ("direct+autocast", "direct"):
             if f"overhead_vs_{peer}_pct" in results.get(group, {}):
                 print(f"{group:12} trainhub's overhead over Unsloth {peer} (hand loop): "

@@ -12,7 +12,13 @@ environment the hub gives it) in a fresh process, with two callbacks added befor
             per step (the union of its kernels), its idle gaps and the host op running when each
             gap began
 
-`child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
+Suffixes, on `child` or `hand`: `-cprofile` runs cProfile over 3 steps after the warm-up (host Python
+time by function: where the child's extra host time per step goes); `-syncs` turns on CUDA's sync
+debug mode over the same steps and counts each host-device sync by the Python stack that made it
+(a sync empties the GPU's queue, so the host's launch time after it is no longer hidden).
+
+`child-walks` is the child with the Trainer's module walks in every step, as they come (no
+skip_module_walks, no Unsloth fast grads). `child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
 log one step late (metrics/hf_deferred.py); `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
 argv, environment and cwd, output through a pipe), started by this script instead of the hub. Also
 the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
@@ -160,6 +166,73 @@ def row_windows(run_dir: Path, warmup: int) -> list[float]:
     return bench.seconds_per_step(bench.window_pairs([r for r in rows if r["event"] == "train"], warmup))
 
 
+class HostWatch:
+    """cProfile (`-cprofile`) or CUDA's sync debug mode (`-syncs`) over steps [warmup, warmup + 3):
+    `begin(step)` and `end(step)` are called at each step's begin and end; `summary(out, name)` writes the
+    profile's text and returns the syncs counted by their Python stack."""
+
+    def __init__(self, name: str, warmup: int):
+        self.kind = "cprofile" if name.endswith("cprofile") else "syncs" if name.endswith("syncs") else None
+        self.warmup, self.stacks, self.profile, self.on = warmup, {}, None, False
+
+    def begin(self, step: int) -> None:
+        if self.kind is None or step != self.warmup:
+            return
+        self.on = True
+        if self.kind == "cprofile":
+            import cProfile
+
+            self.profile = cProfile.Profile()
+            self.profile.enable()
+        else:
+            import warnings
+
+            import torch
+
+            self._show = warnings.showwarning
+            warnings.showwarning = self._sync
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def end(self, step: int) -> None:
+        if not self.on or step != self.warmup + 2:
+            return
+        self.on = False
+        if self.profile is not None:
+            self.profile.disable()
+        else:
+            import warnings
+
+            import torch
+
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = self._show
+
+    def _sync(self, message, category, filename, lineno, file=None, line=None):
+        import traceback
+
+        frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-2]
+                  if "trace_unsloth_child" not in f.filename and "/threading.py" not in f.filename][-8:]
+        key = " <- ".join(reversed(frames)) + f" | {str(message)[:80]}"
+        self.stacks[key] = self.stacks.get(key, 0) + 1
+
+    def summary(self, out: Path, name: str) -> dict:
+        if self.kind == "cprofile" and self.profile is not None:
+            import io
+            import pstats
+
+            text = io.StringIO()
+            stats = pstats.Stats(self.profile, stream=text)
+            stats.sort_stats("cumulative").print_stats(60)
+            stats.sort_stats("tottime").print_stats(40)
+            (out / f"{name}.cprofile.txt").write_text(text.getvalue())
+            return {"cprofile": f"{name}.cprofile.txt", "profiled_s": round(stats.total_tt, 3)}
+        if self.kind == "syncs":
+            return {"syncs_in_3_steps": sum(self.stacks.values()),
+                    "sync_stacks": dict(sorted(self.stacks.items(), key=lambda kv: -kv[1]))}
+        return {}
+
+
 # ----------------------------------------------------------------------------- the child, in this process
 
 
@@ -180,14 +253,17 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     os.chdir(run_dir)
     clock = StepClock()
     prof = tracer(out, name, warmup, 3) if trace else None
+    watch = HostWatch(name, warmup)
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if len(clock.begin) == warmup and "gc" in probes:
                 probes["gc"].warm()
+            watch.begin(len(clock.begin))
             clock.mark(clock.begin)
 
         def on_step_end(self, args, state, control, **kwargs):
+            watch.end(len(clock.end))
             clock.mark(clock.end)
             if prof is not None:
                 prof.step()
@@ -214,9 +290,16 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
         import trainhub.metrics.hf_deferred as deferred
 
         deferred.defer_logs = lambda trainer, tokens=None: None
+    if name.endswith("walks"):  # the Trainer's per-step module walks as they come (no skip_module_walks)
+        trl_train.skip_module_walks = lambda trainer, zero_grad=True: None
+        unsloth_child.unsloth_fast_grads = lambda model: False
     code = unsloth_child.main(["--run-dir", str(run_dir)])
     windows = row_windows(run_dir, warmup)
     probes["gc"] = probes["gc"].summary(len(clock.begin)) if "gc" in probes else None
+    probes.update(watch.summary(out, name))
+    cache = sorted((run_dir / "unsloth_cache").glob("*SFTTrainer*.py"))
+    if cache:  # the trainer Unsloth generated and ran, to read its compute_loss
+        (out / cache[0].name).write_text(cache[0].read_text())
     return {**clock.summary(warmup), **probes, "probe_after": host_probe(), "exit": code,
             "rows_step_s": statistics.median(windows) if windows else None,
             "log_every": job.train.log_every}
@@ -253,10 +336,12 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
     if nogc:
         quiet_gc()
     meter = GcMeter()
+    watch = HostWatch(name, warmup)
     for i in range(warmup + steps):
         if i == warmup:
             meter.warm()
         ids = torch.randint(1, 4096, (bench.MICRO, bench.SEQ), device="cuda", generator=gen)
+        watch.begin(i)
         clock.mark(clock.begin)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
@@ -265,13 +350,14 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()
+        watch.end(i)
         clock.mark(clock.end)
         if prof is not None:
             prof.step()
     if prof is not None:
         prof.stop()
     return {**clock.summary(warmup), "probe_before": probe, "probe_after": host_probe(),
-            "gc": meter.summary(warmup + steps)}
+            "gc": meter.summary(warmup + steps), **watch.summary(out, name)}
 
 
 # ----------------------------------------------------------------------------- reading a trace
@@ -379,7 +465,8 @@ def main() -> None:
                 trace.unlink()
         r["wall_s"] = round(time.time() - t0, 1)
         results[key] = r
-        print(key, json.dumps({k: v for k, v in r.items() if k not in ("trace", "tail", "notes")}), flush=True)
+        print(key, json.dumps({k: v for k, v in r.items() if k not in ("trace", "tail", "notes", "sync_stacks")}),
+              flush=True)
         if "tail" in r:
             print(r["tail"], flush=True)
         (args.out / "trace_unsloth.json").write_text(json.dumps(results, indent=1))
@@ -456,6 +543,9 @@ def print_table(results: dict) -> None:
     for variant, ms_list in by_variant.items():
         print(f"{variant:14} step ms, run by run: {', '.join(f'{x:.1f}' for x in ms_list)} "
               f"(median {statistics.median(ms_list):.1f})")
+    for name, r in results.items():
+        for stack, n in list((r.get("sync_stacks") or {}).items())[:8] if isinstance(r, dict) else []:
+            print(f"{name} sync x{n}: {stack}")
     for name, r in results.items():
         for i, s in enumerate(r.get("trace", {}).get("steps", []) if isinstance(r, dict) else []):
             holes = ", ".join(f"{g['ms']} ms in {g['host_op']} ({g['within']})" for g in s["gaps"][:6])

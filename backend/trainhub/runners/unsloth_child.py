@@ -56,7 +56,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.metrics.hf_deferred import defer_logs
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import count_trained_tokens, finish, metrics_callback, run
+    from trainhub.trl_child.train import count_trained_tokens, finish, metrics_callback, run, skip_module_walks
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -81,6 +81,9 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         callback.tokens_fn = count_trained_tokens(trainer)  # reaches the rows (0 on the GPU machine)
         # each step's log read one step late, so a row every step does not drain the GPU (hf_deferred.py)
         defer_logs(trainer, tokens=callback.tokens_fn.peek)
+        # the Trainer's per-step walks over all 1,337 modules (LoRA on the 1B shape): clip and zero_grad
+        # over the parameters that hold a gradient (Unsloth's own), the FLOPs count taken once (ours)
+        skip_module_walks(trainer, zero_grad=not unsloth_fast_grads(trainer.model))
     trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
@@ -89,6 +92,16 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
     return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
                   save=lambda: save(job, model, tokenizer, run_dir))
+
+
+def unsloth_fast_grads(model) -> bool:
+    """Unsloth's clip and zero_grad that skip the module walk (unsloth_zoo.fast_grad_params; its loaders
+    turn it on for MoE models only); False where this Unsloth has none or declines the model."""
+    try:
+        from unsloth_zoo.fast_grad_params import enable_fast_grad_params
+    except ImportError:
+        return False
+    return bool(enable_fast_grad_params(model))
 
 
 def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:

@@ -123,6 +123,52 @@ def count_trained_tokens(trainer) -> TokenCount:
     return count
 
 
+def skip_module_walks(trainer, zero_grad: bool = True) -> None:
+    """Take two of the Trainer's walks over the whole model out of every step, with the same values.
+
+    A hand loop walks no modules per step; the Trainer walks all of them several times. With LoRA on
+    the 1B shape that is 1,337 modules, and each walk took 2.3-4.5 ms of host time on the 2-core dev
+    machine (research/trainer_host_overhead.py). The GPU waits for that time whenever the host is
+    what bounds the step (research/results/unsloth.md, seventh session). Two of the walks go here:
+    - `floating_point_ops` counts the model's parameters again for every micro-batch; here the
+      count is taken once (the model does not change shape while training);
+    - `model.zero_grad()` finds the parameters through the module tree; here it clears the
+      gradients of the parameters that can have one (requires_grad, listed once), as
+      nn.Module.zero_grad does for each of them. A frozen parameter never holds a gradient.
+    `zero_grad=False` leaves zero_grad alone (the unsloth child uses Unsloth's own for it and the clip).
+    The Trainer's `model.train()` in every training_step stays: it must reach every module in case
+    something switched one to eval mode."""
+    model = trainer.model
+    main = getattr(model, "main_input_name", "input_ids")
+    count: list[int] = []
+
+    def floating_point_ops(inputs) -> int:
+        if main not in inputs or not hasattr(model, "num_parameters"):
+            return 0
+        if not count:
+            count.append(model.num_parameters(exclude_embeddings=True))
+        return 6 * inputs[main].numel() * count[0]
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def clear(set_to_none: bool = True) -> None:
+        for p in trainable:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
+
+    trainer.floating_point_ops = floating_point_ops
+    if zero_grad:
+        model.zero_grad = clear
+
+
 class TokenCount:
     """A running token count kept on the device (see count_trained_tokens)."""
 
