@@ -17,7 +17,8 @@ time by function: where the child's extra host time per step goes); `-syncs` tur
 debug mode over the same steps and counts each host-device sync by the Python stack that made it
 (a sync empties the GPU's queue, so the host's launch time after it is no longer hidden).
 
-`child-walks` is the child with the Trainer's module walks in every step, as they come (no
+`child-latecache` sets UNSLOTH_COMPILE_LOCATION after importing unsloth, so Unsloth compiles into
+its default folder (every child variant did so before 2026-12-04). `child-walks` is the child with the Trainer's module walks in every step, as they come (no
 skip_module_walks, no Unsloth fast grads). `child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
 log one step late (metrics/hf_deferred.py); `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
 argv, environment and cwd, output through a pipe), started by this script instead of the hub. Also
@@ -238,6 +239,12 @@ class HostWatch:
 
 def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, trace: bool,
               nogc: bool = False) -> dict:
+    # the runner's UNSLOTH_COMPILE_LOCATION, before the import that reads it (unsloth_zoo's compiler), as in
+    # the child the hub starts; `child-latecache` sets it after the import, as every child variant did
+    # before 2026-12-04 (research/results/unsloth.md, eighth session), so Unsloth used its default folder
+    cache = {"UNSLOTH_COMPILE_LOCATION": str(run_dir / "unsloth_cache")}
+    if not name.endswith("latecache"):
+        os.environ.update(cache)
     import unsloth  # noqa: F401  first, as in the child
 
     from transformers import TrainerCallback
@@ -249,7 +256,7 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     job = load(job_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "job.json").write_text(job.model_dump_json())
-    os.environ.update({"TOKENIZERS_PARALLELISM": "false", "UNSLOTH_COMPILE_LOCATION": str(run_dir / "unsloth_cache")})
+    os.environ.update({"TOKENIZERS_PARALLELISM": "false", **cache})
     os.chdir(run_dir)
     clock = StepClock()
     prof = tracer(out, name, warmup, 3) if trace else None

@@ -8,7 +8,11 @@ Unsloth, research/results/unsloth.md, fourth session). Unsloth's hand loop pays 
 
 `defer_logs(trainer)` keeps the Trainer's log for step N on the device (the loss summed since the
 previous log, the gradient norm, the token count) and reads it at step N+1, after that step's
-work is queued: the read waits for step N only, and the GPU goes on with N+1. The row for step N
+work is queued. That read (`float()` of a device tensor) still waits for everything queued, N+1
+included, so the GPU drains once per step as in Unsloth's hand loop, which reads its loss each
+step, rather than idling while the host writes the row (found with CUDA's sync debug mode,
+research/results/unsloth.md, eighth session). A read that waits for step N only, through pinned
+copies and an event, is on the branch wip/deferred-pinned-read until it has run on the GPU. The row for step N
 is then written as the Trainer would have written it: the same loss, gradient norm, learning rate
 and tokens, `state.global_step` and `state.epoch` as they were at step N.
 
