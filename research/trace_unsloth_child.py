@@ -242,7 +242,9 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     # the runner's UNSLOTH_COMPILE_LOCATION, before the import that reads it (unsloth_zoo's compiler), as in
     # the child the hub starts; `child-latecache` sets it after the import, as every child variant did
     # before 2026-12-04 (research/results/unsloth.md, eighth session), so Unsloth used its default folder
-    cache = {"UNSLOTH_COMPILE_LOCATION": str(run_dir / "unsloth_cache")}
+    from trainhub.runners.unsloth import COMPILE_CACHE
+
+    cache = {"UNSLOTH_COMPILE_LOCATION": str(run_dir / COMPILE_CACHE)}
     if not name.endswith("latecache"):
         os.environ.update(cache)
     import unsloth  # noqa: F401  first, as in the child
@@ -304,9 +306,9 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     windows = row_windows(run_dir, warmup)
     probes["gc"] = probes["gc"].summary(len(clock.begin)) if "gc" in probes else None
     probes.update(watch.summary(out, name))
-    cache = sorted((run_dir / "unsloth_cache").glob("*SFTTrainer*.py"))
-    if cache:  # the trainer Unsloth generated and ran, to read its compute_loss
-        (out / cache[0].name).write_text(cache[0].read_text())
+    generated = sorted(Path(os.environ["UNSLOTH_COMPILE_LOCATION"]).glob("*SFTTrainer*.py"))
+    if generated:  # the trainer Unsloth generated and ran, to read its compute_loss
+        (out / generated[0].name).write_text(generated[0].read_text())
     return {**clock.summary(warmup), **probes, "probe_after": host_probe(), "exit": code,
             "rows_step_s": statistics.median(windows) if windows else None,
             "log_every": job.train.log_every}

@@ -132,6 +132,41 @@ def test_check_on_a_machine_without_a_gpu(tmp_path, model_dir):
     assert NO_GPU == "unsloth needs an NVIDIA, AMD or Intel GPU; none found — backends native or trl run here"
 
 
+ROCM_SMI = """\
+============================ ROCm System Management Interface ============================
+====================================== Product Info ======================================
+GPU[0] : Card Series: AMD Instinct MI300X
+GPU[0] : Card Vendor: Advanced Micro Devices, Inc. [AMD/ATI]
+GPU[0] : GFX Version: gfx942
+GPU[1] : Card Series: AMD Instinct MI250X
+GPU[1] : Card Vendor: Advanced Micro Devices, Inc. [AMD/ATI]
+==========================================================================================
+"""
+
+
+def test_amd_gpus_are_found_with_rocm_smi_and_pass_the_gpu_check(tmp_path, model_dir, monkeypatch):
+    """An AMD machine: rocm-smi's product list gives the GPUs, HIP_VISIBLE_DEVICES narrows them, and
+    unsloth's check no longer stops at the GPU (the environment check comes next)."""
+    from trainhub import host
+
+    (tmp_path / "bin").mkdir()
+    smi = tmp_path / "bin" / "rocm-smi"
+    smi.write_text(f"#!/bin/sh\n[ \"$1\" = --showproductname ] || exit 2\ncat <<'EOF'\n{ROCM_SMI}EOF\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.delenv("ROCR_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
+    assert host._amd_gpus() == ("AMD Instinct MI300X", "AMD Instinct MI250X")
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "1")
+    assert host._amd_gpus() == ("AMD Instinct MI250X",)
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "")
+    assert host._amd_gpus() == ()
+    amd = Host(amd_gpus=("AMD Instinct MI300X",), cores=2)
+    assert amd.describe() == "1 x AMD Instinct MI300X (AMD)" and not amd.has_gpu
+    job = load(_job(tmp_path, model_dir, model={"path": str(model_dir)}))
+    assert Problem("backend", NO_GPU) not in UnslothRunner().check(job, amd)
+
+
 def test_auto_never_picks_unsloth_without_a_gpu(tmp_path, model_dir):
     job = load(_job(tmp_path, model_dir), backend="auto")
     runner, reasons = choose(job, CPU)
