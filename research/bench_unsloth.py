@@ -251,14 +251,14 @@ def seconds_per_step(pairs: list[tuple[dict, dict]]) -> list[float]:
     return [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs]
 
 
-def host_ns() -> float:
+def host_ns(n: int = 1_000_000) -> float:
     """Nanoseconds per iteration of a plain Python loop in this process, now: the GPU host's speed changes
     with what its other vCPUs do (probe_host.py), and a host-bound step follows it. Taken before each run,
     so a pair whose two runs met different host speeds can be told apart."""
     t0, total = time.perf_counter(), 0
-    for i in range(1_000_000):
+    for i in range(n):
         total += i
-    return round(1e9 * (time.perf_counter() - t0) / 1_000_000, 1)
+    return round(1e9 * (time.perf_counter() - t0) / n, 1)
 
 
 def probed(run, *args) -> dict:

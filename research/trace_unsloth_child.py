@@ -107,11 +107,9 @@ def host_probe() -> dict:
         x.add_(1)
     torch.cuda.synchronize()
     launch = (time.perf_counter() - t0) / 20_000
-    t0 = time.perf_counter()
-    total = 0
-    for i in range(2_000_000):
-        total += i
-    return {"launch_us": round(1e6 * launch, 2), "python_ns": round(1e9 * (time.perf_counter() - t0) / 2_000_000, 1)}
+    import bench_unsloth as bench
+
+    return {"launch_us": round(1e6 * launch, 2), "python_ns": bench.host_ns(2_000_000)}
 
 
 class GcMeter:
@@ -300,7 +298,7 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
 
         deferred.defer_logs = lambda trainer, tokens=None: None
     if name.endswith("walks"):  # the Trainer's per-step module walks as they come (no skip_module_walks)
-        trl_train.skip_module_walks = lambda trainer, zero_grad=True: None
+        trl_train.skip_module_walks = lambda trainer: None
         unsloth_child.unsloth_fast_grads = lambda model: False
     code = unsloth_child.main(["--run-dir", str(run_dir)])
     windows = row_windows(run_dir, warmup)

@@ -28,14 +28,13 @@ def tiny_model(lora_layers: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=lora_layers or 2, num_attention_heads=2,
+                                         num_key_value_heads=1 if lora_layers else 2, max_position_embeddings=32))
     if not lora_layers:
-        return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32))
+        return model
     from peft import LoraConfig, get_peft_model
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=lora_layers, num_attention_heads=2, num_key_value_heads=1,
-                                         max_position_embeddings=32))
     return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
 

@@ -26,6 +26,11 @@ class Host:
     def has_gpu(self) -> bool:
         return bool(self.gpus)
 
+    @property
+    def has_nvidia_or_amd_gpu(self) -> bool:
+        """What the unsloth backend can run on (an Intel GPU would be too, but is not detected yet)."""
+        return bool(self.gpus or self.amd_gpus)
+
     def describe(self) -> str:
         if self.gpus:
             return f"{len(self.gpus)} x {self.gpus[0]}"
@@ -40,41 +45,40 @@ def detect() -> Host:
 
 
 def _nvidia_gpus() -> tuple[str, ...]:
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return ()
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return ()
-    try:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return ()
-    names = tuple(line.strip() for line in out.splitlines() if line.strip())
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible and names and all(v.strip().isdigit() for v in visible.split(",")):
-        names = tuple(names[int(v)] for v in visible.split(",") if int(v) < len(names))
-    return names
+    out = _smi(visible, "nvidia-smi", "--query-gpu=name", "--format=csv,noheader")
+    names = tuple(line.strip() for line in (out or "").splitlines() if line.strip())
+    return _narrow(names, visible)
 
 
 def _amd_gpus() -> tuple[str, ...]:
     """The "Card Series" of each GPU rocm-smi lists, in index order, limited to HIP_VISIBLE_DEVICES
     (or ROCR_VISIBLE_DEVICES) when that names indices; () without rocm-smi or when it fails."""
     visible = os.environ.get("HIP_VISIBLE_DEVICES", os.environ.get("ROCR_VISIBLE_DEVICES"))
+    out = _smi(visible, "rocm-smi", "--showproductname")
+    found = {int(m[1]): m[2].strip()
+             for m in re.finditer(r"^GPU\[(\d+)\]\s*:\s*Card Series:\s*(.+)$", out or "", re.M)}
+    return _narrow(tuple(found[i] for i in sorted(found)), visible)
+
+
+def _smi(visible: str | None, tool: str, *args: str) -> str | None:
+    """The output of a vendor's GPU tool; None when the visibility variable hides every GPU ("" or
+    "-1"), the tool is not installed or it fails."""
     if visible in ("", "-1"):
-        return ()
-    smi = shutil.which("rocm-smi")
+        return None
+    smi = shutil.which(tool)
     if smi is None:
-        return ()
+        return None
     try:
-        out = subprocess.run([smi, "--showproductname"], capture_output=True, text=True, timeout=20,
-                             check=True).stdout
+        return subprocess.run([smi, *args], capture_output=True, text=True, timeout=20, check=True).stdout
     except (subprocess.SubprocessError, OSError):
-        return ()
-    found = {int(m[1]): m[2].strip() for m in re.finditer(r"^GPU\[(\d+)\]\s*:\s*Card Series:\s*(.+)$", out, re.M)}
-    names = tuple(found[i] for i in sorted(found))
+        return None
+
+
+def _narrow(names: tuple[str, ...], visible: str | None) -> tuple[str, ...]:
+    """The GPUs a visibility variable of indices ("0,2") leaves; all of them for anything else (UUIDs)."""
     if visible and names and all(v.strip().isdigit() for v in visible.split(",")):
-        names = tuple(found[int(v)] for v in visible.split(",") if int(v) in found)
+        return tuple(names[int(v)] for v in visible.split(",") if int(v) < len(names))
     return names
 
 

@@ -83,7 +83,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         defer_logs(trainer, tokens=callback.tokens_fn.peek)
         # the Trainer's per-step walks over all 1,337 modules (LoRA on the 1B shape): clip and zero_grad
         # over the parameters that hold a gradient (Unsloth's own), the FLOPs count taken once (ours)
-        skip_module_walks(trainer, zero_grad=not unsloth_fast_grads(trainer.model))
+        unsloth_fast_grads(trainer.model)
+        skip_module_walks(trainer)
     trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
@@ -96,7 +97,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
 def unsloth_fast_grads(model) -> bool:
     """Unsloth's clip and zero_grad that skip the module walk (unsloth_zoo.fast_grad_params; its loaders
-    turn it on for MoE models only); False where this Unsloth has none or declines the model."""
+    turn it on for MoE models only); False where this Unsloth has none or declines the model, which
+    then keeps the Trainer's own."""
     try:
         from unsloth_zoo.fast_grad_params import enable_fast_grad_params
     except ImportError:

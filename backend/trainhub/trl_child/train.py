@@ -123,21 +123,17 @@ def count_trained_tokens(trainer) -> TokenCount:
     return count
 
 
-def skip_module_walks(trainer, zero_grad: bool = True) -> None:
-    """Take two of the Trainer's walks over the whole model out of every step, with the same values.
+def skip_module_walks(trainer) -> None:
+    """Take the Trainer's FLOPs count out of every micro-batch, with the same value.
 
-    A hand loop walks no modules per step; the Trainer walks all of them several times. With LoRA on
-    the 1B shape that is 1,337 modules, and each walk took 2.3-4.5 ms of host time on the 2-core dev
-    machine (research/trainer_host_overhead.py). The GPU waits for that time whenever the host is
-    what bounds the step (research/results/unsloth.md, seventh session). Two of the walks go here:
-    - `floating_point_ops` counts the model's parameters again for every micro-batch; here the
-      count is taken once (the model does not change shape while training);
-    - `model.zero_grad()` finds the parameters through the module tree; here it clears the
-      gradients of the parameters that can have one (requires_grad, listed once), as
-      nn.Module.zero_grad does for each of them. A frozen parameter never holds a gradient.
-    `zero_grad=False` leaves zero_grad alone (the unsloth child uses Unsloth's own for it and the clip).
-    The Trainer's `model.train()` in every training_step stays: it must reach every module in case
-    something switched one to eval mode."""
+    `floating_point_ops` counts the model's parameters again for every micro-batch, a walk over every
+    module (1,337 with LoRA on the 1B shape); here the count is taken once, as the model does not change
+    shape while training. The other per-step walks, clip and zero_grad over `model.parameters()`, are
+    Unsloth's to skip (unsloth_child.unsloth_fast_grads); `model.train()` in every training_step stays,
+    as it must reach every module in case something switched one to eval mode. On the 2-core dev
+    machine the Trainer added 0.5-4.7 ms of host time per step over a hand loop at this module count,
+    and counting once took 0.2-2.3 ms of it away (two runs of research/trainer_host_overhead.py;
+    research/results/unsloth.md, eighth session)."""
     model = trainer.model
     main = getattr(model, "main_input_name", "input_ids")
     count: list[int] = []
@@ -149,24 +145,7 @@ def skip_module_walks(trainer, zero_grad: bool = True) -> None:
             count.append(model.num_parameters(exclude_embeddings=True))
         return 6 * inputs[main].numel() * count[0]
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def clear(set_to_none: bool = True) -> None:
-        for p in trainable:
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                if p.grad.grad_fn is not None:
-                    p.grad.detach_()
-                else:
-                    p.grad.requires_grad_(False)
-                p.grad.zero_()
-
     trainer.floating_point_ops = floating_point_ops
-    if zero_grad:
-        model.zero_grad = clear
 
 
 class TokenCount:
