@@ -21,7 +21,9 @@ debug mode over the same steps and counts each host-device sync by the Python st
 its default folder (every child variant did so before 2026-12-04). `child-walks` is the child with the Trainer's module walks in every step, as they come (no
 skip_module_walks, no Unsloth fast grads). `child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
 log one step late (metrics/hf_deferred.py); `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
-argv, environment and cwd, output through a pipe), started by this script instead of the hub. Also
+argv, environment and cwd, output through a pipe), started by this script instead of the hub;
+`launch-nodetach`, `launch-split`, `launch-bareenv`, `launch-all` take its differences from `child`
+away (launch_without_hub). Also
 the same clock and trace around the hand loop (direct+autocast: Unsloth's model, forward under
 bf16 autocast, backward, clip, fused AdamW, a loss.item() per step). Also `train` itself through
 the hub, for the step time of the rows. Each variant runs in its own process. Run on the GPU
@@ -449,6 +451,10 @@ def main() -> None:
             r = launch_without_hub(bench.bench_job(folder, chats, args.tmp / f"trace-{key.replace('#', '-')}",
                                                    args.warmup + args.steps, "lora", not args.no_checkpointing),
                                    args.tmp, args.warmup)
+        elif variant.startswith("launch-"):  # the hub's Launch with some of its differences from `child` taken away
+            r = launch_without_hub(bench.bench_job(folder, chats, args.tmp / f"trace-{key.replace('#', '-')}",
+                                                   args.warmup + args.steps, "lora", not args.no_checkpointing),
+                                   args.tmp, args.warmup, set(variant.split("-")[1:]))
         else:
             log_every = 10 if variant.endswith("log10") else 1
             run_dir = args.tmp / f"trace-{key.replace('#', '-')}"  # a folder per run: its own metric log
@@ -480,9 +486,24 @@ def main() -> None:
     print_table(results)
 
 
-def launch_without_hub(job_dict: dict, tmp: Path, warmup: int) -> dict:
+LAUNCH_CHANGES = {"nodetach", "split", "bareenv", "all"}
+
+
+def launch_without_hub(job_dict: dict, tmp: Path, warmup: int, changes: set[str] = frozenset()) -> dict:
     """The child the hub would start for the job, started here with the same argv, environment and cwd, its
-    output read through a pipe as the hub reads it; the step time from its rows."""
+    output read through a pipe as the hub reads it; the step time from its rows.
+
+    `changes` take away what differs from the `child` variant, one at a time or `all` together:
+    `nodetach` no process group or parent-death signal; `split` stdout and stderr in two pipes (the
+    `child` variant's capture_output) instead of one merged; `bareenv` this process's environment plus
+    the compile location and TOKENIZERS_PARALLELISM only (no PYTHONUNBUFFERED, no offline variables, no
+    PYTHONPATH reordered, no run id). Left alike: `-m trainhub.runners.unsloth_child` against the `child`
+    variant's call of its main() inside this script (with the clock callbacks)."""
+    unknown = changes - LAUNCH_CHANGES
+    if unknown:
+        raise SystemExit(f"launch-{'-'.join(sorted(unknown))}: unknown; launch- takes {sorted(LAUNCH_CHANGES)}")
+    if "all" in changes:
+        changes = LAUNCH_CHANGES
     import yaml
 
     from trainhub.hub import _detach, prepare_run_dir
@@ -494,12 +515,15 @@ def launch_without_hub(job_dict: dict, tmp: Path, warmup: int) -> dict:
     job = load(path)
     run_dir = prepare_run_dir(job, resuming=False)
     launch = get_runner("unsloth").prepare(job, run_dir)
-    done = subprocess.run(launch.argv, cwd=launch.cwd, env={**os.environ, **launch.env, "TRAINHUB_RUN_ID": "launch"},
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          preexec_fn=_detach)
+    env = {**os.environ, **launch.env, "TRAINHUB_RUN_ID": "launch"}
+    if "bareenv" in changes:
+        env = {**os.environ, **{k: launch.env[k] for k in ("UNSLOTH_COMPILE_LOCATION", "TOKENIZERS_PARALLELISM")}}
+    done = subprocess.run(launch.argv, cwd=launch.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE if "split" in changes else subprocess.STDOUT, text=True,
+                          preexec_fn=None if "nodetach" in changes else _detach)
     windows = row_windows(run_dir, warmup)
     if done.returncode != 0 or not windows:
-        return {"error": f"exit {done.returncode}", "tail": done.stdout[-3000:]}
+        return {"error": f"exit {done.returncode}", "tail": (done.stdout + (done.stderr or ""))[-3000:]}
     return {"step_s": statistics.median(windows), "windows_s": [round(w, 4) for w in windows]}
 
 
