@@ -17,7 +17,8 @@ time by function: where the child's extra host time per step goes); `-syncs` tur
 debug mode over the same steps and counts each host-device sync by the Python stack that made it
 (a sync empties the GPU's queue, so the host's launch time after it is no longer hidden).
 
-`child-latecache` sets UNSLOTH_COMPILE_LOCATION after importing unsloth, so Unsloth compiles into
+`child-bare` is the child with nothing of this script's around its training (no host probe, step
+clock or gc meter; the step time from its rows). `child-latecache` sets UNSLOTH_COMPILE_LOCATION after importing unsloth, so Unsloth compiles into
 its default folder (every child variant did so before 2026-12-04). `child-walks` is the child with the Trainer's module walks in every step, as they come (no
 skip_module_walks, no Unsloth fast grads). `child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
 log one step late (metrics/hf_deferred.py); `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
@@ -280,7 +281,11 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     inner = trl_train.run
     probes = {}
 
+    bare = "bare" in name.split("-")
+
     def run(trainer, resume):
+        if bare:  # nothing of this script's in the process's training: no probe, clock or gc meter
+            return inner(trainer, resume)
         probes["probe_before"] = host_probe()
         trainer.add_callback(Clock())
         if nogc:
@@ -304,6 +309,9 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
         unsloth_child.unsloth_fast_grads = lambda model: False
     code = unsloth_child.main(["--run-dir", str(run_dir)])
     windows = row_windows(run_dir, warmup)
+    if bare:
+        return {"step_s": statistics.median(windows) if windows else None, "exit": code,
+                "windows_s": [round(w, 4) for w in windows]}
     probes["gc"] = probes["gc"].summary(len(clock.begin)) if "gc" in probes else None
     probes.update(watch.summary(out, name))
     generated = sorted(Path(os.environ["UNSLOTH_COMPILE_LOCATION"]).glob("*SFTTrainer*.py"))
@@ -441,6 +449,7 @@ def main() -> None:
                "steps": args.steps, "warmup": args.warmup}
     for key in [f"{v}#{i}" if args.repeat > 1 else v for i in range(args.repeat) for v in args.only.split(",")]:
         variant = key.split("#")[0]
+        host_ns_before = bench.host_ns()  # this (the parent's) process's host speed just before the run
         t0 = time.time()
         if variant == "hub":  # the rows' step time: the median wall time between train rows
             job = bench.bench_job(folder, chats, args.tmp / f"trace-{key.replace('#', '-')}", args.warmup + args.steps, "lora",
@@ -477,6 +486,7 @@ def main() -> None:
                     g.write(f.read())
                 trace.unlink()
         r["wall_s"] = round(time.time() - t0, 1)
+        r["host_ns_before"] = host_ns_before
         results[key] = r
         print(key, json.dumps({k: v for k, v in r.items() if k not in ("trace", "tail", "notes", "sync_stacks")}),
               flush=True)
