@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import csv
 import re
 import shutil
 import subprocess
@@ -21,27 +22,31 @@ class Host:
     """Names of the AMD GPUs visible to this process (rocm-smi). Only the unsloth backend takes them
     (Unsloth runs on ROCm); the other backends' checks count NVIDIA GPUs only, as their environments
     install CUDA builds."""
+    intel_gpus: tuple[str, ...] = field(default_factory=tuple)
+    """Names of the Intel GPUs visible to this process (xpu-smi), for the unsloth backend alone, as AMD's."""
 
     @property
     def has_gpu(self) -> bool:
         return bool(self.gpus)
 
     @property
-    def has_nvidia_or_amd_gpu(self) -> bool:
-        """What the unsloth backend can run on (an Intel GPU would be too, but is not detected yet)."""
-        return bool(self.gpus or self.amd_gpus)
+    def has_unsloth_gpu(self) -> bool:
+        """A GPU the unsloth backend can run on: NVIDIA, AMD or Intel."""
+        return bool(self.gpus or self.amd_gpus or self.intel_gpus)
 
     def describe(self) -> str:
         if self.gpus:
             return f"{len(self.gpus)} x {self.gpus[0]}"
         if self.amd_gpus:
             return f"{len(self.amd_gpus)} x {self.amd_gpus[0]} (AMD)"
+        if self.intel_gpus:
+            return f"{len(self.intel_gpus)} x {self.intel_gpus[0]} (Intel)"
         return f"CPU only ({self.cores} cores)"
 
 
 def detect() -> Host:
     return Host(gpus=_nvidia_gpus(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count() or 1,
-                amd_gpus=_amd_gpus())
+                amd_gpus=_amd_gpus(), intel_gpus=_intel_gpus())
 
 
 def _nvidia_gpus() -> tuple[str, ...]:
@@ -58,6 +63,20 @@ def _amd_gpus() -> tuple[str, ...]:
     out = _smi(visible, "rocm-smi", "--showproductname")
     found = {int(m[1]): m[2].strip()
              for m in re.finditer(r"^GPU\[(\d+)\]\s*:\s*Card Series:\s*(.+)$", out or "", re.M)}
+    return _narrow(tuple(found[i] for i in sorted(found)), visible)
+
+
+def _intel_gpus() -> tuple[str, ...]:
+    """The "Device Name" of each GPU xpu-smi lists (`discovery --dump 1,2`, CSV), in device-id order,
+    limited to ZE_AFFINITY_MASK when that names whole devices ("0,2"; sub-devices such as "0.1" leave
+    the list as it is); () without xpu-smi or when it fails."""
+    visible = os.environ.get("ZE_AFFINITY_MASK")
+    out = _smi(visible, "xpu-smi", "discovery", "--dump", "1,2")
+    found = {}
+    for row in csv.reader((out or "").splitlines()):
+        cells = [c.strip() for c in row]
+        if len(cells) >= 2 and cells[0].isdigit() and cells[1]:
+            found[int(cells[0])] = cells[1]
     return _narrow(tuple(found[i] for i in sorted(found)), visible)
 
 

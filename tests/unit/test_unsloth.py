@@ -167,6 +167,38 @@ def test_amd_gpus_are_found_with_rocm_smi_and_pass_the_gpu_check(tmp_path, model
     assert Problem("backend", NO_GPU) not in UnslothRunner().check(job, amd)
 
 
+XPU_SMI = """Device ID,Device Name
+0,"Intel(R) Data Center GPU Max 1550"
+1,"Intel(R) Data Center GPU Max 1100"
+"""
+
+
+def test_intel_gpus_are_found_with_xpu_smi_and_pass_the_gpu_check(tmp_path, model_dir, monkeypatch):
+    """An Intel machine: xpu-smi's CSV dump gives the GPUs in device-id order, ZE_AFFINITY_MASK narrows
+    them (whole devices only), and unsloth's check no longer stops at the GPU."""
+    from trainhub import host
+
+    (tmp_path / "bin").mkdir()
+    smi = tmp_path / "bin" / "xpu-smi"
+    smi.write_text(f"#!/bin/sh\n[ \"$*\" = \"discovery --dump 1,2\" ] || exit 2\ncat <<'EOF'\n{XPU_SMI}EOF\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.delenv("ZE_AFFINITY_MASK", raising=False)
+    both = ("Intel(R) Data Center GPU Max 1550", "Intel(R) Data Center GPU Max 1100")
+    assert host._intel_gpus() == both
+    monkeypatch.setenv("ZE_AFFINITY_MASK", "1")
+    assert host._intel_gpus() == both[1:]
+    monkeypatch.setenv("ZE_AFFINITY_MASK", "0.1")  # a sub-device: the device list stays whole
+    assert host._intel_gpus() == both
+    monkeypatch.setenv("ZE_AFFINITY_MASK", "")
+    assert host._intel_gpus() == ()
+    intel = Host(intel_gpus=both[:1], cores=2)
+    assert intel.describe() == "1 x Intel(R) Data Center GPU Max 1550 (Intel)" and not intel.has_gpu
+    job = load(_job(tmp_path, model_dir, model={"path": str(model_dir)}))
+    assert Problem("backend", NO_GPU) not in UnslothRunner().check(job, intel)
+    assert Problem("backend", NO_GPU) in UnslothRunner().check(job, CPU)
+
+
 def test_auto_never_picks_unsloth_without_a_gpu(tmp_path, model_dir):
     job = load(_job(tmp_path, model_dir), backend="auto")
     runner, reasons = choose(job, CPU)

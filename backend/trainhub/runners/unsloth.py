@@ -48,13 +48,13 @@ class UnslothRunner:
     def missing(self) -> list[str]:
         from trainhub import envs
 
-        out = [] if detect().has_nvidia_or_amd_gpu else ["a GPU"]
+        out = [] if detect().has_unsloth_gpu else ["a GPU"]
         if envs.python_of(self.name) is None:
             out.append(f"its environment ({envs.setup_command(self.name)})")
         return out
 
     def check(self, job: Job, host: Host) -> list[Problem]:
-        if not host.has_nvidia_or_amd_gpu:  # before anything else: nothing below matters on this machine
+        if not host.has_unsloth_gpu:  # before anything else: nothing below matters on this machine
             return [Problem("backend", NO_GPU)]
         from trainhub import envs
 
