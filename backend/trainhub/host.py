@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import platform
-import csv
 import re
 import shutil
 import subprocess
