@@ -251,6 +251,24 @@ def seconds_per_step(pairs: list[tuple[dict, dict]]) -> list[float]:
     return [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in pairs]
 
 
+def median_interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """A distribution-free confidence interval for the median of `xs` (the sign test's): the k-th
+    smallest and k-th largest values, with the largest k whose coverage, 1 - 2 P(Binomial(n, 1/2) < k),
+    is at least `level`; (low, high, coverage), or None when n is too small for any (n < 6 at 0.95).
+    It assumes only that the pairs are independent draws from one distribution: what alternating pairs
+    on a host whose speed drifts give, and what a mean and standard deviation would not describe."""
+    from math import comb
+
+    n, ordered = len(xs), sorted(xs)
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * sum(comb(n, i) for i in range(k)) / 2 ** n
+        if coverage < level:
+            break
+        best = (ordered[k - 1], ordered[n - k], coverage)
+    return best
+
+
 def host_ns(n: int = 1_000_000) -> float:
     """Nanoseconds per iteration of a plain Python loop in this process, now: the GPU host's speed changes
     with what its other vCPUs do (probe_host.py), and a host-bound step follows it. Taken before each run,
@@ -383,8 +401,10 @@ def print_table(results: dict) -> None:
             print(f"{group:12} {name:18} {r['tokens_per_s']:>10.0f} {r['peak_gb']:>8.2f}")
         if "overhead_pairs_pct" in results.get(group, {}):
             pairs = results[group]["overhead_pairs_pct"]
+            ci = median_interval(pairs)
+            within = f"; the median within {ci[0]:.1f}..{ci[1]:.1f}% at {100 * ci[2]:.0f}%" if ci else ""
             print(f"{group:12} overhead over direct+autocast, pair by pair: {', '.join(f'{x:.1f}%' for x in pairs)} "
-                  f"(median {statistics.median(pairs):.1f}%)")
+                  f"(median {statistics.median(pairs):.1f}%{within})")
             row = results[group]
             ns = [(row["trainhub"].get("host_ns_before"), row["direct+autocast"].get("host_ns_before")),
                   *(tuple(r.get("host_ns", (None, None))) for r in row.get("repeats", []))]
