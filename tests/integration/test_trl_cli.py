@@ -219,3 +219,33 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, tiny_model):
     latest = (run / "checkpoints" / "latest").read_text().strip()
     assert latest == f"checkpoint-{end['step']}" and rows(run, "checkpoint")[-1]["path"].endswith(latest)
     assert not (run / "final").exists()
+
+
+@pytest.mark.parametrize(("policy", "inject", "limit"), [("skip", "2", 5), ("stop", "2", 5), ("skip", "2,3,4", 3)])
+def test_nonfinite_steps_as_native(tmp_path, tiny_model, policy, inject, limit):
+    """train.on_nonfinite under TRL's Trainer, as the native engine (tests/integration/test_resume.py):
+    skip drops the bad step's update, writes its row with a null loss and counts it, and trains on with
+    finite losses; stop ends the run failed without saving; nonfinite_limit skips in a row end it too."""
+    job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 5, "on_nonfinite": policy,
+                                                      "nonfinite_limit": limit})
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)),
+                   env={"TRAINHUB_INJECT_NONFINITE": inject})
+    run = tmp_path / "run"
+    train = {r["step"]: r for r in rows(run, "train")}
+    end = rows(run, "end")[-1]
+    assert train[1]["loss"] is not None and train[2]["loss"] is None
+    if policy == "skip" and limit == 5:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [train[s]["nonfinite_skipped"] for s in range(1, 6)] == [0, 1, 1, 1, 1]
+        assert all(math.isfinite(train[s]["loss"]) for s in (3, 4, 5))  # one bad step poisons nothing after it
+        assert end["status"] == "completed" and end["nonfinite_skipped"] == 1
+        assert "update skipped" in done.stdout
+    else:
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert end["status"] == "failed"
+        message = rows(run, "error")[0]["message"]
+        if policy == "stop":
+            assert "train.on_nonfinite is stop" in message and end["step"] == 2
+        else:
+            assert "3 in a row" in message and end["step"] == 4 and end["nonfinite_skipped"] == 3
+        assert not (run / "final").exists()

@@ -20,8 +20,9 @@ Where the numbers come from:
 - checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json, and
   `checkpoints/latest` names it, so `train --resume` works as for native (mark_checkpoint).
 - a non-finite loss or gradient norm in a logged step (stop_on_nonfinite): an error row, and the
-  Trainer is told to stop without saving; `failed` says why. (A Trainer has applied the update by
-  then, so skipping it, native's train.on_nonfinite: skip, is not possible here.)
+  Trainer is told to stop without saving; `failed` says why. With `nonfinite` (metrics/hf_nonfinite.py,
+  train.on_nonfinite: skip) such steps' updates were dropped instead: the row's loss is null, its
+  `nonfinite_skipped` counts them, and `nonfinite_limit` skipped steps in a row stop the run the same way.
 - a stop request (any object with a `requested` attribute, e.g. the engine's StopFlag): the
   callback asks the Trainer to save and stop after the current step.
 
@@ -95,6 +96,7 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, log: MetricLog, run_id: str, *, start_fields: dict[str, Any], seq_len: int,
                  eval_tokens: int = 0, stop: Any = None, stop_on_nonfinite: bool = True,
                  tokens_fn: Callable[[], int] | None = None, resumed_tokens: int = 0,
+                 nonfinite: Any = None, nonfinite_limit: int = 5, resumed_skipped: int = 0,
                  clock: Callable[[], float] = time.perf_counter):
         self.log, self.run_id = log, run_id
         self.resumed_tokens = resumed_tokens
@@ -103,6 +105,9 @@ class MetricsCallback(TrainerCallback):
         self.tokens_fn = tokens_fn
         """Cumulative trained tokens, for a trainer that reports none (see the module docstring)."""
         self.stop_on_nonfinite = stop_on_nonfinite
+        self.nonfinite, self.nonfinite_limit = nonfinite, nonfinite_limit
+        """A SkipNonFinite (train.on_nonfinite: skip), whose read(step) counts the steps it skipped, or None."""
+        self.skipped = resumed_skipped
         self.failed: str | None = None
         """Why the run was stopped as failed (a non-finite loss or gradient norm), or None."""
         self.start_fields, self.seq_len, self.eval_tokens = start_fields, seq_len, eval_tokens
@@ -161,7 +166,10 @@ class MetricsCallback(TrainerCallback):
         n, elapsed = tokens - self._window[0], max(now - self._window[1], 1e-9)
         self._window = (tokens, now)
         self.step, self.tokens = state.global_step, tokens
-        self.last_loss = _finite(logs["loss"])
+        skipped_now = self.nonfinite.read(state.global_step) if self.nonfinite is not None else 0
+        self.skipped += skipped_now
+        # a window with a skipped step has no loss, as native's (the skipped step's loss was left out of the sum)
+        self.last_loss = None if skipped_now else _finite(logs["loss"])
         grad_norm = logs.get("grad_norm")
         from trainhub.engine.device import peak_memory_gb
         from trainhub.metrics.flops import mfu
@@ -170,10 +178,19 @@ class MetricsCallback(TrainerCallback):
             run_id=self.run_id, step=state.global_step, loss=self.last_loss, lr=float(logs.get("learning_rate", 0.0)),
             grad_norm=_finite(grad_norm) if grad_norm is not None else None, tokens=tokens,
             tokens_per_s=n / elapsed, mfu=mfu(self.flops_token, n / elapsed, self.peak),
-            mem_gb=peak_memory_gb(self.device), epoch=float(state.epoch or 0.0), method=method_stats(logs)))
-        finite = self.last_loss is not None and (grad_norm is None or _finite(grad_norm) is not None)
-        if not finite and self.stop_on_nonfinite:
-            self.failed = (f"non-finite loss or gradient at step {state.global_step} (train.on_nonfinite is stop); "
+            mem_gb=peak_memory_gb(self.device), epoch=float(state.epoch or 0.0), method=method_stats(logs),
+            nonfinite_skipped=self.skipped))
+        if self.nonfinite is not None:
+            if skipped_now:
+                print(f"step {state.global_step}: {skipped_now} non-finite loss or gradient norm since the last "
+                      f"row; update skipped", flush=True)
+            why = f"{self.nonfinite.in_a_row} in a row reached train.nonfinite_limit" \
+                if self.nonfinite.in_a_row >= self.nonfinite_limit else None
+        else:
+            finite = self.last_loss is not None and (grad_norm is None or _finite(grad_norm) is not None)
+            why = "train.on_nonfinite is stop" if not finite and self.stop_on_nonfinite else None
+        if why:
+            self.failed = (f"non-finite loss or gradient at step {state.global_step} ({why}); "
                            f"the run stops without saving, the last good checkpoint is kept")
             self.log.write(ErrorRow(run_id=self.run_id, step=state.global_step, message=self.failed))
             control.should_training_stop = True
@@ -193,7 +210,7 @@ class MetricsCallback(TrainerCallback):
 
         path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if path.is_dir():
-            mark_checkpoint(path, state.global_step, self.start_fields["job"], self.tokens)
+            mark_checkpoint(path, state.global_step, self.start_fields["job"], self.tokens, self.skipped)
         self.log.write(CheckpointRow(run_id=self.run_id, step=state.global_step, path=str(path)))
 
     # ------------------------------------------------------------------ called by the backend
@@ -204,15 +221,17 @@ class MetricsCallback(TrainerCallback):
 
     def end(self, status: str, exit_code: int | None = None) -> None:
         self.log.write(EndRow(run_id=self.run_id, step=self.step, status=status, wall_s=time.time() - self.t0,
-                              tokens=self.tokens, final_loss=self.last_loss, exit_code=exit_code))
+                              tokens=self.tokens, final_loss=self.last_loss, exit_code=exit_code,
+                              nonfinite_skipped=self.skipped))
 
 
-def mark_checkpoint(path: Path, step: int, job: dict, tokens: int = 0) -> None:
+def mark_checkpoint(path: Path, step: int, job: dict, tokens: int = 0, nonfinite_skipped: int = 0) -> None:
     """Make a Trainer checkpoint one that `train --resume` finds and checks like native's: the resolved
-    job, the step and the tokens so far (as of the last train row) beside the Trainer's files, and the
-    `latest` pointer naming it (written last, atomically)."""
+    job, the step, the tokens and skipped steps so far (as of the last train row) beside the Trainer's
+    files, and the `latest` pointer naming it (written last, atomically)."""
     (path / JOB).write_text(json.dumps(job, indent=2))
-    (path / STATE).write_text(json.dumps({"step": step, "tokens": tokens, "saved_at": time.time()}))
+    (path / STATE).write_text(json.dumps({"step": step, "tokens": tokens, "nonfinite_skipped": nonfinite_skipped,
+                                          "saved_at": time.time()}))
     tmp = path.parent / "latest.tmp"
     tmp.write_text(path.name + "\n")
     os.replace(tmp, path.parent / "latest")

@@ -36,9 +36,6 @@ class TrlRunner:
         if job.data.packing:
             problems.append(Problem("data.packing", "trl does not pack with trainhub's packer (not yet); "
                                     "use backend native or data.packing: false"))
-        if job.train.on_nonfinite == "skip":
-            problems.append(Problem("train.on_nonfinite", "trl cannot skip a non-finite update (the Trainer has "
-                                    "applied it by the time it is seen); set train.on_nonfinite: stop"))
         problems += trainhub_model_problems(job, host)
         if m.type == "grpo":
             problems += self._check_grpo(job)

@@ -75,8 +75,8 @@ class UnslothRunner:
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))
         if job.train.on_nonfinite == "skip":
-            problems.append(Problem("train.on_nonfinite", "unsloth cannot skip a non-finite update (TRL's Trainer "
-                                    "has applied it by the time it is seen); set train.on_nonfinite: stop"))
+            problems.append(Problem("train.on_nonfinite", "unsloth does not skip non-finite updates yet (backend "
+                                    "trl does; under Unsloth it has not run on a GPU); set train.on_nonfinite: stop"))
         if job.method.type == "grpo":
             from trainhub.runners.trl import TrlRunner
 

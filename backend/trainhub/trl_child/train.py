@@ -49,10 +49,22 @@ def metrics_callback(job: Job, log: MetricLog, run_id: str, *, backend: str, pre
     saved = read_state(resume)[0] if resume is not None else {}
     seq, per_step = sizes(job)
     return MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
-                           resumed_tokens=saved.get("tokens", 0),
+                           resumed_tokens=saved.get("tokens", 0), resumed_skipped=saved.get("nonfinite_skipped", 0),
+                           nonfinite_limit=job.train.nonfinite_limit,
                            start_fields=start_fields(backend=backend, job=job, precision=precision,
                                                      tokens_per_step=per_step, notes=notes, data=data.stats,
                                                      resumed_from=str(resume) if resume else None))
+
+
+def nonfinite_policy(job: Job, trainer, callback) -> None:
+    """train.on_nonfinite: skip: a step with a non-finite loss or gradient leaves the weights and the
+    optimizer as they were (metrics/hf_nonfinite.py), and the callback's rows count it; stop: the
+    callback stops at the first. Either way the test hook TRAINHUB_INJECT_NONFINITE is honoured."""
+    from trainhub.metrics.hf_nonfinite import SkipNonFinite, inject_nonfinite
+
+    inject_nonfinite(trainer)
+    if job.train.on_nonfinite == "skip":
+        callback.nonfinite = SkipNonFinite(trainer, trainer.optimizer)
 
 
 class CountingCollator:
@@ -242,6 +254,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                                               is_encoder_decoder=False))
         kwargs["data_collator"], callback.tokens_fn = counter, lambda: counter.tokens
     trainer = getattr(module, spec["trainer"])(**kwargs)
+    nonfinite_policy(job, trainer, callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:
         print(f"note: {note}", flush=True)

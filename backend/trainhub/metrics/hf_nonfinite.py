@@ -1,0 +1,109 @@
+"""`train.on_nonfinite: skip` under a Hugging Face Trainer: a step whose loss or gradients are not
+finite leaves the weights and the optimizer's state as they were, as in the native engine.
+
+The Trainer itself cannot: it adds each step's loss into its running total and applies the update
+before anything is logged. `SkipNonFinite(trainer, optimizer)` wraps two calls on the instances:
+
+    training_step     the step's loss, as the Trainer adds it up, replaced by 0 when it is not
+                      finite (on the device), so one bad step does not make every later log NaN;
+                      whether it was finite is kept for the optimizer step
+    optimizer.step    a flag on the device, 1 when that loss or the gradients' total norm is not
+                      finite. torch's fused AdamW takes it as `found_inf` and leaves the weights,
+                      its moments and its step count alone when it is 1, with no wait for the GPU
+                      (how GradScaler skips). Any other optimizer reads the flag (one sync) and is
+                      not stepped.
+
+The data and the learning-rate schedule go on, as native's do. The flags are read when a row is
+written (`read(step)`, one transfer per log, which reads the loss then anyway): the steps skipped
+since the previous row, and how many of the latest steps in a row were. MetricsCallback writes that
+row's loss as null and its `nonfinite_skipped` count, and stops the run when `train.nonfinite_limit`
+steps in a row were skipped. It sees them when it logs (every `train.log_every` steps), so the count
+in a row may pass the limit by up to log_every - 1 steps; each of those updates was dropped too.
+
+`inject_nonfinite(trainer)`: with `TRAINHUB_INJECT_NONFINITE` set ("5" or "2,3,4"), those steps'
+losses are made NaN in training, for tests, as in the native engine (either policy).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
+
+
+class SkipNonFinite:
+    def __init__(self, trainer, optimizer):
+        import torch
+
+        self.trainer, self.optimizer = trainer, optimizer
+        self.fused = bool(optimizer.defaults.get("fused"))
+        self.flags: list[tuple[int, Any]] = []  # (the step it belongs to, 1.0 if skipped) since the last read
+        self.in_a_row = 0
+        self._loss_bad = None  # this step's micro-batches: was any loss not finite (a device bool)
+        self._torch = torch
+        step, training_step = optimizer.step, trainer.training_step
+
+        def guarded_training_step(*args, **kwargs):
+            loss = training_step(*args, **kwargs)
+            finite = torch.isfinite(loss)
+            self._loss_bad = ~finite if self._loss_bad is None else self._loss_bad | ~finite
+            return torch.where(finite, loss, torch.zeros_like(loss))
+
+        def guarded_step(*args, **kwargs):
+            bad = self._bad()
+            self.flags.append((trainer.state.global_step + 1, bad))
+            if self.fused:
+                optimizer.found_inf = bad
+                try:
+                    return step(*args, **kwargs)
+                finally:
+                    del optimizer.found_inf
+            if not bool(bad):  # sync: only where the optimizer cannot skip on the device
+                return step(*args, **kwargs)
+            return None
+
+        trainer.training_step = guarded_training_step
+        optimizer.step = guarded_step
+
+    def _bad(self):
+        """1.0 (float32, on the parameters' device) when this step's loss or gradients are not finite."""
+        torch = self._torch
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        device = grads[0].device if grads else torch.device("cpu")
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        if grads:
+            norms = torch._foreach_norm(grads)
+            bad = ~torch.isfinite(torch.stack([n.float() for n in norms]).sum())
+        if self._loss_bad is not None:
+            bad = bad | self._loss_bad.to(device)
+        self._loss_bad = None
+        return bad.float()
+
+    def read(self, step: int) -> int:
+        """How many steps up to `step` were skipped since the previous read; `in_a_row` is then the
+        count of skipped steps that ends the run so far (0 after a good step)."""
+        mine = [f for s, f in self.flags if s <= step]
+        self.flags = [(s, f) for s, f in self.flags if s > step]
+        if not mine:
+            return 0
+        values = self._torch.stack(mine).tolist()  # one transfer for them all
+        for v in values:
+            self.in_a_row = self.in_a_row + 1 if v else 0
+        return int(sum(1 for v in values if v))
+
+
+def inject_nonfinite(trainer) -> None:
+    """Make the training loss NaN at the steps TRAINHUB_INJECT_NONFINITE names (1-based); nothing when unset."""
+    steps = {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
+    if not steps:
+        return
+    compute_loss = trainer.compute_loss
+
+    def injected(model, inputs, *args, **kwargs):
+        out = compute_loss(model, inputs, *args, **kwargs)
+        if model.training and trainer.state.global_step + 1 in steps:
+            return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+        return out
+
+    trainer.compute_loss = injected
