@@ -227,7 +227,7 @@ def test_nonfinite_steps_as_native(tmp_path, tiny_model, policy, inject, limit):
     skip drops the bad step's update, writes its row with a null loss and counts it, and trains on with
     finite losses; stop ends the run failed without saving; nonfinite_limit skips in a row end it too."""
     job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 5, "on_nonfinite": policy,
-                                                      "nonfinite_limit": limit})
+                                                      "nonfinite_limit": limit, "save_every": 4})
     done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)),
                    env={"TRAINHUB_INJECT_NONFINITE": inject})
     run = tmp_path / "run"
@@ -240,6 +240,11 @@ def test_nonfinite_steps_as_native(tmp_path, tiny_model, policy, inject, limit):
         assert all(math.isfinite(train[s]["loss"]) for s in (3, 4, 5))  # one bad step poisons nothing after it
         assert end["status"] == "completed" and end["nonfinite_skipped"] == 1
         assert "update skipped" in done.stdout
+        state = json.loads((run / "checkpoints" / "checkpoint-4" / "state.json").read_text())
+        assert state["nonfinite_skipped"] == 1
+        more = run_cli("train", "--config", str(tmp_path / "job.yaml"), "--resume", "--set", "train.max_steps=6")
+        assert more.returncode == 0, more.stdout + more.stderr
+        assert rows(run, "train")[-1]["step"] == 6 and rows(run, "train")[-1]["nonfinite_skipped"] == 1
     else:
         assert done.returncode == 1, done.stdout + done.stderr
         assert end["status"] == "failed"
