@@ -254,3 +254,17 @@ def test_nonfinite_steps_as_native(tmp_path, tiny_model, policy, inject, limit):
         else:
             assert "3 in a row" in message and end["step"] == 4 and end["nonfinite_skipped"] == 3
         assert not (run / "final").exists()
+
+
+def test_grpo_skips_a_nonfinite_step(tmp_path, tiny_model):
+    """The same skip under TRL's GRPOTrainer, whose training_step generates before it computes the loss."""
+    (tmp_path / "varied.py").write_text(VARIED)
+    method = {"type": "grpo", "group_size": 2, "max_new_tokens": 8,
+              "rewards": [{"function": f"{tmp_path / 'varied.py'}:variety", "weight": 1.0}]}
+    job = trl_job(tmp_path, tiny_model, method, train={"max_steps": 3, "on_nonfinite": "skip"})
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)),
+                   env={"TRAINHUB_INJECT_NONFINITE": "2"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    train = {r["step"]: r for r in rows(tmp_path / "run", "train")}
+    assert train[2]["loss"] is None and [train[s]["nonfinite_skipped"] for s in (1, 2, 3)] == [0, 1, 1]
+    assert math.isfinite(train[1]["loss"]) and math.isfinite(train[3]["loss"])
