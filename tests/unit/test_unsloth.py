@@ -144,16 +144,21 @@ GPU[1] : Card Vendor: Advanced Micro Devices, Inc. [AMD/ATI]
 """
 
 
+def fake_tool(tmp_path: Path, monkeypatch, name: str, args: str, output: str) -> None:
+    """A vendor's GPU tool on PATH that prints `output` when called with exactly `args`, and fails else."""
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / name
+    tool.write_text(f"#!/bin/sh\n[ \"$*\" = \"{args}\" ] || exit 2\ncat <<'EOF'\n{output}EOF\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+
+
 def test_amd_gpus_are_found_with_rocm_smi_and_pass_the_gpu_check(tmp_path, model_dir, monkeypatch):
     """An AMD machine: rocm-smi's product list gives the GPUs, HIP_VISIBLE_DEVICES narrows them, and
     unsloth's check no longer stops at the GPU (the environment check comes next)."""
     from trainhub import host
 
-    (tmp_path / "bin").mkdir()
-    smi = tmp_path / "bin" / "rocm-smi"
-    smi.write_text(f"#!/bin/sh\n[ \"$1\" = --showproductname ] || exit 2\ncat <<'EOF'\n{ROCM_SMI}EOF\n")
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    fake_tool(tmp_path, monkeypatch, "rocm-smi", "--showproductname", ROCM_SMI)
     monkeypatch.delenv("ROCR_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
     assert host._amd_gpus() == ("AMD Instinct MI300X", "AMD Instinct MI250X")
@@ -178,11 +183,7 @@ def test_intel_gpus_are_found_with_xpu_smi_and_pass_the_gpu_check(tmp_path, mode
     them (whole devices only), and unsloth's check no longer stops at the GPU."""
     from trainhub import host
 
-    (tmp_path / "bin").mkdir()
-    smi = tmp_path / "bin" / "xpu-smi"
-    smi.write_text(f"#!/bin/sh\n[ \"$*\" = \"discovery --dump 1,2\" ] || exit 2\ncat <<'EOF'\n{XPU_SMI}EOF\n")
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    fake_tool(tmp_path, monkeypatch, "xpu-smi", "discovery --dump 1,2", XPU_SMI)
     monkeypatch.delenv("ZE_AFFINITY_MASK", raising=False)
     both = ("Intel(R) Data Center GPU Max 1550", "Intel(R) Data Center GPU Max 1100")
     assert host._intel_gpus() == both

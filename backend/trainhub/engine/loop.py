@@ -15,7 +15,6 @@ function of the step, so a resumed run takes the same steps as an uninterrupted 
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -42,10 +41,7 @@ from trainhub.engine.stop import StopFlag
 from trainhub.job import Job
 from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, EvalRow, MetricLog, StartRow, TrainRow
 from trainhub.metrics.flops import mfu
-
-# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
-# train.on_nonfinite end to end. Never set in normal use.
-INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
+from trainhub.metrics.hf_nonfinite import injected_steps
 
 
 class NonFiniteStop(RuntimeError):
@@ -114,7 +110,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     if resume is not None:
         print(f"resumed from {resume} at step {step}", flush=True)
     peak = device_facts(device)["peak_flops"]
-    inject = {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
+    inject = injected_steps()
 
     position = Position(state["epoch"], state["index"])
     if rows is not None:

@@ -29,14 +29,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
+# train.on_nonfinite end to end, in the native engine and under a Trainer. Never set in normal use.
 INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
+
+
+def injected_steps() -> set[int]:
+    """The steps TRAINHUB_INJECT_NONFINITE names; empty when it is unset."""
+    return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
 
 class SkipNonFinite:
     def __init__(self, trainer, optimizer):
         import torch
 
-        self.trainer, self.optimizer = trainer, optimizer
+        self.optimizer = optimizer
         self.fused = bool(optimizer.defaults.get("fused"))
         self.flags: list[tuple[int, Any]] = []  # (the step it belongs to, 1.0 if skipped) since the last read
         self.in_a_row = 0
@@ -81,8 +88,8 @@ class SkipNonFinite:
         return bad.float()
 
     def read(self, step: int) -> int:
-        """How many steps up to `step` were skipped since the previous read; `in_a_row` is then the
-        count of skipped steps that ends the run so far (0 after a good step)."""
+        """How many of the steps up to `step` not read before were skipped. After it, `in_a_row` is the
+        number of skipped steps at the end of the run so far (0 when the latest step read was good)."""
         mine = [f for s, f in self.flags if s <= step]
         self.flags = [(s, f) for s, f in self.flags if s > step]
         if not mine:
@@ -95,7 +102,7 @@ class SkipNonFinite:
 
 def inject_nonfinite(trainer) -> None:
     """Make the training loss NaN at the steps TRAINHUB_INJECT_NONFINITE names (1-based); nothing when unset."""
-    steps = {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
+    steps = injected_steps()
     if not steps:
         return
     compute_loss = trainer.compute_loss
