@@ -60,3 +60,61 @@ def test_resume_on_gpu_matches_uninterrupted(tmp_path):
     expected, got = _losses_by_step(tmp_path / "straight"), _losses_by_step(tmp_path / "resumed")
     assert sorted(got) == list(range(1, steps + 1))
     assert [got[s] for s in sorted(got)] == _pytest.approx([expected[s] for s in sorted(got)], rel=1e-6)
+
+
+def test_deferred_log_copies_wait_for_their_own_step_only():
+    """metrics/hf_deferred.to_host: the copies hold the values as they were when queued, and waiting on
+    their event does not wait for the work queued after them (a ~100 ms matmul chain here)."""
+    import time
+
+    from trainhub.metrics.hf_deferred import to_host
+
+    a = torch.randn(4096, 4096, device="cuda")
+    loss = torch.full((), 2.5, device="cuda")
+    torch.cuda.synchronize()
+    (host, same, none), ready = to_host(loss, 1.25, None)
+    loss.fill_(7.0)  # queued after the copy: must not reach it
+    for _ in range(200):
+        a = a @ a / 64
+    queued = time.perf_counter()
+    ready.synchronize()
+    waited = time.perf_counter() - queued
+    torch.cuda.synchronize()
+    behind = time.perf_counter() - queued
+    assert not host.is_cuda and host.is_pinned() and same == 1.25 and none is None
+    assert float(host) == 2.5
+    assert waited < behind / 2, (waited, behind)
+
+
+def test_skip_guard_reads_its_flag_without_waiting_for_later_work():
+    """metrics/hf_nonfinite under fused AdamW on the GPU: a NaN step leaves the weights alone, its flag is
+    copied to pinned memory behind itself, and read() does not wait for the work queued after it."""
+    import time
+    from types import SimpleNamespace
+
+    from trainhub.metrics.hf_nonfinite import SkipNonFinite
+
+    param = torch.nn.Parameter(torch.ones(1024, device="cuda"))
+    opt = torch.optim.AdamW([param], lr=0.1, fused=True)
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0),
+                              training_step=lambda value: torch.full((), value, device="cuda"))
+    guard = SkipNonFinite(trainer, opt)
+    trainer.training_step(float("nan"))
+    param.grad = torch.full_like(param, float("nan"))
+    opt.step()
+    a = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    trainer.state.global_step = 1
+    trainer.training_step(1.0)
+    param.grad = torch.ones_like(param)
+    opt.step()  # step 2: good, queued behind a ~100 ms matmul chain
+    for _ in range(200):
+        a = a @ a / 64
+    queued = time.perf_counter()
+    assert guard.read(1) == 1 and guard.in_a_row == 1
+    waited = time.perf_counter() - queued
+    torch.cuda.synchronize()
+    behind = time.perf_counter() - queued
+    assert waited < behind / 2, (waited, behind)
+    assert guard.read(2) == 0 and guard.in_a_row == 0
+    assert float(opt.state[param]["step"]) == 1  # only the good step counted

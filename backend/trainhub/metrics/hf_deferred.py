@@ -6,13 +6,13 @@ every step: the GPU finishes the step and then waits while the host writes the l
 next batch and launches the next step's first kernels (~4 ms of a ~115 ms LoRA step under
 Unsloth, research/results/unsloth.md, fourth session). Unsloth's hand loop pays ~0.1 ms there.
 
-`defer_logs(trainer)` keeps the Trainer's log for step N on the device (the loss summed since the
-previous log, the gradient norm, the token count) and reads it at step N+1, after that step's
-work is queued. That read (`float()` of a device tensor) still waits for everything queued, N+1
-included, so the GPU drains once per step as in Unsloth's hand loop, which reads its loss each
-step, rather than idling while the host writes the row (found with CUDA's sync debug mode,
-research/results/unsloth.md, eighth session). A read that waits for step N only, through pinned
-copies and an event, is on the branch wip/deferred-pinned-read until it has run on the GPU. The row for step N
+`defer_logs(trainer)` copies the Trainer's log for step N (the loss summed since the previous log,
+the gradient norm, the token count) into pinned host memory behind step N's work, without a wait,
+and reads it at step N+1, after that step's work is queued. The read waits on an event recorded
+after the copy, so for step N only, and the GPU goes on with N+1. (Reading the device tensors
+themselves there, as `float()` or `.item()`, would wait for everything queued, N+1 included: the
+first version did, and so still drained the GPU once per step, found with CUDA's sync debug mode,
+research/results/unsloth.md, eighth session.) The row for step N
 is then written as the Trainer would have written it: the same loss, gradient norm, learning rate
 and tokens, `state.global_step` and `state.epoch` as they were at step N.
 
@@ -45,6 +45,25 @@ class _Pending:
     learning_rate: float
     tokens: Any  # device tensor, int or None
     start_time: float | None
+    ready: Any = None  # a CUDA event recorded after the copies to the host, or None (nothing to wait for)
+
+
+def to_host(*values):
+    """`values` with each CUDA tensor copied to pinned host memory behind the work queued so far, and
+    the event to wait on before reading them (None when none was on a GPU). Anything else as it is."""
+    import torch
+
+    out, ready = [], None
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.is_cuda:
+            host = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+            host.copy_(v.detach(), non_blocking=True)
+            v, ready = host, True
+        out.append(v)
+    if ready:
+        ready = torch.cuda.Event()
+        ready.record()
+    return out, ready
 
 
 class DeferredLog:
@@ -76,20 +95,23 @@ class DeferredLog:
         loss = tr_loss.detach().clone()
         tr_loss -= tr_loss  # as the Trainer resets it, on the device
         rate = a.get("learning_rate")
+        (loss, grad_norm, tokens), ready = to_host(loss, a["grad_norm"], self.tokens() if self.tokens is not None else None)
         self.pending = _Pending(
             step=state.global_step, epoch=state.epoch, steps=state.global_step - t._globalstep_last_logged,
-            loss=loss, grad_norm=a["grad_norm"], learning_rate=rate if rate is not None else t._get_learning_rate(),
-            tokens=self.tokens() if self.tokens is not None else None, start_time=a.get("start_time"))
+            loss=loss, grad_norm=grad_norm, learning_rate=rate if rate is not None else t._get_learning_rate(),
+            tokens=tokens, start_time=a.get("start_time"), ready=ready)
         t._globalstep_last_logged = state.global_step
         t.store_flos()
         control.should_log = False  # taken: the callbacks see it when it is written
 
     def flush(self) -> None:
-        """Write the waiting log, if any: this read waits for the GPU to finish that step."""
+        """Write the waiting log, if any: the read waits for the GPU to finish that step (its copies)."""
         p, self.pending = self.pending, None
         if p is None:
             return
         t = self.trainer
+        if p.ready is not None:
+            p.ready.synchronize()  # step N's copies, not what was queued after them
         loss = float(p.loss)
         logs: dict[str, Any] = {"loss": loss / p.steps}
         if p.grad_norm is not None:

@@ -13,8 +13,11 @@ before anything is logged. `SkipNonFinite(trainer, optimizer)` wraps two calls o
                       (how GradScaler skips). Any other optimizer reads the flag (one sync) and is
                       not stepped.
 
-The data and the learning-rate schedule go on, as native's do. The flags are read when a row is
-written (`read(step)`, one transfer per log, which reads the loss then anyway): the steps skipped
+The data and the learning-rate schedule go on, as native's do. Each fused step's flag is copied to
+pinned host memory right behind its own computation, with an event (hf_deferred.to_host), and read
+when a row is written (`read(step)`): the read waits for that step's flag only, not for the work
+queued after it, so with the log one step late (hf_deferred) skip mode does not drain the GPU
+either. `read` gives the steps skipped
 since the previous row, and how many of the latest steps in a row were. MetricsCallback writes that
 row's loss as null and its `nonfinite_skipped` count, and stops the run when `train.nonfinite_limit`
 steps in a row were skipped. It sees them when it logs (every `train.log_every` steps), so the count
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
+
+from trainhub.metrics.hf_deferred import to_host
 
 # Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
 # train.on_nonfinite end to end, in the native engine and under a Trainer. Never set in normal use.
@@ -45,7 +50,8 @@ class SkipNonFinite:
 
         self.optimizer = optimizer
         self.fused = bool(optimizer.defaults.get("fused"))
-        self.flags: list[tuple[int, Any]] = []  # (the step it belongs to, 1.0 if skipped) since the last read
+        # (the step it belongs to, 1.0 if skipped, the event its host copy waits on) since the last read
+        self.flags: list[tuple[int, Any, Any]] = []
         self.in_a_row = 0
         self._loss_bad = None  # this step's micro-batches: was any loss not finite (a device bool)
         self._torch = torch
@@ -58,17 +64,18 @@ class SkipNonFinite:
             return torch.where(finite, loss, torch.zeros_like(loss))
 
         def guarded_step(*args, **kwargs):
-            bad = self._bad()
-            self.flags.append((trainer.state.global_step + 1, bad))
+            bad, number = self._bad(), trainer.state.global_step + 1
             if self.fused:
+                (host,), ready = to_host(bad)  # behind the flag only: read() waits for no later work
+                self.flags.append((number, host, ready))
                 optimizer.found_inf = bad
                 try:
                     return step(*args, **kwargs)
                 finally:
                     del optimizer.found_inf
-            if not bool(bad):  # sync: only where the optimizer cannot skip on the device
-                return step(*args, **kwargs)
-            return None
+            skipped = bool(bad)  # sync: only where the optimizer cannot skip on the device
+            self.flags.append((number, float(skipped), None))
+            return None if skipped else step(*args, **kwargs)
 
         trainer.training_step = guarded_training_step
         optimizer.step = guarded_step
@@ -90,11 +97,13 @@ class SkipNonFinite:
     def read(self, step: int) -> int:
         """How many of the steps up to `step` not read before were skipped. After it, `in_a_row` is the
         number of skipped steps at the end of the run so far (0 when the latest step read was good)."""
-        mine = [f for s, f in self.flags if s <= step]
-        self.flags = [(s, f) for s, f in self.flags if s > step]
+        mine = [(f, ready) for s, f, ready in self.flags if s <= step]
+        self.flags = [entry for entry in self.flags if entry[0] > step]
         if not mine:
             return 0
-        values = self._torch.stack(mine).tolist()  # one transfer for them all
+        if mine[-1][1] is not None:
+            mine[-1][1].synchronize()  # the latest copy; the earlier ones were queued before it
+        values = [float(f) for f, _ in mine]
         for v in values:
             self.in_a_row = self.in_a_row + 1 if v else 0
         return int(sum(1 for v in values if v))
