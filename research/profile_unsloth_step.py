@@ -89,7 +89,7 @@ def trainer_run(job, model, tokenizer, run_dir: Path, warmup: int, knobs: dict, 
 
     ut.unsloth_spec = spec_with_knobs
     try:
-        trainer, _, _ = ut.build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
+        trainer, *_ = ut.build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
     finally:
         ut.unsloth_spec = spec_of
     if not autocast:
@@ -182,7 +182,7 @@ def first_batch(job, model, tokenizer, run_dir: Path) -> dict:
     """The trainer's first batch (PadCollator's tensors), on the GPU."""
     from trainhub.runners.unsloth_trainer import build_trainer
 
-    trainer, _, _ = build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
+    trainer, *_ = build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
     batch = next(iter(trainer.get_train_dataloader()))
     return {k: v.to("cuda") for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
 

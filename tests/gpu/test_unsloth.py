@@ -1,4 +1,5 @@
-"""Backend `unsloth` on a CUDA GPU: real LoRA SFT, QLoRA SFT and GRPO steps through `train --backend unsloth`.
+"""Backend `unsloth` on a CUDA GPU: real LoRA SFT, QLoRA SFT, DPO, ORPO, KTO and GRPO steps through
+`train --backend unsloth`.
 
 Skipped without CUDA or without Unsloth importable. The environment is adopted from the running
 interpreter (`trainhub env setup unsloth --python <this python>`), as on the GPU machine, where
@@ -131,6 +132,42 @@ def test_dpo(tmp_path, small_model):
     losses = train_losses(run)
     assert losses and all(math.isfinite(x) for x in losses)
     assert all(r["method"]["reward_margin"] is not None for r in rows(run, "train"))
+    assert (run / "adapter" / "adapter_config.json").is_file()
+
+
+def test_nonfinite_skip(tmp_path, small_model):
+    """train.on_nonfinite: skip under Unsloth, with the log one step late: the bad step's row has a null
+    loss and the count, the steps after it train on with finite losses, the run completes."""
+    job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16}, on_nonfinite="skip")
+    job["export"] = {"merged": False}
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)),
+                   env={"TRAINHUB_INJECT_NONFINITE": "3"})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-6000:]
+    train = {r["step"]: r for r in rows(tmp_path / "run", "train")}
+    assert train[3]["loss"] is None and [train[s]["nonfinite_skipped"] for s in range(1, 7)] == [0, 0, 1, 1, 1, 1]
+    assert all(math.isfinite(train[s]["loss"]) for s in (1, 2, 4, 5, 6))
+    assert rows(tmp_path / "run", "end")[0]["nonfinite_skipped"] == 1
+
+
+@pytest.mark.parametrize("method", [{"type": "orpo", "beta": 0.2},
+                                    {"type": "kto", "desirable_weight": 1.0, "undesirable_weight": 1.2}],
+                         ids=["orpo", "kto"])
+def test_orpo_and_kto(tmp_path, small_model, method):
+    """ORPO and KTO under Unsloth's patched trainers: finite losses, the method's rewards in the rows,
+    tokens counted (ORPO's pair batches hold no input_ids: its collator counts), the adapter saved, and
+    no setting changed behind the job's back."""
+    job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16})
+    job.update(method=method, export={"merged": False},
+               data={"train": str(ROOT / "config/data/preference.jsonl"), "format": "preference", "max_length": 128})
+    _train(tmp_path, job)
+    run = tmp_path / "run"
+    losses = train_losses(run)
+    assert losses and all(math.isfinite(x) for x in losses), losses
+    train = rows(run, "train")
+    stats = train[-1]["method"]
+    assert math.isfinite(stats["chosen_reward"]) and math.isfinite(stats["rejected_reward"])
+    assert train[-1]["tokens"] > 0 and all(r["tokens_per_s"] > 0 for r in train)
+    assert not [n for n in rows(run, "start")[0]["notes"] if n.startswith("unsloth changed")]
     assert (run / "adapter" / "adapter_config.json").is_file()
 
 

@@ -124,7 +124,7 @@ def test_backends_lists_native_ready_and_the_planned_ones():
 
     env = f"its environment ({setup_command('unsloth')})"
     assert rows["unsloth"][0] in ("ready", f"missing: a GPU, {env}", "missing: a GPU", f"missing: {env}")
-    assert rows["unsloth"][1] == "sft, dpo, grpo"
+    assert rows["unsloth"][1] == "sft, dpo, orpo, kto, grpo"
 
 
 def test_plan_prints_the_native_engine_command(tmp_path):

@@ -117,6 +117,33 @@ def test_sft_trainer_translation(tmp_path, model_dir):
     assert args["loss_type"] == "nll" and args["packing"] is False
 
 
+@pytest.mark.parametrize(("method", "module", "config", "trainer", "wanted"), [
+    ({"type": "orpo", "beta": 0.2}, "trl.experimental.orpo", "ORPOConfig", "ORPOTrainer",
+     {"beta": 0.2, "max_length": 128, "remove_unused_columns": False}),
+    ({"type": "kto", "beta": 0.3, "desirable_weight": 1.0, "undesirable_weight": 1.5}, "trl", "KTOConfig",
+     "KTOTrainer", {"beta": 0.3, "desirable_weight": 1.0, "undesirable_weight": 1.5, "max_length": 128,
+                    "loss_type": "kto", "precompute_ref_log_probs": False})])
+def test_preference_methods_translate_as_the_trl_backend(tmp_path, model_dir, monkeypatch, method, module, config,
+                                                         trainer, wanted):
+    """ORPO and KTO: TRL's classes and the trl backend's settings, Unsloth's differences on top (its own
+    checkpointing, bf16 from the weights), and the check lets them through."""
+    from trainhub import envs
+    from trainhub.trl_child.translate import translate
+
+    monkeypatch.setattr(envs, "python_of", lambda backend: Path(sys.executable))
+    job = load(_job(tmp_path, model_dir, method=method, data={
+        "train": str(ROOT / "config/data/preference.jsonl"), "format": "preference", "max_length": 128}))
+    spec = unsloth_spec(job, Path(job.output_dir), "bf16")
+    assert (spec["module"], spec["config"], spec["trainer"]) == (module, config, trainer)
+    args = spec["args"]
+    assert {k: args[k] for k in wanted} == wanted
+    assert args["gradient_checkpointing"] is False and args["bf16"] is True and args["fp16"] is False
+    trl_args = translate(job, Path(job.output_dir), cuda=True, bf16_ok=True)["args"]
+    assert {k: v for k, v in args.items() if k not in ("gradient_checkpointing", "gradient_checkpointing_kwargs")} \
+        == {k: v for k, v in trl_args.items() if k not in ("gradient_checkpointing", "gradient_checkpointing_kwargs")}
+    assert UnslothRunner().check(job, GPU) == []
+
+
 def test_changed_settings_are_said():
     class Args:
         loss_type, beta, epsilon_high, report_to = "bnpo", 0.001, 0.28, []

@@ -17,7 +17,7 @@ into Unsloth's two calls, kept here as plain dicts so that they are tested witho
     train.grad_checkpointing    use_gradient_checkpointing="unsloth" (else False), both calls
     seed                        random_state                             random_state
 
-The trainer (SFT, DPO, GRPO) and its configuration are the trl backend's translation
+The trainer (SFT, DPO, ORPO, KTO, GRPO) and its configuration are the trl backend's translation
 (trainhub.trl_child.translate), with Unsloth's differences: trainhub.runners.unsloth_trainer.
 
 Unsloth writes generated trainer sources to ./unsloth_compiled_cache unless told otherwise: the
@@ -42,7 +42,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "auto": None}
 
 class UnslothRunner:
     name = "unsloth"
-    methods = ("sft", "dpo", "grpo")
+    methods = ("sft", "dpo", "orpo", "kto", "grpo")
     features = ("lora", "qlora", "full", "bf16", "fp16", "grad-checkpointing", "cuda")
 
     def missing(self) -> list[str]:
@@ -74,9 +74,6 @@ class UnslothRunner:
         if job.train.precision == "fp32":
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))
-        if job.train.on_nonfinite == "skip":
-            problems.append(Problem("train.on_nonfinite", "unsloth does not skip non-finite updates yet (backend "
-                                    "trl does; under Unsloth it has not run on a GPU); set train.on_nonfinite: stop"))
         if job.method.type == "grpo":
             from trainhub.runners.trl import TrlRunner
 

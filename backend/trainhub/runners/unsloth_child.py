@@ -56,7 +56,14 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from trainhub.metrics.hf_deferred import defer_logs
     from trainhub.runners.unsloth import load_args, notes_for, peft_args
     from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import count_trained_tokens, finish, metrics_callback, run, skip_module_walks
+    from trainhub.trl_child.train import (
+        count_trained_tokens,
+        finish,
+        metrics_callback,
+        nonfinite_policy,
+        run,
+        skip_module_walks,
+    )
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -72,11 +79,13 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     lora = peft_args(job)
     if lora is not None:
         model = FastLanguageModel.get_peft_model(model, **lora)
-    trainer, wanted, data = build_trainer(job, model, tokenizer, run_dir, precision, dry_run=dry_run,
+    trainer, wanted, data, tokens_fn = build_trainer(job, model, tokenizer, run_dir, precision, dry_run=dry_run,
                                           resume=resume)
     notes += data.notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
     callback = metrics_callback(job, log, run_id, backend="unsloth", precision=f"{precision} (unsloth)", notes=notes,
                                 data=data, stop=stop, resume=resume)
+    if tokens_fn is not None:  # ORPO: its pair batches hold no input_ids; the collator counts
+        callback.tokens_fn = tokens_fn
     if job.method.type == "sft":  # under Unsloth's SFTTrainer neither TRL's num_tokens nor the Trainer's count
         callback.tokens_fn = count_trained_tokens(trainer)  # reaches the rows (0 on the GPU machine)
         # each step's log read one step late, so a row every step does not drain the GPU (hf_deferred.py)
@@ -85,6 +94,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         # over the parameters that hold a gradient (Unsloth's own), the FLOPs count taken once (ours)
         unsloth_fast_grads(trainer.model)
         skip_module_walks(trainer)
+    nonfinite_policy(job, trainer, callback)  # skip: a bad step's update dropped on the device (hf_nonfinite.py)
     trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
     for note in notes:

@@ -24,7 +24,7 @@ from typing import Any
 
 from trainhub.job import Job
 
-METHODS = ("sft", "dpo", "grpo")
+METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
 """Methods the unsloth backend trains (the GPU tests run each)."""
 
 # Settings TrainingArguments stores in another form of the same value ("none" -> []).
@@ -47,7 +47,8 @@ def unsloth_spec(job: Job, run_dir: Path, precision: str, *, dry_run: bool = Fal
 
 def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, dry_run: bool,
                   resume: Path | None):
-    """(trainer, the config asked for, data) for the job's method. The trainer gets no callback yet."""
+    """(trainer, the config asked for, data, tokens_fn) for the job's method. The trainer gets no callback
+    yet; tokens_fn, when not None, counts the tokens the rows report (ORPO's pair collator)."""
     import importlib
 
     from trainhub.engine.device import pick_device
@@ -55,8 +56,8 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
     from trainhub.trl_child.data import build
     from trainhub.trl_child.train import (
         PROBE_ROWS,
-        PadCollator,
         load_rewards,
+        method_collator,
         optimizer_and_schedule,
         total_steps,
     )
@@ -73,12 +74,13 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
               "processing_class": tokenizer, "optimizers": optimizer_and_schedule(job, model, pick_device(), total)}
     if job.method.type == "grpo":
         kwargs["reward_funcs"] = rewards
-    if job.method.type == "sft":
-        # trainhub's own padding of its pre-tokenized rows, not the DataCollatorForSeq2Seq Unsloth would pick
-        # (the tokenizer's pad(): most of a step's host time)
-        kwargs["data_collator"] = PadCollator(tokenizer.pad_token_id)
+    # SFT: trainhub's own padding of its pre-tokenized rows, not the DataCollatorForSeq2Seq Unsloth would pick
+    # (the tokenizer's pad(): most of a step's host time); ORPO: TRL's pair collator, counting tokens
+    collator, tokens_fn = method_collator(job, tokenizer)
+    if collator is not None:
+        kwargs["data_collator"] = collator
     trainer = getattr(module, spec["trainer"])(**kwargs)
-    return trainer, spec["args"], data
+    return trainer, spec["args"], data, tokens_fn
 
 
 def changed_settings(wanted: dict[str, Any], actual) -> list[str]:

@@ -245,14 +245,11 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
               "optimizers": optimizer_and_schedule(job, model, device, total)}
     if job.method.type == "grpo":
         kwargs["reward_funcs"] = rewards
-    if job.method.type == "sft":  # trainhub's ids and labels, padded without the tokenizer (PadCollator)
-        kwargs["data_collator"] = PadCollator(tokenizer.pad_token_id)
-    if job.method.type == "orpo":  # its batches have no input_ids, so the Trainer counts no tokens: count here
-        from trl.experimental.utils import DPODataCollatorWithPadding
-
-        counter = CountingCollator(DPODataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id,
-                                                              is_encoder_decoder=False))
-        kwargs["data_collator"], callback.tokens_fn = counter, lambda: counter.tokens
+    collator, tokens_fn = method_collator(job, tokenizer)
+    if collator is not None:
+        kwargs["data_collator"] = collator
+    if tokens_fn is not None:
+        callback.tokens_fn = tokens_fn
     trainer = getattr(module, spec["trainer"])(**kwargs)
     nonfinite_policy(job, trainer, callback)
     trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
@@ -262,6 +259,21 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
     return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
                   save=lambda: [save_final(trainer.model, tokenizer, run_dir, job)])
+
+
+def method_collator(job: Job, tokenizer):
+    """(collator, tokens_fn) the method's trainer gets instead of its own, each None where it keeps its own:
+    SFT, trainhub's ids and labels padded without the tokenizer (PadCollator); ORPO, TRL's pair collator
+    counting what it pads, since its batches hold no input_ids and the Trainer counts no tokens."""
+    if job.method.type == "sft":
+        return PadCollator(tokenizer.pad_token_id), None
+    if job.method.type == "orpo":
+        from trl.experimental.utils import DPODataCollatorWithPadding
+
+        counter = CountingCollator(DPODataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id,
+                                                              is_encoder_decoder=False))
+        return counter, lambda: counter.tokens
+    return None, None
 
 
 def run(trainer, resume: Path | None) -> None:
