@@ -66,7 +66,8 @@ smoke-llamafactory: env-llamafactory
 	$(VENV)/bin/train --config config/sft_llamafactory.yaml --dry-run --set output_dir=runs/smoke-llamafactory --set log.console=plain
 
 # One QLoRA SFT step through Unsloth on the quickstart model. Needs a GPU and Unsloth's environment:
-#   make smoke-unsloth UNSLOTH_PYTHON=/path/to/python   (an interpreter with backend/trainhub/envlocks/unsloth-gpu.txt)
+#   make smoke-unsloth                                  (after `trainhub env setup unsloth`, which creates it)
+#   make smoke-unsloth UNSLOTH_PYTHON=/path/to/python   (adopts an interpreter with backend/trainhub/envlocks/unsloth-gpu.txt)
 # Without a GPU it stops at check, saying which backends run here.
 smoke-unsloth: $(VENV)/.ready
 	test -f runs/quickstart/final/config.json || $(MAKE) quickstart

@@ -21,7 +21,8 @@ debug mode over the same steps and counts each host-device sync by the Python st
 clock or gc meter; the step time from its rows). `child-latecache` sets UNSLOTH_COMPILE_LOCATION after importing unsloth, so Unsloth compiles into
 its default folder (every child variant did so before 2026-12-04). `child-walks` is the child with the Trainer's module walks in every step, as they come (no
 skip_module_walks, no Unsloth fast grads). `child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
-log one step late (metrics/hf_deferred.py); `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
+log one step late (metrics/hf_deferred.py); `child-deviceread` reads that late log from the device tensors (which
+waits for the step queued after it too), as before the pinned copies; `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
 argv, environment and cwd, output through a pipe), started by this script instead of the hub;
 `launch-nodetach`, `launch-split`, `launch-bareenv`, `launch-all` take its differences from `child`
 away (launch_without_hub). Also
@@ -304,6 +305,10 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
         import trainhub.metrics.hf_deferred as deferred
 
         deferred.defer_logs = lambda trainer, tokens=None: None
+    if name.endswith("deviceread"):  # the log one step late, read from the device tensors as before the pinned
+        import trainhub.metrics.hf_deferred as deferred  # copies: the read waits for the next step too
+
+        deferred.to_host = lambda *values: (list(values), None)
     if name.endswith("walks"):  # the Trainer's per-step module walks as they come (no skip_module_walks)
         trl_train.skip_module_walks = lambda trainer: None
         unsloth_child.unsloth_fast_grads = lambda model: False

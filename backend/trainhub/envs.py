@@ -11,7 +11,9 @@ Unsloth pins its own set again. Neither can share the hub's environment, so each
 <envs> is $TRAINHUB_ENVS, else $TRAINHUB_HOME/envs, else ~/.cache/trainhub/envs.
 
 A spec (ENV_SPECS, one per backend) names a lock file of exact versions (trainhub/envlocks/),
-installed with `--no-deps` so pip resolves nothing at setup and the set is the one tested; the
+installed with `--no-deps` so pip resolves nothing at setup and the set is the one tested (or, for a
+spec with `resolve`, the lock's packages at its versions plus what pip resolves for them beyond it:
+torch's CUDA libraries, which differ by platform and CUDA release); the
 import check, a short program run by the environment's python that imports the real stack and
 prints its versions; and install notes. `setup(..., python=PATH)` adopts an existing interpreter
 instead of creating a venv (the GPU machine has no network: Unsloth is pre-installed there), after
@@ -54,6 +56,10 @@ class EnvSpec:
     notes: str
     """Install notes, shown by `env status` and when setup cannot proceed."""
     gpu_only: bool = False
+    """The set holds CUDA builds: created only where an NVIDIA GPU is present (adopting is always allowed)."""
+    resolve: bool = False
+    """Install the lock's packages with pip's resolver, the lock as constraints, instead of `--no-deps`: the
+    lock pins the stack, pip adds what those pins need on this platform (torch's nvidia-* wheels)."""
     strip: tuple[str, ...] = field(default_factory=tuple)
     """Files (globs under site-packages) removed after install; each is recorded in env.json."""
 
@@ -98,11 +104,13 @@ ENV_SPECS: dict[str, EnvSpec] = {
               "needs it), torchaudio 2.11.0 is installed without its CUDA-linked extension libraries, the "
               "pure-Python mode torchaudio supports when they are absent (docs/backends.md)."),
     "unsloth": EnvSpec(
-        backend="unsloth", check=_UNSLOTH_CHECK, lock=None, gpu_only=True,
-        notes="Unsloth needs an NVIDIA, AMD or Intel GPU. The tested set is trainhub/envlocks/unsloth-gpu.txt "
-              "(unsloth 2026.10.9, unsloth_zoo 2026.10.9, bitsandbytes 0.50.2, trl 1.15.0, datasets 4.3.0, "
-              "transformers 5.17.0, peft 0.21.0 on torch 2.11.0+cu130); install it beside a CUDA build of torch "
-              "and adopt that interpreter: `trainhub env setup unsloth --python /path/to/python`."),
+        backend="unsloth", check=_UNSLOTH_CHECK, lock="unsloth-gpu.txt", gpu_only=True, resolve=True,
+        notes="Unsloth needs an NVIDIA, AMD or Intel GPU. `trainhub env setup unsloth` installs the tested set "
+              "(trainhub/envlocks/unsloth-gpu.txt: unsloth 2026.10.9, unsloth_zoo 2026.10.9, bitsandbytes 0.50.2, "
+              "trl 1.15.0, datasets 4.3.0, transformers 5.17.0, peft 0.21.0, torch 2.11.0 from PyPI, a CUDA build) "
+              "on a machine with an NVIDIA GPU and PyPI; elsewhere (AMD or Intel GPUs, no network) install Unsloth "
+              "beside the right torch build and adopt that interpreter: "
+              "`trainhub env setup unsloth --python /path/to/python`."),
 }
 
 
@@ -194,8 +202,9 @@ def state(backend: str, check: bool = True) -> EnvState:
     return st
 
 
-def setup(backend: str, *, python: str | None = None, force: bool = False, say=print) -> dict:
-    """Create (or adopt) the backend's environment and return its manifest."""
+def setup(backend: str, *, python: str | None = None, force: bool = False, say=print, host=None) -> dict:
+    """Create (or adopt) the backend's environment and return its manifest. `host`: the machine (detected
+    when None), for specs whose set holds CUDA builds."""
     spec = spec_for(backend)
     where = folder(backend)
     current = manifest(backend)
@@ -210,6 +219,14 @@ def setup(backend: str, *, python: str | None = None, force: bool = False, say=p
         return _adopt(spec, Path(python), where, t0, say)
     if spec.lock is None:
         raise EnvError(f"{backend}: {spec.notes}")
+    if spec.gpu_only:
+        from trainhub.host import detect
+
+        host = host or detect()
+        if not host.has_gpu:
+            found = "none found" if not host.has_unsloth_gpu else f"found {host.describe()}"
+            raise EnvError(f"{backend}: its tested set ({spec.lock}) is CUDA builds and needs an NVIDIA GPU; {found}. "
+                           f"{spec.notes}")
     return _create(spec, where, t0, say)
 
 
@@ -239,18 +256,28 @@ def _create(spec: EnvSpec, where: Path, t0: float, say) -> dict:
     say(f"{spec.backend}: creating {venv}")
     subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    pip = [str(py), "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", "--no-deps"]
-    lock = LOCKS / spec.lock
-    say(f"{spec.backend}: installing {len(spec.lock_lines())} pinned packages from {lock.name} (no resolving)")
-    _run(pip + ["-r", str(lock)])
-    say(f"{spec.backend}: installing trainhub from {SOURCE_ROOT}")
-    _run(pip + ["-e", str(SOURCE_ROOT)])
+    for argv, what in install_commands(spec, py):
+        say(f"{spec.backend}: {what}")
+        _run(argv)
     removed = _strip(spec, py)
     say(f"{spec.backend}: import check")
     versions = import_check(spec, py)
     freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True,
                             text=True, check=True).stdout
     return _record(spec, where, py, False, versions, freeze, removed, t0, say)
+
+
+def install_commands(spec: EnvSpec, py: Path) -> list[tuple[list[str], str]]:
+    """The pip commands that fill a new environment of `spec` with interpreter `py`, each with what it does."""
+    pip = [str(py), "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
+    lock = str(LOCKS / spec.lock)
+    n = len(spec.lock_lines())
+    if spec.resolve:  # one resolve: the lock's packages, trainhub and its hub packages, every pin held by -c
+        return [(pip + ["-c", lock, "-r", lock, "-e", str(SOURCE_ROOT)],
+                 f"installing {n} pinned packages from {spec.lock}, trainhub from {SOURCE_ROOT}, and what they need "
+                 "(pip resolves it, the lock's versions held)")]
+    return [(pip + ["--no-deps", "-r", lock], f"installing {n} pinned packages from {spec.lock} (no resolving)"),
+            (pip + ["--no-deps", "-e", str(SOURCE_ROOT)], f"installing trainhub from {SOURCE_ROOT}")]
 
 
 def _base_python() -> str:
