@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -212,6 +213,8 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
 
     path = tmp / f"{job['name']}.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
+    # an earlier bench's run in the same --tmp (a warm machine keeps /tmp) would make train refuse the folder
+    shutil.rmtree(job["output_dir"], ignore_errors=True)
     t0 = time.time()
     done = subprocess.run([sys.executable, "-m", "trainhub", "train", "--config", str(path)], cwd=ROOT,
                           capture_output=True, text=True)
