@@ -53,16 +53,17 @@ def to_host(*values):
     the event to wait on before reading them (None when none was on a GPU). Anything else as it is."""
     import torch
 
-    out, ready = [], None
+    out, copied = [], False
     for v in values:
         if isinstance(v, torch.Tensor) and v.is_cuda:
             host = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
             host.copy_(v.detach(), non_blocking=True)
-            v, ready = host, True
+            v, copied = host, True
         out.append(v)
-    if ready:
-        ready = torch.cuda.Event()
-        ready.record()
+    if not copied:
+        return out, None
+    ready = torch.cuda.Event()
+    ready.record()
     return out, ready
 
 
