@@ -31,7 +31,8 @@ def tiny_pretrain_job(tmp: Path, **overrides) -> dict:
                            "tokenizer": {"type": "train", "vocab_size": 400}}},
         "method": "pretrain",
         "data": {"train": str(train), "eval": str(DATA / "stories_eval.jsonl"), "format": "text", "max_length": 32},
-        "optim": {"type": "adamw", "lr": 1e-2, "schedule": {"warmup_steps": 2}},
+        "optim": {"type": "adamw", "lr": 1e-2},
+        "schedule": {"warmup_steps": 2},
         "train": {"micro_batch_size": 8, "max_steps": 12, "precision": "fp32", "eval_batches": 2, "log_every": 1},
         "log": {"console": "plain"},
     }

@@ -167,6 +167,8 @@ def _did_you_mean(key: Any, parent: type[BaseModel] | None, prefix: str) -> str:
     close = difflib.get_close_matches(str(key), list(parent.model_fields), n=1, cutoff=0.6)
     if close:
         return f"; did you mean '{prefix}{close[0]}'?"
+    if parent is not Job and key in Job.model_fields:
+        return f"; {key} is a section of its own, at the job's top level (not under {prefix.rstrip('.')})"
     elsewhere = sorted(_sections_with(str(key)))
     if elsewhere:
         return f"; it belongs under {' or '.join(elsewhere)}"
@@ -188,6 +190,8 @@ def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
             keys.append(part)
             current = _unwrap_list(current)
             continue
+        if _is_model(current) and part not in current.model_fields and part in _union_models(current):
+            continue  # the tag of a union with one member so far (pydantic's annotation is the bare model)
         if _is_model(current):
             model = current
             field = current.model_fields.get(part)

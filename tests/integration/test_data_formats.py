@@ -43,7 +43,7 @@ def sft_job(tmp: Path, model: Path, data: dict) -> Path:
     job = tiny_pretrain_job(tmp)
     job.update({"name": "alpaca-sft", "model": {"path": str(model)}, "method": "sft",
                 "data": {"max_length": 96, **data}})
-    job["optim"] = {"type": "adamw", "lr": 3e-3, "schedule": {"warmup_steps": 1}}
+    job["optim"], job["schedule"] = {"type": "adamw", "lr": 3e-3}, {"warmup_steps": 1}
     job["train"].update({"max_steps": 8, "micro_batch_size": 4})
     return write_job(tmp / "job.yaml", job)
 

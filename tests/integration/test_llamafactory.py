@@ -15,7 +15,7 @@ def _sft(tmp, model, **train) -> dict:
     job.update({"name": "lf-sft", "backend": "llamafactory", "model": {"path": str(model)}, "method": "sft",
                 "adapter": {"type": "lora", "rank": 8, "alpha": 16},
                 "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64},
-                "optim": {"type": "adamw", "lr": 3e-3, "schedule": {"warmup_steps": 0}}})
+                "optim": {"type": "adamw", "lr": 3e-3}, "schedule": {"warmup_steps": 0}})
     job["train"] = {"micro_batch_size": 4, "max_steps": 3, "precision": "fp32", "log_every": 1,
                     "on_nonfinite": "stop", **train}
     return job

@@ -32,7 +32,7 @@ GPT2 = {"family": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size":
 def nano_job(tmp: Path, **train) -> dict:
     job = tiny_pretrain_job(tmp)
     job.update(name="tiny-nanogpt", backend={"type": "nanogpt", "repo": NANOGPT}, model={"init": GPT2})
-    job["optim"]["schedule"] = {"warmup_steps": 1}
+    job["schedule"] = {"warmup_steps": 1}
     job["train"].update({"max_steps": 6, "eval_every": 3, "eval_batches": 2, "keep_last": 1,
                          "on_nonfinite": "stop", **train})
     return job

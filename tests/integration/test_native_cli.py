@@ -28,7 +28,7 @@ def _sft_job(tmp: Path, model: Path, **train) -> dict:
     job = tiny_pretrain_job(tmp)
     job.update({"name": "tiny-sft", "model": {"path": str(model)}, "method": {"type": "sft"},
                 "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 96}})
-    job["optim"] = {"type": "adamw", "lr": 3e-3, "schedule": {"warmup_steps": 1}}
+    job["optim"], job["schedule"] = {"type": "adamw", "lr": 3e-3}, {"warmup_steps": 1}
     job["train"].update({"max_steps": 8, "micro_batch_size": 4, **train})
     return job
 

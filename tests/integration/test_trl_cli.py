@@ -50,7 +50,7 @@ def trl_job(tmp: Path, model: Path, method, **over) -> dict:
                                                      "format": "preference", "max_length": 96})
     job = {"name": f"trl-{kind}", "output_dir": str(tmp / "run"), "seed": 0, "backend": "trl",
            "model": {"path": str(model)}, "method": method, "data": data,
-           "optim": {"type": "adamw", "lr": 1e-3, "schedule": {"warmup_steps": 1}},
+           "optim": {"type": "adamw", "lr": 1e-3}, "schedule": {"warmup_steps": 1},
            "train": {"micro_batch_size": 4, "max_steps": 2, "precision": "fp32", "log_every": 1,
                      "on_nonfinite": "stop"},
            "log": {"console": "plain"}}
@@ -163,7 +163,7 @@ def test_dry_run_then_save_and_resume(tmp_path, tiny_model):
     """A run resumed from its step-4 checkpoint takes the same steps 5 and 6 as an uninterrupted run (a
     constant schedule, so the two runs' lengths do not change the learning rate)."""
     job = trl_job(tmp_path, tiny_model, "sft", train={"max_steps": 4, "save_every": 2},
-                  optim={"schedule": {"warmup_steps": 1, "decay": "constant"}})
+                  schedule={"warmup_steps": 1, "decay": "constant"})
     dry = train(tmp_path, {**job, "output_dir": str(tmp_path / "dry")}, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert [r["event"] for r in rows(tmp_path / "dry")] == ["start", "train", "end"]

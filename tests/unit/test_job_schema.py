@@ -95,7 +95,7 @@ def test_valid_job_loads_with_absolute_paths_and_expanded_output_dir(tmp_path, m
     assert job.model.init.tokenizer.vocab_size == 400
     assert job.optim.lr == 0.01
     assert job.optim.betas == (0.9, 0.95)  # default
-    assert job.optim.schedule == Schedule(warmup_steps=0, decay="cosine", min_lr_ratio=0.1)
+    assert job.schedule == Schedule(warmup_steps=0, decay="cosine", min_lr_ratio=0.1)
     assert job.train.max_steps == 10 and job.train.epochs is None
 
 

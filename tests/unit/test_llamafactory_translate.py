@@ -21,8 +21,8 @@ def job(**over) -> Job:
            "method": "sft", "adapter": {"type": "lora", "rank": 4, "alpha": 8, "dropout": 0.05,
                                         "targets": ["q_proj", "v_proj"]},
            "data": {"train": CHAT, "format": "messages", "max_length": 96},
-           "optim": {"lr": 2e-4, "betas": [0.9, 0.99], "eps": 1e-7, "weight_decay": 0.01,
-                     "schedule": {"warmup_steps": 5, "decay": "cosine", "min_lr_ratio": 0.2}},
+           "optim": {"lr": 2e-4, "betas": [0.9, 0.99], "eps": 1e-7, "weight_decay": 0.01},
+           "schedule": {"warmup_steps": 5, "decay": "cosine", "min_lr_ratio": 0.2},
            "train": {"micro_batch_size": 2, "grad_accum": 4, "max_steps": 7, "grad_clip": 0.5, "precision": "bf16",
                      "log_every": 2, "save_every": 3, "keep_last": 1, "on_nonfinite": "stop"}}
     raw.update(over)
@@ -52,7 +52,7 @@ def test_sft_lora_every_field():
 def test_pretrain_full_and_the_other_knobs():
     j = job(method="pretrain", adapter="full", data={"train": CHAT, "eval": CHAT_EVAL, "format": "text",
                                                         "max_length": 64, "shuffle": False},
-            optim={"lr": 1e-3, "schedule": {"decay": "constant"}},
+            optim={"lr": 1e-3}, schedule={"decay": "constant"},
             train={"micro_batch_size": 8, "epochs": 1.5, "grad_clip": None, "precision": "fp16",
                    "grad_checkpointing": True, "eval_every": 4, "on_nonfinite": "stop"},
             model={"path": "org/tiny", "attention": "eager"})
@@ -138,8 +138,8 @@ def test_check_refuses_what_it_cannot_do(tmp_path, monkeypatch):
     assert "plain" in problems(job(data={"train": CHAT, "template": "plain"}))["data.template"]
     skip = job(train={"max_steps": 2})
     assert "on_nonfinite: stop" in problems(skip)["train.on_nonfinite"]
-    linear = job(optim={"schedule": {"decay": "linear", "min_lr_ratio": 0.1}})
-    assert "min_lr_ratio 0" in problems(linear)["optim.schedule.min_lr_ratio"]
+    linear = job(schedule={"decay": "linear", "min_lr_ratio": 0.1})
+    assert "min_lr_ratio 0" in problems(linear)["schedule.min_lr_ratio"]
     assert "eval_batches" in problems(job(data={"train": CHAT, "eval": CHAT_EVAL},
                                           train={"max_steps": 2, "eval_batches": 1, "on_nonfinite": "stop"}))[
         "train.eval_batches"]

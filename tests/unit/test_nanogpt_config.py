@@ -42,8 +42,8 @@ def test_every_value_has_the_type_of_nanogpts_default(tmp_path):
 
 
 def test_rendered_file_runs_as_python_and_gives_the_values(tmp_path):
-    job = validate(nano_job(tmp_path, optim={"type": "adamw", "lr": 1e-3, "betas": [0.9, 0.99],
-                                              "schedule": {"warmup_steps": 2, "min_lr_ratio": 0.1}}))
+    job = validate(nano_job(tmp_path, optim={"type": "adamw", "lr": 1e-3, "betas": [0.9, 0.99]},
+                                schedule={"warmup_steps": 2, "min_lr_ratio": 0.1}))
     values = cfg.settings(job, facts(tmp_path))
     namespace: dict = {}
     exec(cfg.render(values, ["a header"]), namespace)  # what configurator.py does with a config file
@@ -147,10 +147,10 @@ def test_check_accepts_a_plain_gpt2_job(tmp_path):
 def test_check_names_every_unsupported_feature(tmp_path):
     job = nano_job(tmp_path, fake_checkout(tmp_path),
                    adapter={"type": "lora"}, data={"max_length": 16, "shuffle": False},
-                   optim={"type": "adamw", "eps": 1e-6, "schedule": {"decay": "linear"}},
+                   optim={"type": "adamw", "eps": 1e-6}, schedule={"decay": "linear"},
                    train={"grad_checkpointing": True, "eval_every": 5, "save_every": 4, "on_nonfinite": "skip"})
     found = "\n".join(problems(tmp_path, job))
-    for key in ("adapter.type", "data.max_length", "data.shuffle", "optim.eps", "optim.schedule.decay",
+    for key in ("adapter.type", "data.max_length", "data.shuffle", "optim.eps", "schedule.decay",
                 "train.grad_checkpointing", "train.eval_every", "train.save_every", "train.on_nonfinite"):
         assert f"{key}: nanogpt: " in found, key
 

@@ -76,10 +76,10 @@ def test_list_overrides(tmp_path):
 
 def test_override_creates_nested_sections(tmp_path):
     assert "optim" not in BASE
-    job = set_load(tmp_path, "optim.schedule.decay=linear", "optim.schedule.warmup_steps=5")
-    assert job.optim.schedule.decay == "linear"
-    assert job.optim.schedule.warmup_steps == 5
-    assert job.optim.schedule.min_lr_ratio == 0.1  # the rest stays default
+    job = set_load(tmp_path, "schedule.decay=linear", "schedule.warmup_steps=5")
+    assert job.schedule.decay == "linear"
+    assert job.schedule.warmup_steps == 5
+    assert job.schedule.min_lr_ratio == 0.1  # the rest stays default
     assert job.optim.lr == 3e-4
 
 

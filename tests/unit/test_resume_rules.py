@@ -5,7 +5,7 @@ from __future__ import annotations
 from trainhub.resume import job_changes
 from trainhub.secrets import redact, secret_values
 
-SAVED = {"name": "a", "seed": 0, "optim": {"lr": 0.01, "schedule": {"warmup_steps": 2}},
+SAVED = {"name": "a", "seed": 0, "optim": {"lr": 0.01}, "schedule": {"warmup_steps": 2},
          "train": {"max_steps": 10, "micro_batch_size": 8, "log_every": 1}, "log": {"console": "auto"},
          "data": {"train": ["/d/a.jsonl"]}}
 
@@ -33,8 +33,8 @@ def test_length_and_reporting_changes_are_allowed():
 
 def test_what_was_trained_is_refused_with_old_and_new_values():
     lines = job_changes(SAVED, changed(optim__lr=0.1, train__micro_batch_size=4, seed=1,
-                                       optim__schedule={"warmup_steps": 5}))
-    assert lines == ["optim.lr: 0.01 -> 0.1", "optim.schedule.warmup_steps: 2 -> 5", "seed: 0 -> 1",
+                                       schedule={"warmup_steps": 5}))
+    assert lines == ["optim.lr: 0.01 -> 0.1", "schedule.warmup_steps: 2 -> 5", "seed: 0 -> 1",
                      "train.micro_batch_size: 8 -> 4"]
 
 

@@ -12,7 +12,7 @@ from transformers.utils import logging as hf_logging
 
 from trainhub.child import child_main
 from trainhub.engine.checkpoint import CheckpointError
-from trainhub.engine.loop import NonFiniteStop, train
+from trainhub.engine.train import NonFiniteStop, train
 
 
 def explain(err: Exception) -> dict | None:

@@ -24,7 +24,10 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def pick_precision(requested: str, device: torch.device, notes: list[str]) -> Precision:
+def pick_precision(spec, device: torch.device, notes: list[str]) -> Precision:
+    """What `train.precision` (a job section: auto, bf16, fp16, fp32) means on this device; a CPU note when it
+    changes what was asked. The one place every backend that trains in trainhub's own process decides it."""
+    requested = spec.type
     if device.type != "cuda":
         if requested not in ("auto", "fp32"):
             notes.append(f"CPU: training in fp32 ({requested} was asked for; mixed precision is a GPU feature here)")

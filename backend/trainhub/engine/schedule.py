@@ -1,10 +1,10 @@
-"""Learning-rate schedules as pure functions of the step."""
+"""Learning-rate schedules as pure functions of the step, and the run's length in steps."""
 
 from __future__ import annotations
 
 import math
 
-from trainhub.job import Schedule
+from trainhub.job import Job, Schedule
 
 
 def lr_at(step: int, *, peak: float, total: int, schedule: Schedule) -> float:
@@ -24,3 +24,14 @@ def lr_at(step: int, *, peak: float, total: int, schedule: Schedule) -> float:
     if schedule.decay == "linear":
         return peak - (peak - floor) * progress
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def total_steps(job: Job, items: int) -> int:
+    """Optimizer steps of the run: train.max_steps, or train.epochs over `items` (examples, packed rows or
+    prompts; an incomplete last batch of an epoch is dropped; a GRPO prompt gives group_size completions).
+    Every backend that trains in trainhub's own process counts its steps here."""
+    tc = job.train
+    if tc.max_steps:
+        return tc.max_steps
+    per_item = job.method.group_size if job.method.type == "grpo" else 1
+    return max(1, round(tc.epochs * max(1, items * per_item // (tc.micro_batch_size * tc.grad_accum))))

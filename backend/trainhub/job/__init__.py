@@ -360,23 +360,72 @@ class Schedule(Section):
     """The learning rate at the last step, as a fraction of the peak."""
 
 
+class LrMultipliers(Section):
+    """Per-group learning-rate multipliers: each group trains at (the schedule's lr) x its multiplier.
+    The groups are decided by parameter name and shape (engine/optim/groups.py)."""
+
+    embed: float = Field(1.0, gt=0, le=1000)
+    """The input embedding (when tied to the head, the head's multiplier applies to it)."""
+    head: float = Field(1.0, gt=0, le=1000)
+    """The output head (lm_head), or the tied embedding-and-head matrix."""
+    matrix: float = Field(1.0, gt=0, le=1000)
+    """The hidden 2-D weights: attention and MLP projections (LoRA's A and B matrices included)."""
+    vector: float = Field(1.0, gt=0, le=1000)
+    """Norm gains, biases and any other weight with fewer than 2 dimensions."""
+
+
 class AdamW(Section):
     type: Literal["adamw"] = "adamw"
     """AdamW with decoupled weight decay (torch.optim.AdamW; fused kernel on CUDA)."""
     lr: float = Field(3e-4, gt=0, le=1)
-    """Peak learning rate."""
+    """Peak learning rate (the schedule section shapes it over the run)."""
     betas: tuple[float, float] = (0.9, 0.95)
     """Coefficients of the running averages of the gradient and its square."""
     eps: float = Field(1e-8, gt=0)
     """Added to the denominator for numerical stability."""
     weight_decay: float = Field(0.0, ge=0)
-    """Decoupled weight decay, applied to matrices only (not to norms, biases or 1-D weights)."""
-    schedule: Schedule = Schedule()
-    """Learning-rate schedule."""
+    """Decoupled weight decay, applied to matrices only (embeddings, head and hidden matrices; not to norms,
+    biases or other 1-D weights)."""
+    lr_mult: LrMultipliers = LrMultipliers()
+    """Learning-rate multipliers per parameter group (embed, head, matrix, vector); all 1 by default."""
 
 
-# One optimizer for now; later issues turn this into a union discriminated on `type`.
-Optim = Annotated[AdamW, BeforeValidator(_shorthand)]
+# A union discriminated on `type`: each optimizer its own class and fields; the schedule is the job's
+# `schedule` section, shared by all of them. New optimizers join this union and engine/optim's registry.
+def _default_optim(value: Any) -> Any:
+    """`optim: {lr: 0.01}` (no type) is AdamW, the default optimizer; `optim: adamw` is `{type: adamw}`."""
+    value = _shorthand(value)
+    return {"type": "adamw", **value} if isinstance(value, dict) and "type" not in value else value
+
+
+Optim = Annotated[AdamW, Field(discriminator="type"), BeforeValidator(_default_optim)]
+
+# ----------------------------------------------------------------------------- precision
+
+
+class AutoPrecision(Section):
+    type: Literal["auto"] = "auto"
+    """bf16 autocast on a GPU that supports it, else fp32. CPU always runs fp32, and says so."""
+
+
+class Bf16Precision(Section):
+    type: Literal["bf16"] = "bf16"
+    """bf16 autocast over the weights' dtype (float32 master weights by default): the usual choice on a GPU."""
+
+
+class Fp16Precision(Section):
+    type: Literal["fp16"] = "fp16"
+    """fp16 autocast with dynamic loss scaling, for GPUs without bf16."""
+
+
+class Fp32Precision(Section):
+    type: Literal["fp32"] = "fp32"
+    """No autocast: every op in the weights' dtype."""
+
+
+# `precision: bf16` is shorthand for `{type: bf16}`; FP8 joins this union with its own fields.
+Precision = Annotated[AutoPrecision | Bf16Precision | Fp16Precision | Fp32Precision, Field(discriminator="type"),
+                      BeforeValidator(_shorthand)]
 
 # ----------------------------------------------------------------------------- train and log
 
@@ -392,8 +441,8 @@ class TrainSection(Section):
     """Passes over the training data (fractions allowed). Exactly one of max_steps and epochs."""
     grad_clip: float | None = Field(1.0, gt=0)
     """Clip the global gradient norm to this value; null turns clipping off (the norm is still logged)."""
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """Autocast precision on a GPU. auto = bf16 where supported. CPU always runs fp32, and says so."""
+    precision: Precision = AutoPrecision()
+    """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     eval_every: int | None = Field(None, ge=1)
@@ -450,7 +499,9 @@ class Job(Section):
     data: DataSection
     """Training and evaluation data."""
     optim: Optim = AdamW()
-    """The optimizer and its learning-rate schedule."""
+    """The optimizer: its type, peak learning rate, per-group multipliers and its own fields."""
+    schedule: Schedule = Schedule()
+    """The learning-rate schedule over the run (warmup, decay), shared by every optimizer."""
     train: TrainSection
     """Batching, length, precision, evaluation and checkpoint cadence."""
     log: LogSection = LogSection()

@@ -70,7 +70,7 @@ def trainhub_model_problems(job: Job, host: Host) -> list[Problem]:
     if job.model.attention == "flash_attention_2" and (not host.has_gpu or missing_modules("flash_attn")):
         problems.append(Problem("model.attention", "flash_attention_2 needs a GPU and the flash-attn package; "
                                 "use sdpa"))
-    if job.train.precision == "fp16" and job.model.dtype == "bfloat16":
+    if job.train.precision.type == "fp16" and job.model.dtype == "bfloat16":
         problems.append(Problem("train.precision", "fp16 autocast over bfloat16 weights mixes two half formats; "
                                 "use precision bf16 or model.dtype float32"))
     return problems

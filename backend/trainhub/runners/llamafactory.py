@@ -62,9 +62,12 @@ class LlamaFactoryRunner:
         if job.data.template == "plain":
             problems.append(Problem("data.template", "LLaMA-Factory has no template rendering like trainhub's "
                                                      f"'plain'; use one of {', '.join(TEMPLATES)} or null"))
-        if job.optim.schedule.decay == "linear" and job.optim.schedule.min_lr_ratio > 0:
-            problems.append(Problem("optim.schedule.min_lr_ratio", "llamafactory's linear decay ends at 0; "
+        if job.schedule.decay == "linear" and job.schedule.min_lr_ratio > 0:
+            problems.append(Problem("schedule.min_lr_ratio", "llamafactory's linear decay ends at 0; "
                                     "set min_lr_ratio 0, or use decay cosine (which takes a floor)"))
+        if job.optim.lr_mult != type(job.optim.lr_mult)():
+            problems.append(Problem("optim.lr_mult", "llamafactory trains every parameter at one learning rate; "
+                                                     "remove optim.lr_mult, or use --backend native or trl"))
         if job.train.eval_batches is not None:
             problems.append(Problem("train.eval_batches", "llamafactory evaluates the whole eval set; "
                                                           "unset train.eval_batches"))
@@ -172,7 +175,7 @@ def translate(job: Job, run_dir: Path, data_dir: Path, *, has_eval: bool, dry_ru
                    eval_strategy="steps" if t.eval_every else "no")
         if t.eval_every:
             cfg["eval_steps"] = t.eval_every
-    s = o.schedule
+    s = job.schedule
     cfg.update(
         output_dir=str(run_dir / "checkpoints"), overwrite_output_dir=True, logging_steps=t.log_every,
         save_strategy="steps" if t.save_every else "no", save_total_limit=t.keep_last,
@@ -223,5 +226,5 @@ def _global_step(checkpoint: Path) -> int:
 
 def _precision(job: Job) -> dict:
     """bf16 / fp16 mixed precision on a GPU; the child turns it off on a CPU (and says so), as native does."""
-    p = job.train.precision
+    p = job.train.precision.type
     return {"bf16": p in ("bf16", "auto"), "fp16": p == "fp16"}

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         notes = []
         if not torch.cuda.is_available() and (config.get("bf16") or config.get("fp16")):
             config.update(bf16=False, fp16=False)
-            notes.append(f"CPU: fp32 instead of {job.train.precision}")
+            notes.append(f"CPU: fp32 instead of {job.train.precision.type}")
         precision = "bf16 autocast" if config.get("bf16") else "fp16 autocast" if config.get("fp16") else "fp32"
         stats = json.loads((Path(config["dataset_dir"]) / "stats.json").read_text())
         t = job.train

@@ -71,7 +71,7 @@ class UnslothRunner:
         if job.model.attention != "sdpa":
             problems.append(Problem("model.attention", f"unsloth runs its own attention kernels; "
                                                        f"'{job.model.attention}' cannot be chosen (leave sdpa)"))
-        if job.train.precision == "fp32":
+        if job.train.precision.type == "fp32":
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))
         if job.method.type == "grpo":
@@ -88,7 +88,7 @@ class UnslothRunner:
 
         from trainhub.runners.unsloth_trainer import unsloth_spec
 
-        precision = "fp16" if job.train.precision == "fp16" else "bf16"
+        precision = "fp16" if job.train.precision.type == "fp16" else "bf16"
         spec = unsloth_spec(job, Path(job.output_dir), precision, dry_run=dry_run)
         lines = ["unsloth: FastLanguageModel.from_pretrained(" + _kwargs(load_args(job)) + ")"]
         lora = peft_args(job)
@@ -144,7 +144,7 @@ def load_args(job: Job) -> dict:
     return {
         "model_name": job.model.path,
         "max_seq_length": max_seq_length(job),
-        "dtype": DTYPES[job.train.precision],
+        "dtype": DTYPES[job.train.precision.type],
         "load_in_4bit": kind == "qlora",
         "load_in_8bit": False,
         "load_in_16bit": kind == "lora",
@@ -177,7 +177,7 @@ def peft_args(job: Job) -> dict | None:
 def notes_for(job: Job) -> list[str]:
     """Plain statements about how Unsloth reads this job, for the start row."""
     notes = []
-    weights = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision, "bfloat16 where supported")
+    weights = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision.type, "bfloat16 where supported")
     if job.adapter.type == "qlora":
         notes.append(f"unsloth: base weights in 4-bit NF4 (bitsandbytes), adapters and compute in {weights}")
     elif job.model.dtype == "float32":

@@ -52,6 +52,7 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
     import importlib
 
     from trainhub.engine.device import pick_device
+    from trainhub.engine.schedule import total_steps
     from trainhub.resume import read_state
     from trainhub.trl_child.data import build
     from trainhub.trl_child.train import (
@@ -59,7 +60,6 @@ def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, 
         load_rewards,
         method_collator,
         optimizer_and_schedule,
-        total_steps,
     )
 
     data = build(job, tokenizer)

@@ -177,26 +177,17 @@ class TokenCount:
         return 0 if self.total is None else int(self.total)
 
 
-def total_steps(job: Job, rows: int) -> int:
-    """Optimizer steps of the run: train.max_steps, or train.epochs over the rows (an incomplete last
-    batch is dropped, as native does; a GRPO row is a prompt, giving group_size completions)."""
-    tc = job.train
-    if tc.max_steps:
-        return tc.max_steps
-    per_row = job.method.group_size if job.method.type == "grpo" else 1
-    return max(1, round(tc.epochs * max(1, rows * per_row // (tc.micro_batch_size * tc.grad_accum))))
-
-
 def optimizer_and_schedule(job: Job, model, device, total: int):
-    """trainhub's AdamW (weight decay on matrices only) and its learning-rate schedule (engine/schedule.py),
-    given to the trainer as its optimizer and scheduler, so trl steps exactly as native does."""
+    """trainhub's optimizer (engine/optim: role groups with their lr multipliers) and its learning-rate
+    schedule (engine/schedule.py), given to the trainer as its optimizer and scheduler, so trl steps exactly
+    as native does. LambdaLR scales each group's own initial lr (peak x multiplier) by lr_at / peak."""
     from torch.optim.lr_scheduler import LambdaLR
 
     from trainhub.engine.optim import build_optimizer
     from trainhub.engine.schedule import lr_at
 
-    peak, schedule = job.optim.lr, job.optim.schedule
-    optimizer = build_optimizer(job.optim, [p for p in model.parameters() if p.requires_grad], device)
+    peak, schedule = job.optim.lr, job.schedule
+    optimizer = build_optimizer(job.optim, model, device)
     return optimizer, LambdaLR(optimizer, lambda step: lr_at(step, peak=peak, total=total, schedule=schedule) / peak)
 
 
@@ -209,9 +200,9 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from transformers.utils import logging as hf_logging
 
     from trainhub.engine.device import pick_device, pick_precision
-    from trainhub.engine.loop import save_final
     from trainhub.engine.model import build_model, build_tokenizer
     from trainhub.engine.stop import StopFlag
+    from trainhub.export.hf import save_final
     from trainhub.resume import read_state
     from trainhub.trl_child.data import build
     from trainhub.trl_child.translate import translate
@@ -233,6 +224,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     saved = read_state(resume)[0] if resume is not None else {}
     resume_step = saved.get("step", 0)
     cuda = device.type == "cuda"
+    from trainhub.engine.schedule import total_steps
+
     total = total_steps(job, len(data.train))
     spec = translate(job, run_dir, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), dry_run=dry_run,
                      resume_step=resume_step, total_steps=total)

@@ -70,7 +70,7 @@ def algorithm_table() -> str:
 
 def precision(job: Job, cuda: bool, bf16_ok: bool) -> str:
     """bf16, fp16 or fp32: what the Trainer will use (CPU: fp32, as native does)."""
-    asked = job.train.precision
+    asked = job.train.precision.type
     if not cuda:
         return "fp32"
     if asked == "auto":

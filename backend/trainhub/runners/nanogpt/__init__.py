@@ -77,7 +77,7 @@ def _job_problems(job: Job) -> list[Problem]:
     def no(where: str, why: str) -> None:
         p.append(Problem(where, f"nanogpt: {why}"))
 
-    init, tc, sched = job.model.init, job.train, job.optim.schedule
+    init, tc, sched = job.model.init, job.train, job.schedule
     if job.method.type != "pretrain":
         no("method.type", f"nanoGPT trains language models on raw text only (pretrain), not {job.method.type}")
     if job.adapter.type != "full":
@@ -98,12 +98,14 @@ def _job_problems(job: Job) -> list[Problem]:
         no("model.trust_remote_code", "nanoGPT loads no hub model code")
     if job.optim.eps != 1e-8:
         no("optim.eps", "nanoGPT's AdamW uses torch's default eps 1e-8 and has no key for it")
+    if job.optim.lr_mult != type(job.optim.lr_mult)():
+        no("optim.lr_mult", "nanoGPT trains every parameter at one learning rate; no per-group multipliers")
     if sched.decay == "linear":
-        no("optim.schedule.decay", "nanoGPT's schedule is cosine (or constant); no linear decay")
+        no("schedule.decay", "nanoGPT's schedule is cosine (or constant); no linear decay")
     if sched.decay == "constant" and sched.warmup_steps:
-        no("optim.schedule.warmup_steps", "nanoGPT's constant schedule (decay_lr False) has no warmup")
+        no("schedule.warmup_steps", "nanoGPT's constant schedule (decay_lr False) has no warmup")
     if tc.max_steps is not None and sched.warmup_steps >= tc.max_steps and sched.decay == "cosine":
-        no("optim.schedule.warmup_steps", f"nanoGPT's cosine needs warmup ({sched.warmup_steps}) shorter than "
+        no("schedule.warmup_steps", f"nanoGPT's cosine needs warmup ({sched.warmup_steps}) shorter than "
                                           f"train.max_steps ({tc.max_steps})")
     if tc.grad_checkpointing:
         no("train.grad_checkpointing", "nanoGPT has no activation checkpointing")

@@ -91,7 +91,7 @@ def max_iters(steps: int, dry_run: bool, start: int = 0) -> int:
 def dtype_for(job: Job, facts: Facts) -> str:
     if facts.device != "cuda":
         return "float32"
-    wanted = job.train.precision
+    wanted = job.train.precision.type
     if wanted == "auto":
         return "bfloat16" if facts.bf16 else "float32"
     if wanted == "bf16" and not facts.bf16:
@@ -120,8 +120,8 @@ def settings(job: Job, facts: Facts) -> dict:
         "n_head": arch["n_head"], "n_embd": arch["n_embd"], "dropout": arch["dropout"], "bias": arch["bias"],
         "learning_rate": opt.lr, "max_iters": max_iters(steps, facts.dry_run, facts.start_step), "weight_decay": opt.weight_decay,
         "beta1": opt.betas[0], "beta2": opt.betas[1], "grad_clip": tc.grad_clip or 0.0,
-        "decay_lr": opt.schedule.decay == "cosine", "warmup_iters": opt.schedule.warmup_steps,
-        "lr_decay_iters": steps, "min_lr": opt.lr * opt.schedule.min_lr_ratio,
+        "decay_lr": job.schedule.decay == "cosine", "warmup_iters": job.schedule.warmup_steps,
+        "lr_decay_iters": steps, "min_lr": opt.lr * job.schedule.min_lr_ratio,
         "backend": "nccl" if facts.device == "cuda" else "gloo", "device": facts.device,
         "dtype": dtype_for(job, facts), "compile": compile_on(job) and facts.device == "cuda",
     }

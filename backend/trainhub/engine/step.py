@@ -1,0 +1,100 @@
+"""One optimizer step, one evaluation, and the non-finite policy: the loop's hot path, kept apart so the
+loop itself reads in one screen.
+
+`train_step` runs the step's micro-batches forward and backward (each loss already divided by the step's
+target count, so accumulation is exact), unscales fp16 gradients, clips, and steps the optimizer only when
+the loss and the gradient norm are finite. That one check is the step's only host sync.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainhub.data.batches import Position, count_targets, micro_batches
+from trainhub.engine.device import autocast
+from trainhub.metrics import EvalRow
+
+
+class NonFiniteStop(RuntimeError):
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def hf_loss(forward):
+    """The loss of a transformers causal LM: its own shifted cross-entropy, summed over the micro-batch's
+    targets and divided by the step's (`num_items_in_batch`)."""
+
+    def loss_fn(batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
+        return forward(**batch, num_items_in_batch=n_targets, use_cache=False).loss
+
+    return loss_fn
+
+
+def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Forward and backward over the micro-batches, then clip and step. Returns (loss of the step on the device,
+    gradient norm before clipping, whether the update was applied)."""
+    device, packed = s.device, s.rows is not None
+    n_targets = torch.tensor(sum(count_targets(b) for b in micro), device=device)
+    step_loss = torch.zeros((), device=device)
+    for batch in micro:
+        n_tokens = batch.pop("num_tokens") if packed else int(batch["attention_mask"].sum())
+        # packed rows: the attention term is charged at the row length (an upper bound)
+        telemetry.micro(n_tokens, s.job.data.max_length if packed else batch["input_ids"].shape[1])
+        state.tokens += n_tokens
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with autocast(device, s.precision):
+            loss = loss_fn(batch, n_targets)
+        (s.scaler.scale(loss) if s.scaler else loss).backward()
+        step_loss += loss.detach()
+    if s.scaler:
+        s.scaler.unscale_(s.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, s.job.train.grad_clip or math.inf)
+    finite = bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm))  # sync
+    if finite:
+        if s.scaler:
+            s.scaler.step(s.optimizer)
+        else:
+            s.optimizer.step()
+    if s.scaler:
+        s.scaler.update()
+    s.optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm, finite
+
+
+def nonfinite_verdict(finite: bool, tc, in_a_row: int) -> str | None:
+    """Why the run must stop after a non-finite step, or None (finite, or skipped within the limit)."""
+    if finite:
+        return None
+    if tc.on_nonfinite == "stop":
+        return "train.on_nonfinite is stop"
+    if in_a_row >= tc.nonfinite_limit:
+        return f"{in_a_row} in a row reached train.nonfinite_limit"
+    return None
+
+
+@torch.no_grad()
+def evaluate(s, run_id: str, step: int) -> EvalRow:
+    """Mean loss over the eval set's target tokens (exact, not a mean of batch means)."""
+    s.model.eval()
+    eval_set, device = s.eval_set, s.device
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    n_total = 0
+    batch_size = min(s.job.train.micro_batch_size, len(eval_set))
+    batches = micro_batches(eval_set, batch_size, seed=0, shuffle=False, pad_id=s.tokenizer.pad_token_id,
+                            position=Position())
+    n_batches = len(eval_set) // batch_size
+    for _ in range(min(n_batches, s.job.train.eval_batches or n_batches)):
+        batch = next(batches)
+        n = count_targets(batch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, s.precision):
+            loss = s.loss_fn(batch, torch.tensor(n, device=device))
+        total += loss.double() * n
+        n_total += n
+    s.model.train()
+    eval_loss = total.item() / max(n_total, 1)  # sync
+    return EvalRow(run_id=run_id, step=step, eval_loss=eval_loss, perplexity=math.exp(min(eval_loss, 50.0)),
+                   eval_tokens=n_total)

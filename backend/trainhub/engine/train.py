@@ -1,0 +1,132 @@
+"""The native training loop. Read it top to bottom: setup, restore, then step, log, evaluate, save.
+
+Loss normalisation: every micro-batch's loss is its summed token cross-entropy divided by the number of
+target tokens in the whole optimizer step (`n_targets`), so the gradients of micro-batch 2 x accumulation 2
+equal those of micro-batch 4 x accumulation 1, and the logged loss is the exact mean over the step's
+target tokens.
+
+Resume: everything a step depends on is restored from the checkpoint: weights, optimizer, RNG states and
+the TrainState (step, tokens, data position, loss scaler; engine/state.py). The learning rate is a pure
+function of the step, so a resumed run takes the same steps as an uninterrupted one. The last step is
+checkpointed too, so a finished run can be extended (`--resume --set train.max_steps=N`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from trainhub.engine.checkpoint import load_into, save_checkpoint
+from trainhub.engine.device import device_facts, pick_device, pick_precision, synchronize
+from trainhub.engine.heap import freeze_setup
+from trainhub.engine.optim import set_lr
+from trainhub.engine.schedule import lr_at
+from trainhub.engine.setup import Setup, build
+from trainhub.engine.state import TrainState
+from trainhub.engine.step import NonFiniteStop, evaluate, nonfinite_verdict, train_step
+from trainhub.engine.stop import StopFlag
+from trainhub.engine.telemetry import Telemetry
+from trainhub.export.hf import save_final
+from trainhub.job import Job
+from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, MetricLog, StartRow
+
+__all__ = ["NonFiniteStop", "train"]
+
+
+def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
+          resume: Path | None = None) -> str:
+    """Run the job; returns the end status ('completed' or 'interrupted'). Rows go to `log`."""
+    # --- setup: seeds, device, precision, tokenizer, data, model, loss, optimizer
+    t_start, stop, notes = time.time(), StopFlag.install(), []
+    random.seed(job.seed)
+    torch.manual_seed(job.seed)
+    device = pick_device()
+    precision = pick_precision(job.train.precision, device, notes)
+    s: Setup = build(job, run_dir, device, precision, notes)
+    tc = job.train
+
+    # --- restore
+    state = TrainState()
+    if resume is not None:
+        state = TrainState.from_json(load_into(resume, s.model, s.optimizer, device))
+        if s.scaler is not None and state.scaler:
+            s.scaler.load_state_dict(state.scaler)
+    max_steps = state.step + 1 if dry_run else s.total_steps
+    batches = s.batches(state)
+    loss_fn = s.inject_nonfinite(s.loss_fn, state)  # a testing hook; s.loss_fn itself in normal runs
+
+    log.write(StartRow(
+        run_id=run_id, step=state.step, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
+        hardware=device_facts(device), params_total=s.counts.params_total,
+        params_trainable=s.counts.params_trainable, flops_per_token=s.counts.flops_per_token(job.data.max_length),
+        precision=precision.name, max_steps=max_steps, tokens_per_step=s.tokens_per_step, notes=notes,
+        data={f"train_{k}": v for k, v in s.train_set.stats.items()}, resumed_from=str(resume) if resume else None))
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    if resume is not None:
+        print(f"resumed from {resume} at step {state.step}", flush=True)
+    telemetry = Telemetry(device, device_facts(device)["peak_flops"], s.counts.flops_per_token)
+    status, last_loss, in_a_row = "completed", None, 0
+    s.model.train()
+    freeze_setup()  # what setup built stays out of every later full collection (engine/heap.py)
+
+    while state.step < max_steps:
+        # --- step
+        lr = lr_at(state.step, peak=job.optim.lr, total=max_steps, schedule=job.schedule)
+        set_lr(s.optimizer, lr)
+        micro = [next(batches) for _ in range(tc.grad_accum)]
+        step_loss, grad_norm, finite = train_step(s, loss_fn, micro, telemetry, state)
+        state.step += 1
+        state.epoch, state.index = batches.position.epoch, batches.position.index
+        if not finite:
+            state.nonfinite_skipped, in_a_row = state.nonfinite_skipped + 1, in_a_row + 1
+            print(f"step {state.step}: non-finite loss or gradient norm; update skipped", flush=True)
+        else:
+            in_a_row = 0
+        telemetry.step(step_loss)
+
+        # --- log
+        if state.step % tc.log_every == 0 or state.step == max_steps or stop.requested or not finite:
+            row = telemetry.row(run_id=run_id, step=state.step, lr=lr, grad_norm=grad_norm, tokens=state.tokens,
+                                epoch=state.epoch + state.index / s.epoch_items, skipped=state.nonfinite_skipped)
+            last_loss = row.loss
+            log.write(row)
+        why = nonfinite_verdict(finite, tc, in_a_row)
+        if why:
+            message = (f"non-finite loss or gradient at step {state.step} ({why}); the run stops without saving, "
+                       f"the last good checkpoint is kept")
+            log.write(ErrorRow(run_id=run_id, step=state.step, message=message))
+            raise NonFiniteStop(message, state.step)
+        if dry_run:
+            break
+
+        # --- eval
+        last = state.step == max_steps
+        if s.eval_set is not None and ((tc.eval_every and state.step % tc.eval_every == 0) or last):
+            row = evaluate(s, run_id, state.step)
+            log.write(row)
+            state.note_eval(row.eval_loss)
+
+        # --- save (the last step too: it is what final/ is made from, and a finished run can be extended)
+        if (tc.save_every and state.step % tc.save_every == 0) or stop.requested or last:
+            state.scaler = s.scaler.state_dict() if s.scaler else None
+            is_best = state.claim_best()
+            path = save_checkpoint(run_dir, state.step, s.model, s.optimizer,
+                                   {**state.to_json(), "job_hash": job.hash()}, job.model_dump(mode="json"),
+                                   tc.keep_last, is_best)
+            log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(path)))
+        if stop.requested:
+            status = "interrupted"
+            break
+
+    # --- end
+    if status == "completed" and not dry_run:
+        final = save_final(s.model, s.tokenizer, run_dir, job)
+        log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(final)))
+    synchronize(device)
+    log.write(EndRow(run_id=run_id, step=state.step, status=status, wall_s=time.time() - t_start,
+                     tokens=state.tokens, final_loss=last_loss, nonfinite_skipped=state.nonfinite_skipped))
+    return status
