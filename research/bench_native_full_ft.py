@@ -92,7 +92,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                   "dtype": "float32", "attention": "sdpa"},
         "method": "pretrain",
         "data": {"train": str(data), "format": "text", "max_length": shape["seq"], "shuffle": False},
-        "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1, "schedule": {"warmup_steps": 2}},
+        "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1}, "schedule": {"warmup_steps": 2},
         "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": "auto",
                   "log_every": LOG_EVERY, "grad_clip": 1.0},
         "log": {"console": "plain"},
