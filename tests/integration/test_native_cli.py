@@ -59,9 +59,9 @@ def test_pretrain_from_nothing(tmp_path):
     start = rows(run, "start")[0]
     assert start["precision"] == "fp32" and start["params_trainable"] == start["params_total"]
     assert json.loads((run / "job.json").read_text())["output_dir"] == str(run)
-    # keep_last=1: only the step-10 checkpoint remained before the final model; latest names it
-    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000010"]
-    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000010"
+    # keep_last=1: the last step is checkpointed too (final/ is made from it), and replaced step 10's
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000020"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000020"
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"):
         assert (run / "final" / name).is_file(), name
 

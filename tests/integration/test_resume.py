@@ -196,3 +196,25 @@ def test_backend_stops_when_the_hub_is_killed(tmp_path):
         time.sleep(0.2)
     end = rows(tmp_path / "run", "end")
     assert end and end[0]["status"] == "interrupted"
+
+
+def test_a_finished_run_is_extended_with_resume_and_more_steps(tmp_path):
+    """The last step is checkpointed, so `--resume --set train.max_steps=N` continues a completed run from
+    where it ended; with a constant schedule its steps equal those of one longer run, bitwise on CPU."""
+    constant = {"schedule": {"warmup_steps": 0, "decay": "constant"}}
+    longer = tiny_pretrain_job(tmp_path, output_dir=str(tmp_path / "longer"), train={"max_steps": 10}, **constant)
+    done = run_cli("train", "--config", str(write_job(tmp_path / "longer.yaml", longer)))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    config = write_job(tmp_path / "short.yaml", dict(longer, output_dir=str(tmp_path / "short"),
+                                                     train={**longer["train"], "max_steps": 6}))
+    first = run_cli("train", "--config", str(config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "short" / "checkpoints" / "latest").read_text().strip() == "step-00000006"
+    extended = run_cli("train", "--config", str(config), "--resume", "--set", "train.max_steps=10")
+    assert extended.returncode == 0, extended.stdout + extended.stderr
+    start = rows(tmp_path / "short", "start")[-1]
+    assert start["step"] == 6 and start["resumed_from"].endswith("step-00000006")
+    assert rows(tmp_path / "short", "end")[-1]["status"] == "completed"
+    expected, got = _losses_by_step(tmp_path / "longer"), _losses_by_step(tmp_path / "short")
+    assert sorted(got) == list(range(1, 11)) and got == expected
