@@ -27,12 +27,16 @@ SETS = typer.Option([], "--set", "-s", help="Override a job key: --set train.max
 
 
 def _load(config: Path, sets: list[str], backend: str | None):
+    notes: list[str] = []
     try:
-        return load(config, sets, backend)
+        job = load(config, sets, backend, notes=notes)
     except JobError as err:
         for p in err.problems:
             err_console.print(f"[red]error[/red] {p}", markup=True, highlight=False)
         raise typer.Exit(1) from None
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    return job
 
 
 @app.command("train")
