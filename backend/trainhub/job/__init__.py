@@ -301,7 +301,7 @@ class DataSection(Section):
     overlong: Literal["truncate", "drop", "error"] = "truncate"
     """A conversation longer than max_length: cut to max_length, left out, or stop naming its file:line. Counted as truncated or dropped_overlong. (Text is cut into blocks, so never over-long.)"""
     on_error: Literal["error", "skip"] = "error"
-    """A bad record: error stops before training with its file:line (file:row N, from 0, for .json, .parquet and .csv) and the problem; skip leaves it out, counted by reason as skipped_<reason> in the start row's data. Reasons: malformed_json, malformed_csv, not_an_object, missing_field, wrong_type, empty_field, empty_conversation, unknown_role, no_assistant_turn, opens_with_assistant, identical_answers. A file that cannot be read at all is always an error."""
+    """A bad record: error stops before training with its file:line (file:row N, from 0, for .json, .parquet and .csv) and the problem; skip leaves it out, counted by reason as skipped_<reason> in the start row's data. Reasons: malformed_json, malformed_csv, not_an_object, missing_field, wrong_type, empty_field, empty_conversation, unknown_role, no_assistant_turn, opens_with_assistant, identical_answers, invalid_utf8 (a line holding bytes that are not UTF-8). A file that cannot be read at all is always an error."""
     shuffle: bool = True
     """Shuffle the training examples each epoch (seeded by the job's seed)."""
     packing: bool = False
