@@ -8,7 +8,7 @@ Three steps, each a small function:
                    file:line, the key path, the value, and for an unknown key the
                    closest known key;
 then `resolve` makes paths absolute and `preflight` checks that named files
-exist, so a bad job fails before any work starts.
+exist and the run folder can be written, so a bad job fails before any work starts.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import difflib
 import glob
 import json
+import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -393,7 +395,8 @@ def _is_local(p: str, base: Path) -> bool:
 
 
 def preflight(job: Job) -> list[Problem]:
-    """Checks that need the file system: every data path names readable files, every named folder exists."""
+    """Checks that need the file system: every data path names readable files, every named folder exists,
+    the run folder can be created and written, and an sft job's tokenizer can render conversations."""
     problems = []
     for key, sources in (("data.train", job.data.train), ("data.eval", job.data.eval)):
         for i, source in enumerate(sources):
@@ -413,7 +416,52 @@ def preflight(job: Job) -> list[Problem]:
             problems.append(Problem("model.init.tokenizer.path", f"tokenizer folder not found: {init.tokenizer.path}"))
     if model_path is not None and model_path.is_dir():
         problems += _check_positions(job, model_path)
+        problems += _check_chat_template(job, model_path)
+    problem = output_dir_problem(Path(job.output_dir))
+    if problem:
+        problems.append(Problem("output_dir", problem))
     return problems
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why the run folder `path` cannot be created or written, found by trying (a folder, then a file, made
+    and removed again in the deepest folder that exists), or None."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{path} cannot be created: {existing} is a file, not a folder"
+    try:
+        if existing == path:
+            fd, probe = tempfile.mkstemp(prefix=".trainhub-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".trainhub-probe-", dir=existing))
+    except OSError as err:
+        verb = "written" if existing == path else f"created (in {existing})"
+        return f"{path} cannot be {verb}: {err.strerror or err}"
+    return None
+
+
+def _check_chat_template(job: Job, model_path: Path) -> list[Problem]:
+    """sft renders conversations with the tokenizer's chat template: one the model folder lacks, with no
+    data.template, would stop the run after loading everything."""
+    if job.method.type != "sft" or job.data.template is not None:
+        return []
+    if not (model_path / "tokenizer_config.json").is_file():
+        return []  # not an HF model folder (a nanoGPT checkpoint): the backend says what it misses
+    try:
+        config = json.loads((model_path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if config.get("chat_template") or any((model_path / f).is_file() for f in ("chat_template.jinja",
+                                                                              "chat_template.json")):
+        return []
+    from trainhub.data.templates import TEMPLATES
+
+    return [Problem("model.path", f"the tokenizer in {model_path} has no chat template to render conversations "
+                                  f"with; set data.template to one of: {', '.join(TEMPLATES)}")]
 
 
 # Models whose positions are a learned table (config key): a longer sequence is an index error (a device-side
