@@ -48,14 +48,13 @@ def train_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[s
               resume_force: bool = typer.Option(False, "--resume-force",
                                                 help="Resume even if the job changed in what it trains.")):
     """Train: validate the job, pick the backend, run it, follow its metric log."""
-    from trainhub.hub import RunFolderInUse, find_resume, run
+    from trainhub.hub import RunFolderInUse, run
     from trainhub.resume import CheckpointError
 
     job = _load(config, sets, backend)
     try:
         runner, _reasons = choose(job, host_mod.detect())
-        checkpoint = find_resume(job, resume, resume_force) if resume else None
-        code = run(job, runner, dry_run=dry_run, resume=checkpoint)
+        code = run(job, runner, dry_run=dry_run, resume=resume, resume_force=resume_force)
     except (JobError, RunFolderInUse, CheckpointError) as err:
         err_console.print(f"[red]error[/red] {err}")
         raise typer.Exit(1) from None
