@@ -23,7 +23,7 @@ else:  # pragma: no cover
 JOB_OPTIONS = {"config": ["--config", "-c"], "backend": ["--backend", "-b"], "sets": ["--set", "-s"]}
 FROZEN = {
     "train": {**JOB_OPTIONS, "dry_run": ["--dry-run"], "resume": ["--resume"], "resume_force": ["--resume-force"]},
-    "validate": JOB_OPTIONS,
+    "validate": {**JOB_OPTIONS, "data": ["--data"]},
     "plan": {**JOB_OPTIONS, "dry_run": ["--dry-run"]},
     "backends": {},
     "data": {"inspect": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "n": ["--n", "-n"],
@@ -34,6 +34,9 @@ FROZEN = {
 }
 
 
+FROZEN_GROUP = {"version": ["--version"]}  # trainhub --version
+
+
 def options(command) -> dict[str, list[str]]:
     return {p.name: [*p.opts, *p.secondary_opts] for p in command.params}
 
@@ -41,6 +44,7 @@ def options(command) -> dict[str, list[str]]:
 def test_commands_are_frozen():
     group = typer.main.get_command(app)
     assert set(group.commands) == set(FROZEN)
+    assert options(group) == FROZEN_GROUP
 
 
 def test_options_are_frozen():
