@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from trainhub.data.chat import TemplateError
 from trainhub.data.sources import training_texts
 from trainhub.data.templates import TEMPLATES, apply_template
 from trainhub.data.tokenizer import load_tokenizer, train_bpe
@@ -34,7 +35,7 @@ def build_tokenizer(job: Job, run_dir: Path):
     if job.data.template is not None:
         apply_template(tok, job.data.template)
     elif job.method.type == "sft" and not tok.chat_template:
-        raise ValueError(f"the tokenizer has no chat template to render conversations with; set data.template "
+        raise TemplateError(f"the tokenizer has no chat template to render conversations with; set data.template "
                          f"to one of: {', '.join(TEMPLATES)}")
     tok.save_pretrained(run_dir / "tokenizer")
     return tok
