@@ -163,6 +163,20 @@ def test_lora_sft(tmp_path, pretrained):
     ), "the merged LoRA model should differ from its base"
 
 
+def test_native_lora_without_merged_export(tmp_path, pretrained):
+    job = tiny_pretrain_job(tmp_path)
+    job.update({"name": "no-merge", "model": {"path": str(pretrained)}, "method": "sft",
+                "adapter": {"type": "lora", "rank": 4, "alpha": 8}, "export": {"merged": False},
+                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64}})
+    job["train"]["max_steps"] = 2
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    assert not (run / "final").exists()
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
+    assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
+
+
 def test_bad_config_fails_before_any_work(tmp_path):
     job = tiny_pretrain_job(tmp_path)
     job["train"]["max_step"] = job["train"].pop("max_steps")
