@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import DATA, ROOT, rows, run_cli, tiny_pretrain_job, train_losses, write_job
 from trainhub.metrics import read_rows
 
+pytestmark = pytest.mark.slow  # the real `train` command, 15-60 s a test on 2 cores
+
 GOLDEN = Path(__file__).resolve().parent.parent / "assets" / "golden_pretrain_losses.json"
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, write_job
 
+pytestmark = pytest.mark.slow  # the real `train` command, or a process saving and SIGKILLed
+
 
 def _losses_by_step(run_dir: Path) -> dict[int, float]:
     """Per-step losses of a run folder; after a resume the later row for a step wins."""

@@ -4,6 +4,10 @@ the Trainer's module walks changes no logged value."""
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a real transformers Trainer trains, with dataloader worker processes
+
 
 def test_trained_tokens_are_counted_in_the_main_process(tmp_path):
     """count_trained_tokens counts what a real Trainer trains on while the batches are padded in dataloader
