@@ -25,6 +25,7 @@ import torch
 from trainhub.data.batches import Examples
 from trainhub.data.packing import collate_packed
 from trainhub.engine.loss import cross_entropy
+from trainhub.engine.model import count_model
 from trainhub.engine.models import build_model, choose, head_weight, hidden_states, model_path, save_merged
 from trainhub.engine.models.hf_io import load_hf, save_hf
 from trainhub.engine.models.hf_names import args_from_hf, from_hf, hf_parameter_names
@@ -261,6 +262,10 @@ def test_init_follows_transformers_and_is_seeded():
         num_key_value_heads=2, pad_token_id=3))
     assert sorted(ref.state_dict()) == sorted(model.state_dict())
     assert hf_parameter_names(model.config) == [n for n in ref.state_dict()]
+    assert count_model(model) == count_model(ref)  # engine/model.py's MFU counts read our model too
+    tied = build_model(tiny_job(init={**arch, "family": "qwen3", "tie_embeddings": True, "head_dim": 20}), Tok())
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
+    assert tied.rope_freq.shape == (10,) and tied.rope_freq[0] == 1.0
 
 
 def test_registry_picks_the_path_and_says_why(tmp_path):

@@ -63,8 +63,7 @@ def load_hf(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.
         tensors.update(load_file(file, device=str(device)))
     state = {name: t.to(dtype) for name, t in from_hf(tensors, args).items()}
     model.load_state_dict(state, strict=True, assign=True)
-    if args.tie_word_embeddings:  # assign=True replaced the shared Parameter by two; share it again
-        model.lm_head.weight = model.model.embed_tokens.weight
+    model.tie_weights()  # assign=True replaced the shared Parameter by two
     model.reset_buffers()
     return model
 

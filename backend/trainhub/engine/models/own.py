@@ -36,7 +36,11 @@ def build(job, tokenizer) -> nn.Module:
     if spec.init is not None:
         args = args_from_architecture(spec.init, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
                                       tokenizer.eos_token_id)
-        model = CausalLM(args)
+        with torch.device("meta"):  # no memory and no throw-away default init: init_weights draws every weight
+            model = CausalLM(args)
+        model.to_empty(device="cpu")
+        model.tie_weights()
+        model.reset_buffers()
         init_weights(model, job.seed)
         model = model.to(dtype)
     else:

@@ -114,8 +114,7 @@ class CausalLM(nn.Module):
         self.config = args  # the name peft and count_model look for (args.py says why)
         self.model = Decoder(args)
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-        if args.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        self.tie_weights()
         self.register_buffer("rope_freq", rope_frequencies(args), persistent=False)
         self.grad_checkpointing = False
         """Recompute each block in the backward pass (torch.utils.checkpoint, non-reentrant): activations of
@@ -152,6 +151,12 @@ class CausalLM(nn.Module):
             else:
                 h = block(h, cos, sin, docs)
         return self.model.norm(h)
+
+    def tie_weights(self) -> None:
+        """Make lm_head.weight the embedding's Parameter when tied (again after to_empty or an assigning load,
+        which replace each name's Parameter on its own)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def reset_buffers(self) -> None:
         """Recompute the RoPE frequencies (after building on the meta device, or moving to one)."""
