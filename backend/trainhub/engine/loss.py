@@ -25,8 +25,12 @@ softmax - onehot(target), scaled by 1/n_items on scored rows and 0 elsewhere; th
 multiplied into d hidden (rows of the chunk) and d head (accumulated in float32), and the chunk's
 logits are dropped. No [N, V] tensor exists in forward or backward. With chunk = 1024:
 
-    per chunk       logits fp32 + bf16 + bf16 gradient   1024*V*(4+2+2) = 1.05 GB (transient)
-    kept            d hidden [N, H] (34 MB), d head fp32 [V, H] (1.05 GB; none when the head is frozen)
+    per chunk       logits fp32 (softmax and gradient computed in place in them), the bf16
+                    matmul output before the cast, the gradient cast to bf16: 1024*V*(4+2) = 0.79 GB;
+                    in bf16 the chunk's d head product grad.T @ h is a [V, H] bf16 temporary (0.5 GB)
+    kept            d hidden [N, H] (34 MB), d head fp32 [V, H] (1.05 GB; none when the head is frozen),
+                    handed to autograd in place in the backward (no second copy)
+    measured (CPU, float32, research/results/loss_memory.md): eager 12.6 GB, chunked 1.7 GB
 
 Gradients in the forward, not recomputed in the backward: each chunk's logits are computed once and
 serve both the loss and the gradients (3 matmuls of 2*c*H*V FLOPs per chunk; recomputing in the
@@ -98,28 +102,40 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 scored = tc != IGNORE
                 safe = torch.where(scored, tc, 0)
                 logits = (hc @ weight.T).float()
-                lse = torch.logsumexp(logits, dim=-1)
                 picked = logits.gather(1, safe[:, None]).squeeze(1)
+                # logsumexp by hand, in the logits' own memory (torch.logsumexp would allocate a second
+                # [chunk, V] float32 buffer): e = exp(x - max) in place, lse = log(sum e) + max.
+                top = logits.amax(dim=-1, keepdim=True)
+                e = logits.sub_(top).exp_()
+                norm = e.sum(dim=-1, keepdim=True)
+                lse = (norm.log() + top).squeeze(1)
                 total += torch.where(scored, lse - picked, 0.0).sum()
                 if dh is None and dw is None:
                     continue
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory
+                grad = e.div_(norm)  # softmax, still in the same memory
                 grad[torch.arange(len(tc), device=h.device), safe] -= 1.0
                 grad = grad.mul_((scored / n)[:, None]).to(h.dtype)
                 if dh is not None:
                     dh[start:start + chunk] = grad @ weight
-                if dw is not None:
-                    dw += grad.T @ hc
-        ctx.save_for_backward(dh, dw)
+                if dw is not None and dw.dtype == grad.dtype:
+                    dw.addmm_(grad.T, hc)  # float32: accumulated in place, no [V, H] temporary
+                elif dw is not None:
+                    dw += grad.T @ hc  # bf16/fp16 product ([V, H] in that dtype), summed in float32
+        # Kept on ctx, not save_for_backward: backward takes them away and scales them in place, so no
+        # second [V, H] exists then, and a second backward through this graph fails instead of reusing them.
+        ctx.grads = (dh, dw)
         ctx.weight_dtype = weight.dtype
         return total / n
 
     @staticmethod
     def backward(ctx, grad_out):
-        dh, dw = ctx.saved_tensors
-        return (None if dh is None else dh * grad_out.to(dh.dtype),
-                None if dw is None else (dw * grad_out).to(ctx.weight_dtype),
-                None, None, None, None, None)
+        dh, dw = ctx.grads
+        del ctx.grads
+        if dh is not None:
+            dh.mul_(grad_out.to(dh.dtype))
+        if dw is not None:
+            dw = dw.mul_(grad_out).to(ctx.weight_dtype)
+        return dh, dw, None, None, None, None, None
 
 
 IMPLS = {"eager": _eager, "chunked": _chunked}
