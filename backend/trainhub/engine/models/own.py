@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainhub.engine.model import DTYPES
 from trainhub.engine.models.args import args_from_architecture
 from trainhub.engine.models.hf_io import load_hf
 from trainhub.engine.models.transformer import CausalLM, init_weights
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INPUTS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
           "max_length_k")
 """The keys of a data-layer batch the model reads (labels go to the loss)."""
