@@ -42,7 +42,8 @@ FP32 = 1e-5
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 CONFIGS = {
-    # GQA 6:2, untied, Llama 3 scaling (head_dim 8: one band kept... wavelengths 6, 167, 4443, 118k vs 4..16)
+    # GQA 6:2, untied, Llama 3 scaling: head_dim 8 gives wavelengths 6, 167, 4443 and 118k; with an original
+    # context of 16 the first lies in the blended band (4..16), the other three are stretched by 8
     "llama-gqa-llama3": ("LlamaConfig", dict(vocab_size=97, hidden_size=48, intermediate_size=71, num_hidden_layers=2,
                                              num_attention_heads=6, num_key_value_heads=2, rope_parameters=LLAMA3_ROPE)),
     # tied, all biases, head_dim 10 apart from hidden / heads = 12
