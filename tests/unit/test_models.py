@@ -320,3 +320,25 @@ def test_own_path_from_a_checkpoint_with_lora(tmp_path):
     assert trainable and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in trainable)
     ids = torch.tensor([[random.Random(0).randrange(97) for _ in range(8)]])
     torch.testing.assert_close(logits(model, input_ids=ids), hf(ids).logits, atol=FP32, rtol=0)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_engine_checkpoints_restore_our_model(tmp_path, lora):
+    """engine/checkpoint.py saves with save_pretrained and restores with load_state_dict / peft's state
+    loader: both work on our model as on transformers' (tied head included)."""
+    from trainhub.engine.checkpoint import _load_weights
+
+    def fresh():
+        model = ours_like(hf_model("qwen2-mqa-tied"))
+        return add_lora(model, LoraAdapter(rank=2, targets=["q_proj"])) if lora else model
+
+    trained = fresh()
+    if lora:
+        randomize_lora(trained, 2)
+    else:
+        torch.nn.init.normal_(trained.model.norm.weight)
+    trained.save_pretrained(tmp_path)
+    restored = fresh()
+    _load_weights(tmp_path, restored)
+    ids = torch.randint(0, 101, (1, 7), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits(restored, input_ids=ids), logits(trained, input_ids=ids), atol=0, rtol=0)
