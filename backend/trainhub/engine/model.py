@@ -42,9 +42,9 @@ def build_tokenizer(job: Job, run_dir: Path):
 
 
 def _family_config(family: str):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
 
-    return {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
+    return {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[family]
 
 
 def build_model(job: Job, tokenizer):
@@ -62,6 +62,7 @@ def build_model(job: Job, tokenizer):
             num_hidden_layers=arch.num_layers,
             num_attention_heads=arch.num_heads,
             num_key_value_heads=arch.num_kv_heads or arch.num_heads,
+            head_dim=arch.head_dim or arch.hidden_size // arch.num_heads,
             max_position_embeddings=arch.max_position_embeddings,
             rope_theta=arch.rope_theta,
             tie_word_embeddings=arch.tie_embeddings,

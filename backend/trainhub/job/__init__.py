@@ -103,8 +103,9 @@ Tokenizer = Annotated[TrainTokenizer | PathTokenizer, Field(discriminator="type"
 
 
 class Architecture(Section):
-    family: Literal["llama", "qwen2"] = "llama"
-    """Model family; sets the HF config class (LlamaConfig or Qwen2Config)."""
+    family: Literal["llama", "qwen2", "qwen3"] = "llama"
+    """Model family: llama (no biases), qwen2 (biases on the q, k and v projections) or qwen3 (an RMSNorm on each
+    query and key head, no biases); exported with the matching HF config class (LlamaConfig, Qwen2Config, Qwen3Config)."""
     hidden_size: int = Field(ge=8)
     """Width of the residual stream."""
     intermediate_size: int = Field(ge=8)
@@ -115,6 +116,10 @@ class Architecture(Section):
     """Attention (query) heads."""
     num_kv_heads: int | None = Field(None, ge=1)
     """Key/value heads for grouped-query attention; null means num_heads."""
+    head_dim: int | None = Field(None, ge=2, multiple_of=2)
+    """Width of each attention head; null means hidden_size / num_heads. Qwen3 sets it apart from hidden_size
+    (Qwen3-0.6B: 16 heads of 128 in a 1024-wide stream); llama keeps hidden_size divisible by num_heads
+    (transformers' LlamaConfig requires it). Even: rotary embeddings turn pairs of dimensions."""
     max_position_embeddings: int = Field(2048, ge=8)
     """Longest sequence the rotary embedding is configured for."""
     rope_theta: float = Field(10_000.0, gt=0)
@@ -126,7 +131,7 @@ class Architecture(Section):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> Architecture:
-        if self.hidden_size % self.num_heads:
+        if (self.head_dim is None or self.family == "llama") and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         kv = self.num_kv_heads or self.num_heads
         if self.num_heads % kv:
