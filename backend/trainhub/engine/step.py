@@ -23,16 +23,6 @@ class NonFiniteStop(RuntimeError):
         self.step = step
 
 
-def hf_loss(forward):
-    """The loss of a transformers causal LM: its own shifted cross-entropy, summed over the micro-batch's
-    targets and divided by the step's (`num_items_in_batch`)."""
-
-    def loss_fn(batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
-        return forward(**batch, num_items_in_batch=n_targets, use_cache=False).loss
-
-    return loss_fn
-
-
 def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Forward and backward over the micro-batches, then clip and step. Returns (loss of the step on the device,
     gradient norm before clipping, whether the update was applied)."""

@@ -185,7 +185,13 @@ class ModelSection(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype the weights are stored in. float32 master weights with bf16 autocast is classic mixed precision."""
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention implementation passed to transformers."""
+    """Attention implementation passed to transformers (native's own model: sdpa, and flash-attention's varlen
+    kernel for packed rows on a GPU when flash-attn is installed)."""
+    impl: Literal["auto", "own", "hf"] = "auto"
+    """native: which implementation trains the model. auto: trainhub's own decoder (engine/models) for llama,
+    qwen2 and qwen3 in the forms it implements, transformers' for anything else; own: trainhub's or an error;
+    hf: transformers' AutoModelForCausalLM (to compare, or for a feature the own model lacks). Other backends
+    use their own stack's model."""
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code. Off unless you set it."""
 
@@ -450,6 +456,10 @@ class TrainSection(Section):
     """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    loss: Literal["auto", "eager", "chunked"] = "auto"
+    """native: how the head and cross-entropy run. eager: the [tokens, vocab] logits in one matmul, then the
+    loss; chunked: a chunk of rows at a time, so the full logits never exist (at vocab 128k and 8k tokens,
+    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: chunked when the vocabulary is 32k or more."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate every N steps (and at the end) when eval data is given; null = only at the end."""
     eval_batches: int | None = Field(None, ge=1)

@@ -200,7 +200,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from transformers.utils import logging as hf_logging
 
     from trainhub.engine.device import pick_device, pick_precision
-    from trainhub.engine.model import build_model, build_tokenizer
+    from trainhub.engine.model import build_tokenizer
+    from trainhub.engine.models.hf import build as build_model
     from trainhub.engine.stop import StopFlag
     from trainhub.export.hf import save_final
     from trainhub.resume import read_state

@@ -38,6 +38,8 @@ PATHS: dict[str, tuple[str, str]] = {
 def choose(job, config: dict | None = None) -> tuple[str | None, str]:
     """(path, why) for the job; `config` is the model's config as a dict when the caller already has it.
     Path None: a hub model whose config.json is not on disk (only the hub side asks without one)."""
+    if job.model.impl == "hf":
+        return "hf", "model.impl is hf"
     if job.model.init is not None:
         if job.model.init.family not in FAMILIES:
             raise ValueError(f"the native engine builds {', '.join(FAMILIES)}, not {job.model.init.family}")
@@ -47,6 +49,9 @@ def choose(job, config: dict | None = None) -> tuple[str | None, str]:
         if config is None:
             return None, "config.json not on disk"
     why = unsupported(config)
+    if why and job.model.impl == "own":
+        raise ValueError(f"model.impl is own, but trainhub's own model cannot run this checkpoint: {why}; "
+                         f"use model.impl auto or hf")
     return ("hf", why) if why else ("own", f"{config['model_type']} checkpoint")
 
 
@@ -86,6 +91,16 @@ def _module_of(model):
     from trainhub.engine.models.transformer import CausalLM
 
     return _path_module("own" if isinstance(unwrap(model), CausalLM) else "hf")
+
+
+def compile_model(model) -> None:
+    """torch.compile the part of `model` that hidden_states runs, in place."""
+    _module_of(model).compile_blocks(model)
+
+
+def path_of(model) -> str:
+    """'own' or 'hf': which path built `model`."""
+    return "own" if _module_of(model).__name__.endswith(".own") else "hf"
 
 
 def hidden_states(model, batch: dict):

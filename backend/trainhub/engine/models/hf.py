@@ -19,16 +19,36 @@ from torch import nn
 from trainhub.engine.models.own import DTYPES, INPUTS, unwrap
 
 
+def _family_config(family: str):
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+
+    return {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[family]
+
+
 def build(job, tokenizer) -> nn.Module:
-    """transformers' model for `model.path` on CPU in the job's dtype; LoRA through peft when asked."""
+    """transformers' model on CPU in the job's dtype: from model.init (the family's transformers config) or
+    model.path; LoRA through peft when asked."""
     from transformers import AutoModelForCausalLM
 
-    spec = job.model
-    model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=DTYPES[spec.dtype], attn_implementation=spec.attention,
-                                                 trust_remote_code=spec.trust_remote_code)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
-                         f"{model.get_input_embeddings().num_embeddings}")
+    spec, dtype = job.model, DTYPES[job.model.dtype]
+    if spec.init is not None:
+        arch = spec.init
+        config = _family_config(arch.family)(
+            vocab_size=len(tokenizer), hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+            num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_heads,
+            num_key_value_heads=arch.num_kv_heads or arch.num_heads,
+            head_dim=arch.head_dim or arch.hidden_size // arch.num_heads,
+            max_position_embeddings=arch.max_position_embeddings, rope_theta=arch.rope_theta,
+            tie_word_embeddings=arch.tie_embeddings, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+        config._attn_implementation = spec.attention
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, attn_implementation=spec.attention,
+                                                     trust_remote_code=spec.trust_remote_code)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                             f"{model.get_input_embeddings().num_embeddings}")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if job.train.grad_checkpointing:
@@ -52,3 +72,8 @@ def hidden(model: nn.Module, batch: dict) -> torch.Tensor:
 
 def head_weight(model: nn.Module) -> torch.Tensor:
     return unwrap(model).get_output_embeddings().weight
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile the decoder in place (module identity and parameter names unchanged)."""
+    unwrap(model).get_decoder().compile()

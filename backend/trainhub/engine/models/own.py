@@ -94,3 +94,9 @@ def hidden(model: nn.Module, batch: dict) -> torch.Tensor:
 
 def head_weight(model: nn.Module) -> torch.Tensor:
     return unwrap(model).head_weight
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile our decoder in place (module identity and parameter names unchanged, so checkpoints,
+    peft and the optimizer see the same model)."""
+    unwrap(model).compile()
