@@ -27,6 +27,8 @@ from trainhub.progress import View
 from trainhub.resume import CheckpointError, check_resume, find_checkpoint
 from trainhub.runners.base import EXIT_FAILED, Launch, Runner
 from trainhub.secrets import redact, secret_values
+from trainhub.sinks import build_sinks
+from trainhub.sinks.fanout import Sinks
 
 
 class RunFolderInUse(Exception):
@@ -61,10 +63,15 @@ def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: Path | None 
     view = view or View(job.log.console)
     run_id = new_run_id()
     with view:
-        return _follow(launch, run_dir, run_id, view)
+        sinks = Sinks(build_sinks(job.log), run_dir, run_id, say=view.line)  # wandb, tensorboard, prometheus
+        try:
+            return _follow(launch, run_dir, run_id, view, sinks)
+        finally:
+            sinks.close()
 
 
-def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
+def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, sinks: Sinks | None = None) -> int:
+    sinks = sinks or Sinks([], run_dir, run_id)
     metrics = run_dir / "metrics.jsonl"
     t0 = time.time()
     with open(run_dir / "console.log", "a", encoding="utf-8") as console_log:
@@ -90,7 +97,7 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
         try:
             while True:
                 done = child.poll() is not None
-                offset, events = _read_new(metrics, offset, view)
+                offset, events = _read_new(metrics, offset, view, sinks)
                 last_event = events[-1] if events else last_event
                 if done:
                     break
@@ -113,6 +120,7 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
                            final_loss=None, exit_code=code)):
             log.write(row)
             view.row(row)
+            sinks.write(row)
         log.close()
         return code or EXIT_FAILED
     return code
@@ -151,8 +159,9 @@ def _pump(child: subprocess.Popen, sink, view: View) -> None:
         view.line(line.rstrip("\n"))
 
 
-def _read_new(path: Path, offset: int, view: View) -> tuple[int, list[str]]:
-    """Rows appended since `offset` (whole lines only); each is shown. Returns the new offset and events."""
+def _read_new(path: Path, offset: int, view: View, sinks: Sinks) -> tuple[int, list[str]]:
+    """Rows appended since `offset` (whole lines only); each is shown and handed to the sinks. Returns the
+    new offset and the events (but warning rows, which the hub itself may write after the end row)."""
     if not path.exists():
         return offset, []
     with open(path, "rb") as f:
@@ -164,5 +173,7 @@ def _read_new(path: Path, offset: int, view: View) -> tuple[int, list[str]]:
         if line.strip():
             row = ROW_ADAPTER.validate_json(line)
             view.row(row)
-            events.append(row.event)
+            sinks.write(row)
+            if row.event != "warning":
+                events.append(row.event)
     return offset + end, events
