@@ -221,3 +221,20 @@ def test_scalars_name_every_number_and_leave_nulls_out():
     ev = EvalRow(run_id="r", step=2, eval_loss=1.5, perplexity=4.5, eval_tokens=10)
     assert scalars(ev) == {"eval/loss": 1.5, "eval/perplexity": 4.5, "eval/tokens": 10.0}
     assert scalars(_start()) == {}
+
+
+def test_log_section_names_the_sinks():
+    from pydantic import ValidationError
+
+    from trainhub.job import LogSection
+    from trainhub.sinks import build_sinks
+
+    log = LogSection.model_validate({"wandb": True, "tensorboard": True, "prometheus": {"port": 9464}})
+    assert log.wandb.project == "trainhub" and log.wandb.mode == "online" and log.wandb.tags == []
+    assert log.prometheus.host == "127.0.0.1"
+    assert [s.name for s in build_sinks(log)] == ["wandb", "tensorboard", "prometheus"]
+    assert build_sinks(LogSection()) == []
+    for bad in ({"wandb": {"mode": "cloud"}}, {"prometheus": {"port": 0}}, {"prometheus": {}},
+                {"wandb": {"projet": "p"}}):
+        with pytest.raises(ValidationError):
+            LogSection.model_validate(bad)
