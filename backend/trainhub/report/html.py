@@ -25,6 +25,7 @@ h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+#summary td { white-space: nowrap; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
 .plot { height: 360px; border: 1px solid #eee; border-radius: 4px; }
@@ -98,8 +99,8 @@ def _summary_table(names, summaries: list[Summary], runs: list[RunLog], colors: 
                  _num(s.eval_loss, ".4f"), f"{s.tokens:,}", _num(s.tokens_per_s, ",.0f"),
                  _num(s.mfu, ".1%"), _num(s.mem_gb, ".2f"), fmt_time(s.started), fmt_duration(s.duration_s),
                  html.escape(str(run.path))]
-        rows.append("<tr>" + "".join(f"<td class='{'num' if 4 <= i <= 10 else ''}'>{c}</td>"
-                                     for i, c in enumerate(cells)) + "</tr>")
+        kinds = ["", "", "", "", *["num"] * 7, "", "", "path"]
+        rows.append("<tr>" + "".join(f"<td class='{k}'>{c}</td>" for k, c in zip(kinds, cells, strict=True)) + "</tr>")
     return ("<table id='summary'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
             + "".join(rows) + "</table>")
 
