@@ -31,6 +31,8 @@ FROZEN = {
     "env": {"setup": {"backend": ["backend"], "python": ["--python"], "force": ["--force"]},
             "status": {"check": ["--check", "--no-check"]}},
     "doctor": {},
+    "runs": {"folder": ["folder"]},
+    "report": {"runs": ["runs"], "out": ["--out", "-o"], "png": ["--png"]},
 }
 
 

@@ -176,5 +176,17 @@ class ErrorRow(_Row):
     """Traceback or other detail."""
 
 
-Row = Annotated[StartRow | TrainRow | EvalRow | CheckpointRow | EndRow | ErrorRow, Field(discriminator="event")]
+class WarningRow(_Row):
+    """Something went wrong beside the training, which goes on: the hub writes one when a sink (wandb,
+    tensorboard, prometheus) fails and is dropped for the rest of the launch."""
+
+    event: Literal["warning"] = "warning"
+    source: str
+    """Who warns: the sink's name ('wandb', 'tensorboard', 'prometheus')."""
+    message: str
+    """What went wrong, in one line."""
+
+
+Row = Annotated[StartRow | TrainRow | EvalRow | CheckpointRow | EndRow | ErrorRow | WarningRow,
+                Field(discriminator="event")]
 ROW_ADAPTER: TypeAdapter = TypeAdapter(Row)
