@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 Scaling = Literal["group", "batch", "none"]
