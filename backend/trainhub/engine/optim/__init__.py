@@ -14,8 +14,9 @@ import torch
 
 from trainhub.engine.optim.adamw import build_adamw
 from trainhub.engine.optim.groups import Group, split_by_role
+from trainhub.engine.optim.muon import build_muon
 
-BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adamw": build_adamw}
+BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adamw": build_adamw, "muon": build_muon}
 
 __all__ = ["BUILDERS", "Group", "build_optimizer", "set_lr", "split_by_role"]
 
