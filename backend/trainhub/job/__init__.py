@@ -33,6 +33,7 @@ from trainhub.job.methods import (  # noqa: F401  (the schema's names, importabl
     Reward,
 )
 from trainhub.job.optim import (  # noqa: F401  (the schema's names, importable from trainhub.job)
+    OPTIM_PACKAGES,
     OPTIM_TYPES,
     AdamW,
     AdamW8bit,

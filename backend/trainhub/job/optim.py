@@ -257,3 +257,9 @@ Optim = Annotated[AdamW | Muon | Lion | Prodigy | Came | ScheduleFreeAdamW | Ada
                   Field(discriminator="type"), BeforeValidator(_default_optim)]
 OPTIM_TYPES: tuple[str, ...] = ("adamw", "muon", "lion", "prodigy", "came", "schedule_free_adamw", "adamw8bit",
                                 "sophia")
+OPTIM_PACKAGES: dict[str, tuple[str, str]] = {
+    "lion": ("pytorch_optimizer", "pytorch-optimizer"), "came": ("pytorch_optimizer", "pytorch-optimizer"),
+    "prodigy": ("prodigyopt", "prodigyopt"), "schedule_free_adamw": ("schedulefree", "schedulefree"),
+    "adamw8bit": ("bitsandbytes", "bitsandbytes")}
+"""optim.type -> (the module its builder imports, the pip package); all in the `optim` extra. The rest are
+torch's own or trainhub's."""

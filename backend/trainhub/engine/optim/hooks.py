@@ -1,0 +1,56 @@
+"""What an optimizer may ask of the loop beyond `step()`: two optional hooks, found by name on the optimizer.
+
+    needs_hessian(step) -> bool, update_hessian(n_tokens)
+        SophiaG (sophia.py): after optimizer step `step` (1-based) returns True, the loop runs
+        `estimate_hessian` on that step's last micro-batch: labels sampled from the model's own logits, the
+        mean loss at them backward, the squared gradients folded into the optimizer's estimate.
+    eval(), train()
+        Schedule-free AdamW (schedule_free.py): the module's weights are the training point y; eval() swaps
+        in the average x, train() swaps back. The loop wraps evaluation and the final save in
+        `evaluation_weights(optimizer)`. (transformers' Trainer calls the same two methods for trl.)
+
+An optimizer without them (every other) makes both hooks no-ops: `hessian_due` is False, the context manager
+does nothing. engine/step.py and engine/train.py call them; nothing else in the loop knows which optimizer runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import torch
+import torch.nn.functional as F
+
+
+def hessian_due(optimizer: torch.optim.Optimizer, step: int) -> bool:
+    needs = getattr(optimizer, "needs_hessian", None)
+    return needs is not None and needs(step)
+
+
+def estimate_hessian(optimizer: torch.optim.Optimizer, model: torch.nn.Module, batch: dict,
+                     autocast: Callable[[], AbstractContextManager]) -> None:
+    """One Gauss-Newton-Bartlett estimate (sophia.py) on `batch` (on the device, with labels): the model's
+    next-token distribution sampled at every target position, the mean cross-entropy at those samples
+    backward, the gradients handed to optimizer.update_hessian and cleared. Draws from torch's RNG, which
+    checkpoints restore, so a resumed run samples the same labels."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    targets = batch["labels"][:, 1:] != -100
+    with autocast():
+        logits = model(**inputs, use_cache=False).logits[:, :-1][targets].float()
+    sampled = torch.multinomial(torch.softmax(logits.detach(), dim=-1), 1).squeeze(-1)
+    F.cross_entropy(logits, sampled).backward()
+    optimizer.update_hessian(n_tokens=int(targets.sum()))  # sync, every hessian_every steps only
+    optimizer.zero_grad(set_to_none=True)
+
+
+@contextmanager
+def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """The weights to evaluate and save while inside (schedule-free: the average x), the training weights after."""
+    swap = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+    if swap:
+        optimizer.eval()
+    try:
+        yield
+    finally:
+        if swap:
+            optimizer.train()
