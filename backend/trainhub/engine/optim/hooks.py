@@ -45,12 +45,21 @@ def estimate_hessian(optimizer: torch.optim.Optimizer, model: torch.nn.Module, b
 
 @contextmanager
 def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """The weights to evaluate and save while inside (schedule-free: the average x), the training weights after."""
+    """The weights to evaluate and save while inside (schedule-free: the average x), the training weights after,
+    bit for bit: train() recomputes y from x and z, which rounds differently from the y that went in, so a run
+    that evaluated at step N would drift from one that did not (and a resume from its straight twin). The
+    training weights are copied aside for the evaluation (one more copy of the weights, briefly) and put back."""
     swap = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
-    if swap:
-        optimizer.eval()
+    if not swap:
+        yield
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with torch.no_grad():
+        kept = [p.detach().clone() for p in params]
+    optimizer.eval()
     try:
         yield
     finally:
-        if swap:
-            optimizer.train()
+        optimizer.train()
+        with torch.no_grad():
+            torch._foreach_copy_(params, kept)
