@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trainhub.host import Host
-from trainhub.job import OPTIM_PACKAGES, OPTIM_TYPES, Job
+from trainhub.job import OPTIM_PACKAGES, Job
 from trainhub.jobfile import Problem
 
 # Exit codes of a backend child process (and so of `train`).
