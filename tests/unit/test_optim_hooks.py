@@ -55,3 +55,36 @@ def test_evaluation_weights_leave_other_optimizers_alone():
     before = [p.detach().clone() for p in params_of(model)]
     with evaluation_weights(opt):
         assert all(torch.equal(a, b) for a, b in zip(before, params_of(model), strict=True))
+
+
+class _Wrapped(torch.optim.Optimizer):
+    """What accelerate's AcceleratedOptimizer (the Trainer's optimizer) looks like to the hook: an Optimizer holding
+    the real one as .optimizer, with eval/train whatever it wraps (here they fail: the hook must look inside)."""
+
+    def __init__(self, inner: torch.optim.Optimizer):  # no super().__init__: only the shape matters
+        self.optimizer = inner
+
+    def eval(self):
+        raise AssertionError("the wrapper's eval was called")
+
+    train = eval
+
+
+def test_evaluation_weights_see_through_the_trainers_wrapper():
+    """An AdamW under trl is left alone (no copy of the weights, no call); schedule-free inside is swapped."""
+    from tests.unit.optim_helpers import fake_grads
+    from trainhub.job import ScheduleFreeAdamW
+
+    with evaluation_weights(_Wrapped(build_optimizer(AdamW(), tiny_llama(), CPU))):
+        pass
+    model = tiny_llama()
+    opt = build_optimizer(ScheduleFreeAdamW(lr=1e-2), model, CPU)
+    for step in range(3):  # after one step x = z = y: nothing to swap yet
+        fake_grads(params_of(model), step)
+        opt.step()
+    y = [p.detach().clone() for p in params_of(model)]
+    with evaluation_weights(_Wrapped(opt)):
+        assert not opt.param_groups[0]["train_mode"]
+        assert any(not torch.equal(a, b) for a, b in zip(y, params_of(model), strict=True))
+    assert opt.param_groups[0]["train_mode"]
+    assert all(torch.equal(a, b) for a, b in zip(y, params_of(model), strict=True))

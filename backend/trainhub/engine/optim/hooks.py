@@ -49,6 +49,8 @@ def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     bit for bit: train() recomputes y from x and z, which rounds differently from the y that went in, so a run
     that evaluated at step N would drift from one that did not (and a resume from its straight twin). The
     training weights are copied aside for the evaluation (one more copy of the weights, briefly) and put back."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer  # accelerate's wrapper (the Trainer's) has eval/train for every optimizer
     swap = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
     if not swap:
         yield
