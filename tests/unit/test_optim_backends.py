@@ -57,3 +57,27 @@ def test_trl_plan_names_the_optimizer():
     lines = RUNNERS["trl"].plan_lines(_job("muon", method="sft"))
     line = next(x for x in lines if x.lstrip().startswith("optimizers ="))
     assert "trainhub muon(lr=0.0003, momentum=0.95" in line and "update_scale=match_rms_adamw" in line
+
+
+@pytest.mark.parametrize("optim", sorted(ABLE["trl"]))
+def test_trl_schedule_sets_the_rates_native_sets(optim):
+    """Under trl (and unsloth) the optimizer is trainhub's with torch's LambdaLR as the schedule: each step every
+    group's rate is what native's set_lr gives it (the Muon groups' and the AdamW groups' alike)."""
+    import copy
+
+    import torch
+
+    from tests.unit.optim_helpers import tiny_llama
+    from trainhub.engine.optim import build_optimizer, set_lr
+    from trainhub.engine.schedule import lr_at
+    from trainhub.trl_child.train import optimizer_and_schedule
+
+    job = _job({"type": optim, "adamw": {"lr": 0.01}} if optim == "muon" else optim, method="sft")
+    job = job.model_copy(update={"schedule": job.schedule.model_copy(update={"warmup_steps": 3})})
+    model = tiny_llama()
+    trl_opt, sched = optimizer_and_schedule(job, model, torch.device("cpu"), total=10)
+    native = build_optimizer(job.optim, copy.deepcopy(model), torch.device("cpu"))
+    for step in range(10):
+        set_lr(native, lr_at(step, peak=job.optim.lr, total=10, schedule=job.schedule))
+        assert [g["lr"] for g in trl_opt.param_groups] == pytest.approx([g["lr"] for g in native.param_groups])
+        sched.step()
