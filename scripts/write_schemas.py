@@ -80,7 +80,24 @@ def job_markdown() -> str:
            "Generated from `backend/trainhub/job/` by `scripts/write_schemas.py` (`make schemas`); "
            "a test fails when it is stale. Unknown keys are errors. A choice discriminated on `type` "
            "may be written as a bare string: `backend: native` means `backend: {type: native}`. "
-           "Relative paths are taken from the directory `train` runs in.", ""]
+           "A relative path (data, model, tokenizer, backend.repo, a reward file) is taken from the directory "
+           "`train` runs in; where nothing is there but something is in the folder of the job file that wrote "
+           "it, from that folder, and a note says which was used. `output_dir` is always taken from the "
+           "directory `train` runs in.", "",
+           "## Composing job files: `extends` and presets", "",
+           "    extends: lora                        # a preset: config/presets/lora.yaml",
+           "    extends: [cpu-tiny, ../base.yaml]    # several, merged in order", "",
+           "`extends` (top level only) names a preset or a file, or a list of them. An entry ending in `.yaml` "
+           "or `.yml` is a file, read from the folder of the file that names it (absolute and `~` paths too); any "
+           "other entry is a preset shipped in `config/presets/` (`lora`: LoRA rank 16 on every linear layer; "
+           "`cpu-tiny`: a 30k-parameter Llama with its own tokenizer, 12 steps of 32 tokens). The named files "
+           "are merged in order, then the file's own keys, then `--set`: later wins. Mappings merge key by key; "
+           "anything else, lists included, is replaced whole. A shorthand string grows into a mapping when a "
+           "mapping lands on it (`adapter: lora` then `adapter: {rank: 64}` is LoRA of rank 64), and a mapping "
+           "with another `type` replaces the one it lands on (`adapter: full` or `{type: qlora}` over the lora "
+           "preset keeps none of its fields). A file may itself extend others; a cycle is an error naming the "
+           "chain. An error names the file and line where the offending key was written, whichever file of the "
+           "chain that is. job.json records the merged, resolved job.", ""]
     _section(Job, "", out, set())
     return "\n".join(out).rstrip() + "\n"
 

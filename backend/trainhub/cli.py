@@ -21,18 +21,36 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train LLMs w
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # never wrap a message mid-path
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from trainhub import __version__
+
+        console.print(f"trainhub {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="Print trainhub's version and exit.")):
+    """Train LLMs with any stack from one job file."""
+
 CONFIG = typer.Option(..., "--config", "-c", help="The job file (YAML).", show_default=False)
 BACKEND = typer.Option(None, "--backend", "-b", help="Run with this backend instead of the job's.")
 SETS = typer.Option([], "--set", "-s", help="Override a job key: --set train.max_steps=10 (repeatable).")
 
 
 def _load(config: Path, sets: list[str], backend: str | None):
+    notes: list[str] = []
     try:
-        return load(config, sets, backend)
+        job = load(config, sets, backend, notes=notes)
     except JobError as err:
         for p in err.problems:
             err_console.print(f"[red]error[/red] {p}", markup=True, highlight=False)
         raise typer.Exit(1) from None
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    return job
 
 
 @app.command("train")
@@ -44,14 +62,13 @@ def train_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[s
               resume_force: bool = typer.Option(False, "--resume-force",
                                                 help="Resume even if the job changed in what it trains.")):
     """Train: validate the job, pick the backend, run it, follow its metric log."""
-    from trainhub.hub import RunFolderInUse, find_resume, run
+    from trainhub.hub import RunFolderInUse, run
     from trainhub.resume import CheckpointError
 
     job = _load(config, sets, backend)
     try:
         runner, _reasons = choose(job, host_mod.detect())
-        checkpoint = find_resume(job, resume, resume_force) if resume else None
-        code = run(job, runner, dry_run=dry_run, resume=checkpoint)
+        code = run(job, runner, dry_run=dry_run, resume=resume, resume_force=resume_force)
     except (JobError, RunFolderInUse, CheckpointError) as err:
         err_console.print(f"[red]error[/red] {err}")
         raise typer.Exit(1) from None
@@ -59,7 +76,10 @@ def train_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[s
 
 
 @app.command("validate")
-def validate_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS):
+def validate_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS,
+                 data: bool = typer.Option(False, "--data", help="Also read and check every record of the train "
+                                           "and eval data, as training will, so bad data is found before a GPU "
+                                           "is booked.")):
     """Check a job file; print every problem and exit 1, or exit 0."""
     job = _load(config, sets, backend)
     try:
@@ -68,7 +88,47 @@ def validate_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: lis
         for p in err.problems:
             err_console.print(f"[red]error[/red] {p}")
         raise typer.Exit(1) from None
+    if data and not _check_data(job):
+        raise typer.Exit(1)
     console.print(f"ok: {config} is a valid job ({job.method.type}, {job.adapter.type}, backend {runner.name})")
+
+
+SHOWN_BAD = 20  # bad records listed one by one; the rest are counted
+
+
+def _check_data(job) -> bool:
+    """Read every record of the job's data; print the counts and each bad record. False when training would
+    stop on it (a file that cannot be read, or a bad record under data.on_error: error)."""
+    from collections import Counter
+
+    from trainhub.data.sources import DataError, load_records
+
+    every = job.data.model_copy(update={"on_error": "skip"})  # to find every bad record, not only the first
+    bad: list = []
+    for split in ("train", "eval") if job.data.eval else ("train",):
+        try:
+            records = load_records(every, split, job.seed, job.method.type, bad=bad)
+        except (DataError, ValueError) as err:
+            err_console.print(f"[red]error[/red] data: {err}")
+            return False
+        counts = ", ".join(f"{k} {v:,}" for k, v in records.stats.items())
+        n = len(records.items)
+        console.print(f"data {split}: {n:,} record{'s' if n != 1 else ''} to train on ({counts})")
+        for note in records.notes:
+            console.print(f"note: {note}")
+    if not bad:
+        return True
+    stop = job.data.on_error == "error"
+    for record in bad[:SHOWN_BAD]:
+        err_console.print(f"[red]error[/red] {record}" if stop else f"skipped: {record}")
+    reasons = ", ".join(f"{k} {v:,}" for k, v in Counter(b.reason for b in bad).most_common())
+    more = f" ({len(bad) - SHOWN_BAD:,} more not listed)" if len(bad) > SHOWN_BAD else ""
+    if stop:
+        err_console.print(f"[red]error[/red] data: {len(bad):,} bad records ({reasons}){more}; training stops at the "
+                          f"first. Fix them, or set data.on_error: skip to leave them out (counted)")
+    else:
+        console.print(f"data: {len(bad):,} bad records will be skipped ({reasons}){more} (data.on_error: skip)")
+    return not stop
 
 
 @app.command("plan")
@@ -98,18 +158,28 @@ def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[st
             console.print(line, markup=False, highlight=False)
 
 
+WIDE_TABLE = 120
+"""Below this many columns, `backends` stacks status, methods and features in one column: four columns
+of ~18 characters cut words like init-from-architecture."""
+
+
 @app.command("backends")
 def backends_cmd():
     """List the backends: ready or what is missing, methods and features."""
     from trainhub.job import PLANNED_BACKENDS
 
-    table = Table("backend", "status", "methods", "features")
+    wide = console.width >= WIDE_TABLE
+    table = Table("backend", "status", "methods", "features") if wide else Table("backend", "status, methods, features")
     for name, runner in RUNNERS.items():
         missing = runner.missing()
         status = "ready" if not missing else "missing: " + ", ".join(missing)
-        table.add_row(name, status, ", ".join(runner.methods), ", ".join(runner.features))
+        methods, features = ", ".join(runner.methods), ", ".join(runner.features)
+        if wide:
+            table.add_row(name, status, methods, features)
+        else:
+            table.add_row(name, f"{status}\nmethods: {methods}\nfeatures: {features}")
     for name in PLANNED_BACKENDS:
-        table.add_row(name, "planned", "", "")
+        table.add_row(name, "planned", *(["", ""] if wide else []))
     console.print(table)
 
 
@@ -199,9 +269,25 @@ def _env_table(check: bool) -> int:
     return 1 if bad else 0
 
 
+PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "tokenizers", "accelerate")
+
+
 @app.command("doctor")
 def doctor_cmd():
-    """Check this machine: the host, every backend, and every backend environment (with a real import)."""
+    """Check this machine: trainhub and the versions of its training packages, the host, every backend, and
+    every backend environment with the versions its real import reports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from trainhub import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    console.print(f"trainhub {__version__}, python {sys.version.split()[0]} ({sys.executable})")
+    console.print("packages: " + ", ".join(f"{name} {installed(name)}" for name in PACKAGES))
     console.print(f"host: {host_mod.detect().describe()}")
     backends_cmd()
     raise typer.Exit(_env_table(check=True))

@@ -6,6 +6,8 @@ the first as SIGTERM (the child finishes its step, saves a checkpoint and exits 
 SIGKILL. The child's
 stdout and stderr are shown above the progress bar and kept in
 run_dir/console.log, with secret values redacted (trainhub.secrets). If the child dies without an end row, the hub writes one.
+The run folder is held by one process at a time, for the run's life (trainhub.runfolder): the hub claims
+it before reading a checkpoint or writing anything, and the child inherits the claim.
 """
 
 from __future__ import annotations
@@ -25,19 +27,25 @@ from trainhub.metrics.log import new_run_id
 from trainhub.metrics.rows import ROW_ADAPTER
 from trainhub.progress import View
 from trainhub.resume import CheckpointError, check_resume, find_checkpoint
+from trainhub.runfolder import RunFolderInUse, claim, progress, set_aside_failed
 from trainhub.runners.base import EXIT_FAILED, Launch, Runner
 from trainhub.secrets import redact, secret_values
 
-
-class RunFolderInUse(Exception):
-    pass
+__all__ = ["RunFolderInUse", "find_resume", "prepare_run_dir", "run"]
 
 
-def prepare_run_dir(job: Job, resuming: bool) -> Path:
+def prepare_run_dir(job: Job, resuming: bool, say=lambda line: None) -> Path:
+    """The run folder, ready for a run: a new one, one being resumed, or one whose run stopped before its
+    first step (its log set aside, `say` told). A folder holding progress is refused unless resuming."""
     run_dir = Path(job.output_dir)
     if (run_dir / "metrics.jsonl").exists() and not resuming:
-        raise RunFolderInUse(f"{run_dir} already holds a run (metrics.jsonl); continue it with --resume, choose "
-                             f"another folder with --set output_dir=..., or remove it")
+        held = progress(run_dir)
+        if held:
+            raise RunFolderInUse(f"{run_dir} already holds a run ({held}); continue it with --resume, choose "
+                                 f"another folder with --set output_dir=..., or remove it")
+        kept = set_aside_failed(run_dir)
+        say(f"{run_dir} held a run that stopped before its first step (no checkpoint, no completed step): "
+            f"starting again in it; its log is kept as {kept}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "job.json").write_text(json.dumps(job.model_dump(mode="json"), indent=2) + "\n")
     return run_dir
@@ -45,7 +53,16 @@ def prepare_run_dir(job: Job, resuming: bool) -> Path:
 
 def find_resume(job: Job, where: str, force: bool) -> Path:
     """The checkpoint to resume from; raises CheckpointError naming every refused change to the job."""
-    checkpoint = find_checkpoint(where, Path(job.output_dir))
+    run_dir = Path(job.output_dir)
+    try:
+        checkpoint = find_checkpoint(where, run_dir)
+    except CheckpointError as err:
+        if str(where) != "latest" or progress(run_dir):
+            raise
+        what = "holds no run" if not (run_dir / "metrics.jsonl").exists() else \
+            "holds a run that stopped before its first step (no checkpoint, no completed step)"
+        raise CheckpointError(f"{err}: {run_dir} {what}, so there is nothing to resume; run the same command "
+                              f"without --resume to start it") from None
     refused = check_resume(checkpoint, job.model_dump(mode="json"), force)
     if refused:
         raise CheckpointError(f"{checkpoint} was written by a different job; these changes are refused "
@@ -53,25 +70,30 @@ def find_resume(job: Job, where: str, force: bool) -> Path:
     return checkpoint
 
 
-def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: Path | None = None,
-        view: View | None = None) -> int:
-    """Launch the job through `runner` and return the child's exit code. `resume`: a checkpoint folder."""
-    run_dir = prepare_run_dir(job, resuming=resume is not None)
-    launch = runner.prepare(job, run_dir, dry_run=dry_run, resume=resume)
+def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: str | Path | None = None,
+        resume_force: bool = False, view: View | None = None) -> int:
+    """Launch the job through `runner` and return the child's exit code. `resume`: 'latest', or a
+    checkpoint or run folder (find_resume). The run folder is claimed first, so a second process never
+    reads a checkpoint that the live run is replacing, nor writes a row into its log."""
     view = view or View(job.log.console)
-    run_id = new_run_id()
-    with view:
-        return _follow(launch, run_dir, run_id, view)
+    with claim(Path(job.output_dir)) as lock:
+        checkpoint = find_resume(job, str(resume), resume_force) if resume is not None else None
+        run_dir = prepare_run_dir(job, resuming=checkpoint is not None, say=view.line)
+        launch = runner.prepare(job, run_dir, dry_run=dry_run, resume=checkpoint)
+        with view:
+            return _follow(launch, run_dir, new_run_id(), view, pass_fds=(lock,))
 
 
-def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
+def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, pass_fds: tuple[int, ...] = ()) -> int:
+    """Run the child, show its output and the rows it appends (not those of earlier runs in the log)."""
     metrics = run_dir / "metrics.jsonl"
     t0 = time.time()
     with open(run_dir / "console.log", "a", encoding="utf-8") as console_log:
         env = {**os.environ, **launch.env, "TRAINHUB_RUN_ID": run_id}
+        offset = metrics.stat().st_size if metrics.exists() else 0  # a resumed run's log holds the old rows
         child = subprocess.Popen(launch.argv, cwd=launch.cwd, env=env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                 preexec_fn=_detach)
+                                 preexec_fn=_detach, pass_fds=pass_fds)
         reader = threading.Thread(target=_pump, args=(child, console_log, view), daemon=True)
         reader.start()
         interrupts = 0
@@ -86,16 +108,17 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View) -> int:
                 child.kill()
 
         previous = signal.signal(signal.SIGINT, on_sigint)
-        offset, last_event = 0, None
+        last_event = None
         try:
             while True:
                 done = child.poll() is not None
+                if done:  # its last output first, then its last rows: the end row closes the console
+                    reader.join(timeout=5)
                 offset, events = _read_new(metrics, offset, view)
                 last_event = events[-1] if events else last_event
                 if done:
                     break
                 time.sleep(0.2)
-            reader.join(timeout=5)
         finally:
             signal.signal(signal.SIGINT, previous)
             if child.poll() is None:  # the hub is failing: never leave the backend running on its own

@@ -1,19 +1,23 @@
 """Job files: YAML in, a validated and resolved `Job` out, or a list of problems.
 
 Three steps, each a small function:
-  1. `read_yaml`   parse the file and remember the line of every key;
+  1. `read_yaml`   parse the file and remember the line of every key (`compose` does it for
+                   every file an `extends` names and merges them, trainhub.compose);
   2. `apply_sets`  apply `--set a.b=value` overrides (values parsed as YAML scalars);
   3. `validate`    build the `Job`; pydantic errors become `Problem`s naming the
                    file:line, the key path, the value, and for an unknown key the
                    closest known key;
 then `resolve` makes paths absolute and `preflight` checks that named files
-exist, so a bad job fails before any work starts.
+exist and the run folder can be written, so a bad job fails before any work starts.
 """
 
 from __future__ import annotations
 
 import difflib
+import glob
 import json
+import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from trainhub.compose import Origin, compose
 from trainhub.data.sources_files import check as check_data_path
 from trainhub.data.sources_hf import check as check_hf_source
 from trainhub.job import PLANNED_BACKENDS, Job
@@ -113,7 +118,7 @@ def apply_sets(raw: dict, sets: list[str]) -> list[Problem]:
 # ----------------------------------------------------------------------------- 3. validation
 
 
-def validate(raw: dict, source: str = "<job>", lines: dict[Path_, int] | None = None,
+def validate(raw: dict, source: str = "<job>", lines: dict[Path_, int | Origin] | None = None,
              sets: list[str] | None = None) -> Job:
     try:
         return Job.model_validate(raw)
@@ -148,14 +153,17 @@ def _problem(error: dict, source: str, lines: dict[Path_, int], sets: list[str])
     return Problem(where, f"{dotted}: {message}" if dotted else message)
 
 
-def _where(source: str, lines: dict[Path_, int], keys: list, sets: list[str]) -> str:
-    """An overridden key is reported at its --set, anything else at its line in the file."""
+def _where(source: str, lines: dict[Path_, int | Origin], keys: list, sets: list[str]) -> str:
+    """An overridden key is reported at its --set, anything else at its line in the file it was
+    written in (a composed job's `lines` hold an Origin, naming the file, for every key)."""
     for item in sets:
         key = item.partition("=")[0].strip()
         if ".".join(str(k) for k in keys).startswith(key):
             return f"--set {item}"
     for n in range(len(keys), 0, -1):
         line = lines.get(tuple(keys[:n]))
+        if isinstance(line, Origin):
+            return str(line)
         if line:
             return f"{source}:{line}"
     return source
@@ -269,60 +277,114 @@ def _sections_with(key: str, model: type[BaseModel] = Job, prefix: str = "") -> 
 # ----------------------------------------------------------------------------- resolve and preflight
 
 
-def load(path: str | Path, sets: list[str] | None = None, backend: str | None = None) -> Job:
-    """Read, override, validate and resolve a job file. Raises JobError with every problem found."""
+def load(path: str | Path, sets: list[str] | None = None, backend: str | None = None,
+         notes: list[str] | None = None) -> Job:
+    """Read (with every `extends`), override, validate and resolve a job file. Raises JobError with every
+    problem found, each at the file and line its key was written. `notes`, when given, receives what the
+    user should know that is no problem (a path found relative to the job file)."""
     path = Path(path)
-    raw, lines = read_yaml(path)
+    raw, origins = compose(path)
     if backend is not None:  # before --set, so `--backend native --set backend.compile=true` keeps both
         current = raw.get("backend")
         current_type = current if isinstance(current, str) else (current or {}).get("type")
         if current_type != backend:
             raw["backend"] = {"type": backend}
-    problems = apply_sets(raw, list(sets or []))
+    sets = list(sets or [])
+    problems = apply_sets(raw, sets)
     if problems:
         raise JobError(problems)
-    job = validate(raw, str(path), lines, sets=list(sets or []))
-    job = resolve(job)
+    for item in sets:  # an overridden key is no longer the file's: its relative paths are the working directory's
+        keys = tuple(item.partition("=")[0].strip().split("."))
+        origins = {k: v for k, v in origins.items() if tuple(map(str, k[:len(keys)])) != keys}
+    job = validate(raw, str(path), origins, sets=sets)
+    job = resolve(job, origins=origins, notes=notes)
     problems = preflight(job)
     if problems:
-        raise JobError(problems)
+        raise JobError([_at_origin(p, str(path), origins, sets) for p in problems])
     return job
 
 
-def resolve(job: Job, cwd: Path | None = None) -> Job:
-    """Absolute paths for everything the job names, relative paths taken from `cwd` (default: the
-    current directory). The result is what job.json records."""
-    base = cwd or Path.cwd()
+def _at_origin(problem: Problem, source: str, origins: dict[Path_, Origin], sets: list[str]) -> Problem:
+    """preflight's `data.train[1]: file not found` at the file and line the key was written."""
+    keys = [int(k) if k.isdigit() else k for k in problem.where.replace("[", ".").replace("]", "").split(".")]
+    where = _where(source, origins, keys, sets) if problem.where else ""
+    if not where or where == source:
+        return problem
+    return Problem(where, f"{problem.where}: {problem.message}")
 
-    def absolute(p: str) -> str:
-        return str((base / Path(p).expanduser()).resolve())
 
-    def maybe_hub(p: str) -> str:
-        return absolute(p) if _is_local(p, base) else p
+def _origin(origins: dict[Path_, Origin] | None, keys) -> Origin | None:
+    """The origin of `keys`, or of the nearest key above it that has one."""
+    for n in range(len(keys), 0, -1):
+        found = (origins or {}).get(tuple(keys[:n]))
+        if isinstance(found, Origin):
+            return found
+    return None
 
-    def local_hf(name: str) -> str:  # a dataset name is a Hub id unless written as a path
-        return absolute(name) if name.startswith((".", "/", "~")) else name
 
-    data = job.data.map_paths(absolute, hf_fn=local_hf)
+def resolve(job: Job, cwd: Path | None = None, origins: dict[Path_, Origin] | None = None,
+            notes: list[str] | None = None) -> Job:
+    """Absolute paths for everything the job names. A relative path is taken from `cwd` (default: the
+    current directory); where nothing is there but something is in the folder of the job file that wrote
+    the key (`origins`, from compose), from that folder, with a line in `notes` saying so. output_dir
+    is always taken from `cwd`. The result is what job.json records."""
+    base = (cwd or Path.cwd()).resolve()
+
+    def absolute(p: str, keys: Path_) -> str:
+        here = (base / Path(p).expanduser()).resolve()
+        if Path(p).expanduser().is_absolute() or _exists(here):
+            return str(here)
+        origin = _origin(origins, keys)
+        if origin is not None and origin.folder != base and _exists(origin.folder / p):
+            there = (origin.folder / p).resolve()
+            if notes is not None:
+                dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+                notes.append(f"{origin}: {dotted}: {p} is not in the working directory ({base}); using {there}, "
+                             f"relative to {origin.file}")
+            return str(there)
+        return str(here)
+
+    def maybe_hub(p: str, keys: Path_) -> str:
+        origin = _origin(origins, keys)
+        in_folder = origin is not None and _exists(origin.folder / p)
+        return absolute(p, keys) if _is_local(p, base) or in_folder else p
+
+    def local_hf(name: str, keys: Path_) -> str:  # a dataset name is a Hub id unless written as a path
+        return absolute(name, keys) if name.startswith((".", "/", "~")) else name
+
+    def source(s, keys: Path_):
+        if s.path is not None:
+            return s.model_copy(update={"path": absolute(s.path, keys)})
+        return s.model_copy(update={"hf": local_hf(s.hf, keys)})
+
+    data = job.data.model_copy(update={split: [source(s, ("data", split, i)) for i, s in enumerate(sources)]
+                                       for split, sources in (("train", job.data.train), ("eval", job.data.eval))})
     model = job.model
     if model.path is not None:
-        model = model.model_copy(update={"path": maybe_hub(model.path)})
+        model = model.model_copy(update={"path": maybe_hub(model.path, ("model", "path"))})
     elif model.init is not None and model.init.tokenizer.type == "path":
-        tok = model.init.tokenizer.model_copy(update={"path": maybe_hub(model.init.tokenizer.path)})
+        keys = ("model", "init", "tokenizer", "path")
+        tok = model.init.tokenizer.model_copy(update={"path": maybe_hub(model.init.tokenizer.path, keys)})
         model = model.model_copy(update={"init": model.init.model_copy(update={"tokenizer": tok})})
     output_dir = str((base / job.run_dir()).resolve())
     update = {"data": data, "model": model, "output_dir": output_dir}
     if getattr(job.backend, "repo", None) is not None:
-        update["backend"] = job.backend.model_copy(update={"repo": absolute(job.backend.repo)})
+        update["backend"] = job.backend.model_copy(update={"repo": absolute(job.backend.repo, ("backend", "repo"))})
     if job.method.type == "grpo":  # a reward in a file is found from where train runs, not the run folder
-        rewards = [r.model_copy(update={"function": _reward_path(r.function, absolute)}) for r in job.method.rewards]
+        rewards = [r.model_copy(update={"function": _reward_path(r.function, absolute, ("method", "rewards", i))})
+                   for i, r in enumerate(job.method.rewards)]
         update["method"] = job.method.model_copy(update={"rewards": rewards})
     return job.model_copy(update=update)
 
 
-def _reward_path(function: str, absolute) -> str:
+def _reward_path(function: str, absolute, keys: Path_) -> str:
     target, _, name = function.rpartition(":")
-    return f"{absolute(target)}:{name}" if target.endswith(".py") else function
+    return f"{absolute(target, keys)}:{name}" if target.endswith(".py") else function
+
+
+def _exists(path: Path) -> bool:
+    """Something is at `path` (a glob: some file matches)."""
+    return bool(glob.glob(str(path), recursive=True)) if glob.has_magic(str(path)) else path.exists()
 
 
 def _is_local(p: str, base: Path) -> bool:
@@ -333,7 +395,8 @@ def _is_local(p: str, base: Path) -> bool:
 
 
 def preflight(job: Job) -> list[Problem]:
-    """Checks that need the file system: every data path names readable files, every named folder exists."""
+    """Checks that need the file system: every data path names readable files, every named folder exists,
+    the run folder can be created and written, and an sft job's tokenizer can render conversations."""
     problems = []
     for key, sources in (("data.train", job.data.train), ("data.eval", job.data.eval)):
         for i, source in enumerate(sources):
@@ -353,7 +416,52 @@ def preflight(job: Job) -> list[Problem]:
             problems.append(Problem("model.init.tokenizer.path", f"tokenizer folder not found: {init.tokenizer.path}"))
     if model_path is not None and model_path.is_dir():
         problems += _check_positions(job, model_path)
+        problems += _check_chat_template(job, model_path)
+    problem = output_dir_problem(Path(job.output_dir))
+    if problem:
+        problems.append(Problem("output_dir", problem))
     return problems
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why the run folder `path` cannot be created or written, found by trying (a folder, then a file, made
+    and removed again in the deepest folder that exists), or None."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{path} cannot be created: {existing} is a file, not a folder"
+    try:
+        if existing == path:
+            fd, probe = tempfile.mkstemp(prefix=".trainhub-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".trainhub-probe-", dir=existing))
+    except OSError as err:
+        verb = "written" if existing == path else f"created (in {existing})"
+        return f"{path} cannot be {verb}: {err.strerror or err}"
+    return None
+
+
+def _check_chat_template(job: Job, model_path: Path) -> list[Problem]:
+    """sft renders conversations with the tokenizer's chat template: one the model folder lacks, with no
+    data.template, would stop the run after loading everything."""
+    if job.method.type != "sft" or job.data.template is not None:
+        return []
+    if not (model_path / "tokenizer_config.json").is_file():
+        return []  # not an HF model folder (a nanoGPT checkpoint): the backend says what it misses
+    try:
+        config = json.loads((model_path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if config.get("chat_template") or any((model_path / f).is_file() for f in ("chat_template.jinja",
+                                                                              "chat_template.json")):
+        return []
+    from trainhub.data.templates import TEMPLATES
+
+    return [Problem("model.path", f"the tokenizer in {model_path} has no chat template to render conversations "
+                                  f"with; set data.template to one of: {', '.join(TEMPLATES)}")]
 
 
 # Models whose positions are a learned table (config key): a longer sequence is an index error (a device-side

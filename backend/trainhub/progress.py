@@ -32,6 +32,9 @@ class View:
         # Rows (main thread) and the backend's output (reader thread) print concurrently; rich imports
         # parts of itself lazily on first print, which two threads must not race into.
         self._lock = threading.RLock()
+        # A backend child says its error on stderr ("error: ...", kept in console.log) and writes it as an
+        # error row: whichever arrives first is shown, the other not.
+        self._errors: set[str] = set()
 
     def __enter__(self) -> View:
         if self.mode == "rich":
@@ -50,6 +53,10 @@ class View:
         """A line of the backend's own output."""
         if self.mode != "none":
             with self._lock:
+                if text.startswith("error: "):
+                    if text in self._errors:
+                        return
+                    self._errors.add(text)
                 (self.progress.console if self.progress else self.console).print(text, markup=False, highlight=False)
 
     def row(self, row) -> None:
@@ -66,6 +73,11 @@ class View:
                       f"{row.params_trainable:,} of {row.params_total:,} params trained, {row.max_steps} steps")
             if row.resumed_from:
                 self.line(f"resumed from {row.resumed_from} at step {row.step}")
+            left_out = {k: v for k, v in row.data.items() if v and any(w in k for w in ("skipped", "dropped",
+                                                                                       "truncated"))}
+            if left_out:
+                self.line("data left out or cut: " + ", ".join(f"{k} {v:,}" for k, v in left_out.items()) +
+                          " (the start row's data in metrics.jsonl counts everything read)")
             if self.progress is not None:
                 self.task = self.progress.add_task("train", total=row.max_steps, completed=row.step, stats="")
         elif event == "train":

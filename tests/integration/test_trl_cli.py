@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import DATA, rows, run_cli, write_job
 from trainhub.metrics import read_rows
 
+pytestmark = pytest.mark.slow  # the trl backend through the real `train` command
+
 pytest.importorskip("trl")
 
 REWARDS = [{"function": "trainhub.rewards:exact_match", "weight": 1.0},

@@ -159,8 +159,10 @@ def test_errors_name_the_files_own_field():
 
 
 def test_every_reason_is_tested():
-    # not_an_object is tested above; the two malformed_* reasons come from the file readers (test_formats_files.py)
-    assert {case[2] for case in BAD} | {"not_an_object", "malformed_json", "malformed_csv"} == set(REASONS)
+    # not_an_object is tested above; the two malformed_* reasons and invalid_utf8 come from the file readers
+    # (test_formats_files.py)
+    assert {case[2] for case in BAD} | {"not_an_object", "malformed_json", "malformed_csv", "invalid_utf8"} == \
+        set(REASONS)
 
 
 # ----------------------------------------------------------------------------- detection

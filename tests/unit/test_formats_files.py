@@ -168,11 +168,31 @@ def test_json_must_be_a_list(tmp_path):
         load(str(path))
 
 
-def test_text_that_is_not_utf8(tmp_path):
+def test_a_byte_that_is_not_utf8_spoils_only_its_record(tmp_path):
+    """Named by line (and column), counted as invalid_utf8 under skip; the rest of the file is read."""
     path = tmp_path / "a.jsonl"
-    path.write_bytes(b'{"text": "caf\xe9"}\n')
-    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: not UTF-8 text"):
-        load(str(path), on_error="skip")
+    path.write_bytes(b'{"text": "one"}\n{"text": "caf\xe9"}\n{"text": "three"}\n')
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}:2: not UTF-8 text \\(byte 0xe9 at column 14\\) "
+                                        r"\(data.on_error: skip leaves bad records out and counts them\)$"):
+        load(str(path))
+    records = load_records(DataSection(train=str(path), on_error="skip"), "train", seed=0)
+    assert [r.text for r in records.items] == ["one", "three"]
+    assert records.stats["skipped_invalid_utf8"] == 1
+
+
+@pytest.mark.parametrize("name, data, where, at", [
+    ("a.txt", b"one\n\ntwo\ncaf\xe9\n\nthree\n", ":3", "line 4 column 4"),
+    ("a.csv", b"text\none\ncaf\xe9\nthree\n", ":row 1", "line 3 column 4"),
+    ("a.json", b'[{"text": "one"}, {"text": "caf\xe9"}, {"text": "three"}]', ":row 1", "column 4"),
+])
+def test_every_text_file_type_counts_a_bad_byte_in_its_record(tmp_path, name, data, where, at):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path) + where)}: not UTF-8 text \\(byte 0xe9 at {at}\\)"):
+        load(str(path))
+    records = load_records(DataSection(train=str(path), format="text", on_error="skip"), "train", seed=0)
+    assert [r.text for r in records.items] == ["one", "three"]
+    assert records.stats["skipped_invalid_utf8"] == 1
 
 
 def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path, monkeypatch):

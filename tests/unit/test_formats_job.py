@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 
@@ -93,11 +94,14 @@ def problems(tmp_path, method: str = "pretrain", **data) -> list[str]:
 
 
 def problems_of(tmp_path, job: dict) -> list[str]:
-    """What loading the job refuses, one 'where: message' line each ([] when it loads)."""
+    """What loading the job refuses, one 'key: message' line each ([] when it loads); each names the line of
+    the job file its key was written at."""
+    path = write_job(tmp_path / "job.yaml", job)
     try:
-        load(write_job(tmp_path / "job.yaml", job))
+        load(path)
     except JobError as err:
-        return [str(p) for p in err.problems]
+        assert all(re.fullmatch(rf"{re.escape(str(path))}:\d+", p.where) for p in err.problems), err.problems
+        return [p.message for p in err.problems]
     return []
 
 

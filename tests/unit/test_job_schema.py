@@ -188,14 +188,17 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
 def test_missing_data_file_names_the_path(tmp_path):
     missing = tmp_path / "nowhere" / "missing.jsonl"
-    message = only(tmp_path, edit(VALID, f"  train: {STORIES}", f"  train: {missing}"))
-    assert message == f"data.train[0]: file not found: {missing}"
+    text = edit(VALID, f"  train: {STORIES}", f"  train: {missing}")
+    message = only(tmp_path, text)
+    assert message == f"{tmp_path / 'job.yaml'}:{line_of(text, f'  train: {missing}')}: data.train[0]: file not found: {missing}"
 
 
 def test_missing_eval_file_names_the_path(tmp_path):
     missing = tmp_path / "gone.jsonl"
-    message = only(tmp_path, edit(VALID, f"  eval: {STORIES_EVAL}", f"  eval: [{STORIES_EVAL}, {missing}]"))
-    assert message == f"data.eval[1]: file not found: {missing}"
+    text = edit(VALID, f"  eval: {STORIES_EVAL}", f"  eval: [{STORIES_EVAL}, {missing}]")
+    message = only(tmp_path, text)
+    assert message == f"{tmp_path / 'job.yaml'}:{line_of(text, f'  eval: [{STORIES_EVAL}, {missing}]')}: " \
+                      f"data.eval[1]: file not found: {missing}"
 
 
 @pytest.mark.parametrize("model", ["model: {}", "model:\n  dtype: bfloat16"])
@@ -303,4 +306,5 @@ def test_hub_id_is_kept_and_a_local_model_folder_resolved(tmp_path, monkeypatch)
     local = VALID[:start] + "model:\n  path: ./models/mine\n" + VALID[end:]
     assert load(write(tmp_path, local)).model.path == str(tmp_path.resolve() / "models" / "mine")
     missing = VALID[:start] + "model:\n  path: ./models/gone\n" + VALID[end:]
-    assert only(tmp_path, missing) == f"model.path: model folder not found: {tmp_path.resolve() / 'models' / 'gone'}"
+    assert only(tmp_path, missing) == f"{tmp_path / 'job.yaml'}:{line_of(missing, '  path: ./models/gone')}: " \
+                                      f"model.path: model folder not found: {tmp_path.resolve() / 'models' / 'gone'}"

@@ -190,3 +190,15 @@ def test_metrics_schema_documents_the_schema_key():
     train = schema["$defs"]["TrainRow"]["properties"]
     assert "schema" in train and "schema_version" not in train
     assert train["loss"]["description"] == "Mean loss over the logged steps' target tokens; null if any was non-finite."
+
+
+def test_an_end_row_without_an_exit_code_takes_its_statuses():
+    """Writers that end a run in their own process (the engine, the Trainer callback) know the status, not
+    yet the exit code: the row carries the code the status exits with, the same as runners.base's."""
+    from trainhub.metrics.rows import EXIT_CODES
+    from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+    assert EXIT_CODES == {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
+    for status, code in EXIT_CODES.items():
+        assert EndRow(run_id="r", step=0, status=status, wall_s=1.0, tokens=0, final_loss=None).exit_code == code
+    assert EndRow(run_id="r", step=0, status="failed", wall_s=1.0, tokens=0, final_loss=None, exit_code=-9).exit_code == -9

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, merge, rows, run_cli, tiny_pretrain_job, write_job
+from tests.conftest import ROOT, merge, run_cli, tiny_pretrain_job, write_job
 from trainhub import host as host_mod
 from trainhub.host import Host
 from trainhub.jobfile import Problem, load
@@ -322,20 +322,6 @@ def test_native_refuses_qlora(tmp_path, model_dir):
     assert "adapter.type" in problems and "backend unsloth" in problems["adapter.type"]
 
 
-def test_native_lora_without_merged_export(tmp_path, pretrained):
-    job = tiny_pretrain_job(tmp_path)
-    job.update({"name": "no-merge", "model": {"path": str(pretrained)}, "method": "sft",
-                "adapter": {"type": "lora", "rank": 4, "alpha": 8}, "export": {"merged": False},
-                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64}})
-    job["train"]["max_steps"] = 2
-    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
-    assert done.returncode == 0, done.stdout + done.stderr
-    run = tmp_path / "run"
-    assert not (run / "final").exists()
-    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
-    assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
-
-
 def test_counting_collator_sums_the_attention_masks():
     import torch
 
@@ -368,69 +354,6 @@ def test_pad_collator_matches_transformers_seq2seq_collator():
     assert set(got) == {"input_ids", "labels", "attention_mask"}
     for key in got:
         assert got[key].dtype == torch.int64 and torch.equal(got[key], want[key]), key
-
-
-def test_trained_tokens_are_counted_in_the_main_process(tmp_path):
-    """count_trained_tokens counts what a real Trainer trains on while the batches are padded in dataloader
-    worker processes (as on a GPU): every training micro-batch's real tokens, and no evaluation batch's."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
-
-    from trainhub.trl_child.train import PadCollator, count_trained_tokens
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
-    lengths = [3, 7, 5, 9, 4, 6, 8, 2]  # 4 micro-batches of 2 rows: 44 real tokens, all of them trained on
-    train = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in lengths]
-    held_out = [{"input_ids": [1] * 11, "labels": [1] * 11}] * 4
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
-                             max_steps=2, gradient_accumulation_steps=2, eval_strategy="steps", eval_steps=1,
-                             use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no",
-                             dataloader_num_workers=2, train_sampling_strategy="sequential")
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
-                      data_collator=PadCollator(0))
-    tokens = count_trained_tokens(trainer)
-    assert tokens() == 0
-    trainer.train()
-    assert tokens() == sum(lengths)
-
-
-def test_skipping_the_module_walks_keeps_every_value(tmp_path):
-    """skip_module_walks: the same losses, gradient norms and FLOPs on a LoRA model with evaluation between
-    steps (which switches the model to eval mode and back), and zero_grad leaves no gradient behind."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
-
-    from trainhub.trl_child.train import PadCollator, skip_module_walks
-
-    train = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in [3, 7, 5, 9, 4, 6, 8, 2]]
-
-    def run(trim: bool):
-        torch.manual_seed(0)
-        model = get_peft_model(LlamaForCausalLM(LlamaConfig(
-            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2)), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
-        args = TrainingArguments(output_dir=str(tmp_path / str(trim)), per_device_train_batch_size=2,
-                                 per_device_eval_batch_size=2, max_steps=4, gradient_accumulation_steps=2,
-                                 eval_strategy="steps", eval_steps=2, logging_steps=1, learning_rate=1e-2,
-                                 use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no",
-                                 train_sampling_strategy="sequential")
-        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=train[:4],
-                          data_collator=PadCollator(0))
-        if trim:
-            skip_module_walks(trainer)
-        trainer.train()
-        grads = [p.grad for p in model.parameters()]
-        return trainer.state, grads
-
-    (plain, _), (trimmed, grads) = run(False), run(True)
-    keys = ("loss", "grad_norm", "eval_loss", "step")
-    assert [{k: h.get(k) for k in keys} for h in trimmed.log_history] == \
-        [{k: h.get(k) for k in keys} for h in plain.log_history]
-    assert trimmed.total_flos == plain.total_flos > 0
-    assert all(g is None for g in grads)  # cleared after the last step, frozen ones never set
 
 
 def test_adopted_environment_keeps_the_callers_pythonpath(monkeypatch):

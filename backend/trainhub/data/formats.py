@@ -40,7 +40,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 # Why a record is refused; `data.on_error: skip` counts each as `skipped_<reason>`.
 REASONS = ("malformed_json", "malformed_csv", "not_an_object", "missing_field", "wrong_type", "empty_field",
            "empty_conversation", "unknown_role", "no_assistant_turn", "opens_with_assistant",
-           "identical_answers")
+           "identical_answers", "invalid_utf8")
 
 DETECT = (("messages", ("messages",)), ("sharegpt", ("conversations",)), ("preference", ("chosen", "rejected")),
           ("alpaca", ("instruction", "output")), ("prompt", ("prompt",)), ("text", ("text",)))

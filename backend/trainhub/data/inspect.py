@@ -1,7 +1,8 @@
 """`trainhub data inspect`: what the model will be trained on, shown before any training.
 
 For the first examples: the text exactly as tokenized, with the tokens that carry loss
-highlighted (green, underlined) and the rest dim; then token-length statistics, what
+highlighted (green, underlined) and the rest dim, and each run of trained tokens also between
+OPEN and CLOSE, so the marking survives a pipe, a file or a terminal without colour; then token-length statistics, what
 packing would make of the set, and every count of skipped, truncated or dropped records.
 """
 
@@ -17,15 +18,23 @@ from trainhub.data.chat import IGNORE
 from trainhub.data.packing import pack_ffd, packing_stats
 
 TRAINED, CONTEXT = "bold green underline", "dim"
+OPEN, CLOSE = "[[", "]]"
 
 
 def render_example(tokenizer, ids: list[int], labels: list[int]) -> Text:
-    """The example's text, token by token; a token is 'trained' when the model is scored on it."""
+    """The example's text, token by token; a token is 'trained' when the model is scored on it. Each run
+    of trained tokens is styled and put between OPEN and CLOSE."""
     text = Text()
+    inside = False
     for i, token in enumerate(ids):
         piece = tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
         trained = labels[i] != IGNORE and i > 0  # the first token is never predicted
+        if trained != inside:
+            text.append(OPEN if trained else CLOSE, style=TRAINED)
+            inside = trained
         text.append(piece, style=TRAINED if trained else CONTEXT)
+    if inside:
+        text.append(CLOSE, style=TRAINED)
     return text
 
 
@@ -43,8 +52,9 @@ def show(console: Console, tokenizer, examples, max_length: int, n: int, title: 
     for k in range(min(n, len(examples))):
         ids, labels = examples.input_ids[k].tolist(), examples.labels[k].tolist()
         trained = sum(1 for i, x in enumerate(labels) if x != IGNORE and i > 0)
-        console.print(f"[bold]example {k}[/bold]: {len(ids)} tokens, {trained} trained "
-                      f"([{TRAINED}]trained[/{TRAINED}], [{CONTEXT}]context[/{CONTEXT}])")
+        head = Text.assemble((f"example {k}", "bold"), f": {len(ids)} tokens, {trained} trained (",
+                             (f"{OPEN}trained{CLOSE}", TRAINED), ", ", ("context", CONTEXT), ")")
+        console.print(head)
         console.print(render_example(tokenizer, ids, labels))
         console.print()
     lengths = [len(x) for x in examples.input_ids]

@@ -60,13 +60,15 @@ class Records:
     """What format auto decided, file by file (one line per format)."""
 
 
-def load_records(data: DataSection, split: str, seed: int, method: str | None = None) -> Records:
-    """The records of `split` ('train' or 'eval'); `method` (pretrain, sft) limits the formats accepted."""
+def load_records(data: DataSection, split: str, seed: int, method: str | None = None,
+                 bad: list[BadRecord] | None = None) -> Records:
+    """The records of `split` ('train' or 'eval'); `method` (pretrain, sft) limits the formats accepted.
+    `bad`, when given, receives every record skipped (under on_error: skip)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be train or eval, not {split!r}")
     if method is not None and data.method_problem(method):
         raise DataError(data.method_problem(method))
-    loader = _Loader(data, method)
+    loader = _Loader(data, method, bad)
     if split == "eval" and data.eval:
         items = [r for source in data.eval for r in loader.source(source)]
         return Records(items, dict(loader.stats), loader.notes())
@@ -124,8 +126,8 @@ _TEXT_FIELDS = {Text: ("text",), Chat: ("messages",), PreferencePair: ("prompt",
 class _Loader:
     """Reads sources for one split, counting as it goes and remembering what auto detected."""
 
-    def __init__(self, data: DataSection, method: str | None):
-        self.data, self.method = data, method
+    def __init__(self, data: DataSection, method: str | None, bad: list[BadRecord] | None = None):
+        self.data, self.method, self.bad = data, method, bad
         self.accept = METHOD_FORMATS[method] if method else tuple(KIND)
         self.stats: Counter[str] = Counter()
         self.detected: dict[str, list] = {}  # format -> [first file, its fields, files]
@@ -165,7 +167,9 @@ class _Loader:
                 record = parse(fmt or "text", raw, where, data.columns)
             except BadRecord as bad:
                 if data.on_error == "error":
-                    raise
+                    raise DataError(f"{bad} (data.on_error: skip leaves bad records out and counts them)") from None
+                if self.bad is not None:
+                    self.bad.append(bad)
                 self.stats[f"skipped_{bad.reason}"] += 1
                 continue
             if isinstance(record, Text) and not record.text.strip():

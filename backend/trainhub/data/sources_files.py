@@ -9,9 +9,12 @@ out, so a dataset's test/ folder never leaks into training) or a glob (sorted; `
     .csv      a header row, then one record per row         where: file:row N (from 0, header not counted)
     .txt      plain text, documents separated by blank lines  where: file:LINE of the document's first line
 
-A record that cannot be parsed (a malformed JSON line, a CSV row with more cells than the header)
-comes out as a `BadRecord` in place of the record, so the loader can count it and go on. A file
-that cannot be read at all raises `DataError`: there is nothing to count.
+A record that cannot be parsed (a malformed JSON line, a CSV row with more cells than the header, a
+line holding bytes that are not UTF-8) comes out as a `BadRecord` in place of the record, so the
+loader can count it and go on. A file that cannot be read at all raises `DataError`: there is
+nothing to count. Text is decoded with errors="surrogateescape", so one bad byte spoils only the
+record it is in: each record's text is checked for the escaped bytes (invalid_utf8, naming its line
+and column).
 
 CSV is read with the standard library, every value a string exactly as written: pyarrow's type
 inference would turn "007" into 7 and "NA" into null, which is wrong for text. Parquet keeps its
@@ -24,6 +27,7 @@ import csv
 import glob
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,10 +76,37 @@ def check(path: str, fmt: str) -> str | None:
 def read(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, record) for every record of one file; a record that cannot be parsed is a BadRecord."""
     reader = {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet, ".csv": _csv, ".txt": _txt}[path.suffix]
-    try:
-        yield from reader(path)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    yield from reader(path)
+
+
+TEXT = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
+"""How text files are opened: a byte that is not UTF-8 becomes a lone surrogate (U+DC80..U+DCFF) that
+`_not_utf8` finds, instead of a UnicodeDecodeError that would refuse the whole file."""
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8(text: str, line: int | None = None) -> str | None:
+    """'not UTF-8 text (byte 0xe9 at line L column C)' for the first undecodable byte of `text`
+    (starting at file line `line`), or None."""
+    m = _ESCAPED.search(text)
+    if m is None:
+        return None
+    at = f"column {m.start() - text.rfind(chr(10), 0, m.start())}"
+    if line is not None:
+        at = f"line {line + text.count(chr(10), 0, m.start())} {at}"
+    return f"not UTF-8 text (byte 0x{ord(m.group()) - 0xDC00:02x} at {at})"
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 def _types() -> str:
@@ -83,11 +114,15 @@ def _types() -> str:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, **TEXT) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{n}"
+            bad = _not_utf8(line)
+            if bad:
+                yield where, BadRecord(where, "invalid_utf8", bad)
+                continue
             try:
                 yield where, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
@@ -96,14 +131,17 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _json(path: Path) -> Iterator[tuple[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(**TEXT)
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         hint = "; one JSON value per line is JSON lines: name the file .jsonl" if err.msg == "Extra data" else ""
         raise DataError(f"{path}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno}){hint}") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     for i, record in enumerate(data):
-        yield f"{path}:row {i}", record
+        where = f"{path}:row {i}"
+        bad = next((b for b in map(_not_utf8, _strings(record)) if b), None)
+        yield where, BadRecord(where, "invalid_utf8", bad) if bad else record
 
 
 def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -120,10 +158,19 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _csv(path: Path) -> Iterator[tuple[str, Any]]:
     csv.field_size_limit(2**31 - 1)  # the default, 128 KiB per cell, is shorter than many documents
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for i, row in enumerate(csv.DictReader(f)):
+    with open(path, newline="", **TEXT) as f:
+        reader = csv.DictReader(f)
+        bad = _not_utf8(",".join(reader.fieldnames or []), 1)
+        if bad:
+            raise DataError(f"{path}: the header row is {bad}")
+        first = reader.line_num + 1
+        for i, row in enumerate(reader):
             where = f"{path}:row {i}"
-            if None in row:  # DictReader files cells beyond the header under the key None
+            bad = next((b for b in (_not_utf8(v, first) for v in _strings(list(row.values()))) if b), None)
+            first = reader.line_num + 1
+            if bad:
+                yield where, BadRecord(where, "invalid_utf8", bad)
+            elif None in row:  # DictReader files cells beyond the header under the key None
                 yield where, BadRecord(where, "malformed_csv", f"{len(row) - 1 + len(row[None])} cells, but the "
                                                                f"header names {len(row) - 1} columns")
             else:
@@ -133,13 +180,18 @@ def _csv(path: Path) -> Iterator[tuple[str, Any]]:
 def _txt(path: Path) -> Iterator[tuple[str, Any]]:
     doc: list[str] = []
     start = 0
-    with open(path, encoding="utf-8-sig") as f:
+
+    def record(where: str, text: str):
+        bad = _not_utf8(text, start)
+        return BadRecord(where, "invalid_utf8", bad) if bad else {"text": text}
+
+    with open(path, **TEXT) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 start = start or n
                 doc.append(line.rstrip("\n"))
             elif doc:
-                yield f"{path}:{start}", {"text": "\n".join(doc)}
+                yield f"{path}:{start}", record(f"{path}:{start}", "\n".join(doc))
                 doc, start = [], 0
     if doc:
-        yield f"{path}:{start}", {"text": "\n".join(doc)}
+        yield f"{path}:{start}", record(f"{path}:{start}", "\n".join(doc))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from trainhub.data.chat import TemplateError
 from trainhub.data.sources import training_texts
 from trainhub.data.templates import TEMPLATES, apply_template
 from trainhub.data.tokenizer import load_tokenizer, train_bpe
@@ -34,16 +35,16 @@ def build_tokenizer(job: Job, run_dir: Path):
     if job.data.template is not None:
         apply_template(tok, job.data.template)
     elif job.method.type == "sft" and not tok.chat_template:
-        raise ValueError(f"the tokenizer has no chat template to render conversations with; set data.template "
+        raise TemplateError(f"the tokenizer has no chat template to render conversations with; set data.template "
                          f"to one of: {', '.join(TEMPLATES)}")
     tok.save_pretrained(run_dir / "tokenizer")
     return tok
 
 
 def _family_config(family: str):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
 
-    return {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
+    return {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[family]
 
 
 def build_model(job: Job, tokenizer):
@@ -61,6 +62,7 @@ def build_model(job: Job, tokenizer):
             num_hidden_layers=arch.num_layers,
             num_attention_heads=arch.num_heads,
             num_key_value_heads=arch.num_kv_heads or arch.num_heads,
+            head_dim=arch.head_dim or arch.hidden_size // arch.num_heads,
             max_position_embeddings=arch.max_position_embeddings,
             rope_theta=arch.rope_theta,
             tie_word_embeddings=arch.tie_embeddings,

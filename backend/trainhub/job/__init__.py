@@ -119,8 +119,9 @@ Tokenizer = Annotated[TrainTokenizer | PathTokenizer, Field(discriminator="type"
 
 
 class Architecture(Section):
-    family: Literal["llama", "qwen2"] = "llama"
-    """Model family; sets the HF config class (LlamaConfig or Qwen2Config)."""
+    family: Literal["llama", "qwen2", "qwen3"] = "llama"
+    """Model family: llama (no biases), qwen2 (biases on the q, k and v projections) or qwen3 (an RMSNorm on each
+    query and key head, no biases); exported with the matching HF config class (LlamaConfig, Qwen2Config, Qwen3Config)."""
     hidden_size: int = Field(ge=8)
     """Width of the residual stream."""
     intermediate_size: int = Field(ge=8)
@@ -131,6 +132,10 @@ class Architecture(Section):
     """Attention (query) heads."""
     num_kv_heads: int | None = Field(None, ge=1)
     """Key/value heads for grouped-query attention; null means num_heads."""
+    head_dim: int | None = Field(None, ge=2, multiple_of=2)
+    """Width of each attention head; null means hidden_size / num_heads. Qwen3 sets it apart from hidden_size
+    (Qwen3-0.6B: 16 heads of 128 in a 1024-wide stream); llama keeps hidden_size divisible by num_heads
+    (transformers' LlamaConfig requires it). Even: rotary embeddings turn pairs of dimensions."""
     max_position_embeddings: int = Field(2048, ge=8)
     """Longest sequence the rotary embedding is configured for."""
     rope_theta: float = Field(10_000.0, gt=0)
@@ -142,7 +147,7 @@ class Architecture(Section):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> Architecture:
-        if self.hidden_size % self.num_heads:
+        if (self.head_dim is None or self.family == "llama") and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         kv = self.num_kv_heads or self.num_heads
         if self.num_heads % kv:
@@ -317,7 +322,7 @@ class DataSection(Section):
     overlong: Literal["truncate", "drop", "error"] = "truncate"
     """A conversation longer than max_length: cut to max_length, left out, or stop naming its file:line. Counted as truncated or dropped_overlong. (Text is cut into blocks, so never over-long.)"""
     on_error: Literal["error", "skip"] = "error"
-    """A bad record: error stops before training with its file:line (file:row N, from 0, for .json, .parquet and .csv) and the problem; skip leaves it out, counted by reason as skipped_<reason> in the start row's data. Reasons: malformed_json, malformed_csv, not_an_object, missing_field, wrong_type, empty_field, empty_conversation, unknown_role, no_assistant_turn, opens_with_assistant, identical_answers. A file that cannot be read at all is always an error."""
+    """A bad record: error stops before training with its file:line (file:row N, from 0, for .json, .parquet and .csv) and the problem; skip leaves it out, counted by reason as skipped_<reason> in the start row's data. Reasons: malformed_json, malformed_csv, not_an_object, missing_field, wrong_type, empty_field, empty_conversation, unknown_role, no_assistant_turn, opens_with_assistant, identical_answers, invalid_utf8 (a line holding bytes that are not UTF-8). A file that cannot be read at all is always an error."""
     shuffle: bool = True
     """Shuffle the training examples each epoch (seeded by the job's seed)."""
     packing: bool = False

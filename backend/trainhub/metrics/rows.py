@@ -11,9 +11,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 SCHEMA_VERSION = 1
+
+EXIT_CODES = {"completed": 0, "interrupted": 130, "failed": 1}
+"""The exit code of a backend process that ends with each status (trainhub.runners.base's EXIT_OK,
+EXIT_INTERRUPTED, EXIT_FAILED; metrics imports nothing from runners, a test keeps the two equal)."""
 
 
 class _Row(BaseModel):
@@ -152,9 +156,16 @@ class EndRow(_Row):
     final_loss: float | None
     """Loss of the last step; null if no step finished."""
     exit_code: int | None = None
-    """Exit code of the backend process, where known."""
+    """Exit code of the backend process: as its writer knows it, else the code the status exits with
+    (completed 0, interrupted 130, failed 1)."""
     nonfinite_skipped: int = 0
     """Steps whose update was dropped for a non-finite loss or gradient."""
+
+    @model_validator(mode="after")
+    def _exit_code_of_status(self) -> EndRow:
+        if self.exit_code is None:
+            self.exit_code = EXIT_CODES[self.status]
+        return self
 
 
 class ErrorRow(_Row):

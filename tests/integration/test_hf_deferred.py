@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 from transformers import TrainerCallback
 
-from tests.unit.test_hf_callback import _job, _trainer
+from tests.integration.test_hf_callback import _job, _trainer
 from trainhub.metrics import read_rows
 from trainhub.metrics.hf_callback import MetricsCallback, start_fields
 from trainhub.metrics.hf_deferred import DeferredLog, defer_logs

@@ -1,16 +1,15 @@
 """The shared Trainer callback (metrics/hf_callback.py) on a plain transformers Trainer: the rows it
-writes validate against the metric schema and say what the Trainer did; TRL's method keys map onto
-MethodStats. No TRL here: the callback must work without it."""
+writes validate against the metric schema and say what the Trainer did (TRL's method keys:
+tests/unit/test_hf_method_stats.py). No TRL here: the callback must work without it."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from trainhub.metrics import read_rows
-from trainhub.metrics.hf_callback import MetricsCallback, method_stats, start_fields
+from trainhub.metrics.hf_callback import MetricsCallback, start_fields
 from trainhub.metrics.log import MetricLog
 
 
@@ -77,24 +76,6 @@ def test_stop_request_saves_and_stops(tmp_path):
     rows = read_rows(tmp_path / "metrics.jsonl")
     assert [r.event for r in rows] == ["start", "train", "checkpoint", "end"]
     assert rows[1].step == 1 and rows[2].path.endswith("checkpoint-1") and rows[3].status == "interrupted"
-
-
-@pytest.mark.parametrize(("logs", "prefix", "expected"), [
-    ({"loss": 1.0, "reward": 0.5, "reward_std": 0.1, "kl": 0.01, "clip_ratio/region_mean": 0.02,
-      "completions/mean_length": 7.0, "rewards/exact_match/mean": 0.25, "rewards/exact_match/std": 0.3}, "",
-     {"reward_mean": 0.5, "reward_std": 0.1, "kl": 0.01, "clip_ratio": 0.02, "completion_length": 7.0,
-      "rewards": {"exact_match": 0.25}}),
-    ({"eval_loss": 0.7, "eval_rewards/chosen": 0.3, "eval_rewards/rejected": -0.1, "eval_rewards/margins": 0.4,
-      "eval_rewards/accuracies": 1.0}, "eval_",
-     {"chosen_reward": 0.3, "rejected_reward": -0.1, "reward_margin": 0.4, "reward_accuracy": 1.0}),
-])
-def test_method_keys(logs, prefix, expected):
-    stats = method_stats(logs, prefix).model_dump(exclude_defaults=True)
-    assert stats == expected
-
-
-def test_no_method_keys_is_none():
-    assert method_stats({"loss": 1.0, "grad_norm": 2.0, "learning_rate": 1e-3}) is None
 
 
 def test_a_resumed_trainer_child_goes_on_from_the_checkpoints_tokens(tmp_path):
