@@ -32,7 +32,9 @@ def estimate_hessian(optimizer: torch.optim.Optimizer, model: torch.nn.Module, b
     """One Gauss-Newton-Bartlett estimate (sophia.py) on `batch` (on the device, with labels): the model's
     next-token distribution sampled at every target position, the mean cross-entropy at those samples
     backward, the gradients handed to optimizer.update_hessian and cleared. Draws from torch's RNG, which
-    checkpoints restore, so a resumed run samples the same labels."""
+    checkpoints restore, so a resumed run samples the same labels. Reads `.logits` of a transformers causal LM
+    (what engine/setup.py builds today); on engine/models' own decoder the logits are hidden_states(model, batch)
+    @ head_weight(model).T."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     targets = batch["labels"][:, 1:] != -100
     with autocast():
