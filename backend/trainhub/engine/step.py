@@ -14,6 +14,8 @@ import torch
 
 from trainhub.data.batches import Position, count_targets, micro_batches
 from trainhub.engine.device import autocast
+from trainhub.engine.models import head_weight, hidden_states
+from trainhub.engine.optim.hooks import estimate_hessian, evaluation_weights, hessian_due
 from trainhub.metrics import EvalRow
 
 
@@ -51,6 +53,9 @@ def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.T
     if s.scaler:
         s.scaler.update()
     s.optimizer.zero_grad(set_to_none=True)
+    if finite and hessian_due(s.optimizer, state.step + 1):  # SophiaG, every k steps (engine/optim/hooks.py)
+        estimate_hessian(s.optimizer, lambda b: hidden_states(s.model, b), head_weight(s.model), batch,
+                         lambda: autocast(device, s.precision))
     return step_loss, grad_norm, finite
 
 
@@ -67,7 +72,13 @@ def nonfinite_verdict(finite: bool, tc, in_a_row: int) -> str | None:
 
 @torch.no_grad()
 def evaluate(s, run_id: str, step: int) -> EvalRow:
-    """Mean loss over the eval set's target tokens (exact, not a mean of batch means)."""
+    """Mean loss over the eval set's target tokens (exact, not a mean of batch means), at the optimizer's
+    evaluation weights (schedule-free: the average; engine/optim/hooks.py)."""
+    with evaluation_weights(s.optimizer):
+        return _evaluate(s, run_id, step)
+
+
+def _evaluate(s, run_id: str, step: int) -> EvalRow:
     s.model.eval()
     eval_set, device = s.eval_set, s.device
     total = torch.zeros((), device=device, dtype=torch.float64)

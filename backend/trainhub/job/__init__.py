@@ -7,8 +7,8 @@ bounds on every number. Every choice between kinds of things (backend, method,
 adapter, optimizer, tokenizer) is a union discriminated on `type`; in YAML a
 bare string is shorthand for `{type: <string>}` (`backend: native`).
 
-The sections live here, the `method` sections in `job/methods.py` (importable from here too), the
-base they share in `job/base.py`. Loading YAML, `--set` overrides and error messages with file:line
+The sections live here, the `method` sections in `job/methods.py` and the `optim` and `schedule`
+sections in `job/optim.py` (importable from here too), the base they share in `job/base.py`. Loading YAML, `--set` overrides and error messages with file:line
 live in `trainhub.jobfile`; this package only says what a valid job is.
 """
 
@@ -31,6 +31,22 @@ from trainhub.job.methods import (  # noqa: F401  (the schema's names, importabl
     Method,
     Pretrain,
     Reward,
+)
+from trainhub.job.optim import (  # noqa: F401  (the schema's names, importable from trainhub.job)
+    OPTIM_PACKAGES,
+    OPTIM_TYPES,
+    AdamW,
+    AdamW8bit,
+    Came,
+    Lion,
+    LrMultipliers,
+    Muon,
+    MuonAdamW,
+    Optim,
+    Prodigy,
+    Schedule,
+    ScheduleFreeAdamW,
+    Sophia,
 )
 
 # ----------------------------------------------------------------------------- backend
@@ -359,57 +375,7 @@ class DataSection(Section):
         return self.model_copy(update={"train": [one(s) for s in self.train], "eval": [one(s) for s in self.eval]})
 
 
-# ----------------------------------------------------------------------------- optimizer
-
-
-class Schedule(Section):
-    warmup_steps: int = Field(0, ge=0)
-    """Linear warmup from lr/warmup_steps to lr over this many optimizer steps."""
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
-    """Shape of the decay after warmup."""
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    """The learning rate at the last step, as a fraction of the peak."""
-
-
-class LrMultipliers(Section):
-    """Per-group learning-rate multipliers: each group trains at (the schedule's lr) x its multiplier.
-    The groups are decided by parameter name and shape (engine/optim/groups.py)."""
-
-    embed: float = Field(1.0, gt=0, le=1000)
-    """The input embedding (when tied to the head, the head's multiplier applies to it)."""
-    head: float = Field(1.0, gt=0, le=1000)
-    """The output head (lm_head), or the tied embedding-and-head matrix."""
-    matrix: float = Field(1.0, gt=0, le=1000)
-    """The hidden 2-D weights: attention and MLP projections (LoRA's A and B matrices included)."""
-    vector: float = Field(1.0, gt=0, le=1000)
-    """Norm gains, biases and any other weight with fewer than 2 dimensions."""
-
-
-class AdamW(Section):
-    type: Literal["adamw"] = "adamw"
-    """AdamW with decoupled weight decay (torch.optim.AdamW; fused kernel on CUDA)."""
-    lr: float = Field(3e-4, gt=0, le=1)
-    """Peak learning rate (the schedule section shapes it over the run)."""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """Coefficients of the running averages of the gradient and its square."""
-    eps: float = Field(1e-8, gt=0)
-    """Added to the denominator for numerical stability."""
-    weight_decay: float = Field(0.0, ge=0)
-    """Decoupled weight decay, applied to matrices only (embeddings, head and hidden matrices; not to norms,
-    biases or other 1-D weights)."""
-    lr_mult: LrMultipliers = LrMultipliers()
-    """Learning-rate multipliers per parameter group (embed, head, matrix, vector); all 1 by default."""
-
-
-# A union discriminated on `type`: each optimizer its own class and fields; the schedule is the job's
-# `schedule` section, shared by all of them. New optimizers join this union and engine/optim's registry.
-def _default_optim(value: Any) -> Any:
-    """`optim: {lr: 0.01}` (no type) is AdamW, the default optimizer; `optim: adamw` is `{type: adamw}`."""
-    value = _shorthand(value)
-    return {"type": "adamw", **value} if isinstance(value, dict) and "type" not in value else value
-
-
-Optim = Annotated[AdamW, Field(discriminator="type"), BeforeValidator(_default_optim)]
+# ----------------------------------------------------------------------------- optimizer: job/optim.py
 
 # ----------------------------------------------------------------------------- precision
 

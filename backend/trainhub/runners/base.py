@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trainhub.host import Host
-from trainhub.job import Job
+from trainhub.job import OPTIM_PACKAGES, Job
 from trainhub.jobfile import Problem
 
 # Exit codes of a backend child process (and so of `train`).
@@ -74,3 +74,20 @@ def trainhub_model_problems(job: Job, host: Host) -> list[Problem]:
         problems.append(Problem("train.precision", "fp16 autocast over bfloat16 weights mixes two half formats; "
                                 "use precision bf16 or model.dtype float32"))
     return problems
+
+
+def optim_problems(job: Job, backend: str, able: tuple[str, ...], why: str, *,
+                   packages: bool = False) -> list[Problem]:
+    """optim.type refused when this backend cannot run it (`why` says why, with what it can run), or, where the
+    backend builds trainhub's own optimizer in this environment (`packages`), when its package is missing."""
+    kind = job.optim.type
+    if kind not in able:
+        return [Problem("optim.type", f"{backend} cannot run optim.type {kind}: {why}")]
+    if packages and kind in OPTIM_PACKAGES:
+        from trainhub.host import missing_modules
+
+        module, package = OPTIM_PACKAGES[kind]
+        if missing_modules(module):
+            return [Problem("optim.type", f"{backend}: optim.type {kind} needs the package {package} "
+                                          f"(pip install 'trainhub[optim]')")]
+    return []

@@ -23,7 +23,7 @@ from trainhub import envs
 from trainhub.host import Host
 from trainhub.job import Job
 from trainhub.jobfile import JobError, Problem
-from trainhub.runners.base import Launch, child_argv
+from trainhub.runners.base import Launch, child_argv, optim_problems
 
 NAME = "llamafactory"
 STAGES = {"pretrain": "pt", "sft": "sft", "dpo": "dpo", "orpo": "dpo", "kto": "kto"}
@@ -65,6 +65,8 @@ class LlamaFactoryRunner:
         if job.schedule.decay == "linear" and job.schedule.min_lr_ratio > 0:
             problems.append(Problem("schedule.min_lr_ratio", "llamafactory's linear decay ends at 0; "
                                     "set min_lr_ratio 0, or use decay cosine (which takes a floor)"))
+        problems += optim_problems(job, "llamafactory", ("adamw",), "only adamw is translated to LLaMA-Factory's "
+                                   "optimizer settings; use --backend native or trl")
         if job.optim.lr_mult != type(job.optim.lr_mult)():
             problems.append(Problem("optim.lr_mult", "llamafactory trains every parameter at one learning rate; "
                                                      "remove optim.lr_mult, or use --backend native or trl"))

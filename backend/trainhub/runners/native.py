@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from trainhub.host import Host, missing_modules
-from trainhub.job import Job
+from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv, trainhub_model_problems
+from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
 
 
 class NativeRunner:
@@ -36,6 +36,7 @@ class NativeRunner:
             problems.append(Problem("model.init.family", "native builds llama and qwen2 models; gpt2 trains with "
                                     "backend nanogpt"))
         problems += trainhub_model_problems(job, host)
+        problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
         return problems
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:

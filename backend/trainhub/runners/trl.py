@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 
 from trainhub.host import Host, missing_modules
-from trainhub.job import Job
+from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv, trainhub_model_problems
+from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
+
+# trainhub builds the optimizer (trl_child/train.py), so every one runs but SophiaG, whose Hessian step the
+# Trainer has no place for; schedule-free's eval()/train() the Trainer calls itself.
+TRL_OPTIMS = tuple(t for t in OPTIM_TYPES if t != "sophia")
 
 
 class TrlRunner:
@@ -37,6 +41,8 @@ class TrlRunner:
             problems.append(Problem("data.packing", "trl does not pack with trainhub's packer (not yet); "
                                     "use backend native or data.packing: false"))
         problems += trainhub_model_problems(job, host)
+        problems += optim_problems(job, "trl", TRL_OPTIMS, "SophiaG's Hessian estimate is a step of the native loop "
+                                   "that the Trainer does not run; use --backend native", packages=True)
         if m.type == "grpo":
             problems += self._check_grpo(job)
         return problems
@@ -74,10 +80,11 @@ class TrlRunner:
         spec = self.upstream_config(job, dry_run)
         lines = [f"trl: {spec['module']}.{spec['trainer']} with {spec['config']}:"]
         lines += [f"  {k} = {json.dumps(v)}" for k, v in spec["args"].items()]
-        o, sched = job.optim, job.optim.schedule
-        lines.append(f"  optimizers = trainhub AdamW(lr={o.lr}, betas={list(o.betas)}, eps={o.eps}, weight_decay="
-                     f"{o.weight_decay} on matrices) with schedule warmup_steps={sched.warmup_steps}, "
-                     f"decay={sched.decay}, min_lr_ratio={sched.min_lr_ratio} (engine/schedule.py lr_at)")
+        o, sched = job.optim, job.schedule
+        fields = ", ".join(f"{k}={v}" for k, v in o.model_dump(exclude={"type", "lr_mult"}).items())
+        lines.append(f"  optimizers = trainhub {o.type}({fields}; engine/optim) with schedule warmup_steps="
+                     f"{sched.warmup_steps}, decay={sched.decay}, min_lr_ratio={sched.min_lr_ratio} "
+                     f"(engine/schedule.py lr_at)")
         if job.method.type == "grpo":
             lines.append("  reward_funcs = [" + ", ".join(r.function for r in job.method.rewards) + "]")
         return lines

@@ -32,7 +32,7 @@ from pathlib import Path
 from trainhub.host import Host, detect
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv
+from trainhub.runners.base import Launch, child_argv, optim_problems
 
 NO_GPU = "unsloth needs an NVIDIA, AMD or Intel GPU; none found — backends native or trl run here"
 COMPILE_CACHE = "unsloth_compiled_cache"
@@ -71,6 +71,9 @@ class UnslothRunner:
         if job.model.attention != "sdpa":
             problems.append(Problem("model.attention", f"unsloth runs its own attention kernels; "
                                                        f"'{job.model.attention}' cannot be chosen (leave sdpa)"))
+        problems += optim_problems(job, "unsloth", ("adamw", "muon", "adamw8bit"), "its environment holds torch and "
+                                   "bitsandbytes, not pytorch-optimizer, prodigyopt or schedulefree, and sophia needs the "
+                                   "native loop's Hessian step; use adamw, muon or adamw8bit, or --backend trl or native")
         if job.train.precision.type == "fp32":
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))

@@ -298,7 +298,11 @@ def finish(job: Job, trainer, callback, stop, *, has_eval: bool, dry_run: bool, 
         every = job.train.eval_every
         if has_eval and not (every and trainer.state.global_step % every == 0):
             trainer.evaluate()  # native evaluates at the end; the Trainer only every eval_steps
-        for path in save():
+        from trainhub.engine.optim.hooks import evaluation_weights
+
+        with evaluation_weights(trainer.optimizer):  # schedule-free: the average is the model to keep
+            paths = save()
+        for path in paths:
             callback.checkpoint(path)
     callback.end(status)
     return status

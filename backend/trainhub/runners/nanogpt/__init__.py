@@ -16,7 +16,7 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv
+from trainhub.runners.base import Launch, child_argv, optim_problems
 from trainhub.runners.nanogpt.config import checkout_problems
 
 CHECKOUT_FILES = ("train.py", "configurator.py", "model.py")
@@ -96,7 +96,8 @@ def _job_problems(job: Job) -> list[Problem]:
         no("model.attention", "nanoGPT's attention is torch's scaled_dot_product_attention (sdpa)")
     if job.model.trust_remote_code:
         no("model.trust_remote_code", "nanoGPT loads no hub model code")
-    if job.optim.eps != 1e-8:
+    p += optim_problems(job, "nanogpt", ("adamw",), "nanoGPT's train.py builds its own AdamW")
+    if job.optim.type == "adamw" and job.optim.eps != 1e-8:
         no("optim.eps", "nanoGPT's AdamW uses torch's default eps 1e-8 and has no key for it")
     if job.optim.lr_mult != type(job.optim.lr_mult)():
         no("optim.lr_mult", "nanoGPT trains every parameter at one learning rate; no per-group multipliers")
