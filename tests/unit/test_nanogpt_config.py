@@ -184,7 +184,7 @@ def test_gpt2_architecture_in_the_schema(tmp_path):
     del llama["model"]["init"]["family"]  # no family: a llama, as before gpt2 existed
     assert validate(llama).model.init.family == "llama"
     for init, message in (({"n_heads": 2}, "unknown key 'model.init.n_heads'; did you mean 'model.init.n_head'?"),
-                          ({"family": "gpt3"}, "model.init.family: 'gpt3' is not one of llama, qwen2, gpt2"),
+                          ({"family": "gpt3"}, "model.init.family: 'gpt3' is not one of llama, qwen2, qwen3, gpt2"),
                           ({"n_head": 3}, "n_embd 32 is not divisible by n_head 3")):
         with pytest.raises(JobError) as err:
             validate(merge(nano_job(tmp_path), {"model": {"init": init}}))
