@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from trainhub.data.batches import Examples, Position, micro_batches, packed_micro_batches
+from trainhub.data.batches import Examples, Position, micro_batches
 from trainhub.data.dataset import build_datasets
-from trainhub.data.packing import mask_kind_for, pack_ffd, packing_stats
+from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
 from trainhub.engine.model import ModelCount, build_model, build_tokenizer, count_model
 from trainhub.engine.optim import build_optimizer
