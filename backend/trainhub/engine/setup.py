@@ -21,9 +21,8 @@ from trainhub.engine.model import ModelCount, build_model, build_tokenizer, coun
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
-from trainhub.engine.step import hf_loss
+from trainhub.engine.step import hf_loss, injected_steps
 from trainhub.job import Job
-from trainhub.metrics.hf_nonfinite import injected_steps
 
 LossFn = Callable[[dict, torch.Tensor], torch.Tensor]
 

@@ -9,12 +9,23 @@ the loss and the gradient norm are finite. That one check is the step's only hos
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 from trainhub.data.batches import Position, count_targets, micro_batches
 from trainhub.engine.device import autocast
 from trainhub.metrics import EvalRow
+
+# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
+# train.on_nonfinite end to end, in the native engine (Setup.inject_nonfinite) and under a Trainer
+# (hf/nonfinite.py). Never set in normal use.
+INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
+
+
+def injected_steps() -> set[int]:
+    """The steps TRAINHUB_INJECT_NONFINITE names; empty when it is unset."""
+    return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
 
 class NonFiniteStop(RuntimeError):

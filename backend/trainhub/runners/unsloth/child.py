@@ -1,16 +1,17 @@
 """The unsloth backend's process, run by Unsloth's environment's python (trainhub.envs):
 
-    python -m trainhub.runners.unsloth_child --run-dir DIR [--dry-run] [--resume CHECKPOINT]
+    python -m trainhub.runners.unsloth.child --run-dir DIR [--dry-run] [--resume CHECKPOINT]
 
 Unsloth is imported first, before anything imports transformers, trl or peft: importing it
 patches them (its fused kernels, and TRL's trainers rewritten into Unsloth* trainers whose
 sources go to UNSLOTH_COMPILE_LOCATION, which the runner points into the run folder).
 
-Then: FastLanguageModel.from_pretrained and get_peft_model with the arguments
-trainhub.runners.unsloth translates from the job; the data through trainhub's own data layer
-(the same token ids and loss masks as every backend); TRL's trainer for the method, with the
-configuration the trl backend's translation gives; trainhub's Trainer callback
-(metrics/hf_callback.py) writing the common rows. Where Unsloth changes a trainer setting behind
+Then: FastLanguageModel.from_pretrained and get_peft_model with the arguments translate.py
+gives; the data through trainhub's own data layer (the same token ids and loss masks as every
+backend); TRL's trainer for the method, with the configuration the trl backend's translation gives
+(translate.unsloth_spec); the hf/ patches the unsloth SFT step needs (the token count, the log one
+step late, the FLOPs count taken once; hf/__init__.py); trainhub's Trainer callback (hf/callback.py)
+writing the common rows. Where Unsloth changes a trainer setting behind
 the job's back (GRPO's loss type, KL weight, clipping), the setting the trainer really runs with
 is compared with the job's and every difference is said in the start row's notes.
 
@@ -39,7 +40,7 @@ def explain(err: Exception) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return child_main("trainhub.runners.unsloth_child", train, argv, explain=explain,
+    return child_main("trainhub.runners.unsloth.child", train, argv, explain=explain,
                       resume_help="a Trainer checkpoint folder to continue from")
 
 
@@ -47,23 +48,16 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
           resume: Path | None = None) -> str:
     """Build, train, save; returns 'completed', 'interrupted' or 'failed' (non-finite). Rows go to `log`."""
     import torch
-    from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
     from unsloth import FastLanguageModel
 
     from trainhub.engine.model import build_tokenizer
     from trainhub.engine.stop import StopFlag
-    from trainhub.metrics.hf_deferred import defer_logs
-    from trainhub.runners.unsloth import load_args, notes_for, peft_args
-    from trainhub.runners.unsloth_trainer import build_trainer, changed_settings
-    from trainhub.trl_child.train import (
-        count_trained_tokens,
-        finish,
-        metrics_callback,
-        nonfinite_policy,
-        run,
-        skip_module_walks,
-    )
+    from trainhub.hf.deferred import defer_logs
+    from trainhub.hf.flops import skip_module_walks
+    from trainhub.hf.tokens import count_trained_tokens
+    from trainhub.runners.trl.trainer import train_and_finish
+    from trainhub.runners.unsloth.translate import changed_settings, load_args, notes_for, peft_args
 
     hf_logging.disable_progress_bar()
     stop = StopFlag.install()
@@ -80,29 +74,43 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     if lora is not None:
         model = FastLanguageModel.get_peft_model(model, **lora)
     trainer, wanted, data, tokens_fn = build_trainer(job, model, tokenizer, run_dir, precision, dry_run=dry_run,
-                                          resume=resume)
+                                                     resume=resume)
     notes += data.notes + changed_settings(wanted, trainer.args)  # Unsloth's own overrides, said
-    callback = metrics_callback(job, log, run_id, backend="unsloth", precision=f"{precision} (unsloth)", notes=notes,
-                                data=data, stop=stop, resume=resume)
-    if tokens_fn is not None:  # ORPO: its pair batches hold no input_ids; the collator counts
-        callback.tokens_fn = tokens_fn
     if job.method.type == "sft":  # under Unsloth's SFTTrainer neither TRL's num_tokens nor the Trainer's count
-        callback.tokens_fn = count_trained_tokens(trainer)  # reaches the rows (0 on the GPU machine)
-        # each step's log read one step late, so a row every step does not drain the GPU (hf_deferred.py)
-        defer_logs(trainer, tokens=callback.tokens_fn.peek)
+        tokens_fn = count_trained_tokens(trainer, notes)  # reaches the rows (0 on the GPU machine)
+        # each step's log read one step late, so a row every step does not drain the GPU (hf/deferred.py)
+        defer_logs(trainer, tokens=tokens_fn.peek, notes=notes)
         # the Trainer's per-step walks over all 1,337 modules (LoRA on the 1B shape): clip and zero_grad
-        # over the parameters that hold a gradient (Unsloth's own), the FLOPs count taken once (ours)
+        # over the parameters that hold a gradient (Unsloth's own), the FLOPs count taken once (hf/flops.py)
         unsloth_fast_grads(trainer.model)
-        skip_module_walks(trainer)
-    nonfinite_policy(job, trainer, callback)  # skip: a bad step's update dropped on the device (hf_nonfinite.py)
-    trainer.add_callback(callback)
-    trainer.remove_callback(PrinterCallback)  # the hub shows trainhub's rows; the Trainer's dicts would double them
-    for note in notes:
-        print(f"note: {note}", flush=True)
-    run(trainer, resume)
+        skip_module_walks(trainer, notes)
+    # ORPO: its pair batches hold no input_ids, so its collator counts (tokens_fn from build_trainer)
+    return train_and_finish(job, trainer, log, run_id, backend="unsloth", precision=f"{precision} (unsloth)",
+                            notes=notes, data=data, stop=stop, resume=resume, dry_run=dry_run, tokens_fn=tokens_fn,
+                            save=lambda: save(job, model, tokenizer, run_dir))
 
-    return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run,
-                  save=lambda: save(job, model, tokenizer, run_dir))
+
+def build_trainer(job: Job, model, tokenizer, run_dir: Path, precision: str, *, dry_run: bool,
+                  resume: Path | None):
+    """(trainer, the config asked for, data, tokens_fn) for the job's method. The trainer gets no callback
+    yet; tokens_fn, when not None, counts the tokens the rows report (ORPO's pair collator)."""
+    from trainhub.engine.device import pick_device
+    from trainhub.engine.schedule import total_steps
+    from trainhub.resume import read_state
+    from trainhub.runners.trl.data import build
+    from trainhub.runners.trl.trainer import load_rewards, make_trainer, optimizer_and_schedule
+    from trainhub.runners.unsloth.translate import unsloth_spec
+
+    data = build(job, tokenizer)
+    resume_step = read_state(resume)[0]["step"] if resume is not None else 0
+    total = total_steps(job, len(data.train))
+    spec = unsloth_spec(job, run_dir, precision, dry_run=dry_run, resume_step=resume_step, total_steps=total)
+    # SFT: trainhub's own padding of its pre-tokenized rows, not the DataCollatorForSeq2Seq Unsloth would pick
+    # (the tokenizer's pad(): most of a step's host time); ORPO: TRL's pair collator, counting tokens
+    trainer, tokens_fn = make_trainer(job, spec, model=model, tokenizer=tokenizer, data=data,
+                                      rewards=load_rewards(job, data),
+                                      optimizers=optimizer_and_schedule(job, model, pick_device(), total))
+    return trainer, spec["args"], data, tokens_fn
 
 
 def unsloth_fast_grads(model) -> bool:
@@ -130,7 +138,6 @@ def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:
         model.save_pretrained_merged(str(run_dir / "final"), tokenizer, save_method="merged_16bit")
         saved.append(run_dir / "final")
     return saved
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,7 +98,7 @@ def training_args(job: Job, run_dir: Path, *, cuda: bool, bf16_ok: bool, dry_run
         "gradient_accumulation_steps": tc.grad_accum,
         "max_steps": max_steps,
         "num_train_epochs": float(tc.epochs) if tc.epochs is not None else 1.0,
-        # the optimizer and schedule are trainhub's own (trl_child/train.py passes them to the trainer), so
+        # the optimizer and schedule are trainhub's own (runners/trl/trainer.py passes them to the trainer), so
         # a job steps the same under native and trl; learning_rate is what they start from
         "learning_rate": opt.lr,
         # no clipping: an infinite bound still computes (and logs) the norm, as native does

@@ -20,14 +20,15 @@ Where the numbers come from:
 - checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json, and
   `checkpoints/latest` names it, so `train --resume` works as for native (mark_checkpoint).
 - a non-finite loss or gradient norm in a logged step (stop_on_nonfinite): an error row, and the
-  Trainer is told to stop without saving; `failed` says why. With `nonfinite` (metrics/hf_nonfinite.py,
+  Trainer is told to stop without saving; `failed` says why. With `nonfinite` (hf/nonfinite.py,
   train.on_nonfinite: skip) such steps' updates were dropped instead: the row's loss is null, its
   `nonfinite_skipped` counts them, and `nonfinite_limit` skipped steps in a row stop the run the same way.
 - a stop request (any object with a `requested` attribute, e.g. the engine's StopFlag): the
   callback asks the Trainer to save and stop after the current step.
 
 Depends on transformers and trainhub only (never on TRL): the llamafactory and unsloth backends
-import it in their own environments.
+import it in their own environments. It uses the Trainer's public callback API alone, so it carries no
+version guard (hf/guard.py): it runs under LLaMA-Factory's transformers 5.6 as under 5.23.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class MetricsCallback(TrainerCallback):
         if "loss" not in logs or any(k.startswith("eval_") for k in logs):
             return  # eval logs come through on_evaluate; the closing summary has train_loss, not loss
         if self.failed:
-            return  # a log after the failing one (a log one step late, hf_deferred.py, finds it a step on)
+            return  # a log after the failing one (a log one step late, hf/deferred.py, finds it a step on)
         reported = int(logs.get("num_tokens") or state.num_input_tokens_seen or (self.tokens_fn or int)())
         if self._offset is None:  # a count below the checkpoint's restarted at resume (TRL keeps SFT/DPO/KTO's
             self._offset = self.resumed_tokens if reported < self.resumed_tokens else 0  # in memory only)
