@@ -17,8 +17,9 @@ Where the numbers come from:
   MFU means the same for every backend.
 - method quantities: the log keys TRL (and LLaMA-Factory, which reuses TRL's names) write, mapped
   onto MethodStats by METHOD_KEYS.
-- checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json, and
-  `checkpoints/latest` names it, so `train --resume` works as for native (mark_checkpoint).
+- checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json and is committed as
+  native's are (engine/checkpoint.py commit_in_place: every file fsynced, then `checkpoints/latest`
+  names it, atomically), so `train --resume` works as for native (mark_checkpoint).
 - a non-finite loss or gradient norm in a logged step (stop_on_nonfinite): an error row, and the
   Trainer is told to stop without saving; `failed` says why. With `nonfinite` (hf/nonfinite.py,
   train.on_nonfinite: skip) such steps' updates were dropped instead: the row's loss is null, its
@@ -33,9 +34,7 @@ version guard (hf/guard.py): it runs under LLaMA-Factory's transformers 5.6 as u
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +44,6 @@ from transformers import TrainerCallback
 
 from trainhub.metrics.log import MetricLog
 from trainhub.metrics.rows import CheckpointRow, EndRow, ErrorRow, EvalRow, MethodStats, StartRow, TrainRow
-from trainhub.resume import JOB, STATE
 
 # Log key (without an eval_ prefix) -> MethodStats field. TRL's names; LLaMA-Factory uses the same.
 METHOD_KEYS: dict[str, str] = {
@@ -229,13 +227,10 @@ class MetricsCallback(TrainerCallback):
 def mark_checkpoint(path: Path, step: int, job: dict, tokens: int = 0, nonfinite_skipped: int = 0) -> None:
     """Make a Trainer checkpoint one that `train --resume` finds and checks like native's: the resolved
     job, the step, the tokens and skipped steps so far (as of the last train row) beside the Trainer's
-    files, and the `latest` pointer naming it (written last, atomically)."""
-    (path / JOB).write_text(json.dumps(job, indent=2))
-    (path / STATE).write_text(json.dumps({"step": step, "tokens": tokens, "nonfinite_skipped": nonfinite_skipped,
-                                          "saved_at": time.time()}))
-    tmp = path.parent / "latest.tmp"
-    tmp.write_text(path.name + "\n")
-    os.replace(tmp, path.parent / "latest")
+    files, committed by the engine's commit (fsynced, then the `latest` pointer, atomically)."""
+    from trainhub.engine.checkpoint import commit_in_place
+
+    commit_in_place(path, step, {"tokens": tokens, "nonfinite_skipped": nonfinite_skipped}, job)
 
 
 def start_fields(*, backend: str, job, precision: str, tokens_per_step: int, notes: list[str] | None = None,
