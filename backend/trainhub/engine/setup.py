@@ -23,6 +23,7 @@ from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
 from trainhub.engine.step import hf_loss, injected_steps
 from trainhub.job import Job
+from trainhub.job.sizes import tokens_per_step
 
 LossFn = Callable[[dict, torch.Tensor], torch.Tensor]
 
@@ -67,8 +68,7 @@ class Setup:
 
     @property
     def tokens_per_step(self) -> int:
-        tc = self.job.train
-        return tc.micro_batch_size * tc.grad_accum * self.job.data.max_length
+        return tokens_per_step(self.job)
 
     def batches(self, state: TrainState) -> Batches:
         job, pad = self.job, self.tokenizer.pad_token_id

@@ -4,8 +4,10 @@
 
 Reads the job (DIR/job.json) and LLaMA-Factory's config that the runner translated it to, and calls
 `llamafactory.train.tuner.run_exp(config, callbacks=[MetricsCallback])`: LLaMA-Factory builds its
-own trainer; trainhub's one Trainer callback (hf/callback.py) writes the common metric rows.
-Exits 0 (completed), 130 (stopped by SIGTERM/SIGINT after saving) or 1 (failed; an error row says why).
+own trainer; trainhub's one Trainer callback (hf/callback.py) writes the common metric rows. The
+precision is decided here, on the device the child has, by the rule every backend uses
+(engine/precision.py). Exits 0 (completed), 130 (stopped by SIGTERM/SIGINT after saving) or 1 (failed;
+an error row says why).
 """
 
 from __future__ import annotations
@@ -36,23 +38,24 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from llamafactory.train.tuner import run_exp
     from transformers.utils import logging as hf_logging
 
+    from trainhub.engine.precision import NAMES
     from trainhub.engine.stop import StopFlag
     from trainhub.hf.callback import MetricsCallback, start_fields
+    from trainhub.job.sizes import longest_sequence, tokens_per_step
     from trainhub.metrics import ErrorRow
+    from trainhub.runners.llamafactory.translate import precision_keys
 
     hf_logging.disable_progress_bar()
     settings = yaml.safe_load(config.read_text())
     notes: list[str] = []
-    if not torch.cuda.is_available() and (settings.get("bf16") or settings.get("fp16")):
-        settings.update(bf16=False, fp16=False)
-        notes.append(f"CPU: fp32 instead of {job.train.precision.type}")
-    precision = "bf16 autocast" if settings.get("bf16") else "fp16 autocast" if settings.get("fp16") else "fp32"
+    cuda = torch.cuda.is_available()  # the precision again, on this device (the config assumed a bf16 GPU)
+    settings.update(precision_keys(job.train.precision.type, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
+                                   notes=notes))
+    precision = NAMES["bf16" if settings["bf16"] else "fp16" if settings["fp16"] else "fp32"]
     stats = json.loads((Path(settings["dataset_dir"]) / "stats.json").read_text())
-    t = job.train
     fields = start_fields(backend="llamafactory", job=job, precision=precision, notes=notes, data=stats,
-                          tokens_per_step=t.micro_batch_size * t.grad_accum * job.data.max_length,
-                          resumed_from=settings.get("resume_from_checkpoint"))
-    callback = MetricsCallback(log, run_id, start_fields=fields, seq_len=job.data.max_length,
+                          tokens_per_step=tokens_per_step(job), resumed_from=settings.get("resume_from_checkpoint"))
+    callback = MetricsCallback(log, run_id, start_fields=fields, seq_len=longest_sequence(job),
                                stop=StopFlag.install())
     try:
         run_exp(settings, callbacks=[callback])

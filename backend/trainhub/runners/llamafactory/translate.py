@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainhub.engine.precision import choose
 from trainhub.job import Job
 
 CONFIG = "llamafactory.yaml"
@@ -77,7 +78,7 @@ def translate(job: Job, run_dir: Path, data_dir: Path, *, has_eval: bool, dry_ru
         cfg["max_steps"] = t.max_steps
     else:
         cfg["num_train_epochs"] = t.epochs
-    cfg.update(_precision(job))
+    cfg.update(precision_keys(job.train.precision.type))
     if not job.data.shuffle:
         cfg["disable_shuffling"] = True
     if resume is not None:
@@ -102,7 +103,8 @@ def _global_step(checkpoint: Path) -> int:
     return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
 
 
-def _precision(job: Job) -> dict:
-    """bf16 / fp16 mixed precision on a GPU; the child turns it off on a CPU (and says so), as native does."""
-    p = job.train.precision.type
-    return {"bf16": p in ("bf16", "auto"), "fp16": p == "fp16"}
+def precision_keys(asked: str, *, cuda: bool = True, bf16_ok: bool = True, notes: list[str] | None = None) -> dict:
+    """LLaMA-Factory's bf16 / fp16 for train.precision, by the rule every backend uses (engine/precision.py).
+    The config is written for a GPU with bf16; the child sets them again for the device it has."""
+    chosen = choose(asked, cuda=cuda, bf16_ok=bf16_ok, notes=notes)
+    return {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}

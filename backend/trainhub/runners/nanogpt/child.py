@@ -25,8 +25,10 @@ from trainhub.data.sources import load_records
 from trainhub.data.writers import write_nanogpt
 from trainhub.engine.device import device_facts
 from trainhub.engine.model import build_tokenizer
+from trainhub.engine.precision import NAMES
 from trainhub.export.nanogpt import export_hf, load_checkpoint
 from trainhub.job import Job
+from trainhub.job.sizes import tokens_per_step
 from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, MetricLog, StartRow
 from trainhub.metrics.flops import flops_per_token
 from trainhub.resume import read_state
@@ -120,11 +122,11 @@ def drive(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     fpt = flops_per_token(n_frozen=0, n_trainable=matmul, layers=values["n_layer"], heads=values["n_head"],
                           head_dim=values["n_embd"] // values["n_head"], seq_len=values["block_size"])
     hardware = {**device_facts(device), "device_count": processes}
-    per_step = cfg.tokens_per_step(job, processes)
+    per_step = tokens_per_step(job, processes)  # windows of exactly data.max_length: the count, not a bound
     log.write(StartRow(
         run_id=run_id, step=start_step, backend="nanogpt", job_hash=job.hash(), job=job.model_dump(mode="json"),
         hardware=hardware, params_total=total, params_trainable=total, flops_per_token=fpt,
-        precision=cfg.PRECISION_NAMES[values["dtype"]], max_steps=steps, tokens_per_step=per_step, notes=notes,
+        precision=NAMES[cfg.precision(job, facts)], max_steps=steps, tokens_per_step=per_step, notes=notes,
         data={**{f"train_{k}": v for k, v in records["train"].stats.items()}, "train_tokens": counts["train"],
               "eval_tokens": counts["val"]},
         resumed_from=str(resume) if resume else None))

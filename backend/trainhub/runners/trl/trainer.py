@@ -76,14 +76,6 @@ def train_and_finish(job: Job, trainer, log: MetricLog, run_id: str, *, backend:
     return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run, save=save)
 
 
-def sizes(job: Job) -> tuple[int, int]:
-    """(sequence length FLOPs are charged at, upper bound on tokens per optimizer step)."""
-    tc, m = job.train, job.method
-    seq = job.data.max_length + (m.max_new_tokens if m.type == "grpo" else 0)
-    per_example = 2 if m.type in ("dpo", "orpo") else 1  # a pair is two sequences
-    return seq, tc.micro_batch_size * tc.grad_accum * seq * per_example
-
-
 def metrics_callback(job: Job, log: MetricLog, run_id: str, *, backend: str, precision: str, notes: list[str],
                      data, stop, resume: Path | None, nonfinite=None, tokens_fn=None):
     """The MetricsCallback of a Trainer-based child (trl, unsloth): the start row's fields, and on --resume
@@ -91,15 +83,15 @@ def metrics_callback(job: Job, log: MetricLog, run_id: str, *, backend: str, pre
     `nonfinite`: the SkipNonFinite of train.on_nonfinite: skip; `tokens_fn`: a token count for a trainer
     that reports none (hf/callback.py)."""
     from trainhub.hf.callback import MetricsCallback, start_fields
+    from trainhub.job.sizes import longest_sequence, tokens_per_step
     from trainhub.resume import read_state
 
     saved = read_state(resume)[0] if resume is not None else {}
-    seq, per_step = sizes(job)
-    return MetricsCallback(log, run_id, stop=stop, seq_len=seq, eval_tokens=data.eval_tokens,
+    return MetricsCallback(log, run_id, stop=stop, seq_len=longest_sequence(job), eval_tokens=data.eval_tokens,
                            resumed_tokens=saved.get("tokens", 0), resumed_skipped=saved.get("nonfinite_skipped", 0),
                            nonfinite=nonfinite, nonfinite_limit=job.train.nonfinite_limit, tokens_fn=tokens_fn,
                            start_fields=start_fields(backend=backend, job=job, precision=precision,
-                                                     tokens_per_step=per_step, notes=notes, data=data.stats,
+                                                     tokens_per_step=tokens_per_step(job), notes=notes, data=data.stats,
                                                      resumed_from=str(resume) if resume else None))
 
 

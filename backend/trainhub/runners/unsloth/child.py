@@ -52,6 +52,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     from unsloth import FastLanguageModel
 
     from trainhub.engine.model import build_tokenizer
+    from trainhub.engine.precision import DTYPES, choose
     from trainhub.engine.stop import StopFlag
     from trainhub.hf.deferred import defer_logs
     from trainhub.hf.flops import skip_module_walks
@@ -63,13 +64,12 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     stop = StopFlag.install()
     notes = notes_for(job)
     tokenizer = build_tokenizer(job, run_dir)  # trainhub's tokenizer (template applied), as every backend
-    kwargs = load_args(job)
-    if kwargs["dtype"] is None:  # precision auto: bf16 where the GPU has it, as native decides
-        kwargs["dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        notes.append(f"precision auto: {kwargs['dtype']}")
-    precision = {"bfloat16": "bf16", "float16": "fp16"}[kwargs["dtype"]]
-    kwargs["dtype"] = getattr(torch, kwargs["dtype"])
-    model, _unsloth_tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+    # bf16 where the GPU has it, as native decides; Unsloth trains in 16 bits only, so auto falls back to fp16
+    precision = choose(job.train.precision.type, cuda=True, bf16_ok=torch.cuda.is_bf16_supported(), half_only=True)
+    if job.train.precision.type == "auto":
+        notes.append(f"precision auto: {DTYPES[precision]}")
+    model, _unsloth_tokenizer = FastLanguageModel.from_pretrained(**{**load_args(job),
+                                                                     "dtype": getattr(torch, DTYPES[precision])})
     lora = peft_args(job)
     if lora is not None:
         model = FastLanguageModel.get_peft_model(model, **lora)

@@ -72,9 +72,11 @@ class UnslothRunner:
         """What the child will call: Unsloth's two calls and the TRL trainer with every config keyword."""
         import json
 
+        from trainhub.engine.precision import choose
         from trainhub.runners.unsloth.translate import unsloth_spec
 
-        precision = "fp16" if job.train.precision.type == "fp16" else "bf16"
+        # as the child decides it (unsloth/child.py) on a GPU with bf16
+        precision = choose(job.train.precision.type, cuda=True, bf16_ok=True, half_only=True)
         spec = unsloth_spec(job, Path(job.output_dir), precision, dry_run=dry_run)
         lines = ["unsloth: FastLanguageModel.from_pretrained(" + _kwargs(load_args(job)) + ")"]
         lora = peft_args(job)

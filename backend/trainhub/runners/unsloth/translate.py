@@ -4,7 +4,8 @@
     model.path                  model_name (use_exact_model_name=True)
     data.max_length             max_seq_length (GRPO: + method.max_new_tokens, the longest
                                 prompt + completion the model sees)      max_seq_length
-    train.precision             dtype (bf16 -> bfloat16, fp16 -> float16, auto -> Unsloth's pick)
+    train.precision             dtype (bf16 -> bfloat16, fp16 -> float16, auto -> the child's pick:
+                                engine/precision.py, bf16 where the GPU has it, else fp16)
     adapter lora                load_in_16bit=True                       r, lora_alpha, lora_dropout,
     adapter qlora               load_in_4bit=True (NF4, bitsandbytes)    target_modules, bias="none"
     adapter full                full_finetuning=True                     (not called)
@@ -33,9 +34,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainhub.engine.precision import DTYPES
 from trainhub.job import Job
-
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "auto": None}
+from trainhub.job.sizes import longest_sequence
 
 # Settings TrainingArguments stores in another form of the same value ("none" -> []).
 SAME_IN_ANOTHER_FORM = ("report_to",)
@@ -47,12 +48,11 @@ def gradient_checkpointing(job: Job) -> str | bool:
 
 
 def max_seq_length(job: Job) -> int:
-    """The longest sequence the model sees. GRPO trains on prompt + completion: data.max_length bounds the
-    prompt, method.max_new_tokens the completion. Unsloth's forward cuts input_ids to max_seq_length without
-    a word (unsloth 2026.10.9, models/llama.py), so with the prompt bound alone a long completion lost its
-    tail, the log-probability gather indexed past the logits, and the GRPO benchmark ended in a device-side
-    assert on the GPU machine (2026-11-22)."""
-    return job.data.max_length + (job.method.max_new_tokens if job.method.type == "grpo" else 0)
+    """The longest sequence the model sees (job/sizes.py: GRPO's prompt + completion). Unsloth's forward
+    cuts input_ids to max_seq_length without a word (unsloth 2026.10.9, models/llama.py), so with the
+    prompt bound alone a long completion lost its tail, the log-probability gather indexed past the
+    logits, and the GRPO benchmark ended in a device-side assert on the GPU machine (2026-11-22)."""
+    return longest_sequence(job)
 
 
 def load_args(job: Job) -> dict:
@@ -61,7 +61,7 @@ def load_args(job: Job) -> dict:
     return {
         "model_name": job.model.path,
         "max_seq_length": max_seq_length(job),
-        "dtype": DTYPES[job.train.precision.type],
+        "dtype": None if job.train.precision.type == "auto" else DTYPES[job.train.precision.type],
         "load_in_4bit": kind == "qlora",
         "load_in_8bit": False,
         "load_in_16bit": kind == "lora",
@@ -94,7 +94,8 @@ def peft_args(job: Job) -> dict | None:
 def notes_for(job: Job) -> list[str]:
     """Plain statements about how Unsloth reads this job, for the start row."""
     notes = []
-    weights = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision.type, "bfloat16 where supported")
+    asked = job.train.precision.type
+    weights = DTYPES[asked] if asked in ("bf16", "fp16") else "bfloat16 where supported"
     if job.adapter.type == "qlora":
         notes.append(f"unsloth: base weights in 4-bit NF4 (bitsandbytes), adapters and compute in {weights}")
     elif job.model.dtype == "float32":
