@@ -15,9 +15,9 @@ writing the common rows. Where Unsloth changes a trainer setting behind
 the job's back (GRPO's loss type, KL weight, clipping), the setting the trainer really runs with
 is compared with the job's and every difference is said in the start row's notes.
 
-Saved at the end: the LoRA adapter in DIR/adapter (with the tokenizer) and, when export.merged,
-the 16-bit merged model in DIR/final (Unsloth's save_pretrained_merged); a full fine-tune goes
-to DIR/final. Exits 0, 130 (stopped after saving) or 1 (an error row says why).
+Saved at the end as native and trl save (export/hf.py save_final): the LoRA adapter in DIR/adapter
+and, when export.merged, the 16-bit merged model in DIR/final (the merge is Unsloth's
+save_pretrained_merged); a full fine-tune goes to DIR/final. Exits 0, 130 (stopped after saving) or 1 (an error row says why).
 """
 
 from __future__ import annotations
@@ -125,19 +125,15 @@ def unsloth_fast_grads(model) -> bool:
 
 
 def save(job: Job, model, tokenizer, run_dir: Path) -> list[Path]:
-    """The adapter (LoRA, QLoRA) and the merged 16-bit model when export.merged; a full fine-tune's model."""
-    if job.adapter.type == "full":
-        model.save_pretrained(run_dir / "final", safe_serialization=True)
-        tokenizer.save_pretrained(run_dir / "final")
-        return [run_dir / "final"]
-    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
-    tokenizer.save_pretrained(run_dir / "adapter")
-    saved = [run_dir / "adapter"]
-    if job.export.merged:
-        # QLoRA: the 4-bit base is dequantized to 16-bit and the adapter merged into it
-        model.save_pretrained_merged(str(run_dir / "final"), tokenizer, save_method="merged_16bit")
-        saved.append(run_dir / "final")
-    return saved
+    """The final model, as every trainhub-process backend saves it (export/hf.py save_final), with the
+    merge done by Unsloth (save_pretrained_merged: a QLoRA's 4-bit base is dequantized to 16 bits and the
+    adapter merged into it; the tokenizer saved beside)."""
+    from trainhub.export.hf import save_final
+
+    def merge(final: Path) -> None:
+        model.save_pretrained_merged(str(final), tokenizer, save_method="merged_16bit")
+
+    return [save_final(model, tokenizer, run_dir, job, merge=merge)]
 
 if __name__ == "__main__":
     sys.exit(main())
