@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 from trainhub.metrics import EndRow, ErrorRow, MetricLog
+from trainhub.metrics.rows import EXIT_CODES
 
-# Exit codes of a backend child process (and so of `train`).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT)
+# Exit codes of a backend child process (and so of `train`), by the status it ends with (the table is
+# metrics/rows.py's, which an end row without a code reads too).
+EXIT_OK = EXIT_CODES["completed"]  # 0
+EXIT_FAILED = EXIT_CODES["failed"]  # 1
+EXIT_INTERRUPTED = EXIT_CODES["interrupted"]  # 130: stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT)
 # A non-finite stop, a bad record, a refused resume: EXIT_FAILED, with an error row saying which.
-STATUS_CODES = {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
 
 
 class Resilient:
@@ -123,4 +124,4 @@ def child_main(prog: str, train, argv: list[str] | None = None, *, explain=None,
         return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
     finally:
         log.close()
-    return STATUS_CODES[status]
+    return EXIT_CODES[status]
