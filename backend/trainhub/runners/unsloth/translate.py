@@ -110,8 +110,9 @@ def unsloth_spec(job: Job, run_dir: Path, precision: str, *, dry_run: bool = Fal
     `precision`: bf16 or fp16, the dtype the weights are loaded in."""
     from trainhub.runners.trl.translate import translate
 
-    spec = translate(job, run_dir, cuda=True, bf16_ok=precision == "bf16", dry_run=dry_run,
-                     resume_step=resume_step, total_steps=total_steps)
+    # bf16 / fp16 are set below from the weights' dtype (the child chose it), not by the trl backend's rule
+    spec = translate(job, run_dir, cuda=True, bf16_ok=True, dry_run=dry_run, resume_step=resume_step,
+                     total_steps=total_steps)
     args = spec["args"]
     args.pop("gradient_checkpointing_kwargs", None)
     args.update(gradient_checkpointing=False, bf16=precision == "bf16", fp16=precision == "fp16")
