@@ -16,11 +16,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+from trainhub.child import EXIT_FAILED, stop_with_parent
 from trainhub.job import Job
 from trainhub.metrics import EndRow, ErrorRow, MetricLog
 from trainhub.metrics.log import new_run_id
@@ -28,7 +28,7 @@ from trainhub.metrics.rows import ROW_ADAPTER
 from trainhub.progress import View
 from trainhub.resume import CheckpointError, check_resume, find_checkpoint
 from trainhub.runfolder import RunFolderInUse, claim, progress, set_aside_failed
-from trainhub.runners.base import EXIT_FAILED, Launch, Runner
+from trainhub.runners.base import Launch, Runner
 from trainhub.secrets import redact, secret_values
 from trainhub.sinks import build_sinks
 from trainhub.sinks.fanout import Sinks
@@ -164,16 +164,7 @@ def _detach() -> None:
     each of 4 alternating pairs; `train` itself did not get measurably faster from this change
     (research/results/unsloth.md, sixth session)."""
     os.setpgid(0, 0)
-    _stop_with_parent()
-
-
-def _stop_with_parent() -> None:
-    """In a child, before exec: on Linux, SIGTERM when its parent dies, however it dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    stop_with_parent()
 
 
 def _pump(child: subprocess.Popen, sink, view: View) -> None:

@@ -1,4 +1,4 @@
-"""The shared Trainer callback (metrics/hf_callback.py) on a plain transformers Trainer: the rows it
+"""The shared Trainer callback (hf/callback.py) on a plain transformers Trainer: the rows it
 writes validate against the metric schema and say what the Trainer did (TRL's method keys:
 tests/unit/test_hf_method_stats.py). No TRL here: the callback must work without it."""
 
@@ -8,8 +8,8 @@ import math
 
 import torch
 
+from trainhub.hf.callback import MetricsCallback, start_fields
 from trainhub.metrics import read_rows
-from trainhub.metrics.hf_callback import MetricsCallback, start_fields
 from trainhub.metrics.log import MetricLog
 
 
@@ -79,12 +79,12 @@ def test_stop_request_saves_and_stops(tmp_path):
 
 
 def test_a_resumed_trainer_child_goes_on_from_the_checkpoints_tokens(tmp_path):
-    """trl_child.train.metrics_callback, which both Trainer children (trl, unsloth) build their callback with:
+    """runners/trl/trainer.py metrics_callback, which both Trainer children (trl, unsloth) build their callback with:
     on --resume the rows' token count goes on from the checkpoint's, though the collator counts from 0 again."""
     from types import SimpleNamespace
 
-    from trainhub.metrics.hf_callback import mark_checkpoint
-    from trainhub.trl_child.train import metrics_callback
+    from trainhub.hf.callback import mark_checkpoint
+    from trainhub.runners.trl.trainer import metrics_callback
 
     job = _job()
     checkpoint = tmp_path / "checkpoints" / "checkpoint-4"

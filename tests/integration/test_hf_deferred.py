@@ -1,4 +1,4 @@
-"""A Trainer's log one step late (metrics/hf_deferred.py), on a plain transformers Trainer on the CPU:
+"""A Trainer's log one step late (hf/deferred.py), on a plain transformers Trainer on the CPU:
 the rows are the ones the Trainer's own log gives, each written after the next step has run, and a
 save, the last step and a non-finite loss are not left waiting."""
 
@@ -11,11 +11,11 @@ import torch
 from transformers import TrainerCallback
 
 from tests.integration.test_hf_callback import _job, _trainer
+from trainhub.hf.callback import MetricsCallback, start_fields
+from trainhub.hf.deferred import DeferredLog, defer_logs
+from trainhub.hf.tokens import count_trained_tokens
 from trainhub.metrics import read_rows
-from trainhub.metrics.hf_callback import MetricsCallback, start_fields
-from trainhub.metrics.hf_deferred import DeferredLog, defer_logs
 from trainhub.metrics.log import MetricLog
-from trainhub.trl_child.train import count_trained_tokens
 
 
 class _Seen(TrainerCallback):
@@ -106,4 +106,13 @@ def test_only_a_single_cuda_process_defers(tmp_path):
 
     assert isinstance(defer_logs(like(1)), DeferredLog)
     assert defer_logs(like(2)) is None  # its loss is gathered across ranks at log time
-    assert defer_logs(like(1, method=lambda logs, step: None)) is None  # not the log step DeferredLog reads
+
+    class Odd(type(trainer)):
+        def _maybe_log_save_evaluate(self, logs, step):  # not the log step DeferredLog reads
+            pass
+
+    odd = Odd.__new__(Odd)  # a trainer of a class that overrides it: the guard looks at that class's
+    odd.args = like(1).args
+    notes = []
+    assert defer_logs(odd, notes=notes) is None  # the Trainer's own log, and the start row says why
+    assert "_maybe_log_save_evaluate takes no tr_loss, grad_norm, start_time, learning_rate" in notes[0]

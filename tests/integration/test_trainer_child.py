@@ -1,4 +1,4 @@
-"""trl_child.train's helpers, which both Trainer children (trl, unsloth) use, on a real transformers Trainer
+"""runners/trl (trainer.py, data.py) and hf/ helpers, which both Trainer children (trl, unsloth) use, on a real transformers Trainer
 on the CPU: the trained tokens are counted where the batches are padded in worker processes, and skipping
 the Trainer's module walks changes no logged value."""
 
@@ -15,7 +15,8 @@ def test_trained_tokens_are_counted_in_the_main_process(tmp_path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
-    from trainhub.trl_child.train import PadCollator, count_trained_tokens
+    from trainhub.hf.tokens import count_trained_tokens
+    from trainhub.runners.trl.data import PadCollator
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -42,7 +43,8 @@ def test_skipping_the_module_walks_keeps_every_value(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
-    from trainhub.trl_child.train import PadCollator, skip_module_walks
+    from trainhub.hf.flops import skip_module_walks
+    from trainhub.runners.trl.data import PadCollator
 
     train = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in [3, 7, 5, 9, 4, 6, 8, 2]]
 

@@ -1,11 +1,11 @@
-"""TRL's method keys in a Trainer's logs map onto MethodStats (metrics/hf_callback.py); no Trainer runs here
+"""TRL's method keys in a Trainer's logs map onto MethodStats (hf/callback.py); no Trainer runs here
 (tests/integration/test_hf_callback.py runs the callback on a real one)."""
 
 from __future__ import annotations
 
 import pytest
 
-from trainhub.metrics.hf_callback import method_stats
+from trainhub.hf.callback import method_stats
 
 
 @pytest.mark.parametrize(("logs", "prefix", "expected"), [

@@ -196,9 +196,9 @@ def test_metrics_schema_documents_the_schema_key():
 
 def test_an_end_row_without_an_exit_code_takes_its_statuses():
     """Writers that end a run in their own process (the engine, the Trainer callback) know the status, not
-    yet the exit code: the row carries the code the status exits with, the same as runners.base's."""
+    yet the exit code: the row carries the code the status exits with, the same as trainhub.child's."""
+    from trainhub.child import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from trainhub.metrics.rows import EXIT_CODES
-    from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
     assert EXIT_CODES == {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
     for status, code in EXIT_CODES.items():

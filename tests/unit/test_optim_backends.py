@@ -70,7 +70,7 @@ def test_trl_schedule_sets_the_rates_native_sets(optim):
     from tests.unit.optim_helpers import tiny_llama
     from trainhub.engine.optim import build_optimizer, set_lr
     from trainhub.engine.schedule import lr_at
-    from trainhub.trl_child.train import optimizer_and_schedule
+    from trainhub.runners.trl.trainer import optimizer_and_schedule
 
     job = _job({"type": optim, "adamw": {"lr": 0.01}} if optim == "muon" else optim, method="sft")
     job = job.model_copy(update={"schedule": job.schedule.model_copy(update={"warmup_steps": 3})})

@@ -18,7 +18,7 @@ import torch
 
 from trainhub.engine.rl.loss import LossSpec, loss_mask, loss_spec, overlong_penalty, policy_loss
 from trainhub.job import GRPO, GRPO_ALGORITHMS
-from trainhub.trl_child.translate import GRPO_TRL, LOSS_TYPE
+from trainhub.runners.trl.translate import GRPO_TRL, LOSS_TYPE
 
 REWARD = [{"function": "trainhub.rewards:exact_match"}]
 TOL = dict(atol=1e-6, rtol=1e-5)

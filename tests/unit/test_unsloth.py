@@ -18,8 +18,8 @@ from trainhub import host as host_mod
 from trainhub.host import Host
 from trainhub.jobfile import Problem, load
 from trainhub.runners import RUNNERS, choose
-from trainhub.runners.unsloth import NO_GPU, OFFLINE, UnslothRunner, load_args, notes_for, peft_args
-from trainhub.runners.unsloth_trainer import changed_settings, unsloth_spec
+from trainhub.runners.unsloth.runner import NO_GPU, OFFLINE, UnslothRunner
+from trainhub.runners.unsloth.translate import changed_settings, load_args, notes_for, peft_args, unsloth_spec
 
 GPU = Host(gpus=("NVIDIA H100 80GB HBM3",), cpu="x86_64", cores=16)
 CPU = Host(gpus=(), cpu="x86_64", cores=2)
@@ -128,7 +128,7 @@ def test_preference_methods_translate_as_the_trl_backend(tmp_path, model_dir, mo
     """ORPO and KTO: TRL's classes and the trl backend's settings, Unsloth's differences on top (its own
     checkpointing, bf16 from the weights), and the check lets them through."""
     from trainhub import envs
-    from trainhub.trl_child.translate import translate
+    from trainhub.runners.trl.translate import translate
 
     monkeypatch.setattr(envs, "python_of", lambda backend: Path(sys.executable))
     job = load(_job(tmp_path, model_dir, method=method, data={
@@ -269,7 +269,7 @@ def test_launch(tmp_path, model_dir, monkeypatch):
     job = load(_job(tmp_path, model_dir))
     run_dir = Path(job.output_dir)
     launch = RUNNERS["unsloth"].prepare(job, run_dir, dry_run=True, resume=run_dir / "checkpoints" / "x")
-    assert launch.argv == [str(python), "-m", "trainhub.runners.unsloth_child", "--run-dir", str(run_dir),
+    assert launch.argv == [str(python), "-m", "trainhub.runners.unsloth.child", "--run-dir", str(run_dir),
                            "--dry-run", "--resume", str(run_dir / "checkpoints" / "x")]
     assert launch.cwd == run_dir
     assert launch.env["UNSLOTH_COMPILE_LOCATION"] == str(run_dir / "unsloth_compiled_cache")
@@ -288,7 +288,7 @@ def test_plan_shows_what_the_child_calls(tmp_path, model_dir):
 
 def test_child_imports_unsloth_first():
     """Unsloth patches transformers, trl and peft when imported: nothing heavy may come before it."""
-    source = (ROOT / "backend/trainhub/runners/unsloth_child.py").read_text()
+    source = (ROOT / "backend/trainhub/runners/unsloth/child.py").read_text()
     imports = [n for n in ast.parse(source).body if isinstance(n, ast.Import | ast.ImportFrom)]
     names = [n.names[0].name if isinstance(n, ast.Import) else n.module for n in imports]
     names = [n for n in names if n != "__future__"]
@@ -296,10 +296,10 @@ def test_child_imports_unsloth_first():
 
 
 def test_the_child_package_path_imports_nothing_heavy():
-    """`python -m trainhub.runners.unsloth_child` runs trainhub.runners' __init__ before the child's own
-    `import unsloth`: it must not load transformers, trl, peft or torch."""
-    code = "import sys, trainhub.runners; print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') " \
-           "if m in sys.modules))"
+    """`python -m trainhub.runners.unsloth.child` runs trainhub.runners' and trainhub.runners.unsloth's
+    __init__ before the child's own `import unsloth`: they must not load transformers, trl, peft or torch."""
+    code = "import sys, trainhub.runners, trainhub.runners.unsloth; " \
+           "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -325,7 +325,7 @@ def test_native_refuses_qlora(tmp_path, model_dir):
 def test_counting_collator_sums_the_attention_masks():
     import torch
 
-    from trainhub.trl_child.train import CountingCollator
+    from trainhub.runners.trl.data import CountingCollator
 
     masked = CountingCollator(lambda rows: {"chosen_attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]]),
                                             "rejected_attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])})
@@ -341,7 +341,7 @@ def test_pad_collator_matches_transformers_seq2seq_collator():
     from transformers import DataCollatorForSeq2Seq
 
     from trainhub.data.tokenizer import train_bpe
-    from trainhub.trl_child.train import PadCollator
+    from trainhub.runners.trl.data import PadCollator
 
     texts = [line for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()[:50]]
     tok = train_bpe(texts, 300, 2, template="chatml")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from trainhub.data.batches import Examples, Position, micro_batches, packed_micro_batches
+from trainhub.data.batches import Examples, Position, micro_batches
 from trainhub.data.dataset import build_datasets
-from trainhub.data.packing import mask_kind_for, pack_ffd, packing_stats
+from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
@@ -23,8 +23,9 @@ from trainhub.engine.models import build_model, compile_model, head_weight, hidd
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
+from trainhub.engine.step import injected_steps
 from trainhub.job import Job
-from trainhub.metrics.hf_nonfinite import injected_steps
+from trainhub.job.sizes import tokens_per_step
 
 LossFn = Callable[[dict, torch.Tensor], torch.Tensor]
 
@@ -71,8 +72,7 @@ class Setup:
 
     @property
     def tokens_per_step(self) -> int:
-        tc = self.job.train
-        return tc.micro_batch_size * tc.grad_accum * self.job.data.max_length
+        return tokens_per_step(self.job)
 
     def batches(self, state: TrainState) -> Batches:
         job, pad = self.job, self.tokenizer.pad_token_id

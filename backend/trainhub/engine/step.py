@@ -9,6 +9,7 @@ the loss and the gradient norm are finite. That one check is the step's only hos
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -17,6 +18,16 @@ from trainhub.engine.device import autocast
 from trainhub.engine.models import head_weight, hidden_states
 from trainhub.engine.optim.hooks import estimate_hessian, evaluation_weights, hessian_due
 from trainhub.metrics import EvalRow
+
+# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
+# train.on_nonfinite end to end, in the native engine (Setup.inject_nonfinite) and under a Trainer
+# (hf/nonfinite.py). Never set in normal use.
+INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
+
+
+def injected_steps() -> set[int]:
+    """The steps TRAINHUB_INJECT_NONFINITE names; empty when it is unset."""
+    return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
 
 class NonFiniteStop(RuntimeError):

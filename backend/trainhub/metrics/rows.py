@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 SCHEMA_VERSION = 1
 
 EXIT_CODES = {"completed": 0, "interrupted": 130, "failed": 1}
-"""The exit code of a backend process that ends with each status (trainhub.runners.base's EXIT_OK,
-EXIT_INTERRUPTED, EXIT_FAILED; metrics imports nothing from runners, a test keeps the two equal)."""
+"""The exit code of a backend process that ends with each status: the one table of them (an end row
+without a code takes its status's); trainhub.child names them EXIT_OK, EXIT_INTERRUPTED, EXIT_FAILED."""
 
 
 class _Row(BaseModel):

@@ -4,6 +4,22 @@
     prepare(job, run_dir, …)  -> Launch: writes the upstream's own config, returns argv + env + cwd
 
 The hub runs the Launch as a child process and follows run_dir/metrics.jsonl.
+
+Every backend is one package of the same shape, `runners/<name>/`:
+
+    runner.py     the Runner (check, prepare, plan_lines): what the hub imports; no torch, no upstream
+    translate.py  job -> the upstream's own config, pure (no torch, no upstream): `plan` and the tests
+                  call it without the upstream installed
+    child.py      the child process: `python -m trainhub.runners.<name>.child --run-dir RUN [...]`,
+                  its `main` a call of trainhub.child.child_main (arguments, job, log, exit codes);
+                  the upstream is imported here, inside the functions that need it
+    __init__.py   a docstring only, so that `-m ...child` loads nothing heavy before the child runs
+
+plus the backend's own helpers beside them (trl: data.py, trainer.py; nanogpt: logparse.py, ...).
+The one exception is native: its child is the engine itself, `python -m trainhub.engine` (the same
+entry torchrun starts on every rank), and the job is the engine's own config, so runners/native/
+holds runner.py alone: a translate.py would be the identity, and a child.py that re-exported the
+engine would put a second name on the process torchrun runs.
 """
 
 from __future__ import annotations
@@ -16,16 +32,11 @@ from trainhub.host import Host
 from trainhub.job import OPTIM_PACKAGES, Job
 from trainhub.jobfile import Problem
 
-# Exit codes of a backend child process (and so of `train`).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT)
-# A non-finite stop, a bad record, a refused resume: EXIT_FAILED, with an error row saying which.
-
 
 def child_argv(python: str, module: str, run_dir: Path, *extra: str, dry_run: bool = False,
                resume: Path | None = None) -> list[str]:
-    """`python -m module --run-dir RUN [extra...] [--dry-run] [--resume CKPT]`: how every backend's child is called."""
+    """`python -m module --run-dir RUN [extra...] [--dry-run] [--resume CKPT]`: how every backend's child is
+    called (trainhub.child.child_main reads it)."""
     argv = [python, "-m", module, "--run-dir", str(run_dir), *extra]
     if dry_run:
         argv.append("--dry-run")

@@ -53,7 +53,7 @@ class _Vocab:
 def _meta_model(job: Job) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainhub.engine.model import build_model
+    from trainhub.engine.models import build_model
 
     init = job.model.init
     if init is not None and init.tokenizer.type == "train":

@@ -1,7 +1,7 @@
 """Runner `trl`: Hugging Face TRL's trainers (SFT, DPO, ORPO, KTO, GRPO family), run as
-`python -m trainhub.trl_child` in the main environment (extra `trainhub[trl]`).
+`python -m trainhub.runners.trl.child` in the main environment (extra `trainhub[trl]`).
 
-The job is translated into TRL's config objects by trainhub.trl_child.translate; `plan` shows that
+The job is translated into TRL's config objects by trainhub.runners.trl.translate; `plan` shows that
 translation. What TRL cannot do for a job is a problem from `check`, never a silent drop.
 """
 
@@ -16,7 +16,7 @@ from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
 
-# trainhub builds the optimizer (trl_child/train.py), so every one runs but SophiaG, whose Hessian step the
+# trainhub builds the optimizer (runners/trl/trainer.py), so every one runs but SophiaG, whose Hessian step the
 # Trainer has no place for; schedule-free's eval()/train() the Trainer calls itself.
 TRL_OPTIMS = tuple(t for t in OPTIM_TYPES if t != "sophia")
 
@@ -44,34 +44,14 @@ class TrlRunner:
         problems += optim_problems(job, "trl", TRL_OPTIMS, "SophiaG's Hessian estimate is a step of the native loop "
                                    "that the Trainer does not run; use --backend native", packages=True)
         if m.type == "grpo":
-            problems += self._check_grpo(job)
-        return problems
-
-    def _check_grpo(self, job: Job) -> list[Problem]:
-        from trainhub.rewards.load import RewardError, load
-
-        m, problems = job.method, []
-        if m.dynamic_sampling:
-            problems.append(Problem("method.dynamic_sampling", "TRL's GRPOTrainer has no dynamic sampling "
-                                    "(DAPO's refilling of groups whose rewards are all equal); set it false"))
-        if job.data.overlong == "truncate":
-            problems.append(Problem("data.overlong", "trl renders GRPO prompts itself, so a prompt over "
-                                    "data.max_length cannot be cut; use drop or error"))
-        if job.data.has_eval:
-            problems.append(Problem("data.eval", "trl: evaluation during GRPO is not wired yet; remove data.eval "
-                                    "and data.eval_fraction"))
-        for i, reward in enumerate(m.rewards):
-            try:
-                load(reward.function, f"method.rewards[{i}]")
-            except RewardError as err:
-                problems.append(Problem("", str(err)))
+            problems += grpo_problems(job)
         return problems
 
     def upstream_config(self, job: Job, dry_run: bool = False) -> dict:
         """The TRL classes and config keywords the child will use (for `trainhub plan`). Precision is
         shown for a bf16-capable GPU when the host has one, else for CPU."""
         from trainhub.host import detect
-        from trainhub.trl_child.translate import translate
+        from trainhub.runners.trl.translate import translate
 
         cuda = detect().has_gpu
         return translate(job, Path(job.output_dir), cuda=cuda, bf16_ok=cuda, dry_run=dry_run)
@@ -90,5 +70,28 @@ class TrlRunner:
         return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
-        argv = child_argv(sys.executable, "trainhub.trl_child", run_dir, dry_run=dry_run, resume=resume)
+        argv = child_argv(sys.executable, "trainhub.runners.trl.child", run_dir, dry_run=dry_run, resume=resume)
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+
+
+def grpo_problems(job: Job) -> list[Problem]:
+    """What TRL's GRPOTrainer cannot do for a GRPO job (the unsloth backend, which trains with it too,
+    refuses the same)."""
+    from trainhub.rewards.load import RewardError, load
+
+    m, problems = job.method, []
+    if m.dynamic_sampling:
+        problems.append(Problem("method.dynamic_sampling", "TRL's GRPOTrainer has no dynamic sampling "
+                                "(DAPO's refilling of groups whose rewards are all equal); set it false"))
+    if job.data.overlong == "truncate":
+        problems.append(Problem("data.overlong", "trl renders GRPO prompts itself, so a prompt over "
+                                "data.max_length cannot be cut; use drop or error"))
+    if job.data.has_eval:
+        problems.append(Problem("data.eval", "trl: evaluation during GRPO is not wired yet; remove data.eval "
+                                "and data.eval_fraction"))
+    for i, reward in enumerate(m.rewards):
+        try:
+            load(reward.function, f"method.rewards[{i}]")
+        except RewardError as err:
+            problems.append(Problem("", str(err)))
+    return problems

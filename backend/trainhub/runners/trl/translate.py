@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainhub.engine.precision import choose
 from trainhub.job import GRPO_ALGORITHMS, Job
 
 # method.type -> (module, config class, trainer class). ORPO lives in trl.experimental since TRL 0.26.
@@ -68,16 +69,6 @@ def algorithm_table() -> str:
     return "\n".join(lines)
 
 
-def precision(job: Job, cuda: bool, bf16_ok: bool) -> str:
-    """bf16, fp16 or fp32: what the Trainer will use (CPU: fp32, as native does)."""
-    asked = job.train.precision.type
-    if not cuda:
-        return "fp32"
-    if asked == "auto":
-        return "bf16" if bf16_ok else "fp32"
-    return asked
-
-
 DATALOADER_WORKERS = 2
 """Batch-preparing processes of an SFT run on a GPU (trl and unsloth backends)."""
 
@@ -87,7 +78,7 @@ def training_args(job: Job, run_dir: Path, *, cuda: bool, bf16_ok: bool, dry_run
     """The transformers TrainingArguments keywords every TRL config shares. `total_steps`: the run's
     length in optimizer steps when known (the child counts it from the data for train.epochs)."""
     tc, opt = job.train, job.optim
-    prec = precision(job, cuda, bf16_ok)
+    prec = choose(job.train.precision.type, cuda=cuda, bf16_ok=bf16_ok)  # as native decides (the child's notes say it)
     max_steps = resume_step + 1 if dry_run else (tc.max_steps or total_steps or -1)
     args: dict[str, Any] = {
         "output_dir": str(Path(run_dir) / "checkpoints"),
@@ -98,7 +89,7 @@ def training_args(job: Job, run_dir: Path, *, cuda: bool, bf16_ok: bool, dry_run
         "gradient_accumulation_steps": tc.grad_accum,
         "max_steps": max_steps,
         "num_train_epochs": float(tc.epochs) if tc.epochs is not None else 1.0,
-        # the optimizer and schedule are trainhub's own (trl_child/train.py passes them to the trainer), so
+        # the optimizer and schedule are trainhub's own (runners/trl/trainer.py passes them to the trainer), so
         # a job steps the same under native and trl; learning_rate is what they start from
         "learning_rate": opt.lr,
         # no clipping: an infinite bound still computes (and logs) the norm, as native does

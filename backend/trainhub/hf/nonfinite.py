@@ -14,9 +14,9 @@ before anything is logged. `SkipNonFinite(trainer, optimizer)` wraps two calls o
                       not stepped.
 
 The data and the learning-rate schedule go on, as native's do. Each fused step's flag is copied to
-pinned host memory right behind its own computation, with an event (hf_deferred.to_host), and read
+pinned host memory right behind its own computation, with an event (hf/deferred.py to_host), and read
 when a row is written (`read(step)`): the read waits for that step's flag only, not for the work
-queued after it, so with the log one step late (hf_deferred) skip mode does not drain the GPU
+queued after it, so with the log one step late (hf/deferred.py) skip mode does not drain the GPU
 either. `read` gives the steps skipped
 since the previous row, and how many of the latest steps in a row were. MetricsCallback writes that
 row's loss as null and its `nonfinite_skipped` count, and stops the run when `train.nonfinite_limit`
@@ -24,30 +24,45 @@ steps in a row were skipped. It sees them when it logs (every `train.log_every` 
 in a row may pass the limit by up to log_every - 1 steps; each of those updates was dropped too.
 
 `inject_nonfinite(trainer)`: with `TRAINHUB_INJECT_NONFINITE` set ("5" or "2,3,4"), those steps'
-losses are made NaN in training, for tests, as in the native engine (either policy).
+losses are made NaN in training, for tests, as in the native engine (either policy; engine/step.py
+reads the variable).
+
+Both are REQUIRED (hf/guard.py): a skip whose flag the optimizer no longer reads would apply the NaN
+update it was asked to drop, so a moved internal refuses the run instead.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from trainhub.metrics.hf_deferred import to_host
+from trainhub.hf.deferred import to_host
+from trainhub.hf.guard import Internal, guard
 
-# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
-# train.on_nonfinite end to end, in the native engine and under a Trainer. Never set in normal use.
-INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
-
-
-def injected_steps() -> set[int]:
-    """The steps TRAINHUB_INJECT_NONFINITE names; empty when it is unset."""
-    return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
+TESTED = {"transformers": ("5.17.0", "5.23.0"), "trl": ("1.15.0", "1.16.0"), "torch": ("2.11.0", "2.13.0")}
+"""transformers 5.23 + TRL 1.16 + torch 2.13 (CPU tests), 5.17 + 1.15 + 2.11 (Unsloth's environment, GPU tests)."""
+REQUIRED = True
+TOUCHES = (
+    Internal("transformers.Trainer.training_step", params=("model", "inputs"),
+             why="wrapped on the instance: its loss, zeroed where not finite, is what the Trainer adds up"),
+    Internal("transformers.Trainer._run_epoch",
+             source=("self.training_step(model, inputs, num_items_in_batch)", "self._tr_loss += tr_loss_step",
+                     "self.optimizer.step()"),
+             why="the loop must add up training_step's loss and step the optimizer through optimizer.step"),
+    Internal("torch.optim.Adam.step", source=('found_inf=getattr(self, "found_inf", None)',),
+             why="the fused AdamW skips its update on the device when found_inf is 1"),
+)
+INJECT_TOUCHES = (
+    Internal("transformers.Trainer.compute_loss", params=("model", "inputs"),
+             why="wrapped on the instance to make the chosen steps' losses NaN"),
+)
 
 
 class SkipNonFinite:
-    def __init__(self, trainer, optimizer):
+    def __init__(self, trainer, optimizer, notes: list[str] | None = None):
         import torch
 
+        guard("hf/nonfinite.py (train.on_nonfinite: skip)", TESTED, TOUCHES, required=REQUIRED,
+              on=(trainer, optimizer), notes=notes)
         self.optimizer = optimizer
         self.fused = bool(optimizer.defaults.get("fused"))
         # (the step it belongs to, 1.0 if skipped, the event its host copy waits on) since the last read
@@ -109,11 +124,15 @@ class SkipNonFinite:
         return int(sum(1 for v in values if v))
 
 
-def inject_nonfinite(trainer) -> None:
+def inject_nonfinite(trainer, notes: list[str] | None = None) -> None:
     """Make the training loss NaN at the steps TRAINHUB_INJECT_NONFINITE names (1-based); nothing when unset."""
+    from trainhub.engine.step import injected_steps
+
     steps = injected_steps()
     if not steps:
         return
+    guard("hf/nonfinite.py (TRAINHUB_INJECT_NONFINITE)", TESTED, INJECT_TOUCHES, required=REQUIRED, on=(trainer,),
+          notes=notes)
     compute_loss = trainer.compute_loss
 
     def injected(model, inputs, *args, **kwargs):

@@ -25,6 +25,9 @@ log that says it failed, MetricsCallback.on_log).
 For one process and a Trainer whose log is the loss alone (the unsloth backend's SFT): TRL's
 trainers add per-step method metrics of their own to the log at log time, which one step late
 would belong to the next step.
+
+A speed-up only, so not REQUIRED: where an internal in TOUCHES moved, the Trainer logs as it always
+did and the start row says so (hf/guard.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,26 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from trainhub.hf.guard import Internal, guard
+
+TESTED = {"transformers": ("5.17.0", "5.23.0"), "trl": ("1.15.0", "1.16.0")}
+"""transformers 5.23 + TRL 1.16 (the CPU tests), 5.17 + 1.15 (Unsloth's environment, the GPU tests)."""
+REQUIRED = False
+TOUCHES = (
+    Internal("transformers.Trainer._maybe_log_save_evaluate",
+             params=("tr_loss", "grad_norm", "start_time", "learning_rate"),
+             source=("tr_loss -= tr_loss", "self._total_loss_scalar += tr_loss_scalar",
+                     "self._globalstep_last_logged = self.state.global_step", "self.store_flos()",
+                     "self.log(logs, start_time)", "self._get_learning_rate()"),
+             why="DeferredLog stands in for it, resets tr_loss and keeps the same books as it does"),
+    Internal("transformers.Trainer._run_epoch", source=("self._maybe_log_save_evaluate(",),
+             why="the call DeferredLog takes over, on the instance"),
+    Internal("transformers.Trainer.log", params=("logs", "start_time"), why="the late log is written through it"),
+    Internal("transformers.TrainerControl", params=("should_log", "should_save", "should_evaluate",
+                                                     "should_training_stop", "should_epoch_stop"),
+             why="read to log at once where a step saves, evaluates or stops"),
+)
 
 
 @dataclass
@@ -131,16 +154,14 @@ class DeferredLog:
         self.deferred += 1
 
 
-def defer_logs(trainer, tokens: Callable[[], Any] | None = None) -> DeferredLog | None:
+def defer_logs(trainer, tokens: Callable[[], Any] | None = None, notes: list[str] | None = None) -> DeferredLog | None:
     """Log one step late on a single-process CUDA trainer (see the module docstring); None (and the
-    Trainer's own log) anywhere else, where the read costs no GPU time or would gather across ranks."""
+    Trainer's own log) anywhere else, where the read costs no GPU time or would gather across ranks, and
+    where the guard finds an internal moved (a note says so)."""
     args = trainer.args
     if getattr(args, "world_size", 1) != 1 or getattr(getattr(args, "device", None), "type", "cpu") != "cuda":
         return None
-    if not TAKES <= set(inspect.signature(trainer._maybe_log_save_evaluate).parameters):
-        return None  # a Trainer whose log step is not the one read here: its own log, synced
+    if not guard("hf/deferred.py (the log one step late)", TESTED, TOUCHES, required=REQUIRED, on=(trainer,),
+                 notes=notes):
+        return None
     return DeferredLog(trainer, tokens)
-
-
-TAKES = {"tr_loss", "grad_norm", "start_time"}
-"""The parameters of Trainer._maybe_log_save_evaluate DeferredLog reads (transformers 5.17 to 5.23)."""

@@ -17,24 +17,24 @@ Where the numbers come from:
   MFU means the same for every backend.
 - method quantities: the log keys TRL (and LLaMA-Factory, which reuses TRL's names) write, mapped
   onto MethodStats by METHOD_KEYS.
-- checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json, and
-  `checkpoints/latest` names it, so `train --resume` works as for native (mark_checkpoint).
+- checkpoints: each Trainer checkpoint gets trainhub's job.json and state.json and is committed as
+  native's are (engine/checkpoint.py commit_in_place: every file fsynced, then `checkpoints/latest`
+  names it, atomically), so `train --resume` works as for native (mark_checkpoint).
 - a non-finite loss or gradient norm in a logged step (stop_on_nonfinite): an error row, and the
-  Trainer is told to stop without saving; `failed` says why. With `nonfinite` (metrics/hf_nonfinite.py,
+  Trainer is told to stop without saving; `failed` says why. With `nonfinite` (hf/nonfinite.py,
   train.on_nonfinite: skip) such steps' updates were dropped instead: the row's loss is null, its
   `nonfinite_skipped` counts them, and `nonfinite_limit` skipped steps in a row stop the run the same way.
 - a stop request (any object with a `requested` attribute, e.g. the engine's StopFlag): the
   callback asks the Trainer to save and stop after the current step.
 
 Depends on transformers and trainhub only (never on TRL): the llamafactory and unsloth backends
-import it in their own environments.
+import it in their own environments. It uses the Trainer's public callback API alone, so it carries no
+version guard (hf/guard.py): it runs under LLaMA-Factory's transformers 5.6 as under 5.23.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +44,6 @@ from transformers import TrainerCallback
 
 from trainhub.metrics.log import MetricLog
 from trainhub.metrics.rows import CheckpointRow, EndRow, ErrorRow, EvalRow, MethodStats, StartRow, TrainRow
-from trainhub.resume import JOB, STATE
 
 # Log key (without an eval_ prefix) -> MethodStats field. TRL's names; LLaMA-Factory uses the same.
 METHOD_KEYS: dict[str, str] = {
@@ -157,7 +156,7 @@ class MetricsCallback(TrainerCallback):
         if "loss" not in logs or any(k.startswith("eval_") for k in logs):
             return  # eval logs come through on_evaluate; the closing summary has train_loss, not loss
         if self.failed:
-            return  # a log after the failing one (a log one step late, hf_deferred.py, finds it a step on)
+            return  # a log after the failing one (a log one step late, hf/deferred.py, finds it a step on)
         reported = int(logs.get("num_tokens") or state.num_input_tokens_seen or (self.tokens_fn or int)())
         if self._offset is None:  # a count below the checkpoint's restarted at resume (TRL keeps SFT/DPO/KTO's
             self._offset = self.resumed_tokens if reported < self.resumed_tokens else 0  # in memory only)
@@ -228,13 +227,10 @@ class MetricsCallback(TrainerCallback):
 def mark_checkpoint(path: Path, step: int, job: dict, tokens: int = 0, nonfinite_skipped: int = 0) -> None:
     """Make a Trainer checkpoint one that `train --resume` finds and checks like native's: the resolved
     job, the step, the tokens and skipped steps so far (as of the last train row) beside the Trainer's
-    files, and the `latest` pointer naming it (written last, atomically)."""
-    (path / JOB).write_text(json.dumps(job, indent=2))
-    (path / STATE).write_text(json.dumps({"step": step, "tokens": tokens, "nonfinite_skipped": nonfinite_skipped,
-                                          "saved_at": time.time()}))
-    tmp = path.parent / "latest.tmp"
-    tmp.write_text(path.name + "\n")
-    os.replace(tmp, path.parent / "latest")
+    files, committed by the engine's commit (fsynced, then the `latest` pointer, atomically)."""
+    from trainhub.engine.checkpoint import commit_in_place
+
+    commit_in_place(path, step, {"tokens": tokens, "nonfinite_skipped": nonfinite_skipped}, job)
 
 
 def start_fields(*, backend: str, job, precision: str, tokens_per_step: int, notes: list[str] | None = None,

@@ -1,4 +1,5 @@
-"""Runner `native`: trainhub's own engine (trainhub.engine), run as `python -m trainhub.engine`."""
+"""Runner `native`: trainhub's own engine (trainhub.engine), run as `python -m trainhub.engine`, the entry
+torchrun starts too (runners/base.py says why native has no child.py of its own)."""
 
 from __future__ import annotations
 

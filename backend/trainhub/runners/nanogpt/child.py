@@ -1,4 +1,4 @@
-"""The nanogpt driver: `python -m trainhub.runners.nanogpt --run-dir RUN --repo CHECKOUT [--dry-run] [--resume CKPT]`.
+"""The nanogpt driver: `python -m trainhub.runners.nanogpt.child --run-dir RUN --repo CHECKOUT [--dry-run] [--resume CKPT]`.
 
 Top to bottom: read RUN/job.json; tokenizer; data -> RUN/data/{train,val}.bin + meta.pkl; the config
 -> RUN/nanogpt_config.py; the start row; run `python train.py RUN/nanogpt_config.py` (torchrun for
@@ -9,33 +9,30 @@ one is exported to RUN/final as a Hugging Face GPT-2. Exit codes as the native e
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 from transformers.utils import logging as hf_logging
 
-from trainhub.child import fail, protect_stdio
-from trainhub.data.sources import DataError, load_records
+from trainhub.child import EXIT_FAILED, EXIT_INTERRUPTED, child_main, stop_with_parent
+from trainhub.data.sources import load_records
 from trainhub.data.writers import write_nanogpt
 from trainhub.engine.device import device_facts
 from trainhub.engine.model import build_tokenizer
+from trainhub.engine.precision import NAMES
 from trainhub.export.nanogpt import export_hf, load_checkpoint
-from trainhub.hub import _stop_with_parent
 from trainhub.job import Job
+from trainhub.job.sizes import tokens_per_step
 from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, MetricLog, StartRow
 from trainhub.metrics.flops import flops_per_token
-from trainhub.metrics.log import new_run_id
 from trainhub.resume import read_state
-from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from trainhub.runners.nanogpt import config as cfg
+from trainhub.runners.nanogpt import translate as cfg
 from trainhub.runners.nanogpt.logparse import Eval, Iter, RowMaker, Save, parse
 from trainhub.runners.nanogpt.snapshots import CKPT, Snapshots
 from trainhub.runners.nanogpt.source import find_ckpt, find_tokenizer
@@ -46,32 +43,20 @@ class Failure(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trainhub.runners.nanogpt")
-    ap.add_argument("--run-dir", required=True, type=Path)
-    ap.add_argument("--repo", required=True, type=Path)
-    ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--resume", type=Path, default=None)
-    args = ap.parse_args(argv)
-    protect_stdio()
+    return child_main("trainhub.runners.nanogpt.child", drive, argv, explain=explain,
+                      options=(("--repo", "the nanoGPT checkout"),))
+
+
+def explain(err: Exception) -> dict | None:
+    """A refusal the driver words itself (a ValueError from the translation included), in one line."""
+    return {"message": str(err)} if isinstance(err, Failure | ValueError) else None
+
+
+def drive(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool, resume: Path | None,
+          repo: Path) -> str:
+    """The whole run (module docstring); returns 'completed', 'interrupted' or 'failed'. Rows go to `log`."""
+    t0 = time.time()
     hf_logging.disable_progress_bar()  # its bars would garble the hub's console
-    run_dir = args.run_dir.resolve()
-    job = Job.model_validate_json((run_dir / "job.json").read_text())
-    log = MetricLog(run_dir / "metrics.jsonl")
-    run_id, t0 = os.environ.get("TRAINHUB_RUN_ID") or new_run_id(), time.time()
-    try:
-        return drive(job, run_dir, args.repo.resolve(), log, run_id, t0, args.dry_run, args.resume)
-    except (Failure, DataError, ValueError) as err:
-        return fail(log, run_id, t0, str(err), "")
-    except Exception as err:
-        detail = traceback.format_exc()
-        print(detail, file=sys.stderr, flush=True)
-        return fail(log, run_id, t0, f"{type(err).__name__}: {err}", detail)
-    finally:
-        log.close()
-
-
-def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: float, dry_run: bool,
-          resume: Path | None) -> int:
     notes: list[str] = []
     (run_dir / CKPT).unlink(missing_ok=True)  # never let a stale file pass for a new save
     source = find_ckpt(Path(job.model.path)) if job.model.path else None
@@ -137,11 +122,11 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
     fpt = flops_per_token(n_frozen=0, n_trainable=matmul, layers=values["n_layer"], heads=values["n_head"],
                           head_dim=values["n_embd"] // values["n_head"], seq_len=values["block_size"])
     hardware = {**device_facts(device), "device_count": processes}
-    per_step = cfg.tokens_per_step(job, processes)
+    per_step = tokens_per_step(job, processes)  # windows of exactly data.max_length: the count, not a bound
     log.write(StartRow(
         run_id=run_id, step=start_step, backend="nanogpt", job_hash=job.hash(), job=job.model_dump(mode="json"),
         hardware=hardware, params_total=total, params_trainable=total, flops_per_token=fpt,
-        precision=cfg.PRECISION_NAMES[values["dtype"]], max_steps=steps, tokens_per_step=per_step, notes=notes,
+        precision=NAMES[cfg.precision(job, facts)], max_steps=steps, tokens_per_step=per_step, notes=notes,
         data={**{f"train_{k}": v for k, v in records["train"].stats.items()}, "train_tokens": counts["train"],
               "eval_tokens": counts["val"]},
         resumed_from=str(resume) if resume else None))
@@ -166,7 +151,7 @@ def drive(job: Job, run_dir: Path, repo: Path, log: MetricLog, run_id: str, t0: 
             log.write(CheckpointRow(run_id=run_id, step=steps, path=str(final)))
     log.write(EndRow(run_id=run_id, step=step, status=status, wall_s=time.time() - t0, tokens=step * per_step,
                      final_loss=last_loss, exit_code=code))
-    return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
+    return status
 
 
 def follow(command: list[str], repo: Path, run_dir: Path, config_text: str, maker: RowMaker, snaps: Snapshots,
@@ -174,7 +159,7 @@ def follow(command: list[str], repo: Path, run_dir: Path, config_text: str, make
     """Run nanoGPT and turn its output into rows. Returns (status, exit code, last train loss, its step)."""
     quiet = {line.strip() for line in config_text.splitlines() if line.strip()}
     child = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_stop_with_parent)
+                             bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=stop_with_parent)
     stopped = []
 
     def on_signal(signum, _frame):

@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainhub.engine.precision import DTYPES, choose
+from trainhub.engine.schedule import total_steps
 from trainhub.job import Job
 
 # Every key trainhub writes, with the type of nanoGPT's default (karpathy/nanoGPT@3adf61e train.py).
@@ -40,7 +42,6 @@ KEYS: dict[str, type] = {
     "warmup_iters": int, "lr_decay_iters": int, "min_lr": float, "backend": str, "device": str, "dtype": str,
     "compile": bool,
 }
-PRECISION_NAMES = {"bfloat16": "bf16 autocast", "float16": "fp16 autocast + loss scaling", "float32": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,10 @@ def compile_on(job: Job) -> bool:
     return bool(getattr(job.backend, "compile", True))
 
 
-def tokens_per_step(job: Job, processes: int) -> int:
-    return job.train.micro_batch_size * job.train.grad_accum * processes * job.data.max_length
-
-
 def max_steps(job: Job, facts: Facts) -> int:
-    if job.train.max_steps is not None:
-        return job.train.max_steps
-    per_epoch = max(1, facts.train_tokens // tokens_per_step(job, facts.processes))
-    return max(1, round(job.train.epochs * per_epoch))
+    """The run's optimizer steps, counted as for every backend (engine/schedule.py total_steps) over the
+    windows of data.max_length tokens each process reads from the train tokens."""
+    return total_steps(job, facts.train_tokens // (job.data.max_length * facts.processes))
 
 
 def max_iters(steps: int, dry_run: bool, start: int = 0) -> int:
@@ -88,15 +84,9 @@ def max_iters(steps: int, dry_run: bool, start: int = 0) -> int:
     return start if dry_run else steps
 
 
-def dtype_for(job: Job, facts: Facts) -> str:
-    if facts.device != "cuda":
-        return "float32"
-    wanted = job.train.precision.type
-    if wanted == "auto":
-        return "bfloat16" if facts.bf16 else "float32"
-    if wanted == "bf16" and not facts.bf16:
-        raise ValueError("train.precision bf16: this GPU has no bf16 support; use fp16 or fp32")
-    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[wanted]
+def precision(job: Job, facts: Facts) -> str:
+    """bf16, fp16 or fp32, by the rule every backend uses (engine/precision.py); a CPU runs float32."""
+    return choose(job.train.precision.type, cuda=facts.device == "cuda", bf16_ok=facts.bf16)
 
 
 def settings(job: Job, facts: Facts) -> dict:
@@ -123,7 +113,7 @@ def settings(job: Job, facts: Facts) -> dict:
         "decay_lr": job.schedule.decay == "cosine", "warmup_iters": job.schedule.warmup_steps,
         "lr_decay_iters": steps, "min_lr": opt.lr * job.schedule.min_lr_ratio,
         "backend": "nccl" if facts.device == "cuda" else "gloo", "device": facts.device,
-        "dtype": dtype_for(job, facts), "compile": compile_on(job) and facts.device == "cuda",
+        "dtype": DTYPES[precision(job, facts)], "compile": compile_on(job) and facts.device == "cuda",
     }
     return {k: KEYS[k](v) for k, v in out.items()}
 

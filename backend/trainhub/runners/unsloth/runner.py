@@ -2,23 +2,9 @@
 
 Unsloth pins its own transformers, trl and datasets (unsloth 2026.10.9: transformers <= 5.17.0,
 trl <= 1.15.0, datasets < 5), so it runs in an environment of its own (`trainhub env setup
-unsloth`, trainhub.envs) as the child `python -m trainhub.runners.unsloth_child`. This module is
-the hub's side: what the backend can do, the check, the launch, and the translation of a job
-into Unsloth's two calls, kept here as plain dicts so that they are tested without a GPU:
-
-    job                         FastLanguageModel.from_pretrained        get_peft_model
-    model.path                  model_name (use_exact_model_name=True)
-    data.max_length             max_seq_length (GRPO: + method.max_new_tokens, the longest
-                                prompt + completion the model sees)      max_seq_length
-    train.precision             dtype (bf16 -> bfloat16, fp16 -> float16, auto -> Unsloth's pick)
-    adapter lora                load_in_16bit=True                       r, lora_alpha, lora_dropout,
-    adapter qlora               load_in_4bit=True (NF4, bitsandbytes)    target_modules, bias="none"
-    adapter full                full_finetuning=True                     (not called)
-    train.grad_checkpointing    use_gradient_checkpointing="unsloth" (else False), both calls
-    seed                        random_state                             random_state
-
-The trainer (SFT, DPO, ORPO, KTO, GRPO) and its configuration are the trl backend's translation
-(trainhub.trl_child.translate), with Unsloth's differences: trainhub.runners.unsloth_trainer.
+unsloth`, trainhub.envs) as the child `python -m trainhub.runners.unsloth.child`. This module is
+the hub's side: what the backend can do, the check, the plan and the launch. The translation of a
+job into Unsloth's two calls and the trainer's config is translate.py.
 
 Unsloth writes generated trainer sources to ./unsloth_compiled_cache unless told otherwise: the
 child gets UNSLOTH_COMPILE_LOCATION inside the run folder, and runs in the run folder. With a
@@ -33,11 +19,11 @@ from trainhub.host import Host, detect
 from trainhub.job import Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch, child_argv, optim_problems
+from trainhub.runners.unsloth.translate import load_args, notes_for, peft_args
 
 NO_GPU = "unsloth needs an NVIDIA, AMD or Intel GPU; none found — backends native or trl run here"
 COMPILE_CACHE = "unsloth_compiled_cache"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "auto": None}
 
 
 class UnslothRunner:
@@ -78,9 +64,9 @@ class UnslothRunner:
             problems.append(Problem("train.precision", "unsloth trains in bf16 or fp16 (or auto); fp32 is not "
                                                        "offered"))
         if job.method.type == "grpo":
-            from trainhub.runners.trl import TrlRunner
+            from trainhub.runners.trl.runner import grpo_problems
 
-            problems += TrlRunner()._check_grpo(job)  # the same GRPO translation, the same limits
+            problems += grpo_problems(job)  # the same GRPO translation, the same limits
         if job.data.packing:
             problems.append(Problem("data.packing", "unsloth: packing is not wired yet; use backend native"))
         return problems
@@ -89,9 +75,11 @@ class UnslothRunner:
         """What the child will call: Unsloth's two calls and the TRL trainer with every config keyword."""
         import json
 
-        from trainhub.runners.unsloth_trainer import unsloth_spec
+        from trainhub.engine.precision import choose
+        from trainhub.runners.unsloth.translate import unsloth_spec
 
-        precision = "fp16" if job.train.precision.type == "fp16" else "bf16"
+        # as the child decides it (unsloth/child.py) on a GPU with bf16
+        precision = choose(job.train.precision.type, cuda=True, bf16_ok=True, half_only=True)
         spec = unsloth_spec(job, Path(job.output_dir), precision, dry_run=dry_run)
         lines = ["unsloth: FastLanguageModel.from_pretrained(" + _kwargs(load_args(job)) + ")"]
         lora = peft_args(job)
@@ -106,7 +94,7 @@ class UnslothRunner:
         from trainhub import envs
 
         python = envs.python_of(self.name)
-        argv = child_argv(str(python or "python"), "trainhub.runners.unsloth_child", run_dir, dry_run=dry_run,
+        argv = child_argv(str(python or "python"), "trainhub.runners.unsloth.child", run_dir, dry_run=dry_run,
                           resume=resume)
         env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                "UNSLOTH_COMPILE_LOCATION": str(Path(run_dir) / COMPILE_CACHE), **envs.child_env(self.name)}
@@ -122,68 +110,3 @@ def _kwargs(args: dict) -> str:
 def model_is_local(job: Job) -> bool:
     """jobfile.resolve made every local model path absolute; anything else is a hub id."""
     return job.model.path is not None and Path(job.model.path).is_absolute()
-
-
-# ----------------------------------------------------------------------------- translation
-
-
-def gradient_checkpointing(job: Job) -> str | bool:
-    """Unsloth's own offloaded checkpointing when the job asks for checkpointing, else none."""
-    return "unsloth" if job.train.grad_checkpointing else False
-
-
-def max_seq_length(job: Job) -> int:
-    """The longest sequence the model sees. GRPO trains on prompt + completion: data.max_length bounds the
-    prompt, method.max_new_tokens the completion. Unsloth's forward cuts input_ids to max_seq_length without
-    a word (unsloth 2026.10.9, models/llama.py), so with the prompt bound alone a long completion lost its
-    tail, the log-probability gather indexed past the logits, and the GRPO benchmark ended in a device-side
-    assert on the GPU machine (2026-11-22)."""
-    return job.data.max_length + (job.method.max_new_tokens if job.method.type == "grpo" else 0)
-
-
-def load_args(job: Job) -> dict:
-    """Keyword arguments of FastLanguageModel.from_pretrained (dtype as a name; the child maps it to torch)."""
-    kind = job.adapter.type
-    return {
-        "model_name": job.model.path,
-        "max_seq_length": max_seq_length(job),
-        "dtype": DTYPES[job.train.precision.type],
-        "load_in_4bit": kind == "qlora",
-        "load_in_8bit": False,
-        "load_in_16bit": kind == "lora",
-        "full_finetuning": kind == "full",
-        "use_gradient_checkpointing": gradient_checkpointing(job),
-        "trust_remote_code": job.model.trust_remote_code,
-        "use_exact_model_name": True,  # never swap the named model for a pre-quantized unsloth/* mirror
-        "random_state": job.seed,
-    }
-
-
-def peft_args(job: Job) -> dict | None:
-    """Keyword arguments of FastLanguageModel.get_peft_model, or None for a full fine-tune."""
-    adapter = job.adapter
-    if adapter.type == "full":
-        return None
-    return {
-        "r": adapter.rank,
-        "lora_alpha": adapter.alpha,
-        "lora_dropout": adapter.dropout,
-        "target_modules": adapter.targets,  # "all-linear" is understood by Unsloth (and peft) as is
-        "bias": "none",
-        "use_gradient_checkpointing": gradient_checkpointing(job),
-        "random_state": job.seed,
-        "use_rslora": False,
-        "max_seq_length": max_seq_length(job),
-    }
-
-
-def notes_for(job: Job) -> list[str]:
-    """Plain statements about how Unsloth reads this job, for the start row."""
-    notes = []
-    weights = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision.type, "bfloat16 where supported")
-    if job.adapter.type == "qlora":
-        notes.append(f"unsloth: base weights in 4-bit NF4 (bitsandbytes), adapters and compute in {weights}")
-    elif job.model.dtype == "float32":
-        notes.append(f"unsloth: weights are held in {weights}, not float32 (model.dtype float32 means fp32 "
-                     f"master weights on native)")
-    return notes
