@@ -102,3 +102,16 @@ def optim_problems(job: Job, backend: str, able: tuple[str, ...], why: str, *,
             return [Problem("optim.type", f"{backend}: optim.type {kind} needs the package {package} "
                                           f"(pip install 'trainhub[optim]')")]
     return []
+
+
+def native_only_problems(job: Job, backend: str) -> list[Problem]:
+    """Settings only the native engine acts on (its own model and loss seam), refused by every other backend
+    when set away from auto, so no job silently means less than it says."""
+    problems = []
+    if job.model.impl != "auto":
+        problems.append(Problem("model.impl", f"{backend} trains its own stack's model; model.impl "
+                                              f"{job.model.impl} applies to backend native only"))
+    if job.train.loss != "auto":
+        problems.append(Problem("train.loss", f"{backend} computes the loss its own way; train.loss "
+                                              f"{job.train.loss} applies to backend native only"))
+    return problems

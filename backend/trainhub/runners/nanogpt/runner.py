@@ -16,7 +16,7 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv, optim_problems
+from trainhub.runners.base import Launch, child_argv, native_only_problems, optim_problems
 from trainhub.runners.nanogpt.translate import checkout_problems
 
 CHECKOUT_FILES = ("train.py", "configurator.py", "model.py")
@@ -96,6 +96,7 @@ def _job_problems(job: Job) -> list[Problem]:
         no("model.attention", "nanoGPT's attention is torch's scaled_dot_product_attention (sdpa)")
     if job.model.trust_remote_code:
         no("model.trust_remote_code", "nanoGPT loads no hub model code")
+    p += native_only_problems(job, "nanogpt")
     p += optim_problems(job, "nanogpt", ("adamw",), "nanoGPT's train.py builds its own AdamW")
     if job.optim.type == "adamw" and job.optim.eps != 1e-8:
         no("optim.eps", "nanoGPT's AdamW uses torch's default eps 1e-8 and has no key for it")

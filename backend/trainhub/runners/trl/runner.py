@@ -14,7 +14,13 @@ from pathlib import Path
 from trainhub.host import Host, missing_modules
 from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
+from trainhub.runners.base import (
+    Launch,
+    child_argv,
+    native_only_problems,
+    optim_problems,
+    trainhub_model_problems,
+)
 
 # trainhub builds the optimizer (runners/trl/trainer.py), so every one runs but SophiaG, whose Hessian step the
 # Trainer has no place for; schedule-free's eval()/train() the Trainer calls itself.
@@ -40,6 +46,7 @@ class TrlRunner:
         if job.data.packing:
             problems.append(Problem("data.packing", "trl does not pack with trainhub's packer (not yet); "
                                     "use backend native or data.packing: false"))
+        problems += native_only_problems(job, "trl")
         problems += trainhub_model_problems(job, host)
         problems += optim_problems(job, "trl", TRL_OPTIMS, "SophiaG's Hessian estimate is a step of the native loop "
                                    "that the Trainer does not run; use --backend native", packages=True)
