@@ -34,11 +34,18 @@ class NativeRunner:
             problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
                                     "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
         if job.model.init is not None and job.model.init.family == "gpt2":
-            problems.append(Problem("model.init.family", "native builds llama and qwen2 models; gpt2 trains with "
+            problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
         problems += trainhub_model_problems(job, host)
         problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
         return problems
+
+    def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
+        """Which model implementation and loss the engine will use (read without torch: config.json only)."""
+        from trainhub.engine.models import model_path
+
+        loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
+        return [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
