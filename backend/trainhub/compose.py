@@ -48,7 +48,7 @@ def compose(path: Path) -> tuple[dict, dict[Keys, Origin]]:
 
 
 def _compose(path: Path, shown: str, chain: tuple[tuple[Path, str], ...]) -> tuple[dict, dict[Keys, Origin]]:
-    from trainhub.jobfile import JobError, Problem, read_yaml
+    from trainhub.yamlfile import JobError, Problem, read_yaml
 
     real = path.expanduser().resolve()
     raw, lines = read_yaml(path)
@@ -79,7 +79,7 @@ def _compose(path: Path, shown: str, chain: tuple[tuple[Path, str], ...]) -> tup
 
 def _locate(entry: str, folder: Path, shown: str, where: Origin) -> tuple[Path, str]:
     """The file an extends entry names, and how to show it (relative to the naming file's as written)."""
-    from trainhub.jobfile import JobError, Problem
+    from trainhub.yamlfile import JobError, Problem
 
     if entry.endswith((".yaml", ".yml")):
         target = Path(entry).expanduser()

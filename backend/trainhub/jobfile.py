@@ -20,7 +20,6 @@ import os
 import tempfile
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,59 +31,9 @@ from trainhub.data.sources_files import check as check_data_path
 from trainhub.data.sources_hf import check as check_hf_source
 from trainhub.job import PLANNED_BACKENDS, Job
 from trainhub.job.sizes import longest_sequence
+from trainhub.yamlfile import JobError, Path_, Problem, read_yaml  # noqa: F401  (importable from here, as before)
 
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with a job, said where it is."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
-
-
-class JobError(Exception):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-# ----------------------------------------------------------------------------- 1. YAML with line numbers
-
-Path_ = tuple[str | int, ...]
-
-
-def read_yaml(path: Path) -> tuple[dict, dict[Path_, int]]:
-    """The file's mapping and {key path: 1-based line}."""
-    if not path.is_file():
-        raise JobError([Problem(str(path), "job file not found")])
-    text = path.read_text()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise JobError([Problem(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
-    if not isinstance(raw, dict):
-        raise JobError([Problem(str(path), "a job file must be a YAML mapping of sections")])
-    lines: dict[Path_, int] = {}
-    _collect_lines(node, (), lines)
-    return raw, lines
-
-
-def _collect_lines(node: yaml.Node | None, prefix: Path_, out: dict[Path_, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            here = (*prefix, key.value)
-            out[here] = key.start_mark.line + 1
-            _collect_lines(value, here, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[(*prefix, i)] = item.start_mark.line + 1
-            _collect_lines(item, (*prefix, i), out)
+# ----------------------------------------------------------------------------- 1. YAML with line numbers: trainhub/yamlfile.py
 
 
 # ----------------------------------------------------------------------------- 2. --set overrides

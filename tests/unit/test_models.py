@@ -27,9 +27,9 @@ from trainhub.data.packing import collate_packed
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import count_model
 from trainhub.engine.models import build_model, choose, head_weight, hidden_states, model_path, save_merged
-from trainhub.engine.models.hf_io import load_hf, save_hf
+from trainhub.engine.models.hf_io import save_hf
 from trainhub.engine.models.hf_names import args_from_hf, from_hf, hf_parameter_names
-from trainhub.engine.models.own import add_lora, load_lora
+from trainhub.engine.models.own import add_lora, load_hf, load_lora
 from trainhub.engine.models.transformer import CausalLM
 from trainhub.job import Job, LoraAdapter
 

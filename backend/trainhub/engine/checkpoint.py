@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from trainhub.export.hf import adapter_save_kwargs
 from trainhub.resume import JOB, STATE, CheckpointError, pointer, read_state
 
 OPTIMIZER, RNG = "optimizer.pt", "rng.pt"
@@ -42,7 +43,7 @@ __all__ = ["CheckpointError", "commit_checkpoint", "commit_in_place", "load_into
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, job: dict, keep_last: int,
                     is_best: bool = False) -> Path:
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **adapter_save_kwargs(model))
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
         torch.save(_torch_rng(), tmp / RNG)
 

@@ -13,13 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def adapter_save_kwargs(model) -> dict:
+    """A LoRA model's save: the adapter only. trainhub never resizes the embedding, so peft need not compare the
+    vocabulary with the base model's config to decide whether to save the embedding too (it would load the base
+    config through the config's class, which trainhub's own model does not offer)."""
+    return {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
+
+
 def save_final(model, tokenizer, run_dir: Path, job, merge: Callable[[Path], None] | None = None) -> Path:
     """Write the final model; returns the folder that holds it. `merge(final)`: how the backend writes the
     merged model into `final` where peft's merge_and_unload cannot (Unsloth's QLoRA: a 4-bit base is
     dequantized to 16 bits first); by default the adapter is merged with peft and saved."""
     final = run_dir / "final"
     if job.adapter.type in ("lora", "qlora"):
-        model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        model.save_pretrained(run_dir / "adapter", safe_serialization=True, **adapter_save_kwargs(model))
         if not job.export.merged:
             tokenizer.save_pretrained(run_dir / "adapter")
             return run_dir / "adapter"

@@ -85,15 +85,6 @@ class ModelArgs:
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} is odd; rotary embeddings turn pairs of dimensions")
 
-    @classmethod
-    def from_pretrained(cls, path) -> ModelArgs:
-        """The args of an HF model folder. peft calls `model.config.__class__.from_pretrained(base)` when it
-        saves an adapter (to see whether the vocabulary was resized), so our config answers it too."""
-        from transformers import AutoConfig
-
-        from trainhub.engine.models.hf_names import args_from_hf
-
-        return args_from_hf(AutoConfig.from_pretrained(path))
 
 
 def family_biases(family: str, attention_bias: bool = False) -> dict[str, bool]:

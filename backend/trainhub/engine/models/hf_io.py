@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from trainhub.engine.models.hf_names import args_from_hf, from_hf, hf_config, to_hf
-from trainhub.engine.models.transformer import CausalLM
+from trainhub.engine.models.hf_names import hf_config, to_hf
 
 WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
 
@@ -50,25 +49,7 @@ def local_folder(path: str | Path) -> Path:
     return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors"]))
 
 
-def load_hf(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> CausalLM:
-    """Our model with the weights of an HF checkpoint of family llama, qwen2 or qwen3."""
-    from safetensors.torch import load_file
-
-    folder = local_folder(path)
-    args = args_from_hf(read_config(folder))
-    with torch.device("meta"):
-        model = CausalLM(args)
-    tensors: dict[str, torch.Tensor] = {}
-    for file in checkpoint_files(folder):
-        tensors.update(load_file(file, device=str(device)))
-    state = {name: t.to(dtype) for name, t in from_hf(tensors, args).items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    model.tie_weights()  # assign=True replaced the shared Parameter by two
-    model.reset_buffers()
-    return model
-
-
-def save_hf(model: CausalLM, folder: str | Path, shard_bytes: int = 5 * 2**30) -> Path:
+def save_hf(model, folder: str | Path, shard_bytes: int = 5 * 2**30) -> Path:
     """An HF folder of `model` (config.json and safetensors) that AutoModelForCausalLM loads."""
     from safetensors.torch import save_file
 

@@ -17,12 +17,15 @@ and load on either model; merge_and_unload gives back our CausalLM with merged w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from trainhub.engine.model import DTYPES
 from trainhub.engine.models.args import args_from_architecture
-from trainhub.engine.models.hf_io import load_hf
+from trainhub.engine.models.hf_io import checkpoint_files, local_folder, read_config
+from trainhub.engine.models.hf_names import args_from_hf, from_hf
 from trainhub.engine.models.transformer import CausalLM, init_weights
 
 INPUTS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
@@ -52,6 +55,24 @@ def build(job, tokenizer) -> nn.Module:
     model.grad_checkpointing = job.train.grad_checkpointing
     if job.adapter.type == "lora":
         model = add_lora(model, job.adapter)
+    return model
+
+
+def load_hf(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> CausalLM:
+    """Our model with the weights of an HF checkpoint of family llama, qwen2 or qwen3."""
+    from safetensors.torch import load_file
+
+    folder = local_folder(path)
+    args = args_from_hf(read_config(folder))
+    with torch.device("meta"):
+        model = CausalLM(args)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in checkpoint_files(folder):
+        tensors.update(load_file(file, device=str(device)))
+    state = {name: t.to(dtype) for name, t in from_hf(tensors, args).items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.tie_weights()  # assign=True replaced the shared Parameter by two
+    model.reset_buffers()
     return model
 
 
