@@ -115,3 +115,16 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
         problems.append(Problem("train.loss", f"{backend} computes the loss its own way; train.loss "
                                               f"{job.train.loss} applies to backend native only"))
     return problems
+
+
+ADAPTERS = ("full", "lora", "qlora")
+
+
+def adapter_problems(job: Job, backend: str, features: tuple[str, ...]) -> list[Problem]:
+    """adapter.type refused when the backend's features do not name it: never a silent full fine-tune."""
+    if job.adapter.type in features:
+        return []
+    able = [a for a in ADAPTERS if a in features]
+    elsewhere = " (qlora trains on backend unsloth, on an NVIDIA GPU)" if job.adapter.type == "qlora" else ""
+    return [Problem("adapter.type", f"{backend} cannot train adapter {job.adapter.type}; it trains "
+                                    f"{', '.join(able)}{elsewhere}")]

@@ -22,7 +22,7 @@ from trainhub import envs
 from trainhub.host import Host
 from trainhub.job import Job
 from trainhub.jobfile import JobError, Problem
-from trainhub.runners.base import Launch, child_argv, native_only_problems, optim_problems
+from trainhub.runners.base import Launch, adapter_problems, child_argv, native_only_problems, optim_problems
 from trainhub.runners.llamafactory.translate import (
     CONFIG,
     DATASET,
@@ -66,6 +66,7 @@ class LlamaFactoryRunner:
             problems.append(Problem("schedule.min_lr_ratio", "llamafactory's linear decay ends at 0; "
                                     "set min_lr_ratio 0, or use decay cosine (which takes a floor)"))
         problems += native_only_problems(job, "llamafactory")
+        problems += adapter_problems(job, "llamafactory", self.features)
         problems += optim_problems(job, "llamafactory", ("adamw",), "only adamw is translated to LLaMA-Factory's "
                                    "optimizer settings; use --backend native or trl")
         if job.optim.lr_mult != type(job.optim.lr_mult)():

@@ -81,7 +81,7 @@ def _job_problems(job: Job) -> list[Problem]:
     if job.method.type != "pretrain":
         no("method.type", f"nanoGPT trains language models on raw text only (pretrain), not {job.method.type}")
     if job.adapter.type != "full":
-        no("adapter.type", "nanoGPT trains every weight (adapter full); no LoRA")
+        no("adapter.type", f"nanoGPT trains every weight (adapter full), not {job.adapter.type}")
     if init is not None and init.family != "gpt2":
         no("model.init.family", f"nanoGPT's model is GPT-2 (family gpt2), not {init.family}")
     if init is not None and init.family == "gpt2" and init.block_size != job.data.max_length:

@@ -16,6 +16,7 @@ from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import (
     Launch,
+    adapter_problems,
     child_argv,
     native_only_problems,
     optim_problems,
@@ -47,6 +48,7 @@ class TrlRunner:
             problems.append(Problem("data.packing", "trl does not pack with trainhub's packer (not yet); "
                                     "use backend native or data.packing: false"))
         problems += native_only_problems(job, "trl")
+        problems += adapter_problems(job, "trl", self.features)
         problems += trainhub_model_problems(job, host)
         problems += optim_problems(job, "trl", TRL_OPTIMS, "SophiaG's Hessian estimate is a step of the native loop "
                                    "that the Trainer does not run; use --backend native", packages=True)
