@@ -170,7 +170,7 @@ def test_check_refuses_more_processes_than_gpus(tmp_path):
 
 def test_native_refuses_gpt2(tmp_path):
     job = nano_job(tmp_path, backend="native")
-    assert any("model.init.family: native builds llama and qwen2" in p for p in
+    assert any("model.init.family: native builds llama, qwen2 and qwen3" in p for p in
                [str(p) for p in RUNNERS["native"].check(validate(job), Host())])
 
 
