@@ -1,4 +1,5 @@
-"""The command line: `trainhub train|validate|plan|backends|data|env|doctor`, and `train` (= `trainhub train`).
+"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|export|chat|serve`, and `train`
+(= `trainhub train`).
 
 The options are frozen by tests/unit/test_cli.py: they change only on purpose.
 """
@@ -291,6 +292,12 @@ def doctor_cmd():
     console.print(f"host: {host_mod.detect().describe()}")
     backends_cmd()
     raise typer.Exit(_env_table(check=True))
+
+
+# export, chat, serve: the commands that use a trained model (trainhub.cli_model)
+from trainhub.cli_model import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app)
 
 
 def bare_resume(argv: list[str]) -> list[str]:
