@@ -81,7 +81,12 @@ def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: str | Path |
         run_dir = prepare_run_dir(job, resuming=checkpoint is not None, say=view.line)
         launch = runner.prepare(job, run_dir, dry_run=dry_run, resume=checkpoint)
         with view:
-            return _follow(launch, run_dir, new_run_id(), view, pass_fds=(lock,))
+            code = _follow(launch, run_dir, new_run_id(), view, pass_fds=(lock,))
+        if code == 0 and not dry_run and job.export.gguf:  # the job's export section, once training completed
+            from trainhub.export.main import after_training
+
+            code = after_training(job, run_dir, say=view.line) and EXIT_FAILED
+        return code
 
 
 def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, pass_fds: tuple[int, ...] = ()) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trainhub.export.gguf_arch import FAMILIES, ConvertError
 from trainhub.export.gguf_write import QUANTS, llama_cpp_missing
-from trainhub.export.source import Source, SourceError, resolve
+from trainhub.export.source import Source, SourceError, load_tokenizer, resolve
 
 FORMATS = ("hf", "gguf")
 RECORD = "export.json"
@@ -68,7 +68,7 @@ def _export_hf(source: Source, out: Path, say) -> dict:
 
 
 def _export_gguf(source: Source, quants: list[str], out: Path | None, verify: bool, say) -> list[dict]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     unknown = [q for q in quants if q not in QUANTS]
     if unknown:
@@ -86,7 +86,7 @@ def _export_gguf(source: Source, quants: list[str], out: Path | None, verify: bo
         raise ExportError(f"GGUF export supports the families {', '.join(FAMILIES)}; {source.label} is "
                           f"'{config.model_type}'")
     model = AutoModelForCausalLM.from_pretrained(source.folder, dtype="float32").eval()
-    tokenizer = AutoTokenizer.from_pretrained(source.folder)
+    tokenizer = load_tokenizer(source.folder)
     folder = out.parent if out is not None and out.suffix == ".gguf" else (out or _default_dir(source))
     records, failed = [], []
     for quant in quants:
@@ -137,3 +137,57 @@ def _record(folder: Path, record: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
+
+
+def job_problems(job, model_path: Path | None) -> list[tuple[str, str]]:
+    """Why the job's export.gguf cannot be done, found before training: (key, message) pairs."""
+    from trainhub.export.gguf_write import QUANTS
+
+    out = []
+    family = None
+    if job.model.init is not None:
+        family = job.model.init.family
+    elif model_path is not None and (model_path / "config.json").is_file():
+        family = json.loads((model_path / "config.json").read_text()).get("model_type")
+    elif job.backend.type == "nanogpt":
+        family = "gpt2"
+    if family is not None and family not in FAMILIES:
+        out.append(("export.gguf", f"GGUF export supports the families {', '.join(FAMILIES)}; this model is "
+                                   f"'{family}'"))
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        out.append(("export.gguf", "the gguf package is not installed: pip install 'trainhub[gguf]'"))
+    needs = [q for q in job.export.gguf if QUANTS[q].by == "llama.cpp"]
+    if needs or job.export.verify:
+        missing = llama_cpp_missing()
+        if missing:
+            why = f"{', '.join(needs)} are made by llama.cpp's quantizer" if needs else "export.verify loads the file"
+            out.append(("export.gguf", f"{why}: {missing}" + ("" if needs else " (or set export.verify: false)")))
+    return out
+
+
+def after_training(job, run_dir: Path, say) -> int:
+    """The job's export section, run once training completed: `trainhub export` in a child process (the hub
+    stays free of torch), its output shown as the run's. Returns its exit code."""
+    import subprocess
+    import sys
+
+    if not job.export.gguf:
+        return 0
+    argv = [sys.executable, "-m", "trainhub", "export", str(run_dir), "--format", "gguf"]
+    for quant in job.export.gguf:
+        argv += ["--quant", quant]
+    argv += [] if job.export.verify else ["--no-verify"]
+    say(f"export: {', '.join(job.export.gguf)} -> {run_dir / 'export'}")
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                             stdin=subprocess.DEVNULL)
+    with open(run_dir / "console.log", "a", encoding="utf-8") as log:
+        for line in child.stdout:
+            log.write(line)
+            say(line.rstrip("\n"))
+    code = child.wait()
+    if code:
+        say(f"export failed (exit {code}); the trained model is in {run_dir / 'final'}; retry with "
+            f"`trainhub export {run_dir} " + " ".join(f"--quant {q}" for q in job.export.gguf) + "`")
+    return code

@@ -127,3 +127,18 @@ def _merge(adapter: Path, run_dir: Path, out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     _tokenizer(adapter, run_dir).save_pretrained(out)
     return out
+
+
+def load_tokenizer(folder: Path):
+    """The tokenizer exactly as the folder's tokenizer.json defines it.
+
+    AutoTokenizer in transformers 5 may choose a class by the model's type instead (Qwen2Tokenizer for any
+    qwen2 model), and that class adds its own default tokens when they are missing: a qwen2 model trained
+    by trainhub with its own tokenizer then gains <|endoftext|> at an id past its embedding. The export
+    and its verification need the tokenizer the model was trained with, so a fast tokenizer is loaded as
+    saved."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (Path(folder) / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)

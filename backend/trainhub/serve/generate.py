@@ -99,11 +99,13 @@ class HFGenerator(Generator):
     def __init__(self, folder: Path, name: str):
         super().__init__()
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from trainhub.export.source import load_tokenizer
 
         self.name = name
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer = load_tokenizer(folder)
         self.model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch.bfloat16 if self.device == "cuda" else torch.float32).to(self.device).eval()
         self.template = self.tokenizer.chat_template if isinstance(self.tokenizer.chat_template, str) else None
