@@ -47,7 +47,7 @@ def build(family: str, out: Path, tok=None, width: int = WIDTH, ffn: int = FFN, 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # norms and biases away from their 1 and 0, so a misplaced one shows
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(out)
