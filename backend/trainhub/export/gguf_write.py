@@ -48,6 +48,8 @@ QUANTS: dict[str, Quant] = {q.name: q for q in (
     Quant("q4_0", "llama.cpp", 32),
 )}
 QUANT_NAMES = tuple(QUANTS)
+LLAMA_CPP_DIST = "llama_cpp_python"
+"""The distribution that brings llama.cpp (module llama_cpp); its version goes into export.json."""
 
 
 def llama_cpp_missing() -> str | None:
@@ -79,7 +81,8 @@ def write(model, tokenizer, path: Path, quant: str, say=lambda line: None) -> di
         _llama_quantize(tmp, path, quant)
     finally:
         tmp.unlink(missing_ok=True)
-    return {**info, "quant": quant, "written_by": "llama.cpp llama_model_quantize from " + base,
+    return {**info, "quant": quant, "written_by": f"llama.cpp's llama_model_quantize (llama_cpp_python "
+                                                  f"{_version(LLAMA_CPP_DIST)}) from {base}",
             "tensor_types": tensor_types(path)}
 
 

@@ -1,0 +1,101 @@
+"""Every family and every GGUF type trainhub offers, loaded and checked in llama.cpp (llama-cpp-python).
+
+The models are built here (tests/export/models.py: 256-wide, so k-quants apply to every matrix). Each
+export runs the verification a user's export runs (trainhub.export.verify) and the test asserts it
+passed, plus what the type must show: the float types' log-prob difference, q8_0's and the k-quants'
+top-1 agreement and KL, and the tensors really stored in the type asked for. The numbers of the last
+run are printed (pytest -s) and recorded in docs/export.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.export.models import build
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not importable (pip install -e '.[gguf]')")
+
+from trainhub.export.gguf_vocab import KNOWN_SPLITS  # noqa: E402
+from trainhub.export.gguf_write import QUANTS  # noqa: E402
+from trainhub.export.main import ExportError, export  # noqa: E402
+
+FAMILY_QUANTS = {"qwen2": ["f16", "q8_0", "q4_k_m"], "qwen3": ["f16", "q8_0", "q4_k_m"],
+                 "gpt2": ["f16", "q8_0", "q4_k_m"]}
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return build("llama", tmp_path_factory.mktemp("gguf") / "tiny-llama")
+
+
+def check(record: dict, quant: str) -> dict:
+    v = record["verification"]
+    print(f"{record['file']}: max_abs {v['logprob_max_abs_diff']:.2e} top1 {v['top1_agreement']:.3f} "
+          f"kl_mean {v['kl_mean']:.2e} kl_max {v['kl_max']:.2e} greedy {v['greedy_identical']} "
+          f"types {record['tensor_types']}")
+    assert v["passed"], v["failures"]
+    assert v["loads"] and v["tokenization_identical"] and v["prompts"] == 6
+    if quant in ("f32", "f16"):
+        assert v["greedy_identical"]
+    wanted = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}.get(quant)
+    if wanted is None:  # a k-quant: its own type, none left to a fallback (the widths are multiples of 256)
+        wanted = quant.split("_")[0].upper() + "_K"
+        assert "note" not in record
+    assert record["tensor_types"].get(wanted, 0) > 0
+    return v
+
+
+def test_every_type_on_llama(llama, tmp_path):
+    records = export(llama, "gguf", list(QUANTS), tmp_path, say=lambda line: None)
+    assert [r["quant"] for r in records] == list(QUANTS)
+    results = {r["quant"]: check(r, r["quant"]) for r in records}
+    assert results["f32"]["logprob_max_abs_diff"] < 1e-3
+    assert results["f16"]["logprob_max_abs_diff"] < results["q8_0"]["logprob_max_abs_diff"]
+    assert results["q8_0"]["kl_mean"] < results["q4_k_m"]["kl_mean"] < results["q2_k"]["kl_mean"]
+    recorded = json.loads((tmp_path / "export.json").read_text())["files"]
+    assert set(recorded) == {f"tiny-llama-{q}.gguf" for q in QUANTS}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_QUANTS))
+def test_families(family, tmp_path):
+    folder = build(family, tmp_path / f"tiny-{family}")
+    for record in export(folder, "gguf", FAMILY_QUANTS[family], tmp_path / "out", say=lambda line: None):
+        check(record, record["quant"])
+
+
+def test_k_quant_on_narrow_rows_says_so(tmp_path):
+    """64-wide rows do not fill a 256-weight super-block: llama.cpp falls back, and export.json says why."""
+    folder = build("llama", tmp_path / "narrow", width=64, ffn=128)
+    lines: list[str] = []
+    (record,) = export(folder, "gguf", ["q4_k_m"], tmp_path / "out", say=lines.append)
+    assert "Q4_K" not in record["tensor_types"]
+    assert "q4_k_m needs matrix rows that are multiples of 256 (this model's widths: [64, 128])" in record["note"]
+    assert any(line.startswith("note: no tensor is Q4_K") for line in lines)
+
+
+@pytest.mark.parametrize("regex", sorted(KNOWN_SPLITS), ids=lambda r: KNOWN_SPLITS[r])
+def test_split_pre_tokenizers_and_a_wrong_one(llama, tmp_path, regex, monkeypatch):
+    """A tokenizer splitting text as Llama 3 or Qwen2 does is written under llama.cpp's name for that
+    split, and llama.cpp tokenizes as transformers does; the same file claiming GPT-2's split fails the
+    verification: it is not a formality."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(llama, folder)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    (record,) = export(folder, "gguf", ["f16"], tmp_path / "ok", say=lambda line: None)
+    assert record["tokenizer"]["pre"] == KNOWN_SPLITS[regex]
+    check(record, "f16")
+
+    monkeypatch.setitem(KNOWN_SPLITS, regex, "gpt-2")
+    with pytest.raises(ExportError, match="verification failed"):
+        export(folder, "gguf", ["f16"], tmp_path / "bad", say=lambda line: None)
+    bad = json.loads((tmp_path / "bad" / "export.json").read_text())["files"]["model-f16.gguf"]["verification"]
+    assert not bad["tokenization_identical"] and not bad["passed"]
+    assert bad["failures"][0] == "tokenisation differs from the HF tokenizer's"
