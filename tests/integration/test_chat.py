@@ -72,3 +72,17 @@ def test_chat_refuses_a_missing_model(tmp_path):
     term = Terminal([sys.executable, "-m", "trainhub", "chat", str(tmp_path / "nothing")])
     term.expect("no such run folder or model folder")
     assert term.proc.wait(timeout=120) == 1
+
+
+def test_chat_with_a_gguf_file(model, tmp_path):
+    """A .gguf file chats through llama.cpp, with the chat template the file carries."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not importable (pip install -e '.[gguf]')")
+    from trainhub.export.main import export
+
+    (record,) = export(model, "gguf", ["q8_0"], tmp_path, verify=False, say=lambda line: None)
+    term = Terminal([sys.executable, "-m", "trainhub", "chat", record["path"], "-t", "0", "--max-tokens", "6"])
+    assert "tiny-chat-q8_0 (llama.cpp, context 128 tokens)" in term.expect("you> ")
+    term.type("Tell me a story.")
+    assert "model> " in term.expect("you> ")
+    term.type("/exit")
+    assert term.proc.wait(timeout=60) == 0

@@ -3,6 +3,7 @@ completions, streamed and not, a wrong key refused, and no start beyond loopback
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -30,8 +31,15 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = build("llama", tmp_path_factory.mktemp("serve") / "tiny-chat", width=64, ffn=128)
+    with serving(folder) as url:
+        yield url, folder
+
+
+@contextlib.contextmanager
+def serving(target):
+    """`trainhub serve TARGET --api-key KEY` on a free loopback port, until the block ends."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "trainhub", "serve", str(folder), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "trainhub", "serve", str(target), "--port", str(port),
                              "--api-key", KEY], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "COLUMNS": "200"})
     import httpx
@@ -48,9 +56,11 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("serve did not start listening in 300 s")
-    yield f"http://127.0.0.1:{port}/v1", folder
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def client(url: str, key: str = KEY):
@@ -110,3 +120,22 @@ def test_no_key_beyond_loopback_is_refused(tmp_path):
     done = run_cli("serve", str(tmp_path), "--host", "0.0.0.0", env={"COLUMNS": "200", "TRAINHUB_API_KEY": ""})
     assert done.returncode == 1
     assert "--host 0.0.0.0 reaches beyond this machine: give an API key" in done.stderr
+
+
+def test_serve_a_gguf_file(server, tmp_path):
+    """A .gguf file is served by llama.cpp: the same API, streamed."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not importable (pip install -e '.[gguf]')")
+    from trainhub.export.main import export
+
+    _, folder = server
+    (record,) = export(folder, "gguf", ["q8_0"], tmp_path, verify=False, say=lambda line: None)
+    with serving(record["path"]) as url:
+        c = client(url)
+        assert [m.id for m in c.models.list().data] == ["tiny-chat-q8_0"]
+        chunks = list(c.chat.completions.create(model="tiny-chat-q8_0", messages=[{"role": "user", "content": "Hi"}],
+                                                max_tokens=6, temperature=0, stream=True))
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        done = c.completions.create(model="tiny-chat-q8_0", prompt="Once upon", max_tokens=4, temperature=0)
+        assert done.choices[0].finish_reason in ("stop", "length")
+        with pytest.raises(openai.AuthenticationError):
+            client(url, "sk-wrong").models.list()

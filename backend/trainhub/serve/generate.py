@@ -184,7 +184,7 @@ class LlamaCppGenerator(Generator):
         if trained > n_ctx:  # n_ctx=0 took the trained length; keep memory bounded for long-context models
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False,
                              n_threads=max(1, min(8, os.cpu_count() or 1)))
-        self.context = self.llm.n_ctx()
+        self.context = min(self.llm.n_ctx(), trained)  # llama.cpp pads n_ctx up (256): never past training
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         self.bos_text = self._text(self.llm.token_bos())
         self.eos_text = self._text(self.llm.token_eos())
