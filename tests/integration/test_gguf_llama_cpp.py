@@ -22,7 +22,9 @@ from trainhub.export.gguf_write import QUANTS  # noqa: E402
 from trainhub.export.main import ExportError, export  # noqa: E402
 
 FAMILY_QUANTS = {"qwen2": ["f16", "q8_0", "q4_k_m"], "qwen3": ["f16", "q8_0", "q4_k_m"],
-                 "gpt2": ["f16", "q8_0", "q4_k_m"]}
+                 "gpt2": ["f16", "q8_0", "q4_k_m"], "gpt2-nanogpt": ["f16", "q8_0"]}
+NANOGPT = {"activation_function": "gelu"}
+"""What the nanoGPT backend's export writes: exact (erf) GELU, where llama.cpp runs the tanh one."""
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,8 @@ def test_every_type_on_llama(llama, tmp_path):
 
 @pytest.mark.parametrize("family", sorted(FAMILY_QUANTS))
 def test_families(family, tmp_path):
-    folder = build(family, tmp_path / f"tiny-{family}")
+    extra = NANOGPT if family == "gpt2-nanogpt" else {}
+    folder = build(family.split("-")[0], tmp_path / f"tiny-{family}", **extra)
     for record in export(folder, "gguf", FAMILY_QUANTS[family], tmp_path / "out", say=lambda line: None):
         check(record, record["quant"])
 
@@ -76,10 +79,9 @@ def test_k_quant_on_narrow_rows_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("regex", sorted(KNOWN_SPLITS), ids=lambda r: KNOWN_SPLITS[r])
-def test_split_pre_tokenizers_and_a_wrong_one(llama, tmp_path, regex, monkeypatch):
+def test_split_pre_tokenizers(llama, tmp_path, regex):
     """A tokenizer splitting text as Llama 3 or Qwen2 does is written under llama.cpp's name for that
-    split, and llama.cpp tokenizes as transformers does; the same file claiming GPT-2's split fails the
-    verification: it is not a formality."""
+    split, and llama.cpp tokenizes the prompts as transformers does."""
     import shutil
 
     folder = tmp_path / "model"
@@ -93,9 +95,30 @@ def test_split_pre_tokenizers_and_a_wrong_one(llama, tmp_path, regex, monkeypatc
     assert record["tokenizer"]["pre"] == KNOWN_SPLITS[regex]
     check(record, "f16")
 
-    monkeypatch.setitem(KNOWN_SPLITS, regex, "gpt-2")
+
+def failed_verification(folder, out) -> dict:
     with pytest.raises(ExportError, match="verification failed"):
-        export(folder, "gguf", ["f16"], tmp_path / "bad", say=lambda line: None)
-    bad = json.loads((tmp_path / "bad" / "export.json").read_text())["files"]["model-f16.gguf"]["verification"]
-    assert not bad["tokenization_identical"] and not bad["passed"]
-    assert bad["failures"][0] == "tokenisation differs from the HF tokenizer's"
+        export(folder, "gguf", ["f16"], out, say=lambda line: None)
+    (record,) = json.loads((out / "export.json").read_text())["files"].values()
+    assert not record["verification"]["passed"]
+    return record["verification"]
+
+
+def test_verification_catches_a_wrong_token_type(llama, tmp_path, monkeypatch):
+    """Special tokens written as normal text: llama.cpp spells <|im_start|> out in the chat prompt."""
+    from trainhub.export import gguf_vocab
+
+    monkeypatch.setattr(gguf_vocab, "CONTROL", gguf_vocab.NORMAL)
+    v = failed_verification(llama, tmp_path)
+    assert v["failures"] == ["tokenisation differs from the HF tokenizer's"]
+    assert v["tokenization_mismatches"][0]["prompt"].startswith("<|im_start|>system")
+
+
+def test_verification_catches_a_missing_rotary_relayout(llama, tmp_path, monkeypatch):
+    """q/k rows left in transformers' layout: the same weights, another model to llama.cpp."""
+    from trainhub.export import gguf_arch
+
+    monkeypatch.setattr(gguf_arch, "halves_to_pairs", lambda w, n_heads: w)
+    v = failed_verification(llama, tmp_path)
+    assert v["tokenization_identical"]
+    assert any(f.startswith("log-prob max abs diff") for f in v["failures"])
