@@ -10,6 +10,9 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 # Installs skip byte-compiling (a minute on 2 cores); let the first import write the .pyc files, even
 # where the environment says not to, or every process the tests start compiles torch and transformers again.
 export PYTHONDONTWRITEBYTECODE :=
+# llama-cpp-python (extras gguf and dev) has no Linux wheel on PyPI: pip compiles llama.cpp (781 s of CPU for
+# 0.3.36, about 7 minutes on 2 idle cores). Its multimodal library is not used by trainhub: not built.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: quickstart test lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
