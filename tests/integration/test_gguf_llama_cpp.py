@@ -122,3 +122,31 @@ def test_verification_catches_a_missing_rotary_relayout(llama, tmp_path, monkeyp
     v = failed_verification(llama, tmp_path)
     assert v["tokenization_identical"]
     assert any(f.startswith("log-prob max abs diff") for f in v["failures"])
+
+
+def test_nanogpt_checkpoint(tmp_path):
+    """A nanoGPT run's checkpoint (ckpt.pt: Linear [out, in] weights, `_orig_mod.` prefixes, the run's
+    tokenizer beside it) -> GPT-2 -> GGUF, verified: `trainhub export RUN --checkpoint step-N`."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from tests.export.models import tokenizer
+    from trainhub.export.nanogpt import TRANSPOSED
+
+    hf = GPT2LMHeadModel.from_pretrained(build("gpt2", tmp_path / "hf", **NANOGPT))
+    c = hf.config
+    weights = {f"_orig_mod.{k}": (v.t().contiguous() if k.endswith(TRANSPOSED) else v)
+               for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    args = {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.n_positions,
+            "bias": True, "vocab_size": c.vocab_size, "dropout": 0.0}
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000010"
+    step.mkdir(parents=True)
+    torch.save({"model": weights, "model_args": args, "iter_num": 10, "best_val_loss": 1e9, "config": {}},
+               step / "ckpt.pt")
+    (run / "job.json").write_text(json.dumps({"name": "tiny-nanogpt"}))
+    tokenizer().save_pretrained(run / "tokenizer")
+    (record,) = export(run, "gguf", ["f16"], checkpoint="step-00000010", say=lambda line: None)
+    assert record["file"] == "tiny-nanogpt-f16.gguf" and record["source"].endswith("checkpoint step-00000010")
+    assert record["arch"] == "gpt2"
+    check(record, "f16")
