@@ -150,3 +150,16 @@ def test_nanogpt_checkpoint(tmp_path):
     assert record["file"] == "tiny-nanogpt-f16.gguf" and record["source"].endswith("checkpoint step-00000010")
     assert record["arch"] == "gpt2"
     check(record, "f16")
+
+
+def test_a_file_llama_cpp_cannot_load_fails_verification(llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from trainhub.export.source import load_tokenizer
+    from trainhub.export.verify import summary, verify
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    v = verify(broken, AutoModelForCausalLM.from_pretrained(llama), load_tokenizer(llama), "f16")
+    assert not v["loads"] and not v["passed"]
+    assert summary(v).startswith("verify f16: FAILED: llama.cpp could not load the file")

@@ -91,7 +91,11 @@ def verify(path: Path, model, tokenizer, quant: str) -> dict:
     texts = prompts(tokenizer)
     ids = [tokenizer(t)["input_ids"][: n_pos - GREEDY_TOKENS] for t in texts]
     n_ctx = min(n_pos, max(len(i) for i in ids) + GREEDY_TOKENS + 1)
-    llm = load_llama(path, n_ctx)
+    try:
+        llm = load_llama(path, n_ctx)
+    except Exception as err:  # llama-cpp-python raises ValueError; a crash in C never returns here
+        failure = f"llama.cpp could not load the file ({type(err).__name__}: {err})"
+        return {"quant": quant, "loads": False, "failures": [failure], "passed": False}
     try:
         mismatched = []
         for text, hf_ids in zip(texts, ids, strict=False):
@@ -144,6 +148,8 @@ def failures(r: dict, limit: Limit) -> list[str]:
 
 def summary(r: dict) -> str:
     """One line for the console."""
+    if not r["loads"]:
+        return f"verify {r['quant']}: FAILED: {r['failures'][0]}"
     head = "passed" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
     return (f"verify {r['quant']}: {head} — tokenisation {'identical' if r['tokenization_identical'] else 'DIFFERS'} "
             f"on {r['prompts']} prompts; over {r['positions']} positions: log-prob max abs diff "
