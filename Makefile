@@ -14,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE :=
 # 0.3.36, about 7 minutes on 2 idle cores). Its multimodal library is not used by trainhub: not built.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: quickstart test lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
+.PHONY: quickstart test test-fast lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ quickstart: $(VENV)/.ready
 # The tests create the backend environments they need once, in .cache/envs (tests/conftest.py).
 test: $(VENV)/.ready-dev
 	$(PY) -m pytest -q tests
+
+# Everything but the tests marked slow (the real CLI end to end, a real Trainer, a new venv) or gpu:
+# under 3 minutes on 2 cores. CI runs `make test`.
+test-fast: $(VENV)/.ready-dev
+	$(PY) -m pytest -q -m "not slow and not gpu" tests
 
 lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff check backend tests scripts research

@@ -3,7 +3,7 @@
 With a log every step the Trainer synchronizes at the step's end, so the next batch's fetch and
 collation run while the GPU waits: this is time added to every step of `train --backend unsloth`
 (and trl). The rows are the unsloth benchmark's: 4 x 2048 tokens, {input_ids, labels} as Python
-lists in a datasets.Dataset, as trl_child/data.py builds them. CPU only; run it anywhere:
+lists in a datasets.Dataset, as runners/trl/data.py builds them. CPU only; run it anywhere:
 
     python research/bench_collate.py [--rows 4] [--seq 2048]
 """
@@ -34,7 +34,7 @@ def main() -> None:
     from transformers import DataCollatorForSeq2Seq
 
     from trainhub.data.tokenizer import train_bpe
-    from trainhub.trl_child.train import PadCollator
+    from trainhub.runners.trl.data import PadCollator
 
     torch.set_num_threads(1)
     texts = [json.loads(line)["text"] for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()[:300]]

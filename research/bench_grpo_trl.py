@@ -115,7 +115,7 @@ def direct_config(out: Path, size: dict, steps: int, cuda: bool) -> dict:
 def same_settings(job_dict: dict, direct: dict, cuda: bool) -> list[str]:
     """Keys where trainhub's translation of the job differs from the direct config (should be none)."""
     from trainhub.job import Job
-    from trainhub.trl_child.translate import translate
+    from trainhub.runners.trl.translate import translate
 
     ours = translate(Job.model_validate(job_dict), Path(job_dict["output_dir"]), cuda=cuda, bf16_ok=cuda)["args"]
     # what trainhub passes differently by design: its own optimizer/schedule objects replace these names

@@ -3,9 +3,12 @@
 
 One run, one GPU, four variants, each in its own process (clean peak memory):
 
-  native          `train --config <job>` through the hub and the native engine, metrics read
-                  from its metrics.jsonl
+  native          `train --config <job>` through the hub and the native engine (trainhub's own
+                  decoder, engine/models; chunked loss), metrics read from its metrics.jsonl
   native+compile  the same with backend.compile: true
+  native-hf       the native engine over transformers' LlamaForCausalLM (model.impl: hf, eager
+                  loss): the path every native run took before the own model
+  native-hf+compile  the same with backend.compile: true
   hf-eager        a hand-written loop over transformers' LlamaForCausalLM (sdpa attention)
   hf-compile      the same loop over torch.compile(model)
 
@@ -37,7 +40,7 @@ LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_layers=16, num_hea
                 vocab_size=128256, rope_theta=500000.0, seq=2048, micro_batch=4)
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
             vocab_size=1024, rope_theta=10000.0, seq=64, micro_batch=2)
-VARIANTS = ("native", "native+compile", "hf-eager", "hf-compile")
+VARIANTS = ("native", "native+compile", "native-hf", "native-hf+compile", "hf-eager", "hf-compile")
 SPECIALS = ["<|pad|>", "<|im_end|>", "<|im_start|>"]
 LOG_EVERY = 5  # the native engine syncs (loss.item()) once per logged step, as a user's run would
 
@@ -77,10 +80,11 @@ def flops_per_token(shape: dict) -> float:
 # ----------------------------------------------------------------------------- variants (child processes)
 
 
-def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path) -> dict:
+def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
+               impl: str = "auto") -> dict:
     import yaml
 
-    run_dir = work / ("native-compile" if compile_ else "native")
+    run_dir = work / (f"native-{impl}" + ("-compile" if compile_ else ""))
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
         "backend": {"type": "native", "compile": compile_},
@@ -89,12 +93,12 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                            "num_heads": shape["num_heads"], "num_kv_heads": shape["num_kv_heads"],
                            "max_position_embeddings": shape["seq"], "rope_theta": shape["rope_theta"],
                            "tie_embeddings": True, "tokenizer": {"type": "path", "path": str(tok_dir)}},
-                  "dtype": "float32", "attention": "sdpa"},
+                  "dtype": "float32", "attention": "sdpa", "impl": impl},
         "method": "pretrain",
         "data": {"train": str(data), "format": "text", "max_length": shape["seq"], "shuffle": False},
         "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1}, "schedule": {"warmup_steps": 2},
         "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": "auto",
-                  "log_every": LOG_EVERY, "grad_clip": 1.0},
+                  "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else "auto"},
         "log": {"console": "plain"},
     }
     config = work / f"{run_dir.name}.yaml"
@@ -165,7 +169,8 @@ def child(args) -> None:
     work = Path(args.work)
     if args.variant.startswith("native"):
         result = run_native(shape, args.steps, args.warmup, args.variant.endswith("compile"),
-                            work / "tokenizer", work / "random.jsonl", work)
+                            work / "tokenizer", work / "random.jsonl", work,
+                            impl="hf" if args.variant.startswith("native-hf") else "auto")
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)

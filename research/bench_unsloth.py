@@ -242,7 +242,7 @@ def through_trainhub(job: dict, tmp: Path, warmup: int) -> dict:
 def window_pairs(train: list[dict], warmup: int) -> list[tuple[dict, dict]]:
     """Consecutive train rows whose window (the steps since the row before) lies past the warmup steps;
     log_every > 1 gives one row per window. The last window is left out: an unsloth SFT row is written one
-    step late (metrics/hf_deferred.py) but the last step's at once, right after the row before it, so that
+    step late (hf/deferred.py) but the last step's at once, right after the row before it, so that
     window holds ~10 ms and no step (its median pulled every reading before 2026-12-04 down a little)."""
     pairs = [(a, b) for a, b in zip(train, train[1:], strict=False) if a["step"] >= warmup]
     return pairs[:-1] if len(pairs) > 1 else pairs

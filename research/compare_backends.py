@@ -5,7 +5,9 @@
 Runs the job file with `train --config JOB --backend B` for each backend — nothing but --backend
 changes — moves each run folder to runs/compare_backends/<backend>/, reads the metric logs and writes
 research/results/compare_backends.md: the train and eval losses per logged step, the final losses,
-and each backend's relative difference from the first. A control run (`--control`, on by default)
+and each backend's relative difference from the first. The runs also go through `trainhub report`: the
+page at runs/compare_backends/report.html, its plots as PNGs in research/results/compare_backends/ (the
+markdown shows the loss plots), and the final table's numbers are the report's own summary. A control run (`--control`, on by default)
 trains the first backend again with `--set seed=<seed+1>`: how far two runs of one backend drift apart
 with another data order and LoRA init, the yardstick for the differences between backends. A backend that is not registered here, or whose
 environment is missing, is reported as skipped with the reason. Needs the quickstart's model
@@ -22,8 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+from trainhub.report.runlog import fmt_duration
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "research" / "results" / "compare_backends.md"
+PNGS = OUT.with_suffix("")
+PAGE = ROOT / "runs" / "compare_backends" / "report.html"
 
 
 def train(args: list[str]) -> subprocess.CompletedProcess:
@@ -34,7 +40,18 @@ def read(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     by = {e: [r for r in rows if r["event"] == e] for e in ("start", "train", "eval", "end")}
     return {"train": {r["step"]: r for r in by["train"]}, "eval": {r["step"]: r["eval_loss"] for r in by["eval"]},
-            "start": by["start"][-1], "end": by["end"][-1]}
+            "start": by["start"][-1], "end": by["end"][-1], "path": run}
+
+
+def through_report(results: dict) -> None:
+    """`trainhub report` over the run folders: the HTML page and the PNGs the markdown shows."""
+    if not results:
+        return
+    folders = [str(r["path"]) for r in results.values()]
+    done = subprocess.run([sys.executable, "-m", "trainhub", "report", *folders, "-o", str(PAGE), "--png", str(PNGS)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(done.stdout, end="", flush=True)
 
 
 def main() -> int:
@@ -52,16 +69,20 @@ def main() -> int:
             run = ROOT / "runs" / "compare_backends" / name.replace(" ", "-")
             if (run / "metrics.jsonl").exists():
                 found[name] = {**read(run), "code": 0}
+        through_report(found)
         OUT.write_text(report(args.config, found, {}))
         print(f"wrote {OUT}")
         return 0
+    import yaml
+
     from trainhub.jobfile import load
 
-    job = load(ROOT / args.config)
-    if not (ROOT / job.model.path / "config.json").is_file():
+    # before loading the job, which refuses a model folder that does not exist yet
+    if not (ROOT / yaml.safe_load((ROOT / args.config).read_text())["model"]["path"] / "config.json").is_file():
         print("making the quickstart's model first (train --config config/quickstart.yaml)", flush=True)
         done = train(["--config", "config/quickstart.yaml", "--set", "log.console=none"])
         assert done.returncode == 0, done.stdout + done.stderr
+    job = load(ROOT / args.config)
     results, skipped = {}, {}
     runs = [(b, b, []) for b in args.backends.split(",")]
     if args.control:
@@ -84,6 +105,7 @@ def main() -> int:
         print(f"{name}: exit {done.returncode}, final loss {results[name]['end']['final_loss']}, "
               f"{wall:.0f} s", flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    through_report(results)
     OUT.write_text(report(args.config, results, skipped))
     print(f"wrote {OUT}")
     return 0 if results and all(r["code"] == 0 for r in results.values()) else 1
@@ -119,14 +141,24 @@ def report(config: str, results: dict, skipped: dict) -> str:
             lines.append(f"| {s} | " + " | ".join(f"{results[n]['eval'].get(s, float('nan')):.4f}" for n in names)
                          + " |")
     ref = names[0] if names else None
-    lines += ["", "## Final", "", "| backend | final loss | vs " + str(ref) + " | last eval loss | tokens | "
-              "trainable params | wall s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    from trainhub.report import load, summarize
+
+    summary = {n: summarize(load(results[n]["path"])) for n in names}
+    lines += ["", "## Final", "", "From `trainhub report`'s summary of each run folder (the page: "
+              f"`{PAGE.relative_to(ROOT)}`).", "",
+              "| backend | status | final loss | vs " + str(ref) + " | last eval loss | tokens | tokens/s | "
+              "trainable params | duration |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for n in names:
-        r = results[n]
-        final, base = r["end"]["final_loss"], results[ref]["end"]["final_loss"]
-        last_eval = r["eval"][max(r["eval"])] if r["eval"] else float("nan")
-        lines.append(f"| {n} | {final:.4f} | {100 * (final - base) / base:+.1f}% | {last_eval:.4f} | "
-                     f"{r['end']['tokens']:,} | {r['start']['params_trainable']:,} | {r['end']['wall_s']:.0f} |")
+        s, base = summary[n], summary[ref].final_loss
+        final = f"{s.final_loss:.4f} | {100 * (s.final_loss - base) / base:+.1f}%" if s.final_loss and base else "- | -"
+        tps = "-" if s.tokens_per_s is None else f"{s.tokens_per_s:,.0f}"
+        ev = "-" if s.eval_loss is None else f"{s.eval_loss:.4f}"
+        lines.append(f"| {n} | {s.status} | {final} | {ev} | {s.tokens:,} | {tps} | "
+                     f"{results[n]['start']['params_trainable']:,} | {fmt_duration(s.duration_s)} |")
+    if (PNGS / "loss_step.png").exists():
+        rel = PNGS.relative_to(OUT.parent)
+        lines += ["", f"![train and eval loss by step]({rel}/loss_step.png)",
+                  f"![train and eval loss by tokens]({rel}/loss_tokens.png)"]
     return "\n".join(lines + ["", *findings(results), "", WHY]) + "\n"
 
 

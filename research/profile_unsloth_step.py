@@ -4,7 +4,7 @@ One process, one Unsloth model (the 1B-shaped LoRA job of bench_unsloth.py, buil
 unsloth child's own translation), then:
 
     hand            forward + backward + clip + AdamW on ids made on the GPU (no data path)
-    trainer         the trainer the unsloth child builds (runners/unsloth_trainer.build_trainer),
+    trainer         the trainer the unsloth child builds (runners/unsloth/child.py build_trainer),
                     trainhub's metrics callback on; each step is split into GPU time (step begin ->
                     a synchronize at step end) and the time outside it (the log, the next batch's
                     fetch, collation and copy, callbacks), with the collator timed on its own
@@ -46,7 +46,7 @@ def build(tmp: Path, steps: int, checkpointing: bool):
 
     from trainhub.engine.model import build_tokenizer
     from trainhub.jobfile import load
-    from trainhub.runners.unsloth import load_args, peft_args
+    from trainhub.runners.unsloth.translate import load_args, peft_args
 
     folder = tmp / "llama-1b-shape"
     bench.make_model(folder)
@@ -76,22 +76,23 @@ def trainer_run(job, model, tokenizer, run_dir: Path, warmup: int, knobs: dict, 
     import torch
     from transformers import TrainerCallback
 
-    import trainhub.runners.unsloth_trainer as ut
-    from trainhub.metrics.hf_callback import MetricsCallback, start_fields
+    import trainhub.runners.unsloth.translate as ut_translate
+    from trainhub.hf.callback import MetricsCallback, start_fields
     from trainhub.metrics.log import MetricLog
+    from trainhub.runners.unsloth.child import build_trainer
 
-    spec_of = ut.unsloth_spec
+    spec_of = ut_translate.unsloth_spec
 
     def spec_with_knobs(*args, **kwargs):  # the knobs go in before the trainer (and its accelerator) exist
         spec = spec_of(*args, **kwargs)
         spec["args"].update(knobs)
         return spec
 
-    ut.unsloth_spec = spec_with_knobs
+    ut_translate.unsloth_spec = spec_with_knobs  # build_trainer imports it when called
     try:
-        trainer, *_ = ut.build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
+        trainer, *_ = build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
     finally:
-        ut.unsloth_spec = spec_of
+        ut_translate.unsloth_spec = spec_of
     if not autocast:
         trainer.accelerator.native_amp = False  # prepare() then leaves model.forward unwrapped
     collate, collate_s = trainer.data_collator, []
@@ -180,7 +181,7 @@ def train(trainer, model) -> None:
 
 def first_batch(job, model, tokenizer, run_dir: Path) -> dict:
     """The trainer's first batch (PadCollator's tensors), on the GPU."""
-    from trainhub.runners.unsloth_trainer import build_trainer
+    from trainhub.runners.unsloth.child import build_trainer
 
     trainer, *_ = build_trainer(job, model, tokenizer, run_dir, "bf16", dry_run=False, resume=None)
     batch = next(iter(trainer.get_train_dataloader()))

@@ -2,7 +2,7 @@
 
 bench_unsloth.py measures `train --backend unsloth` (a hub process and its child) against Unsloth's
 hand loop; profile_unsloth_step.py rebuilds the trainer inside one process. This script runs the
-child itself (trainhub.runners.unsloth_child.main, on the job file bench_unsloth.py writes, with the
+child itself (trainhub.runners.unsloth.child.main, on the job file bench_unsloth.py writes, with the
 environment the hub gives it) in a fresh process, with two callbacks added before training:
 
     clock   CUDA events and host times at every step's begin and end, no extra sync: the wall time
@@ -21,7 +21,7 @@ debug mode over the same steps and counts each host-device sync by the Python st
 clock or gc meter; the step time from its rows). `child-latecache` sets UNSLOTH_COMPILE_LOCATION after importing unsloth, so Unsloth compiles into
 its default folder (every child variant did so before 2026-12-04). `child-walks` is the child with the Trainer's module walks in every step, as they come (no
 skip_module_walks, no Unsloth fast grads). `child-sync` is the child with the Trainer's own log (a sync at every logged step) instead of the
-log one step late (metrics/hf_deferred.py); `child-deviceread` reads that late log from the device tensors (which
+log one step late (hf/deferred.py); `child-deviceread` reads that late log from the device tensors (which
 waits for the step queued after it too), as before the pinned copies; `child-setsid` is the child in a session of its own; `launch` is the child the hub would start (its
 argv, environment and cwd, output through a pipe), started by this script instead of the hub;
 `launch-nodetach`, `launch-split`, `launch-bareenv`, `launch-all` take its differences from `child`
@@ -244,7 +244,7 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
     # the runner's UNSLOTH_COMPILE_LOCATION, before the import that reads it (unsloth_zoo's compiler), as in
     # the child the hub starts; `child-latecache` sets it after the import, as every child variant did
     # before 2026-12-04 (research/results/unsloth.md, eighth session), so Unsloth used its default folder
-    from trainhub.runners.unsloth import COMPILE_CACHE
+    from trainhub.runners.unsloth.runner import COMPILE_CACHE
 
     cache = {"UNSLOTH_COMPILE_LOCATION": str(run_dir / COMPILE_CACHE)}
     if not name.endswith("latecache"):
@@ -253,9 +253,9 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
 
     from transformers import TrainerCallback
 
-    import trainhub.trl_child.train as trl_train
+    import trainhub.runners.trl.trainer as trl_train
     from trainhub.jobfile import load
-    from trainhub.runners import unsloth_child
+    from trainhub.runners.unsloth import child as unsloth_child
 
     job = load(job_path)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -301,16 +301,18 @@ def run_child(job_path: Path, run_dir: Path, out: Path, name: str, warmup: int, 
                 prof.stop()
 
     trl_train.run = run
-    if name.endswith("sync"):  # the Trainer's own log, a sync every logged step (before hf_deferred)
-        import trainhub.metrics.hf_deferred as deferred
+    if name.endswith("sync"):  # the Trainer's own log, a sync every logged step (before hf/deferred.py)
+        import trainhub.hf.deferred as deferred
 
-        deferred.defer_logs = lambda trainer, tokens=None: None
+        deferred.defer_logs = lambda trainer, tokens=None, notes=None: None
     if name.endswith("deviceread"):  # the log one step late, read from the device tensors as before the pinned
-        import trainhub.metrics.hf_deferred as deferred  # copies: the read waits for the next step too
+        import trainhub.hf.deferred as deferred  # copies: the read waits for the next step too
 
         deferred.to_host = lambda *values: (list(values), None)
     if name.endswith("walks"):  # the Trainer's per-step module walks as they come (no skip_module_walks)
-        trl_train.skip_module_walks = lambda trainer: None
+        import trainhub.hf.flops as flops
+
+        flops.skip_module_walks = lambda trainer, notes=None: False
         unsloth_child.unsloth_fast_grads = lambda model: False
     code = unsloth_child.main(["--run-dir", str(run_dir)])
     windows = row_windows(run_dir, warmup)
@@ -339,7 +341,7 @@ def run_hand(job_path: Path, out: Path, name: str, steps: int, warmup: int, trac
 
     import bench_unsloth as bench
     from trainhub.jobfile import load
-    from trainhub.runners.unsloth import load_args, peft_args
+    from trainhub.runners.unsloth.translate import load_args, peft_args
 
     job = load(job_path)
     kwargs = load_args(job)
@@ -512,7 +514,7 @@ def launch_without_hub(job_dict: dict, tmp: Path, warmup: int, changes: set[str]
     `nodetach` no process group or parent-death signal; `split` stdout and stderr in two pipes (the
     `child` variant's capture_output) instead of one merged; `bareenv` this process's environment plus
     the compile location and TOKENIZERS_PARALLELISM only (no PYTHONUNBUFFERED, no offline variables, no
-    PYTHONPATH reordered, no run id). Left alike: `-m trainhub.runners.unsloth_child` against the `child`
+    PYTHONPATH reordered, no run id). Left alike: `-m trainhub.runners.unsloth.child` against the `child`
     variant's call of its main() inside this script (with the clock callbacks)."""
     unknown = changes - LAUNCH_CHANGES
     if unknown:

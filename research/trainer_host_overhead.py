@@ -5,7 +5,7 @@ the ops cost almost nothing: what is left is Python around them. Runs anywhere (
 
 Both loops train the same tiny Llama on the same pre-tokenized rows with trainhub's PadCollator,
 AdamW, clipping at 1.0 and a loss read every step (the Trainer logs every step). The Trainer runs twice, as
-it comes and with trainhub's skip_module_walks (trl_child/train.py). Prints the median milliseconds
+it comes and with trainhub's skip_module_walks (hf/flops.py). Prints the median milliseconds
 per step of each and, with --profile N, the N functions with the most own time in the
 Trainer run (cProfile) and who walks the model's modules.
 """
@@ -47,7 +47,8 @@ def main() -> None:
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from trainhub.trl_child.train import PadCollator, skip_module_walks
+    from trainhub.hf.flops import skip_module_walks
+    from trainhub.runners.trl.data import PadCollator
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)

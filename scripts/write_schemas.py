@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 import typing
@@ -35,6 +36,8 @@ def _models(tp) -> list[type[BaseModel]]:
 
 def _type_name(tp) -> str:
     text = str(tp).replace("typing.", "").replace("trainhub.job.methods.", "").replace("trainhub.job.", "")
+    # a bounded member type (tuple[Beta, Beta]) shows as its plain type; the bounds are in the JSON schema
+    text = re.sub(r"Annotated\[(\w+), FieldInfo\(annotation=\w+, required=\w+, metadata=\[[^\]]*\]\)\]", r"\1", text)
     if isinstance(tp, type):
         text = tp.__name__
     return text.replace("NoneType", "null")

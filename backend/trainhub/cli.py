@@ -1,5 +1,5 @@
-"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|export|chat|serve`, and `train`
-(= `trainhub train`).
+"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report|export|chat|serve`,
+and `train` (= `trainhub train`).
 
 The options are frozen by tests/unit/test_cli.py: they change only on purpose.
 """
@@ -292,6 +292,49 @@ def doctor_cmd():
     console.print(f"host: {host_mod.detect().describe()}")
     backends_cmd()
     raise typer.Exit(_env_table(check=True))
+
+
+# ----------------------------------------------------------------------------- looking back at runs
+
+
+@app.command("runs")
+def runs_cmd(folder: Path = typer.Argument(Path("runs"), help="Where to look for run folders (holding metrics.jsonl).")):
+    """A table of the runs in FOLDER (and up to three levels below it), read from their metric logs."""
+    from trainhub.report import find_runs, load, summarize
+    from trainhub.report.runlog import fmt_duration, fmt_time
+
+    found = find_runs(folder)
+    if not found:
+        err_console.print(f"no runs in {folder} (no metrics.jsonl)")
+        raise typer.Exit(1)
+    table = Table("run", "name", "backend", "method", "status", "steps", "final loss", "tokens/s", "MFU", "started",
+                  "duration")
+    for path in found:
+        s = summarize(load(path))
+        table.add_row(str(path.relative_to(folder)) if path != folder else str(path), s.name, s.backend, s.method,
+                      s.status, f"{s.step}/{s.max_steps}" if s.max_steps is not None else str(s.step),
+                      "-" if s.final_loss is None else f"{s.final_loss:.4f}",
+                      "-" if s.tokens_per_s is None else f"{s.tokens_per_s:,.0f}",
+                      "-" if s.mfu is None else f"{s.mfu:.1%}", fmt_time(s.started), fmt_duration(s.duration_s))
+    console.print(table)
+
+
+@app.command("report")
+def report_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (or their metrics.jsonl) to compare."),
+               out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+               png: Path | None = typer.Option(None, "--png", help="Also write every plot as a PNG into this folder.")):
+    """One self-contained HTML page comparing runs: loss by step, tokens and time, lr, throughput, MFU,
+    memory, RL and preference quantities where logged, a summary table, and the jobs with their
+    differences marked."""
+    from trainhub.report import NotARun, ReportError, write_report
+
+    try:
+        _, written = write_report(runs, out, png)
+    except (NotARun, ReportError) as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 # export, chat, serve: the commands that use a trained model (trainhub.cli_model)

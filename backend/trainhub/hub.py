@@ -16,11 +16,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+from trainhub.child import EXIT_FAILED, stop_with_parent
 from trainhub.job import Job
 from trainhub.metrics import EndRow, ErrorRow, MetricLog
 from trainhub.metrics.log import new_run_id
@@ -28,8 +28,10 @@ from trainhub.metrics.rows import ROW_ADAPTER
 from trainhub.progress import View
 from trainhub.resume import CheckpointError, check_resume, find_checkpoint
 from trainhub.runfolder import RunFolderInUse, claim, progress, set_aside_failed
-from trainhub.runners.base import EXIT_FAILED, Launch, Runner
+from trainhub.runners.base import Launch, Runner
 from trainhub.secrets import redact, secret_values
+from trainhub.sinks import build_sinks
+from trainhub.sinks.fanout import Sinks
 
 __all__ = ["RunFolderInUse", "find_resume", "prepare_run_dir", "run"]
 
@@ -80,8 +82,13 @@ def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: str | Path |
         checkpoint = find_resume(job, str(resume), resume_force) if resume is not None else None
         run_dir = prepare_run_dir(job, resuming=checkpoint is not None, say=view.line)
         launch = runner.prepare(job, run_dir, dry_run=dry_run, resume=checkpoint)
+        run_id = new_run_id()
         with view:
-            code = _follow(launch, run_dir, new_run_id(), view, pass_fds=(lock,))
+            sinks = Sinks(build_sinks(job.log), run_dir, run_id, say=view.line)  # wandb, tensorboard, prometheus
+            try:
+                code = _follow(launch, run_dir, run_id, view, sinks, pass_fds=(lock,))
+            finally:
+                sinks.close()
         if code == 0 and not dry_run and job.export.gguf:  # the job's export section, once training completed
             from trainhub.export.main import after_training
 
@@ -89,8 +96,11 @@ def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: str | Path |
         return code
 
 
-def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, pass_fds: tuple[int, ...] = ()) -> int:
-    """Run the child, show its output and the rows it appends (not those of earlier runs in the log)."""
+def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, sinks: Sinks | None = None,
+            pass_fds: tuple[int, ...] = ()) -> int:
+    """Run the child, show its output and the rows it appends (not those of earlier runs in the log), and hand
+    each row to the sinks."""
+    sinks = sinks or Sinks([], run_dir, run_id)
     metrics = run_dir / "metrics.jsonl"
     t0 = time.time()
     with open(run_dir / "console.log", "a", encoding="utf-8") as console_log:
@@ -119,7 +129,7 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, pass_fds: tu
                 done = child.poll() is not None
                 if done:  # its last output first, then its last rows: the end row closes the console
                     reader.join(timeout=5)
-                offset, events = _read_new(metrics, offset, view)
+                offset, events = _read_new(metrics, offset, view, sinks)
                 last_event = events[-1] if events else last_event
                 if done:
                     break
@@ -141,6 +151,7 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, pass_fds: tu
                            final_loss=None, exit_code=code)):
             log.write(row)
             view.row(row)
+            sinks.write(row)
         log.close()
         return code or EXIT_FAILED
     return code
@@ -158,16 +169,7 @@ def _detach() -> None:
     each of 4 alternating pairs; `train` itself did not get measurably faster from this change
     (research/results/unsloth.md, sixth session)."""
     os.setpgid(0, 0)
-    _stop_with_parent()
-
-
-def _stop_with_parent() -> None:
-    """In a child, before exec: on Linux, SIGTERM when its parent dies, however it dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    stop_with_parent()
 
 
 def _pump(child: subprocess.Popen, sink, view: View) -> None:
@@ -179,8 +181,9 @@ def _pump(child: subprocess.Popen, sink, view: View) -> None:
         view.line(line.rstrip("\n"))
 
 
-def _read_new(path: Path, offset: int, view: View) -> tuple[int, list[str]]:
-    """Rows appended since `offset` (whole lines only); each is shown. Returns the new offset and events."""
+def _read_new(path: Path, offset: int, view: View, sinks: Sinks) -> tuple[int, list[str]]:
+    """Rows appended since `offset` (whole lines only); each is shown and handed to the sinks. Returns the
+    new offset and the events (but warning rows, which the hub itself may write after the end row)."""
     if not path.exists():
         return offset, []
     with open(path, "rb") as f:
@@ -192,5 +195,7 @@ def _read_new(path: Path, offset: int, view: View) -> tuple[int, list[str]]:
         if line.strip():
             row = ROW_ADAPTER.validate_json(line)
             view.row(row)
-            events.append(row.event)
+            sinks.write(row)
+            if row.event != "warning":
+                events.append(row.event)
     return offset + end, events

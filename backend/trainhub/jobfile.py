@@ -31,6 +31,7 @@ from trainhub.compose import Origin, compose
 from trainhub.data.sources_files import check as check_data_path
 from trainhub.data.sources_hf import check as check_hf_source
 from trainhub.job import PLANNED_BACKENDS, Job
+from trainhub.job.sizes import longest_sequence
 
 
 @dataclass(frozen=True)
@@ -482,9 +483,8 @@ def _check_positions(job: Job, model_path: Path) -> list[Problem]:
         return []  # not an HF model folder: the backend says what it misses
     key = ABSOLUTE_POSITIONS.get(config.get("model_type", ""))
     positions = config.get(key) if key else None
-    m = job.method
-    extra = m.max_new_tokens if m.type == "grpo" else 0
-    longest = job.data.max_length + extra
+    longest = longest_sequence(job)
+    extra = longest - job.data.max_length
     if not isinstance(positions, int) or longest <= positions:
         return []
     what = f"data.max_length {job.data.max_length} + method.max_new_tokens {extra} = {longest} tokens" if extra \

@@ -63,11 +63,11 @@ def test_resume_on_gpu_matches_uninterrupted(tmp_path):
 
 
 def test_deferred_log_copies_wait_for_their_own_step_only():
-    """metrics/hf_deferred.to_host: the copies hold the values as they were when queued, and waiting on
+    """hf/deferred.py to_host: the copies hold the values as they were when queued, and waiting on
     their event does not wait for the work queued after them (a ~100 ms matmul chain here)."""
     import time
 
-    from trainhub.metrics.hf_deferred import to_host
+    from trainhub.hf.deferred import to_host
 
     a = torch.randn(4096, 4096, device="cuda")
     loss = torch.full((), 2.5, device="cuda")
@@ -87,12 +87,12 @@ def test_deferred_log_copies_wait_for_their_own_step_only():
 
 
 def test_skip_guard_reads_its_flag_without_waiting_for_later_work():
-    """metrics/hf_nonfinite under fused AdamW on the GPU: a NaN step leaves the weights alone, its flag is
+    """hf/nonfinite.py under fused AdamW on the GPU: a NaN step leaves the weights alone, its flag is
     copied to pinned memory behind itself, and read() does not wait for the work queued after it."""
     import time
     from types import SimpleNamespace
 
-    from trainhub.metrics.hf_nonfinite import SkipNonFinite
+    from trainhub.hf.nonfinite import SkipNonFinite
 
     param = torch.nn.Parameter(torch.ones(1024, device="cuda"))
     opt = torch.optim.AdamW([param], lr=0.1, fused=True)

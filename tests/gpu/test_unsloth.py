@@ -62,7 +62,7 @@ def sft_job(tmp: Path, model: Path, adapter: dict, **train) -> dict:
         "name": "gpu-unsloth", "output_dir": str(tmp / "run"), "seed": 0, "backend": "unsloth",
         "model": {"path": str(model), "dtype": "bfloat16"}, "method": "sft", "adapter": adapter,
         "data": {"train": str(CHAT), "format": "messages", "max_length": 256},
-        "optim": {"type": "adamw", "lr": 1e-3, "schedule": {"warmup_steps": 1}},
+        "optim": {"type": "adamw", "lr": 1e-3}, "schedule": {"warmup_steps": 1},
         "train": {"micro_batch_size": 4, "max_steps": 6, "precision": "bf16", "grad_checkpointing": True,
                   "log_every": 1, "on_nonfinite": "stop", **train},
         "log": {"console": "plain"},
@@ -214,7 +214,7 @@ def test_save_and_resume(tmp_path, small_model):
     count carried over, and refuses a changed job."""
     job = sft_job(tmp_path, small_model, {"type": "lora", "rank": 8, "alpha": 16}, max_steps=4, save_every=2)
     job["export"] = {"merged": False}
-    job["optim"]["schedule"] = {"warmup_steps": 1, "decay": "constant"}
+    job["schedule"] = {"warmup_steps": 1, "decay": "constant"}
     _train(tmp_path, job)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "latest").read_text().strip() == "checkpoint-4"

@@ -11,7 +11,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import DATA, rows, run_cli, tiny_pretrain_job, train_losses, write_job
+
+pytestmark = pytest.mark.slow  # the real `train` command
 
 BAD = ['{"instruction": "What is 2 plus 2?", "output": "4"',  # malformed_json
        json.dumps({"instruction": "What is 2 plus 2?"}),  # missing_field

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 
+import pytest
 import torch
 
 from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, train_losses, write_job
@@ -41,6 +42,7 @@ def test_cache_is_reused_and_keyed_by_content(tmp_path, monkeypatch):
     assert build_datasets(job, tok).cache == "miss"
 
 
+@pytest.mark.slow  # the real CLI, on the session's pretrained model
 def test_packed_sft_through_the_cli(tmp_path, pretrained):
     job = _sft_job(tmp_path, pretrained, packing=True)
     done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
@@ -54,6 +56,7 @@ def test_packed_sft_through_the_cli(tmp_path, pretrained):
     assert rows(tmp_path / "run", "train")[-1]["tokens"] < 8 * 2 * 96
 
 
+@pytest.mark.slow  # the real CLI, on the session's pretrained model
 def test_data_inspect_shows_examples_stats_and_counts(tmp_path, pretrained):
     job = _sft_job(tmp_path, pretrained)
     done = run_cli("data", "inspect", "--config", str(write_job(tmp_path / "job.yaml", job)), "--n", "2",

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, write_job
 from trainhub.metrics import read_rows
+
+pytestmark = pytest.mark.slow  # creates LLaMA-Factory's environment (~2.5 min), trains through it
 
 
 def _sft(tmp, model, **train) -> dict:

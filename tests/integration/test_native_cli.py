@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, train_losses, write_job
+from tests.conftest import DATA, ROOT, rows, run_cli, tiny_pretrain_job, train_losses, write_job
 from trainhub.metrics import read_rows
+
+pytestmark = pytest.mark.slow  # the real `train` command, 15-60 s a test on 2 cores
 
 GOLDEN = Path(__file__).resolve().parent.parent / "assets" / "golden_pretrain_losses.json"
 
@@ -65,16 +67,26 @@ def test_pretrain_from_nothing(tmp_path):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"):
         assert (run / "final" / name).is_file(), name
 
+    # The exported model is the trained one: transformers, on the eval set rebuilt here from the saved
+    # tokenizer (documents + EOS, cut into 32-token blocks; eval_batches 2 x micro-batch 8 = the first 16),
+    # gives the eval loss the log reports at the last step, and a model of its shape untrained does far worse.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(run / "final")
     tok = AutoTokenizer.from_pretrained(run / "final")
     assert tok.pad_token_id != tok.eos_token_id
-    ids = tok("The sky is", return_tensors="pt")["input_ids"]
+    texts = [json.loads(line)["text"] for line in (DATA / "stories_eval.jsonl").read_text().splitlines()]
+    ids = [t for seq in tok(texts, add_special_tokens=False)["input_ids"] for t in (*seq, tok.eos_token_id)]
+    blocks = torch.tensor(ids[: 16 * 32]).view(16, 32)
+    assert evals[-1]["eval_tokens"] == 16 * 31  # every position but the first is a target
+    torch.manual_seed(0)
+    untrained = AutoModelForCausalLM.from_config(model.config)
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=5, do_sample=False)
-    assert out.shape[1] > ids.shape[1]
+        trained_loss = model(input_ids=blocks, labels=blocks).loss.item()
+        untrained_loss = untrained(input_ids=blocks, labels=blocks).loss.item()
+    assert trained_loss == pytest.approx(evals[-1]["eval_loss"], rel=1e-5)
+    assert trained_loss < untrained_loss - 0.5, (trained_loss, untrained_loss)  # 4.86 vs 6.00
 
 
 def test_golden_losses_fp32_cpu(tmp_path):
@@ -86,8 +98,44 @@ def test_golden_losses_fp32_cpu(tmp_path):
     losses = train_losses(tmp_path / "run")
     if os.environ.get("TRAINHUB_RECORD_GOLDEN"):
         GOLDEN.write_text(json.dumps({"losses": losses}, indent=1) + "\n")
+        # never pass by comparing the run with what it just wrote
+        pytest.fail(f"recorded {len(losses)} losses in {GOLDEN}, rerun without the variable TRAINHUB_RECORD_GOLDEN")
     golden = json.loads(GOLDEN.read_text())["losses"]
+    assert len(golden) == 12  # train.max_steps of tiny_pretrain_job, one row a step
     assert losses == pytest.approx(golden, abs=1e-4)
+
+
+@pytest.mark.parametrize("variant", [{}, {"adapter": {"type": "lora", "rank": 4, "alpha": 8}, "packing": True}],
+                         ids=["full", "lora-packed"])
+def test_own_model_trains_as_transformers_does(tmp_path, pretrained, variant):
+    """The same checkpoint trained by trainhub's own decoder (model.impl own) and by transformers' (hf):
+    equal per-step losses, read from the metric log, full and LoRA over packed rows."""
+    losses = {}
+    for impl in ("own", "hf"):
+        d = tmp_path / impl
+        d.mkdir()
+        job = _sft_job(d, pretrained, max_steps=4)
+        job["model"]["impl"] = impl
+        if "adapter" in variant:
+            job["adapter"] = variant["adapter"]
+        job["data"]["packing"] = variant.get("packing", False)
+        done = _train(d, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"model: {'trainhub' if impl == 'own' else 'transformers'} implementation" in \
+            rows(d / "run", "start")[0]["notes"]
+        losses[impl] = train_losses(d / "run")
+    assert len(losses["own"]) == 4 and losses["own"] == pytest.approx(losses["hf"], abs=1e-5)
+
+
+def test_chunked_loss_trains_as_the_eager_loss(tmp_path):
+    """train.loss chunked (the logits never whole) and eager: the same per-step losses."""
+    for loss in ("eager", "chunked"):
+        d = tmp_path / loss
+        d.mkdir()
+        done = _train(d, tiny_pretrain_job(d, train={"max_steps": 5, "loss": loss}))
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert train_losses(tmp_path / "chunked" / "run") == pytest.approx(train_losses(tmp_path / "eager" / "run"),
+                                                                       abs=1e-5)
 
 
 def test_accumulation_equivalence_pretrain(tmp_path):
@@ -148,6 +196,20 @@ def test_lora_sft(tmp_path, pretrained):
     assert not all(
         (a == b).all() for a, b in zip(merged.state_dict().values(), base.state_dict().values(), strict=True)
     ), "the merged LoRA model should differ from its base"
+
+
+def test_native_lora_without_merged_export(tmp_path, pretrained):
+    job = tiny_pretrain_job(tmp_path)
+    job.update({"name": "no-merge", "model": {"path": str(pretrained)}, "method": "sft",
+                "adapter": {"type": "lora", "rank": 4, "alpha": 8}, "export": {"merged": False},
+                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64}})
+    job["train"]["max_steps"] = 2
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    assert not (run / "final").exists()
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
+    assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
 
 
 def test_bad_config_fails_before_any_work(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, rows, run_cli, tiny_pretrain_job, write_job
+
+pytestmark = pytest.mark.slow  # the real `train` command, or a process saving and SIGKILLed
 
 
 def _losses_by_step(run_dir: Path) -> dict[int, float]:
@@ -87,51 +88,136 @@ def test_resume_without_checkpoint_says_so(tmp_path):
     assert done.returncode == 1 and "no checkpoint to resume from" in done.stderr
 
 
-KILLER = textwrap.dedent('''
-    import sys, torch
+SAVER = textwrap.dedent("""
+    import json, os, shutil, signal, sys, time
     from pathlib import Path
+    import torch
+    torch.set_num_threads(1)  # no thread pool for the forked children to inherit
     from transformers import LlamaConfig, LlamaForCausalLM
     from trainhub.engine.checkpoint import save_checkpoint
+
+    root = Path(sys.argv[1])
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256,
-                                         num_hidden_layers=4, num_attention_heads=4))
-    opt = torch.optim.AdamW(model.parameters())
-    model(input_ids=torch.ones(1, 4, dtype=torch.long), labels=torch.ones(1, 4, dtype=torch.long)).loss.backward()
-    opt.step()
-    print("ready", flush=True)
-    step = 0
-    while True:
-        step += 1
-        save_checkpoint(Path(sys.argv[1]), step, model, opt, {"tokens": step}, {"name": "k"}, keep_last=2)
-''')
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, max_position_embeddings=16))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    def train_step():
+        ids = torch.arange(8).view(1, 8)
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    train_step()
+    save_checkpoint(root / "base", 1, model, opt, {"tokens": 8}, {"name": "k"}, keep_last=1)
+    train_step()  # step 2's weights and optimizer state differ from step 1's
+
+    # What a save does to the file system, as Python's audit hooks see it; torch.save (optimizer.pt, rng.pt)
+    # writes from C++, so it announces itself. safetensors writes from Rust: the event after it is the mark.
+    WATCHED = {"open", "os.rename", "os.remove", "os.rmdir", "os.mkdir", "shutil.rmtree", "torch.save"}
+    _save = torch.save
+
+    def audited_save(obj, f, *args, **kwargs):
+        sys.audit("torch.save", os.fspath(f))
+        return _save(obj, f, *args, **kwargs)
+
+    torch.save = audited_save
+
+    def trial(run, kill_at):
+        # A forked child saves step 2 into `run`, reporting every file-system event under it; at event
+        # number kill_at it stops before doing it, and this process SIGKILLs it there.
+        shutil.copytree(root / "base", run)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            count, busy = 0, False
+
+            def hook(event, args):
+                nonlocal count, busy
+                if busy or event not in WATCHED or isinstance(args[0], int):
+                    return
+                paths = [os.fsdecode(os.fspath(a)) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))]
+                if os.path.isabs(paths[0]) and not paths[0].startswith(f"{run}/"):
+                    return  # an import, or anything else outside the run folder
+                busy, count = True, count + 1
+                names = [os.path.relpath(p, run) if os.path.isabs(p) else p for p in paths]
+                os.write(w, (json.dumps([event, *names]) + "\\n").encode())
+                if count == kill_at:
+                    os.write(w, b"stopped\\n")
+                    time.sleep(600)
+                busy = False
+
+            sys.addaudithook(hook)
+            save_checkpoint(run, 2, model, opt, {"tokens": 16}, {"name": "k"}, keep_last=1)
+            os._exit(0)
+        os.close(w)
+        events = []
+        with os.fdopen(r) as stream:
+            for line in stream:
+                if line == "stopped\\n":
+                    os.kill(pid, signal.SIGKILL)
+                    break
+                events.append(json.loads(line))
+        _, status = os.waitpid(pid, 0)
+        return {"dir": str(run), "events": events,
+                "sigkilled": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
+                "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
+
+    complete = trial(root / "complete", kill_at=0)
+    trials = [trial(root / f"killed-{k:03d}", kill_at=k) for k in range(1, len(complete["events"]) + 1)]
+    print(json.dumps({"complete": complete, "trials": trials}))
+""")
 
 
-def test_sigkill_during_saves_never_leaves_an_unloadable_checkpoint(tmp_path):
-    """A process saving checkpoints in a loop is SIGKILLed at random moments; each time, what `latest`
-    names must load completely (weights, optimizer, RNG, state)."""
+def test_sigkill_at_every_step_of_a_save_never_leaves_an_unloadable_checkpoint(tmp_path):
+    """A save of step 2 over a complete step 1 (keep_last 1) is SIGKILLed before each of its file-system
+    operations in turn: every time, `latest` names a checkpoint that loads completely (weights, optimizer,
+    RNG, state), the one of step 1 until `latest` itself is replaced and step 2's from then on, and the
+    next save completes."""
     import torch
+    from safetensors.torch import load_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainhub.engine.checkpoint import load_into
+    from trainhub.engine.checkpoint import load_into, save_checkpoint
     from trainhub.resume import find_checkpoint
 
-    rng = random.Random(0)
-    run_dir = tmp_path / "run"
-    trials, loaded_steps = 20, []
-    for _ in range(trials):
-        child = subprocess.Popen([sys.executable, "-c", KILLER, str(run_dir)], stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.6))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        if not (run_dir / "checkpoints" / "latest").exists():
-            continue  # killed before the first save completed: nothing to resume, nothing broken
-        checkpoint = find_checkpoint("latest", run_dir)
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256,
-                                             num_hidden_layers=4, num_attention_heads=4))
-        state = load_into(checkpoint, model, torch.optim.AdamW(model.parameters()), torch.device("cpu"))
-        loaded_steps.append(state["step"])
-    assert len(loaded_steps) >= trials // 2, f"too few trials reached a first save: {loaded_steps}"
+    done = subprocess.run([sys.executable, "-c", SAVER, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    complete, trials = report["complete"], report["trials"]
+    assert complete["exit"] == 0 and not complete["sigkilled"]
+    events = complete["events"]
+    swap = events.index(["os.rename", "checkpoints/latest.tmp", "checkpoints/latest"])
+    # the kills cover the payload, the rename into place, the pointer and the deletion of step 1 (retention)
+    assert ["torch.save", "checkpoints/.tmp-step-00000002/optimizer.pt"] in events
+    assert ["os.rename", "checkpoints/.tmp-step-00000002", "checkpoints/step-00000002"] in events
+    assert ["os.rmdir", "checkpoints/step-00000001"] in events
+    assert len(trials) == len(events)
+
+    reference = {1: tmp_path / "base" / "checkpoints" / "step-00000001",
+                 2: tmp_path / "complete" / "checkpoints" / "step-00000002"}
+
+    def fresh():
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    for k, t in enumerate(trials, start=1):
+        where = f"killed before event {k} {events[k - 1]}"
+        assert t["sigkilled"], where
+        assert t["events"] == events[:k], where  # the kill came exactly there
+        run = Path(t["dir"])
+        model, opt = fresh()
+        state = load_into(find_checkpoint("latest", run), model, opt, torch.device("cpu"))
+        expected = 1 if k <= swap + 1 else 2  # event swap + 1 (1-based) is latest's replacement itself
+        assert state["step"] == expected, where
+        weights = load_file(reference[expected] / "model.safetensors")
+        assert all(torch.equal(model.state_dict()[name], w) for name, w in weights.items()), where
+        assert {s["step"].item() for s in opt.state_dict()["state"].values()} == {float(expected)}, where
+        # the run goes on: the next save completes and becomes latest
+        again = save_checkpoint(run, 3, model, opt, {"tokens": 24}, {"name": "k"}, keep_last=1)
+        assert find_checkpoint("latest", run) == again, where
 
 
 @pytest.mark.parametrize("policy", ["skip", "stop"])

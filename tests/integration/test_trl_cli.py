@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import DATA, rows, run_cli, write_job
 from trainhub.metrics import read_rows
 
+pytestmark = pytest.mark.slow  # the trl backend through the real `train` command
+
 pytest.importorskip("trl")
 
 REWARDS = [{"function": "trainhub.rewards:exact_match", "weight": 1.0},
@@ -152,7 +154,7 @@ def test_plan_shows_the_trl_config(tmp_path, tiny_model):
     done = run_cli("plan", "--config", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "trl: trl.GRPOTrainer with GRPOConfig:" in out and "-m trainhub.trl_child" in out
+    assert "trl: trl.GRPOTrainer with GRPOConfig:" in out and "-m trainhub.runners.trl.child" in out
     for line in ('importance_sampling_level = "sequence"', "epsilon = 0.0003", 'loss_type = "grpo"',
                  "bf16 = false", "use_vllm = false", "gradient_checkpointing = false",
                  "reward_funcs = [trainhub.rewards:exact_match, trainhub.rewards:answer_format]"):

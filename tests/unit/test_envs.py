@@ -84,6 +84,7 @@ def test_the_unsloth_set_is_created_only_beside_an_nvidia_gpu(tmp_path, monkeypa
     assert envs.setup_command("unsloth") == "trainhub env setup unsloth"
 
 
+@pytest.mark.slow  # creates a real venv (10-30 s on 2 cores)
 def test_the_unsloth_set_installs_in_one_resolve_with_its_pins_held(tmp_path, monkeypatch):
     """A real venv, the pip commands recorded instead of run: the lock's packages and trainhub in one resolve
     with the lock as constraints (pip adds torch's CUDA wheels for the platform), then the import check."""

@@ -1,4 +1,4 @@
-"""train.on_nonfinite: skip under a Trainer (metrics/hf_nonfinite.py): a bad step leaves the weights and
+"""train.on_nonfinite: skip under a Trainer (hf/nonfinite.py): a bad step leaves the weights and
 the optimizer's state exactly as they were, with torch's fused AdamW (the flag as found_inf, no sync,
 as on a GPU) and with any other optimizer (the flag read); the count read back per step."""
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainhub.metrics.hf_nonfinite import SkipNonFinite
+from trainhub.hf.nonfinite import SkipNonFinite
 
 
 class FakeTrainer:

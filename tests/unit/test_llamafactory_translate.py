@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import ROOT
 from trainhub.host import Host
 from trainhub.job import Job
-from trainhub.runners.llamafactory import LlamaFactoryRunner, translate, write_data
+from trainhub.runners.llamafactory.runner import LlamaFactoryRunner, write_data
+from trainhub.runners.llamafactory.translate import translate
 
 CHAT = str(ROOT / "config/data/chat.jsonl")
 CHAT_EVAL = str(ROOT / "config/data/chat_eval.jsonl")

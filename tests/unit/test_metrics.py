@@ -20,6 +20,7 @@ from trainhub.metrics import (
     MetricLog,
     StartRow,
     TrainRow,
+    WarningRow,
     read_rows,
 )
 from trainhub.metrics.rows import Hardware
@@ -38,6 +39,7 @@ ROWS = [
              tokens_per_s=2048.0, mfu=0.375, mem_gb=None, epoch=0.25),
     EvalRow(run_id="r1", step=2, time=1002.5, eval_loss=2.0, perplexity=math.exp(2.0), eval_tokens=124),
     CheckpointRow(run_id="r1", step=2, time=1003.0, path="/runs/t/checkpoints/step-00000002"),
+    WarningRow(run_id="r1", step=2, time=1003.25, source="wandb", message="wandb failed: offline"),
     ErrorRow(run_id="r1", step=2, time=1003.5, message="out of memory", detail="Traceback ..."),
     EndRow(run_id="r1", step=3, time=1004.0, status="failed", wall_s=4.0, tokens=768, final_loss=4.0,
            exit_code=1),
@@ -194,9 +196,9 @@ def test_metrics_schema_documents_the_schema_key():
 
 def test_an_end_row_without_an_exit_code_takes_its_statuses():
     """Writers that end a run in their own process (the engine, the Trainer callback) know the status, not
-    yet the exit code: the row carries the code the status exits with, the same as runners.base's."""
+    yet the exit code: the row carries the code the status exits with, the same as trainhub.child's."""
+    from trainhub.child import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from trainhub.metrics.rows import EXIT_CODES
-    from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
     assert EXIT_CODES == {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
     for status, code in EXIT_CODES.items():

@@ -12,7 +12,7 @@ from tests.conftest import merge, tiny_pretrain_job
 from trainhub.host import Host
 from trainhub.jobfile import validate
 from trainhub.runners import RUNNERS
-from trainhub.runners.nanogpt import config as cfg
+from trainhub.runners.nanogpt import translate as cfg
 
 GPT2 = {"family": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32,
         "tokenizer": {"type": "train", "vocab_size": 400}}
@@ -184,7 +184,7 @@ def test_gpt2_architecture_in_the_schema(tmp_path):
     del llama["model"]["init"]["family"]  # no family: a llama, as before gpt2 existed
     assert validate(llama).model.init.family == "llama"
     for init, message in (({"n_heads": 2}, "unknown key 'model.init.n_heads'; did you mean 'model.init.n_head'?"),
-                          ({"family": "gpt3"}, "model.init.family: 'gpt3' is not one of llama, qwen2, gpt2"),
+                          ({"family": "gpt3"}, "model.init.family: 'gpt3' is not one of llama, qwen2, qwen3, gpt2"),
                           ({"n_head": 3}, "n_embd 32 is not divisible by n_head 3")):
         with pytest.raises(JobError) as err:
             validate(merge(nano_job(tmp_path), {"model": {"init": init}}))
@@ -215,7 +215,7 @@ def test_where_model_path_finds_the_checkpoint_and_tokenizer(tmp_path):
 def test_several_gpus_go_through_torchrun(tmp_path):
     import sys
 
-    from trainhub.runners.nanogpt.__main__ import _command
+    from trainhub.runners.nanogpt.child import _command
 
     cfg_file = tmp_path / "nanogpt_config.py"
     assert _command(cfg_file, 1) == [sys.executable, "train.py", str(cfg_file)]

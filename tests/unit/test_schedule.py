@@ -6,8 +6,6 @@ the decay runs over steps 4..13, span = 14 - 1 - 4 = 9, and ends at peak * min_l
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from trainhub.engine.schedule import lr_at
@@ -40,11 +38,20 @@ def test_cosine_midpoint():
     assert lr(9, total=15, **COSINE) == pytest.approx(1.1, abs=1e-15)
 
 
-def test_cosine_at_a_fifth():
-    # total 15, step 6 is progress 0.2: 0.2 + 1.8 * 0.5 * (1 + cos(0.2 pi)), cos(0.2 pi) = 0.80902
-    expected = 0.2 + 1.8 * 0.5 * (1 + math.cos(0.2 * math.pi))
-    assert lr(6, total=15, **COSINE) == pytest.approx(expected, rel=1e-15)
-    assert expected == pytest.approx(1.8281152949374526, rel=1e-15)
+def test_cosine_at_thirds():
+    # span 9: step 7 is progress 1/3, cos(pi/3) = 1/2 -> 0.2 + 1.8 * 0.5 * 1.5 = 1.55;
+    # step 10 is progress 2/3, cos(2 pi/3) = -1/2 -> 0.2 + 1.8 * 0.5 * 0.5 = 0.65
+    assert lr(7, **COSINE) == pytest.approx(1.55, abs=1e-12)
+    assert lr(10, **COSINE) == pytest.approx(0.65, abs=1e-12)
+
+
+def test_cosine_at_a_quarter_and_a_fifth():
+    # total 13: span 8, step 6 is progress 1/4, cos(pi/4) = sqrt(2)/2 = 0.7071067811865476
+    #   -> 0.2 + 0.9 * 1.7071067811865476 = 1.7363961030678928
+    assert lr(6, total=13, **COSINE) == pytest.approx(1.7363961030678928, abs=1e-12)
+    # total 15: span 10, step 6 is progress 1/5, cos(pi/5) = (1 + sqrt(5)) / 4 = 0.8090169943749475
+    #   -> 0.2 + 0.9 * 1.8090169943749475 = 1.8281152949374527
+    assert lr(6, total=15, **COSINE) == pytest.approx(1.8281152949374527, abs=1e-12)
 
 
 def test_cosine_is_non_increasing_after_warmup():

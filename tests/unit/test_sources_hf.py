@@ -108,6 +108,7 @@ def test_preflight_names_a_missing_local_dataset_folder(tmp_path):
     assert [str(p) for p in preflight(job)] == [f"data.train[0]: dataset folder not found: {tmp_path / 'nowhere'}"]
 
 
+@pytest.mark.slow  # a fresh interpreter imports datasets (7-20 s on 2 cores)
 def test_a_hub_name_offline_and_not_cached_is_a_clear_error(tmp_path):
     code = ("from trainhub.data.sources import load_records; from trainhub.job import DataSection\n"
             "load_records(DataSection(train=[{'hf': 'nobody-here/no-such-dataset'}]), 'train', 0, 'sft')")

@@ -1,4 +1,4 @@
-"""The job -> TRL translation (trl_child/translate.py): the exact config each method and each GRPO
+"""The job -> TRL translation (runners/trl/translate.py): the exact config each method and each GRPO
 algorithm produces, and the algorithm table in docs/backends.md. No TRL needed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 from trainhub.jobfile import validate
-from trainhub.trl_child.translate import GRPO_TRL, algorithm_table, method_args, training_args, translate
+from trainhub.runners.trl.translate import GRPO_TRL, algorithm_table, method_args, training_args, translate
 
 RUN = Path("/runs/x")
 REWARDS = [{"function": "trainhub.rewards:exact_match", "weight": 1.0},
@@ -148,7 +148,7 @@ def test_docs_hold_the_algorithm_table():
 def test_shipped_trl_examples_pass_check(name):
     from tests.unit.test_configs import load_config
     from trainhub.host import Host
-    from trainhub.runners.trl import TrlRunner
+    from trainhub.runners.trl.runner import TrlRunner
 
     job = load_config(ROOT / "config" / name)
     runner = TrlRunner()
@@ -159,7 +159,7 @@ def test_shipped_trl_examples_pass_check(name):
 
 def test_check_refuses_what_trl_cannot_do():
     from trainhub.host import Host
-    from trainhub.runners.trl import TrlRunner
+    from trainhub.runners.trl.runner import TrlRunner
 
     j = validate({**job(grpo("dapo", dynamic_sampling=True), "prompt").model_dump(mode="json"),
                   "data": {"train": "/d.jsonl", "format": "prompt", "overlong": "truncate", "eval_fraction": 0.1},

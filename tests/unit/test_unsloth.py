@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, merge, rows, run_cli, tiny_pretrain_job, write_job
+from tests.conftest import ROOT, merge, run_cli, tiny_pretrain_job, write_job
 from trainhub import host as host_mod
 from trainhub.host import Host
 from trainhub.jobfile import Problem, load
 from trainhub.runners import RUNNERS, choose
-from trainhub.runners.unsloth import NO_GPU, OFFLINE, UnslothRunner, load_args, notes_for, peft_args
-from trainhub.runners.unsloth_trainer import changed_settings, unsloth_spec
+from trainhub.runners.unsloth.runner import NO_GPU, OFFLINE, UnslothRunner
+from trainhub.runners.unsloth.translate import changed_settings, load_args, notes_for, peft_args, unsloth_spec
 
 GPU = Host(gpus=("NVIDIA H100 80GB HBM3",), cpu="x86_64", cores=16)
 CPU = Host(gpus=(), cpu="x86_64", cores=2)
@@ -128,7 +128,7 @@ def test_preference_methods_translate_as_the_trl_backend(tmp_path, model_dir, mo
     """ORPO and KTO: TRL's classes and the trl backend's settings, Unsloth's differences on top (its own
     checkpointing, bf16 from the weights), and the check lets them through."""
     from trainhub import envs
-    from trainhub.trl_child.translate import translate
+    from trainhub.runners.trl.translate import translate
 
     monkeypatch.setattr(envs, "python_of", lambda backend: Path(sys.executable))
     job = load(_job(tmp_path, model_dir, method=method, data={
@@ -269,7 +269,7 @@ def test_launch(tmp_path, model_dir, monkeypatch):
     job = load(_job(tmp_path, model_dir))
     run_dir = Path(job.output_dir)
     launch = RUNNERS["unsloth"].prepare(job, run_dir, dry_run=True, resume=run_dir / "checkpoints" / "x")
-    assert launch.argv == [str(python), "-m", "trainhub.runners.unsloth_child", "--run-dir", str(run_dir),
+    assert launch.argv == [str(python), "-m", "trainhub.runners.unsloth.child", "--run-dir", str(run_dir),
                            "--dry-run", "--resume", str(run_dir / "checkpoints" / "x")]
     assert launch.cwd == run_dir
     assert launch.env["UNSLOTH_COMPILE_LOCATION"] == str(run_dir / "unsloth_compiled_cache")
@@ -288,7 +288,7 @@ def test_plan_shows_what_the_child_calls(tmp_path, model_dir):
 
 def test_child_imports_unsloth_first():
     """Unsloth patches transformers, trl and peft when imported: nothing heavy may come before it."""
-    source = (ROOT / "backend/trainhub/runners/unsloth_child.py").read_text()
+    source = (ROOT / "backend/trainhub/runners/unsloth/child.py").read_text()
     imports = [n for n in ast.parse(source).body if isinstance(n, ast.Import | ast.ImportFrom)]
     names = [n.names[0].name if isinstance(n, ast.Import) else n.module for n in imports]
     names = [n for n in names if n != "__future__"]
@@ -296,10 +296,10 @@ def test_child_imports_unsloth_first():
 
 
 def test_the_child_package_path_imports_nothing_heavy():
-    """`python -m trainhub.runners.unsloth_child` runs trainhub.runners' __init__ before the child's own
-    `import unsloth`: it must not load transformers, trl, peft or torch."""
-    code = "import sys, trainhub.runners; print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') " \
-           "if m in sys.modules))"
+    """`python -m trainhub.runners.unsloth.child` runs trainhub.runners' and trainhub.runners.unsloth's
+    __init__ before the child's own `import unsloth`: they must not load transformers, trl, peft or torch."""
+    code = "import sys, trainhub.runners, trainhub.runners.unsloth; " \
+           "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -322,24 +322,10 @@ def test_native_refuses_qlora(tmp_path, model_dir):
     assert "adapter.type" in problems and "backend unsloth" in problems["adapter.type"]
 
 
-def test_native_lora_without_merged_export(tmp_path, pretrained):
-    job = tiny_pretrain_job(tmp_path)
-    job.update({"name": "no-merge", "model": {"path": str(pretrained)}, "method": "sft",
-                "adapter": {"type": "lora", "rank": 4, "alpha": 8}, "export": {"merged": False},
-                "data": {"train": str(ROOT / "config/data/chat_eval.jsonl"), "format": "messages", "max_length": 64}})
-    job["train"]["max_steps"] = 2
-    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
-    assert done.returncode == 0, done.stdout + done.stderr
-    run = tmp_path / "run"
-    assert not (run / "final").exists()
-    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
-    assert rows(run, "checkpoint")[-1]["path"] == str(run / "adapter")
-
-
 def test_counting_collator_sums_the_attention_masks():
     import torch
 
-    from trainhub.trl_child.train import CountingCollator
+    from trainhub.runners.trl.data import CountingCollator
 
     masked = CountingCollator(lambda rows: {"chosen_attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]]),
                                             "rejected_attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])})
@@ -355,7 +341,7 @@ def test_pad_collator_matches_transformers_seq2seq_collator():
     from transformers import DataCollatorForSeq2Seq
 
     from trainhub.data.tokenizer import train_bpe
-    from trainhub.trl_child.train import PadCollator
+    from trainhub.runners.trl.data import PadCollator
 
     texts = [line for line in (ROOT / "config/data/stories.jsonl").read_text().splitlines()[:50]]
     tok = train_bpe(texts, 300, 2, template="chatml")
@@ -368,69 +354,6 @@ def test_pad_collator_matches_transformers_seq2seq_collator():
     assert set(got) == {"input_ids", "labels", "attention_mask"}
     for key in got:
         assert got[key].dtype == torch.int64 and torch.equal(got[key], want[key]), key
-
-
-def test_trained_tokens_are_counted_in_the_main_process(tmp_path):
-    """count_trained_tokens counts what a real Trainer trains on while the batches are padded in dataloader
-    worker processes (as on a GPU): every training micro-batch's real tokens, and no evaluation batch's."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
-
-    from trainhub.trl_child.train import PadCollator, count_trained_tokens
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
-    lengths = [3, 7, 5, 9, 4, 6, 8, 2]  # 4 micro-batches of 2 rows: 44 real tokens, all of them trained on
-    train = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in lengths]
-    held_out = [{"input_ids": [1] * 11, "labels": [1] * 11}] * 4
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
-                             max_steps=2, gradient_accumulation_steps=2, eval_strategy="steps", eval_steps=1,
-                             use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no",
-                             dataloader_num_workers=2, train_sampling_strategy="sequential")
-    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
-                      data_collator=PadCollator(0))
-    tokens = count_trained_tokens(trainer)
-    assert tokens() == 0
-    trainer.train()
-    assert tokens() == sum(lengths)
-
-
-def test_skipping_the_module_walks_keeps_every_value(tmp_path):
-    """skip_module_walks: the same losses, gradient norms and FLOPs on a LoRA model with evaluation between
-    steps (which switches the model to eval mode and back), and zero_grad leaves no gradient behind."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
-
-    from trainhub.trl_child.train import PadCollator, skip_module_walks
-
-    train = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in [3, 7, 5, 9, 4, 6, 8, 2]]
-
-    def run(trim: bool):
-        torch.manual_seed(0)
-        model = get_peft_model(LlamaForCausalLM(LlamaConfig(
-            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2)), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
-        args = TrainingArguments(output_dir=str(tmp_path / str(trim)), per_device_train_batch_size=2,
-                                 per_device_eval_batch_size=2, max_steps=4, gradient_accumulation_steps=2,
-                                 eval_strategy="steps", eval_steps=2, logging_steps=1, learning_rate=1e-2,
-                                 use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no",
-                                 train_sampling_strategy="sequential")
-        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=train[:4],
-                          data_collator=PadCollator(0))
-        if trim:
-            skip_module_walks(trainer)
-        trainer.train()
-        grads = [p.grad for p in model.parameters()]
-        return trainer.state, grads
-
-    (plain, _), (trimmed, grads) = run(False), run(True)
-    keys = ("loss", "grad_norm", "eval_loss", "step")
-    assert [{k: h.get(k) for k in keys} for h in trimmed.log_history] == \
-        [{k: h.get(k) for k in keys} for h in plain.log_history]
-    assert trimmed.total_flos == plain.total_flos > 0
-    assert all(g is None for g in grads)  # cleared after the last step, frozen ones never set
 
 
 def test_adopted_environment_keeps_the_callers_pythonpath(monkeypatch):

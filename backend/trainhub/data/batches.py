@@ -129,24 +129,3 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
 def count_targets(batch: dict[str, torch.Tensor]) -> int:
     """Target tokens after the model's one-position shift."""
     return int((batch["labels"][:, 1:] != IGNORE).sum())
-
-
-def packed_micro_batches(examples: Examples, rows: list[list[int]], batch_size: int, *, seed: int, shuffle: bool,
-                         pad_id: int, max_length: int, mask_kind: str,
-                         position: Position) -> Iterator[dict[str, torch.Tensor]]:
-    """Like micro_batches, over packed rows (data/packing.py): each batch holds `batch_size` rows of
-    max_length tokens, plus "num_tokens", its real (non-padding) token count, for the loop to pop."""
-    from trainhub.data.packing import collate_packed
-
-    if len(rows) < batch_size:
-        raise ValueError(f"{len(rows)} packed rows, fewer than one micro-batch of {batch_size}")
-    while True:
-        order = epoch_order(len(rows), seed, position.epoch, shuffle)
-        while position.index + batch_size <= len(order):
-            chosen = [rows[i] for i in order[position.index: position.index + batch_size]]
-            position.index += batch_size
-            batch = collate_packed(examples, chosen, pad_id, mask_kind, length=max_length)
-            batch["num_tokens"] = sum(len(examples.input_ids[i]) for row in chosen for i in row)
-            yield batch
-        position.epoch += 1
-        position.index = 0

@@ -51,14 +51,12 @@ document boundaries; the float mask is 18% slower than the bool one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import torch
 
+from trainhub.data.batches import Examples, Position, epoch_order
 from trainhub.data.chat import IGNORE
-
-if TYPE_CHECKING:
-    from trainhub.data.batches import Examples
 
 MASK_KINDS = {"sdpa": "bool", "eager": "float", "flash_attention_2": "varlen"}
 """The packed-attention form each attention implementation needs (module docstring says why)."""
@@ -163,3 +161,22 @@ def collate_packed(examples: Examples, rows: list[list[int]], pad_id: int, mask_
     if mask_kind == "float":
         mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
     return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
+
+
+def packed_micro_batches(examples: Examples, rows: list[list[int]], batch_size: int, *, seed: int, shuffle: bool,
+                         pad_id: int, max_length: int, mask_kind: str,
+                         position: Position) -> Iterator[dict[str, torch.Tensor]]:
+    """Like data/batches.py micro_batches, over packed rows: each batch holds `batch_size` rows of
+    max_length tokens, plus "num_tokens", its real (non-padding) token count, for the loop to pop."""
+    if len(rows) < batch_size:
+        raise ValueError(f"{len(rows)} packed rows, fewer than one micro-batch of {batch_size}")
+    while True:
+        order = epoch_order(len(rows), seed, position.epoch, shuffle)
+        while position.index + batch_size <= len(order):
+            chosen = [rows[i] for i in order[position.index: position.index + batch_size]]
+            position.index += batch_size
+            batch = collate_packed(examples, chosen, pad_id, mask_kind, length=max_length)
+            batch["num_tokens"] = sum(len(examples.input_ids[i]) for row in chosen for i in row)
+            yield batch
+        position.epoch += 1
+        position.index = 0

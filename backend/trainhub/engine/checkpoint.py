@@ -15,6 +15,10 @@ when this checkpoint has the lowest eval loss so far) replaced, atomically. A
 process killed at any moment leaves the previous checkpoint and pointers intact.
 Older checkpoints are deleted only after the new one is complete; the one `best`
 names is kept beyond keep_last.
+
+A checkpoint an upstream writes in a folder of its own (a Hugging Face Trainer's
+`checkpoints/checkpoint-N`) is committed the same way by `commit_in_place`: state.json and
+job.json join it, every file is fsynced, and only then does `latest` name it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from trainhub.resume import JOB, STATE, CheckpointError, pointer, read_state
 
 OPTIMIZER, RNG = "optimizer.pt", "rng.pt"
-__all__ = ["CheckpointError", "commit_checkpoint", "load_into", "save_checkpoint"]
+__all__ = ["CheckpointError", "commit_checkpoint", "commit_in_place", "load_into", "save_checkpoint"]
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, job: dict, keep_last: int,
@@ -56,9 +60,7 @@ def commit_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], s
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write(tmp)
-    (tmp / STATE).write_text(json.dumps({"step": step, **state, "saved_at": time.time()}, indent=1))
-    (tmp / JOB).write_text(json.dumps(job, indent=2))
-    _fsync_tree(tmp)
+    _complete(tmp, step, state, job)
     os.replace(tmp, final)
     _fsync_dir(root)
     _write_atomic(root / "latest", final.name + "\n")
@@ -66,6 +68,24 @@ def commit_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], s
         _write_atomic(root / "best", final.name + "\n")
     _retain(root, keep_last)
     return final
+
+
+def commit_in_place(folder: Path, step: int, state: dict, job: dict) -> Path:
+    """Commit a checkpoint an upstream has written in its own folder (a Trainer's checkpoint-N) as
+    commit_checkpoint commits trainhub's: state.json and job.json join it, every file is fsynced, then
+    `latest` names it, atomically. The upstream keeps the folder's name and its own retention
+    (save_total_limit), and the folder is not renamed: the Trainer finds it by that name on resume."""
+    _complete(folder, step, state, job)
+    _fsync_dir(folder.parent)
+    _write_atomic(folder.parent / "latest", folder.name + "\n")
+    return folder
+
+
+def _complete(folder: Path, step: int, state: dict, job: dict) -> None:
+    """state.json and job.json beside the payload, and everything in the folder on disk."""
+    (folder / STATE).write_text(json.dumps({"step": step, **state, "saved_at": time.time()}, indent=1))
+    (folder / JOB).write_text(json.dumps(job, indent=2))
+    _fsync_tree(folder)
 
 
 def _free_name(root: Path, name: str) -> Path:

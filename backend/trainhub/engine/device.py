@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from trainhub.engine.precision import NAMES, PrecisionError, choose
 from trainhub.metrics.flops import peak_flops
 
 
@@ -25,22 +26,16 @@ def pick_device() -> torch.device:
 
 
 def pick_precision(spec, device: torch.device, notes: list[str]) -> Precision:
-    """What `train.precision` (a job section: auto, bf16, fp16, fp32) means on this device; a CPU note when it
-    changes what was asked. The one place every backend that trains in trainhub's own process decides it."""
-    requested = spec.type
-    if device.type != "cuda":
-        if requested not in ("auto", "fp32"):
-            notes.append(f"CPU: training in fp32 ({requested} was asked for; mixed precision is a GPU feature here)")
-        return Precision("fp32", None, False)
-    if requested == "auto":
-        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if requested == "bf16":
-        if not torch.cuda.is_bf16_supported():
-            raise RuntimeError(f"{torch.cuda.get_device_name()} has no bf16 support; use precision fp16 or fp32")
-        return Precision("bf16 autocast", torch.bfloat16, False)
-    if requested == "fp16":
-        return Precision("fp16 autocast + loss scaling", torch.float16, True)
-    return Precision("fp32", None, False)
+    """What `train.precision` (a job section: auto, bf16, fp16, fp32) means on this device (the rule is
+    engine/precision.py's, for every backend); a CPU note when it changes what was asked. The one place
+    every backend that trains in trainhub's own process turns it into autocast and loss scaling."""
+    cuda = device.type == "cuda"
+    try:
+        chosen = choose(spec.type, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), notes=notes)
+    except PrecisionError as err:
+        raise PrecisionError(f"{torch.cuda.get_device_name()}: {err}") from None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[chosen]
+    return Precision(NAMES[chosen], dtype, chosen == "fp16")
 
 
 def autocast(device: torch.device, precision: Precision):

@@ -1,8 +1,7 @@
-"""Building the tokenizer and the model a job names; counting what the model computes.
+"""The tokenizer a job names, and what a model computes per token (for MFU).
 
-A model family is data: `FAMILIES` maps the job's `family` to a transformers
-config class, and the architecture's fields map onto that config. LoRA comes
-from peft. Nothing here subclasses a transformers model.
+The model itself is built by engine/models (trainhub's own decoder, or transformers' for any other
+architecture).
 """
 
 from __future__ import annotations
@@ -39,56 +38,6 @@ def build_tokenizer(job: Job, run_dir: Path):
                          f"to one of: {', '.join(TEMPLATES)}")
     tok.save_pretrained(run_dir / "tokenizer")
     return tok
-
-
-def _family_config(family: str):
-    from transformers import LlamaConfig, Qwen2Config
-
-    return {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
-
-
-def build_model(job: Job, tokenizer):
-    """The model on CPU, in the job's dtype, with LoRA applied when the job asks."""
-    from transformers import AutoModelForCausalLM
-
-    spec = job.model
-    dtype = DTYPES[spec.dtype]
-    if spec.init is not None:
-        arch = spec.init
-        config = _family_config(arch.family)(
-            vocab_size=len(tokenizer),
-            hidden_size=arch.hidden_size,
-            intermediate_size=arch.intermediate_size,
-            num_hidden_layers=arch.num_layers,
-            num_attention_heads=arch.num_heads,
-            num_key_value_heads=arch.num_kv_heads or arch.num_heads,
-            max_position_embeddings=arch.max_position_embeddings,
-            rope_theta=arch.rope_theta,
-            tie_word_embeddings=arch.tie_embeddings,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-        )
-        config._attn_implementation = spec.attention
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, attn_implementation=spec.attention,
-                                                     trust_remote_code=spec.trust_remote_code)
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
-                             f"{model.get_input_embeddings().num_embeddings}")
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if job.train.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if job.adapter.type == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = job.adapter
-        model = get_peft_model(model, LoraConfig(
-            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.targets,
-            task_type="CAUSAL_LM", bias="none"))
-    return model
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import torch
 
-from trainhub.data.batches import Examples, Position, micro_batches, packed_micro_batches
+from trainhub.data.batches import Examples, Position, micro_batches
 from trainhub.data.dataset import build_datasets
-from trainhub.data.packing import mask_kind_for, pack_ffd, packing_stats
+from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
-from trainhub.engine.model import ModelCount, build_model, build_tokenizer, count_model
+from trainhub.engine.loss import cross_entropy
+from trainhub.engine.model import ModelCount, build_tokenizer, count_model
+from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
-from trainhub.engine.step import hf_loss
+from trainhub.engine.step import injected_steps
 from trainhub.job import Job
-from trainhub.metrics.hf_nonfinite import injected_steps
+from trainhub.job.sizes import tokens_per_step
 
 LossFn = Callable[[dict, torch.Tensor], torch.Tensor]
 
@@ -56,6 +58,8 @@ class Setup:
     scaler: torch.amp.GradScaler | None
     counts: ModelCount
     total_steps: int
+    mask_kind: str
+    """How packed rows keep their documents apart (data/packing.py): bool/float masks, or varlen."""
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -68,8 +72,7 @@ class Setup:
 
     @property
     def tokens_per_step(self) -> int:
-        tc = self.job.train
-        return tc.micro_batch_size * tc.grad_accum * self.job.data.max_length
+        return tokens_per_step(self.job)
 
     def batches(self, state: TrainState) -> Batches:
         job, pad = self.job, self.tokenizer.pad_token_id
@@ -79,7 +82,7 @@ class Setup:
                                                      **common), Position(state.epoch, state.index))
         return Batches(lambda pos: packed_micro_batches(
             self.train_set, self.rows, job.train.micro_batch_size, max_length=job.data.max_length,
-            mask_kind=mask_kind_for(job.model.attention), position=pos, **common), Position(state.epoch, state.index))
+            mask_kind=self.mask_kind, position=pos, **common), Position(state.epoch, state.index))
 
     def inject_nonfinite(self, loss_fn: LossFn, state: TrainState) -> LossFn:
         """Testing hook (TRAINHUB_INJECT_NONFINITE="3,4"): those steps' losses become NaN, to exercise
@@ -106,15 +109,35 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
         stats = packing_stats(lengths, rows, job.data.max_length)
         data.train.stats.update(packed_rows=len(rows), packed_fill_permille=round(1000 * stats["fill"]))
     model = build_model(job, tokenizer).to(device)
-    forward = model
+    own = path_of(model) == "own"
+    notes.append(f"model: {'trainhub' if own else 'transformers'} implementation")
     if getattr(job.backend, "compile", False):
         if device.type == "cuda":
-            forward = torch.compile(model)
+            compile_model(model)  # in place: parameter names and module identity unchanged
         else:
             notes.append("CPU: backend.compile ignored (torch.compile is used on GPUs only)")
+    # trainhub's own model on a GPU takes packed rows end to end with flash-attention's varlen kernel (no N x N mask)
+    mask_kind = "varlen" if own and device.type == "cuda" else mask_kind_for(job.model.attention)
     optimizer = build_optimizer(job.optim, model, device)
     scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
     items = len(rows) if rows is not None else len(data.train)
     return Setup(job=job, device=device, precision=precision, tokenizer=tokenizer, train_set=data.train,
-                 eval_set=data.eval, rows=rows, model=model, loss_fn=hf_loss(forward), optimizer=optimizer,
-                 scaler=scaler, counts=count_model(model), total_steps=total_steps(job, items))
+                 eval_set=data.eval, rows=rows, model=model, loss_fn=make_loss(model, job.train.loss, len(tokenizer)),
+                 optimizer=optimizer, scaler=scaler, counts=count_model(model), total_steps=total_steps(job, items),
+                 mask_kind=mask_kind)
+
+
+CHUNKED_FROM_VOCAB = 32_000
+"""train.loss auto: chunked from this vocabulary size up. Below it the logits are small (a 2k-vocab model's
+are a few MB) and one matmul is simplest; above it they dominate activation memory."""
+
+
+def make_loss(model: torch.nn.Module, choice: str, vocab: int) -> LossFn:
+    """The model's hidden states, then the head and cross-entropy through engine/loss.py (the loss seam)."""
+    impl = choice if choice != "auto" else "chunked" if vocab >= CHUNKED_FROM_VOCAB else "eager"
+
+    def loss_fn(batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
+        hidden = hidden_states(model, batch)
+        return cross_entropy(hidden, head_weight(model), batch["labels"], n_targets, impl=impl)
+
+    return loss_fn

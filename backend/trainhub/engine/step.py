@@ -9,28 +9,31 @@ the loss and the gradient norm are finite. That one check is the step's only hos
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 from trainhub.data.batches import Position, count_targets, micro_batches
 from trainhub.engine.device import autocast
+from trainhub.engine.models import head_weight, hidden_states
+from trainhub.engine.optim.hooks import estimate_hessian, evaluation_weights, hessian_due
 from trainhub.metrics import EvalRow
+
+# Testing hook: steps (1-based, comma-separated) whose loss is multiplied by NaN, to exercise
+# train.on_nonfinite end to end, in the native engine (Setup.inject_nonfinite) and under a Trainer
+# (hf/nonfinite.py). Never set in normal use.
+INJECT_NONFINITE = "TRAINHUB_INJECT_NONFINITE"
+
+
+def injected_steps() -> set[int]:
+    """The steps TRAINHUB_INJECT_NONFINITE names; empty when it is unset."""
+    return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
 
 class NonFiniteStop(RuntimeError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-def hf_loss(forward):
-    """The loss of a transformers causal LM: its own shifted cross-entropy, summed over the micro-batch's
-    targets and divided by the step's (`num_items_in_batch`)."""
-
-    def loss_fn(batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
-        return forward(**batch, num_items_in_batch=n_targets, use_cache=False).loss
-
-    return loss_fn
 
 
 def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -61,6 +64,9 @@ def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.T
     if s.scaler:
         s.scaler.update()
     s.optimizer.zero_grad(set_to_none=True)
+    if finite and hessian_due(s.optimizer, state.step + 1):  # SophiaG, every k steps (engine/optim/hooks.py)
+        estimate_hessian(s.optimizer, lambda b: hidden_states(s.model, b), head_weight(s.model), batch,
+                         lambda: autocast(device, s.precision))
     return step_loss, grad_norm, finite
 
 
@@ -77,7 +83,13 @@ def nonfinite_verdict(finite: bool, tc, in_a_row: int) -> str | None:
 
 @torch.no_grad()
 def evaluate(s, run_id: str, step: int) -> EvalRow:
-    """Mean loss over the eval set's target tokens (exact, not a mean of batch means)."""
+    """Mean loss over the eval set's target tokens (exact, not a mean of batch means), at the optimizer's
+    evaluation weights (schedule-free: the average; engine/optim/hooks.py)."""
+    with evaluation_weights(s.optimizer):
+        return _evaluate(s, run_id, step)
+
+
+def _evaluate(s, run_id: str, step: int) -> EvalRow:
     s.model.eval()
     eval_set, device = s.eval_set, s.device
     total = torch.zeros((), device=device, dtype=torch.float64)

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from trainhub.runners.base import EXIT_INTERRUPTED
+from trainhub.child import EXIT_INTERRUPTED
 
 
 class StopFlag:

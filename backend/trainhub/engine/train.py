@@ -23,6 +23,7 @@ from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import device_facts, pick_device, pick_precision, synchronize
 from trainhub.engine.heap import freeze_setup
 from trainhub.engine.optim import set_lr
+from trainhub.engine.optim.hooks import evaluation_weights
 from trainhub.engine.schedule import lr_at
 from trainhub.engine.setup import Setup, build
 from trainhub.engine.state import TrainState
@@ -124,7 +125,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
 
     # --- end
     if status == "completed" and not dry_run:
-        final = save_final(s.model, s.tokenizer, run_dir, job)
+        with evaluation_weights(s.optimizer):  # schedule-free: the average is the model
+            final = save_final(s.model, s.tokenizer, run_dir, job)
         log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(final)))
     synchronize(device)
     log.write(EndRow(run_id=run_id, step=state.step, status=status, wall_s=time.time() - t_start,

@@ -1,8 +1,10 @@
-"""The final model of a run as a Hugging Face folder: the one save every trainhub-process backend uses.
+"""The final model of a run as a Hugging Face folder: the one save every trainhub-process backend uses
+(native, trl, unsloth).
 
 Full fine-tuning and pretraining: run_dir/final holds the weights (safetensors), config and tokenizer.
-LoRA: the adapter goes to run_dir/adapter; with export.merged (the default) it is also merged into the
-base weights and written to run_dir/final as a plain model; without it the adapter is the final model.
+LoRA and QLoRA: the adapter goes to run_dir/adapter; with export.merged (the default) it is also merged
+into the base weights and written to run_dir/final as a plain model; without it the adapter (with the
+tokenizer) is the final model.
 
 The folder is made ready for serving engines (vLLM, SGLang, TGI) that load it with whichever
 transformers they pin, 4.x included (`make_ready`):
@@ -18,17 +20,24 @@ transformers they pin, 4.x included (`make_ready`):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
-def save_final(model, tokenizer, run_dir: Path, job) -> Path:
-    """Write the final model; returns the folder that holds it."""
+def save_final(model, tokenizer, run_dir: Path, job, merge: Callable[[Path], None] | None = None) -> Path:
+    """Write the final model; returns the folder that holds it. `merge(final)`: how the backend writes the
+    merged model into `final` where peft's merge_and_unload cannot (Unsloth's QLoRA: a 4-bit base is
+    dequantized to 16 bits first); by default the adapter is merged with peft and saved."""
     final = run_dir / "final"
     if job.adapter.type in ("lora", "qlora"):
         model.save_pretrained(run_dir / "adapter", safe_serialization=True)
         if not job.export.merged:
             tokenizer.save_pretrained(run_dir / "adapter")
             return run_dir / "adapter"
+        if merge is not None:
+            merge(final)
+            make_ready(final)
+            return final
         model = model.merge_and_unload()
     model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)

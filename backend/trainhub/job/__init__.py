@@ -7,8 +7,8 @@ bounds on every number. Every choice between kinds of things (backend, method,
 adapter, optimizer, tokenizer) is a union discriminated on `type`; in YAML a
 bare string is shorthand for `{type: <string>}` (`backend: native`).
 
-The sections live here, the `method` sections in `job/methods.py` (importable from here too), the
-base they share in `job/base.py`. Loading YAML, `--set` overrides and error messages with file:line
+The sections live here, the `method` sections in `job/methods.py` and the `optim` and `schedule`
+sections in `job/optim.py` (importable from here too), the base they share in `job/base.py`. Loading YAML, `--set` overrides and error messages with file:line
 live in `trainhub.jobfile`; this package only says what a valid job is.
 """
 
@@ -31,6 +31,22 @@ from trainhub.job.methods import (  # noqa: F401  (the schema's names, importabl
     Method,
     Pretrain,
     Reward,
+)
+from trainhub.job.optim import (  # noqa: F401  (the schema's names, importable from trainhub.job)
+    OPTIM_PACKAGES,
+    OPTIM_TYPES,
+    AdamW,
+    AdamW8bit,
+    Came,
+    Lion,
+    LrMultipliers,
+    Muon,
+    MuonAdamW,
+    Optim,
+    Prodigy,
+    Schedule,
+    ScheduleFreeAdamW,
+    Sophia,
 )
 
 # ----------------------------------------------------------------------------- backend
@@ -103,8 +119,9 @@ Tokenizer = Annotated[TrainTokenizer | PathTokenizer, Field(discriminator="type"
 
 
 class Architecture(Section):
-    family: Literal["llama", "qwen2"] = "llama"
-    """Model family; sets the HF config class (LlamaConfig or Qwen2Config)."""
+    family: Literal["llama", "qwen2", "qwen3"] = "llama"
+    """Model family: llama (no biases), qwen2 (biases on the q, k and v projections) or qwen3 (an RMSNorm on each
+    query and key head, no biases); exported with the matching HF config class (LlamaConfig, Qwen2Config, Qwen3Config)."""
     hidden_size: int = Field(ge=8)
     """Width of the residual stream."""
     intermediate_size: int = Field(ge=8)
@@ -115,6 +132,10 @@ class Architecture(Section):
     """Attention (query) heads."""
     num_kv_heads: int | None = Field(None, ge=1)
     """Key/value heads for grouped-query attention; null means num_heads."""
+    head_dim: int | None = Field(None, ge=2, multiple_of=2)
+    """Width of each attention head; null means hidden_size / num_heads. Qwen3 sets it apart from hidden_size
+    (Qwen3-0.6B: 16 heads of 128 in a 1024-wide stream); llama keeps hidden_size divisible by num_heads
+    (transformers' LlamaConfig requires it). Even: rotary embeddings turn pairs of dimensions."""
     max_position_embeddings: int = Field(2048, ge=8)
     """Longest sequence the rotary embedding is configured for."""
     rope_theta: float = Field(10_000.0, gt=0)
@@ -126,7 +147,7 @@ class Architecture(Section):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> Architecture:
-        if self.hidden_size % self.num_heads:
+        if (self.head_dim is None or self.family == "llama") and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         kv = self.num_kv_heads or self.num_heads
         if self.num_heads % kv:
@@ -180,7 +201,13 @@ class ModelSection(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype the weights are stored in. float32 master weights with bf16 autocast is classic mixed precision."""
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention implementation passed to transformers."""
+    """Attention implementation passed to transformers (native's own model: sdpa, and flash-attention's varlen
+    kernel for packed rows on a GPU when flash-attn is installed)."""
+    impl: Literal["auto", "own", "hf"] = "auto"
+    """native: which implementation trains the model. auto: trainhub's own decoder (engine/models) for llama,
+    qwen2 and qwen3 in the forms it implements, transformers' for anything else; own: trainhub's or an error;
+    hf: transformers' AutoModelForCausalLM (to compare, or for a feature the own model lacks). Other backends
+    use their own stack's model."""
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code. Off unless you set it."""
 
@@ -348,57 +375,7 @@ class DataSection(Section):
         return self.model_copy(update={"train": [one(s) for s in self.train], "eval": [one(s) for s in self.eval]})
 
 
-# ----------------------------------------------------------------------------- optimizer
-
-
-class Schedule(Section):
-    warmup_steps: int = Field(0, ge=0)
-    """Linear warmup from lr/warmup_steps to lr over this many optimizer steps."""
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
-    """Shape of the decay after warmup."""
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    """The learning rate at the last step, as a fraction of the peak."""
-
-
-class LrMultipliers(Section):
-    """Per-group learning-rate multipliers: each group trains at (the schedule's lr) x its multiplier.
-    The groups are decided by parameter name and shape (engine/optim/groups.py)."""
-
-    embed: float = Field(1.0, gt=0, le=1000)
-    """The input embedding (when tied to the head, the head's multiplier applies to it)."""
-    head: float = Field(1.0, gt=0, le=1000)
-    """The output head (lm_head), or the tied embedding-and-head matrix."""
-    matrix: float = Field(1.0, gt=0, le=1000)
-    """The hidden 2-D weights: attention and MLP projections (LoRA's A and B matrices included)."""
-    vector: float = Field(1.0, gt=0, le=1000)
-    """Norm gains, biases and any other weight with fewer than 2 dimensions."""
-
-
-class AdamW(Section):
-    type: Literal["adamw"] = "adamw"
-    """AdamW with decoupled weight decay (torch.optim.AdamW; fused kernel on CUDA)."""
-    lr: float = Field(3e-4, gt=0, le=1)
-    """Peak learning rate (the schedule section shapes it over the run)."""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """Coefficients of the running averages of the gradient and its square."""
-    eps: float = Field(1e-8, gt=0)
-    """Added to the denominator for numerical stability."""
-    weight_decay: float = Field(0.0, ge=0)
-    """Decoupled weight decay, applied to matrices only (embeddings, head and hidden matrices; not to norms,
-    biases or other 1-D weights)."""
-    lr_mult: LrMultipliers = LrMultipliers()
-    """Learning-rate multipliers per parameter group (embed, head, matrix, vector); all 1 by default."""
-
-
-# A union discriminated on `type`: each optimizer its own class and fields; the schedule is the job's
-# `schedule` section, shared by all of them. New optimizers join this union and engine/optim's registry.
-def _default_optim(value: Any) -> Any:
-    """`optim: {lr: 0.01}` (no type) is AdamW, the default optimizer; `optim: adamw` is `{type: adamw}`."""
-    value = _shorthand(value)
-    return {"type": "adamw", **value} if isinstance(value, dict) and "type" not in value else value
-
-
-Optim = Annotated[AdamW, Field(discriminator="type"), BeforeValidator(_default_optim)]
+# ----------------------------------------------------------------------------- optimizer: job/optim.py
 
 # ----------------------------------------------------------------------------- precision
 
@@ -445,6 +422,10 @@ class TrainSection(Section):
     """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    loss: Literal["auto", "eager", "chunked"] = "auto"
+    """native: how the head and cross-entropy run. eager: the [tokens, vocab] logits in one matmul, then the
+    loss; chunked: a chunk of rows at a time, so the full logits never exist (at vocab 128k and 8k tokens,
+    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: chunked when the vocabulary is 32k or more."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate every N steps (and at the end) when eval data is given; null = only at the end."""
     eval_batches: int | None = Field(None, ge=1)
@@ -467,9 +448,40 @@ class TrainSection(Section):
         return self
 
 
+class WandbLog(Section):
+    project: str = "trainhub"
+    """W&B project the run goes to."""
+    entity: str | None = None
+    """W&B team or user; null: the default entity of the API key."""
+    name: str | None = None
+    """Display name of the W&B run; null: the job's name."""
+    tags: list[str] = []
+    """Tags on the W&B run."""
+    mode: Literal["online", "offline"] = "online"
+    """online: stream to W&B (needs `wandb login` or WANDB_API_KEY); offline: write run_dir/wandb/ only, uploaded later with `wandb sync`."""
+
+
+class PrometheusLog(Section):
+    port: int = Field(ge=1, le=65535)
+    """Serve the run's gauges at http://HOST:PORT/metrics while the run lives."""
+    host: str = "127.0.0.1"
+    """Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."""
+
+
+def _true_is_defaults(value: Any) -> Any:
+    """`wandb: true` means `wandb: {}` (every default)."""
+    return {} if value is True else value
+
+
 class LogSection(Section):
     console: Literal["auto", "rich", "plain", "none"] = "auto"
     """Console output: a live progress bar (rich), a line per logged step (plain), nothing, or auto (rich on a terminal)."""
+    wandb: Annotated[WandbLog | None, BeforeValidator(_true_is_defaults)] = None
+    """Send the run's rows to Weights & Biases (the wandb extra); true: every default. null: off."""
+    tensorboard: bool = False
+    """Write TensorBoard event files to run_dir/tensorboard (the tensorboard extra)."""
+    prometheus: PrometheusLog | None = None
+    """Serve step, loss, lr, tokens/s, MFU, memory, ETA and status as Prometheus gauges (the prometheus extra). null: off."""
 
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k", "q4_0")
@@ -521,7 +533,7 @@ class Job(Section):
     train: TrainSection
     """Batching, length, precision, evaluation and checkpoint cadence."""
     log: LogSection = LogSection()
-    """Console output. The JSON-lines metric log is always written."""
+    """Console output and the sinks that receive every row besides the JSON-lines metric log, which is always written."""
     export: ExportSection = ExportSection()
     """What is written when training completes, beside the checkpoints."""
 

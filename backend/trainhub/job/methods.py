@@ -1,6 +1,6 @@
 """The job's `method`: what is optimized (pretraining, SFT, the preference methods, the GRPO family with
 its reward functions), one section per method, discriminated on `type`. Backend-neutral: each backend
-translates these (e.g. trl_child/translate.py's GRPO_TRL table)."""
+translates these (e.g. runners/trl/translate.py's GRPO_TRL table)."""
 
 from __future__ import annotations
 

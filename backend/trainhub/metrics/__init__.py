@@ -10,9 +10,10 @@ from trainhub.metrics.rows import (
     Row,
     StartRow,
     TrainRow,
+    WarningRow,
 )
 
 __all__ = [
     "SCHEMA_VERSION", "CheckpointRow", "EndRow", "ErrorRow", "EvalRow", "MetricLog", "Row", "StartRow",
-    "TrainRow", "read_rows",
+    "TrainRow", "WarningRow", "read_rows",
 ]

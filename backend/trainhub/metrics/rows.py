@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 SCHEMA_VERSION = 1
 
 EXIT_CODES = {"completed": 0, "interrupted": 130, "failed": 1}
-"""The exit code of a backend process that ends with each status (trainhub.runners.base's EXIT_OK,
-EXIT_INTERRUPTED, EXIT_FAILED; metrics imports nothing from runners, a test keeps the two equal)."""
+"""The exit code of a backend process that ends with each status: the one table of them (an end row
+without a code takes its status's); trainhub.child names them EXIT_OK, EXIT_INTERRUPTED, EXIT_FAILED."""
 
 
 class _Row(BaseModel):
@@ -176,5 +176,17 @@ class ErrorRow(_Row):
     """Traceback or other detail."""
 
 
-Row = Annotated[StartRow | TrainRow | EvalRow | CheckpointRow | EndRow | ErrorRow, Field(discriminator="event")]
+class WarningRow(_Row):
+    """Something went wrong beside the training, which goes on: the hub writes one when a sink (wandb,
+    tensorboard, prometheus) fails and is dropped for the rest of the launch."""
+
+    event: Literal["warning"] = "warning"
+    source: str
+    """Who warns: the sink's name ('wandb', 'tensorboard', 'prometheus')."""
+    message: str
+    """What went wrong, in one line."""
+
+
+Row = Annotated[StartRow | TrainRow | EvalRow | CheckpointRow | EndRow | ErrorRow | WarningRow,
+                Field(discriminator="event")]
 ROW_ADAPTER: TypeAdapter = TypeAdapter(Row)

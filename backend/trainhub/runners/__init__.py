@@ -1,22 +1,27 @@
-"""The backend registry: a closed dict of runners, and `choose` for `backend: auto`."""
+"""The backend registry: a closed dict of runners, and `choose` for `backend: auto`.
+
+Each backend is a package of the same shape, runners/<name>/{runner.py, translate.py, child.py}
+(runners/base.py says what each holds); the registry imports only the runner.py modules, which import
+no torch and no upstream, so the hub stays light.
+"""
 
 from __future__ import annotations
 
 from trainhub.host import Host
 from trainhub.job import PLANNED_BACKENDS, Job
 from trainhub.jobfile import JobError, Problem
-from trainhub.runners.base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Launch, Runner
-from trainhub.runners.llamafactory import LlamaFactoryRunner
-from trainhub.runners.nanogpt import NanoGPTRunner
-from trainhub.runners.native import NativeRunner
-from trainhub.runners.trl import TrlRunner
-from trainhub.runners.unsloth import UnslothRunner
+from trainhub.runners.base import Launch, Runner
+from trainhub.runners.llamafactory.runner import LlamaFactoryRunner
+from trainhub.runners.nanogpt.runner import NanoGPTRunner
+from trainhub.runners.native.runner import NativeRunner
+from trainhub.runners.trl.runner import TrlRunner
+from trainhub.runners.unsloth.runner import UnslothRunner
 
 # In order of preference for `backend: auto`.
 RUNNERS: dict[str, Runner] = {"native": NativeRunner(), "trl": TrlRunner(), "unsloth": UnslothRunner(),
                               "llamafactory": LlamaFactoryRunner(), "nanogpt": NanoGPTRunner()}
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Launch", "RUNNERS", "Runner", "choose", "get_runner"]
+__all__ = ["Launch", "RUNNERS", "Runner", "choose", "get_runner"]
 
 
 def get_runner(name: str) -> Runner:

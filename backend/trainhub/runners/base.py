@@ -4,6 +4,22 @@
     prepare(job, run_dir, …)  -> Launch: writes the upstream's own config, returns argv + env + cwd
 
 The hub runs the Launch as a child process and follows run_dir/metrics.jsonl.
+
+Every backend is one package of the same shape, `runners/<name>/`:
+
+    runner.py     the Runner (check, prepare, plan_lines): what the hub imports; no torch, no upstream
+    translate.py  job -> the upstream's own config, pure (no torch, no upstream): `plan` and the tests
+                  call it without the upstream installed
+    child.py      the child process: `python -m trainhub.runners.<name>.child --run-dir RUN [...]`,
+                  its `main` a call of trainhub.child.child_main (arguments, job, log, exit codes);
+                  the upstream is imported here, inside the functions that need it
+    __init__.py   a docstring only, so that `-m ...child` loads nothing heavy before the child runs
+
+plus the backend's own helpers beside them (trl: data.py, trainer.py; nanogpt: logparse.py, ...).
+The one exception is native: its child is the engine itself, `python -m trainhub.engine` (the same
+entry torchrun starts on every rank), and the job is the engine's own config, so runners/native/
+holds runner.py alone: a translate.py would be the identity, and a child.py that re-exported the
+engine would put a second name on the process torchrun runs.
 """
 
 from __future__ import annotations
@@ -13,19 +29,14 @@ from pathlib import Path
 from typing import Protocol
 
 from trainhub.host import Host
-from trainhub.job import Job
+from trainhub.job import OPTIM_PACKAGES, Job
 from trainhub.jobfile import Problem
-
-# Exit codes of a backend child process (and so of `train`).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT)
-# A non-finite stop, a bad record, a refused resume: EXIT_FAILED, with an error row saying which.
 
 
 def child_argv(python: str, module: str, run_dir: Path, *extra: str, dry_run: bool = False,
                resume: Path | None = None) -> list[str]:
-    """`python -m module --run-dir RUN [extra...] [--dry-run] [--resume CKPT]`: how every backend's child is called."""
+    """`python -m module --run-dir RUN [extra...] [--dry-run] [--resume CKPT]`: how every backend's child is
+    called (trainhub.child.child_main reads it)."""
     argv = [python, "-m", module, "--run-dir", str(run_dir), *extra]
     if dry_run:
         argv.append("--dry-run")
@@ -73,4 +84,34 @@ def trainhub_model_problems(job: Job, host: Host) -> list[Problem]:
     if job.train.precision.type == "fp16" and job.model.dtype == "bfloat16":
         problems.append(Problem("train.precision", "fp16 autocast over bfloat16 weights mixes two half formats; "
                                 "use precision bf16 or model.dtype float32"))
+    return problems
+
+
+def optim_problems(job: Job, backend: str, able: tuple[str, ...], why: str, *,
+                   packages: bool = False) -> list[Problem]:
+    """optim.type refused when this backend cannot run it (`why` says why, with what it can run), or, where the
+    backend builds trainhub's own optimizer in this environment (`packages`), when its package is missing."""
+    kind = job.optim.type
+    if kind not in able:
+        return [Problem("optim.type", f"{backend} cannot run optim.type {kind}: {why}")]
+    if packages and kind in OPTIM_PACKAGES:
+        from trainhub.host import missing_modules
+
+        module, package = OPTIM_PACKAGES[kind]
+        if missing_modules(module):
+            return [Problem("optim.type", f"{backend}: optim.type {kind} needs the package {package} "
+                                          f"(pip install 'trainhub[optim]')")]
+    return []
+
+
+def native_only_problems(job: Job, backend: str) -> list[Problem]:
+    """Settings only the native engine acts on (its own model and loss seam), refused by every other backend
+    when set away from auto, so no job silently means less than it says."""
+    problems = []
+    if job.model.impl != "auto":
+        problems.append(Problem("model.impl", f"{backend} trains its own stack's model; model.impl "
+                                              f"{job.model.impl} applies to backend native only"))
+    if job.train.loss != "auto":
+        problems.append(Problem("train.loss", f"{backend} computes the loss its own way; train.loss "
+                                              f"{job.train.loss} applies to backend native only"))
     return problems

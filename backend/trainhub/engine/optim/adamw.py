@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from trainhub.engine.optim.groups import Group
+from trainhub.engine.optim.groups import Group, role_param_groups
 from trainhub.job import AdamW
 
 
 def build_adamw(spec: AdamW, groups: dict[str, Group], device: torch.device) -> torch.optim.Optimizer:
-    param_groups = [{"params": g.params, "role": role, "lr_mult": getattr(spec.lr_mult, role),
-                     "lr": spec.lr * getattr(spec.lr_mult, role),
-                     "weight_decay": 0.0 if role == "vector" else spec.weight_decay}
-                    for role, g in groups.items()]
-    return torch.optim.AdamW(param_groups, lr=spec.lr, betas=spec.betas, eps=spec.eps, fused=device.type == "cuda")
+    return torch.optim.AdamW(role_param_groups(spec, groups), lr=spec.lr, betas=spec.betas, eps=spec.eps,
+                             fused=device.type == "cuda")

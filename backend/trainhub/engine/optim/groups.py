@@ -70,3 +70,13 @@ def split_by_role(model: torch.nn.Module) -> dict[str, Group]:
         group.params.append(param)
         group.names.append(name)
     return {role: g for role, g in groups.items() if g.params}
+
+
+def role_param_groups(spec, groups: dict[str, Group], *, decay_vectors: bool = False) -> list[dict]:
+    """One torch param group per role: `role`, `lr_mult` (the job's multiplier), `lr` (peak x multiplier) and
+    `weight_decay` (the spec's, but 0 for vectors unless decay_vectors: shrinking a norm gain or a bias toward
+    zero fights what it is for). Every optimizer but Muon builds on these."""
+    return [{"params": g.params, "role": role, "lr_mult": getattr(spec.lr_mult, role),
+             "lr": spec.lr * getattr(spec.lr_mult, role),
+             "weight_decay": spec.weight_decay if decay_vectors or role != "vector" else 0.0}
+            for role, g in groups.items()]

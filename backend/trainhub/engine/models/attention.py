@@ -1,0 +1,106 @@
+"""Causal attention that keeps packed documents apart, in each form data/packing.py hands us.
+
+Which keys a query may see is decided once per forward (`documents`) and shared by every layer:
+
+- nothing, or a 2-D padding mask [B, T]: plain causal attention (SDPA's is_causal, so CUDA takes its
+  flash kernel). data/batches.py pads on the RIGHT, and under causality no real token ever sees a
+  pad to its right, so the real positions are exact; a pad position sees the real tokens and the
+  pads before it (transformers would hide the pads from it; its label is -100 either way, so loss
+  and gradients are the same). A left-padded batch would be wrong here: nothing makes one today.
+- a 4-D block-diagonal mask [B, 1, T, T], bool (True = attend) or additive float (0 / very
+  negative): passed to SDPA as given. A float mask is cast to the query dtype (SDPA wants them equal).
+- "varlen": the rows laid end to end as one row [1, N] with cu_seq_lens (int32, document starts and
+  N at the end) and max_length. On CUDA in bf16/fp16, flash attention's varlen kernel runs each
+  document as its own causal sequence: no N x N mask exists at all. Kernels, in order: the
+  flash_attn package's flash_attn_varlen_func, else torch's own torch.nn.attention.varlen.varlen_attn.
+  Elsewhere (CPU, float32, neither kernel): the same block-diagonal bool mask is built from
+  cu_seq_lens (document id = searchsorted of the position in the starts; no host sync) and SDPA runs
+  it, so CPU tests check the varlen batches against the other forms.
+
+Grouped-query attention: k and v keep their num_key_value_heads heads; SDPA's enable_gqa and flash's
+native GQA share each among num_heads / num_kv_heads query heads without copying them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Documents:
+    """How attention keeps tokens apart in this forward: a mask for SDPA (None: causal), or varlen."""
+
+    mask: torch.Tensor | None = None
+    cu_seq_lens: torch.Tensor | None = None
+    max_length: int | None = None
+
+
+def documents(tokens: int, device: torch.device, compute_dtype: torch.dtype, *, attention_mask=None,
+              cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None) -> Documents:
+    """The attention plan for a batch of `tokens` positions per row (module docstring)."""
+    if cu_seq_lens_q is not None or cu_seq_lens_k is not None:
+        if cu_seq_lens_q is None or cu_seq_lens_k is None or max_length_q is None or max_length_k is None:
+            raise ValueError("varlen attention needs cu_seq_lens_q, cu_seq_lens_k, max_length_q and max_length_k")
+        if cu_seq_lens_q is not cu_seq_lens_k and cu_seq_lens_q.shape != cu_seq_lens_k.shape:
+            raise ValueError("self-attention: cu_seq_lens_q and cu_seq_lens_k must describe the same documents")
+        if attention_mask is not None:
+            raise ValueError("give either an attention_mask or varlen cu_seq_lens, not both")
+        cu = cu_seq_lens_q.to(device=device, dtype=torch.int32)
+        if device.type == "cuda" and compute_dtype in (torch.bfloat16, torch.float16) and _varlen_kernel():
+            return Documents(cu_seq_lens=cu, max_length=int(max_length_q))
+        return Documents(mask=_block_diagonal(cu, tokens))
+    if attention_mask is None or attention_mask.dim() == 2:
+        return Documents()
+    if attention_mask.dim() != 4:
+        raise ValueError(f"attention_mask must be 2-D [B, T] or 4-D [B, 1, T, T], not {attention_mask.dim()}-D")
+    return Documents(mask=attention_mask)
+
+
+def _block_diagonal(cu: torch.Tensor, tokens: int) -> torch.Tensor:
+    """[1, 1, N, N] bool: query q sees key k iff both lie in the same document and k <= q."""
+    position = torch.arange(tokens, device=cu.device)
+    doc = torch.searchsorted(cu[1:].long(), position, right=True)
+    same = doc[:, None] == doc[None, :]
+    return (same & (position[:, None] >= position[None, :]))[None, None]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: Documents, scale: float) -> torch.Tensor:
+    """q [B, T, H, d], k and v [B, T, Hkv, d] -> [B, T, H, d]."""
+    if docs.cu_seq_lens is not None:
+        b, t = q.shape[:2]
+        out = _varlen_kernel()(q.reshape(b * t, *q.shape[2:]), k.reshape(b * t, *k.shape[2:]),
+                               v.reshape(b * t, *v.shape[2:]), docs.cu_seq_lens, docs.max_length, scale)
+        return out.view(q.shape)
+    mask = docs.mask
+    if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                         is_causal=mask is None, scale=scale,
+                                         enable_gqa=q.shape[2] != k.shape[2])
+    return out.transpose(1, 2)
+
+
+@cache
+def _varlen_kernel():
+    """A varlen causal attention function (q, k, v, cu, max_len, scale) -> out, or None where none imports."""
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        pass
+    else:
+        def flash(q, k, v, cu, longest, scale):
+            return flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, softmax_scale=scale, causal=True)
+        return flash
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+
+    def torch_varlen(q, k, v, cu, longest, scale):
+        return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, window_size=(-1, 0),
+                           enable_gqa=q.shape[1] != k.shape[1])
+    return torch_varlen

@@ -1,0 +1,102 @@
+"""The "own" path: a job's model as trainhub's CausalLM (transformer.py), with LoRA through peft.
+
+Build: `model.init` -> ModelArgs from the architecture, weights initialised as transformers would
+(transformer.init_weights, seeded with the job's seed); `model.path` -> the HF checkpoint loaded by
+hf_io.load_hf. Then the job's dtype, the gradient-checkpointing switch, and LoRA.
+
+LoRA. peft's get_peft_model works on any nn.Module: it swaps each targeted nn.Linear for a
+lora.Linear in place, so our forward runs the adapters without knowing. We pass no task_type
+(CAUSAL_LM would wrap the model in PeftModelForCausalLM, which expects a transformers
+PreTrainedModel: generation, prepare_inputs_for_generation); the plain PeftModel calls our forward
+as it is. "all-linear" is expanded here to the projection names inside the blocks, because peft
+only knows to leave out the output head of a PreTrainedModel; the result is the list peft computes
+for the transformers model (q/k/v/o_proj, gate/up/down_proj). Adapter files therefore carry the
+same keys (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight) as from transformers,
+and load on either model; merge_and_unload gives back our CausalLM with merged weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainhub.engine.model import DTYPES
+from trainhub.engine.models.args import args_from_architecture
+from trainhub.engine.models.hf_io import load_hf
+from trainhub.engine.models.transformer import CausalLM, init_weights
+
+INPUTS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+          "max_length_k")
+"""The keys of a data-layer batch the model reads (labels go to the loss)."""
+
+
+def build(job, tokenizer) -> nn.Module:
+    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora."""
+    spec, dtype = job.model, DTYPES[job.model.dtype]
+    if spec.init is not None:
+        args = args_from_architecture(spec.init, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
+                                      tokenizer.eos_token_id)
+        with torch.device("meta"):  # no memory and no throw-away default init: init_weights draws every weight
+            model = CausalLM(args)
+        model.to_empty(device="cpu")
+        model.tie_weights()
+        model.reset_buffers()
+        init_weights(model, job.seed)
+        model = model.to(dtype)
+    else:
+        model = load_hf(spec.path, dtype)
+        model.name_or_path = spec.path  # peft writes it into adapter_config.json as the base model
+        if len(tokenizer) > model.config.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                             f"{model.config.vocab_size}")
+    model.grad_checkpointing = job.train.grad_checkpointing
+    if job.adapter.type == "lora":
+        model = add_lora(model, job.adapter)
+    return model
+
+
+def add_lora(model: CausalLM, lora) -> nn.Module:
+    """peft LoRA on our model (module docstring); `lora` is the job's LoraAdapter."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+        target_modules=lora_targets(model, lora.targets)))
+
+
+def load_lora(model: CausalLM, folder, trainable: bool = False) -> nn.Module:
+    """A saved LoRA adapter (ours or one trained on transformers' model) on our model. The adapter's
+    task_type is dropped: CAUSAL_LM would pick PeftModelForCausalLM, which wants generation methods."""
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(str(folder))
+    config.task_type = None
+    return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable)
+
+
+def lora_targets(model: CausalLM, targets) -> list[str]:
+    """Module names for peft: the job's list as given, or every Linear inside the blocks for "all-linear"."""
+    if targets != "all-linear":
+        return list(targets)
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.model.layers.named_modules()
+                   if isinstance(m, nn.Linear)})
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model under a peft wrapper (the LoRA layers stay in it), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def hidden(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Final-normed hidden states [B, T, H] for a batch as the data layer yields it (packed kinds too)."""
+    return model(**{k: batch[k] for k in INPUTS if k in batch})
+
+
+def head_weight(model: nn.Module) -> torch.Tensor:
+    return unwrap(model).head_weight
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile our decoder in place (module identity and parameter names unchanged, so checkpoints,
+    peft and the optimizer see the same model)."""
+    unwrap(model).compile()

@@ -1,0 +1,1 @@
+"""The native engine's GRPO family: losses (loss.py) and advantages (advantages.py); rollout and the loop come later."""
