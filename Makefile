@@ -29,6 +29,16 @@ quickstart: $(VENV)/.ready
 	rm -rf runs/quickstart
 	$(VENV)/bin/train --config config/quickstart.yaml
 
+$(VENV)/.ready-gguf: $(VENV)/.ready
+	$(PIP) -e '.[gguf,serve]'
+	touch $@
+
+# The quickstart model as a GGUF file for llama.cpp / Ollama / LM Studio, verified in llama.cpp (docs/export.md);
+# installs trainhub[gguf,serve] first (llama-cpp-python compiles llama.cpp once: minutes).
+gguf: $(VENV)/.ready-gguf
+	test -f runs/quickstart/final/config.json || $(MAKE) quickstart
+	$(VENV)/bin/trainhub export runs/quickstart --format gguf --quant q8_0
+
 # The tests create the backend environments they need once, in .cache/envs (tests/conftest.py).
 test: $(VENV)/.ready-dev
 	$(PY) -m pytest -q tests

@@ -75,6 +75,10 @@ def _export_gguf(source: Source, quants: list[str], out: Path | None, verify: bo
         raise ExportError(f"--quant {', '.join(unknown)}: not offered; one of {', '.join(QUANTS)}")
     if out is not None and out.suffix == ".gguf" and len(quants) > 1:
         raise ExportError(f"-o {out} names one file, but {len(quants)} types were asked for: give a folder")
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ExportError("GGUF export needs the gguf package: pip install 'trainhub[gguf]'") from None
     needs = [q for q in quants if QUANTS[q].by == "llama.cpp"]
     missing = llama_cpp_missing() if (needs or verify) else None
     if missing and needs:
