@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.export.models import build
 
+pytestmark = pytest.mark.slow  # the real CLI, model builds, llama.cpp: seconds to minutes each
+
 
 class Terminal:
     def __init__(self, argv: list[str]):

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import rows, run_cli, tiny_pretrain_job, write_job
 
+pytestmark = pytest.mark.slow  # the real CLI, model builds, llama.cpp: seconds to minutes each
+
 WIDE = {"COLUMNS": "300"}
 
 

@@ -21,6 +21,8 @@ from trainhub.export.gguf_vocab import KNOWN_SPLITS  # noqa: E402
 from trainhub.export.gguf_write import QUANTS  # noqa: E402
 from trainhub.export.main import ExportError, export  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real CLI, model builds, llama.cpp: seconds to minutes each
+
 FAMILY_QUANTS = {"qwen2": ["f16", "q8_0", "q4_k_m"], "qwen3": ["f16", "q8_0", "q4_k_m"],
                  "gpt2": ["f16", "q8_0", "q4_k_m"], "gpt2-nanogpt": ["f16", "q8_0"]}
 NANOGPT = {"activation_function": "gelu"}

@@ -19,6 +19,8 @@ pytest.importorskip("uvicorn")
 from tests.conftest import ROOT, run_cli  # noqa: E402
 from tests.export.models import build  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real CLI, model builds, llama.cpp: seconds to minutes each
+
 KEY = "sk-test-trainhub"
 
 

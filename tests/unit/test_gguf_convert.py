@@ -48,6 +48,7 @@ def test_gguf_types_are_one_list():
     assert tuple(gguf_write.QUANTS) == GGUF_TYPES == typing.get_args(GGUFType)
 
 
+@pytest.mark.slow  # builds and saves a model
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gpt2"])
 def test_f32_round_trip(tmp_path, family):
     """Every weight is in the file under its GGUF name, equal to the HF weight in ggml's layout; the
@@ -88,6 +89,7 @@ def test_f32_round_trip(tmp_path, family):
         np.testing.assert_array_equal(expected["blk.0.attn_qkv.weight"], c_attn.T)
 
 
+@pytest.mark.slow  # builds and saves a model
 def test_q8_0_keeps_rows_that_do_not_fill_a_block_in_f16(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -116,6 +118,7 @@ def test_pre_tokenizers():
         gguf_vocab.pre_tokenizer_name({"type": "Metaspace"})
 
 
+@pytest.mark.slow  # builds and saves a model
 def test_unsupported_models_are_refused(tmp_path):
     from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
