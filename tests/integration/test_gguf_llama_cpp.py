@@ -165,3 +165,14 @@ def test_a_file_llama_cpp_cannot_load_fails_verification(llama, tmp_path):
     v = verify(broken, AutoModelForCausalLM.from_pretrained(llama), load_tokenizer(llama), "f16")
     assert not v["loads"] and not v["passed"]
     assert summary(v).startswith("verify f16: FAILED: llama.cpp could not load the file")
+
+
+def test_llama3_rope_scaling(tmp_path):
+    """Llama 3.1's scaled rotary (rope_type llama3): per-frequency divisors in rope_freqs.weight. The
+    original context (16) is shorter than the prompts, so every frequency band is exercised."""
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    folder = build("llama", tmp_path / "tiny-llama31", rope_scaling=scaling)
+    (record,) = export(folder, "gguf", ["f16"], tmp_path / "out", say=lambda line: None)
+    check(record, "f16")
+    assert record["tensor_types"]["F32"] == 6  # 5 norms + rope_freqs

@@ -135,3 +135,18 @@ def test_unsupported_models_are_refused(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(folder)
     with pytest.raises(ConvertError, match="not one of"):
         gguf_write.write(model, load_tokenizer(folder), tmp_path / "m.gguf", "q7_x")
+
+
+def test_llama3_rope_factors_match_transformers():
+    """The divisors written to rope_freqs turn plain rotary frequencies into transformers' llama3 ones."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=1, num_attention_heads=4,
+                         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    plain = 1.0 / (10000.0 ** (np.arange(0, 64, 2) / 64))
+    factors = gguf_arch.llama3_rope_factors(config)
+    assert factors.min() == 1.0 and factors.max() == pytest.approx(8.0)  # short waves kept, long ones / 8
+    np.testing.assert_allclose(plain / factors, inv_freq.numpy(), rtol=1e-6)

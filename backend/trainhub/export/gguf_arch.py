@@ -92,6 +92,30 @@ def rope_theta(config) -> float:
     return params.get("rope_theta") or getattr(config, "rope_theta", None) or 10_000.0
 
 
+def rope_kind(config) -> str:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return params.get("rope_type") or params.get("type") or "default"
+
+
+def llama3_rope_factors(config) -> np.ndarray:
+    """Llama 3.1's frequency-dependent rotary scaling as llama.cpp takes it: one divisor per frequency
+    (tensor rope_freqs), applied to base^(-2i/d). transformers scales the inverse frequencies instead:
+    wavelengths shorter than original_len / high_freq_factor are kept, longer than original_len /
+    low_freq_factor divided by `factor`, and those between interpolated, inv * ((1 - s) / factor + s)
+    with s = (original_len / wavelength - low) / (high - low). The divisor is the reciprocal of that
+    multiplier."""
+    params = getattr(config, "rope_parameters", None) or config.rope_scaling
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    inv = 1.0 / (rope_theta(config) ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
+    original = params["original_max_position_embeddings"]
+    wavelength = 2 * np.pi / inv
+    smooth = np.clip((original / wavelength - low) / (high - low), 0.0, 1.0)
+    multiplier = (1 - smooth) / factor + smooth  # 1/factor for long wavelengths, 1 for short ones
+    return (1.0 / multiplier).astype(np.float32)
+
+
 def check_supported(config) -> None:
     """Refuse what this converter does not reproduce, rather than write a file that answers differently."""
     family = family_of(config)
@@ -99,10 +123,10 @@ def check_supported(config) -> None:
         if getattr(config, "activation_function", "gelu_new") not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
             raise ConvertError(f"GPT-2 with activation {config.activation_function} has no GGUF equivalent")
         return
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    kind = params.get("rope_type") or params.get("type") or "default"
-    if kind != "default":
-        raise ConvertError(f"rope scaling '{kind}' is not converted to GGUF by trainhub yet (plain rotary only)")
+    kind = rope_kind(config)
+    if kind not in ("default", "llama3") or (kind == "llama3" and family != "llama"):
+        raise ConvertError(f"rope scaling '{kind}' is not converted to GGUF by trainhub yet (plain rotary, and "
+                           f"Llama 3.1's llama3 scaling for llama)")
     if getattr(config, "hidden_act", "silu") != "silu":
         raise ConvertError(f"activation {config.hidden_act} is not the SwiGLU llama.cpp runs for {family}")
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
@@ -139,6 +163,8 @@ def tensors(model) -> list[Tensor]:
         elif family == "llama" and key.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
             data = halves_to_pairs(data, kv_heads)
         out.append(Tensor(name, np.ascontiguousarray(data)))
+    if family == "llama" and rope_kind(config) == "llama3":
+        out.append(Tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(config)))
     return out
 
 
