@@ -176,3 +176,32 @@ def test_llama3_rope_scaling(tmp_path):
     (record,) = export(folder, "gguf", ["f16"], tmp_path / "out", say=lambda line: None)
     check(record, "f16")
     assert record["tensor_types"]["F32"] == 6  # 5 norms + rope_freqs
+
+
+def test_lora_checkpoint_is_merged_then_exported(tmp_path):
+    """A LoRA run's checkpoint holds only the adapter: it is merged into the job's base model, and the
+    GGUF answers as the merged model does (not as the base: the adapter is made to matter)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = build("llama", tmp_path / "base", width=256)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    run = tmp_path / "run"
+    model.save_pretrained(run / "checkpoints" / "step-00000005")
+    (run / "job.json").write_text(json.dumps({"name": "tiny-lora", "model": {"path": str(base)}}))
+    (record,) = export(run, "gguf", ["f16"], checkpoint="step-00000005", say=lambda line: None)
+    assert record["source"].endswith("checkpoint step-00000005 (merged)")
+    check(record, "f16")
+    (plain,) = export(base, "gguf", ["f16"], tmp_path / "base-out", say=lambda line: None)
+    from gguf import GGUFReader
+
+    def q(path):
+        return next(t.data.copy() for t in GGUFReader(path).tensors if t.name == "blk.0.attn_q.weight")
+
+    assert not (q(record["path"]) == q(plain["path"])).all()  # the merged weights, not the base's

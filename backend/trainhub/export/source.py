@@ -102,13 +102,14 @@ def _checkpoint(run_dir: Path, name: str) -> Path:
         raise SourceError(str(err)) from None
 
 
-def _tokenizer(folder: Path, run_dir: Path):
-    from transformers import AutoTokenizer
-
-    for where in (folder, run_dir / "tokenizer", run_dir / "final"):
+def _tokenizer(folder: Path, run_dir: Path, base: str | None = None):
+    """The tokenizer the run trained with: beside the weights, the run's tokenizer/ (native), its final/,
+    or (an adapter) the base model's."""
+    places = [folder, run_dir / "tokenizer", run_dir / "final"] + ([Path(base)] if base else [])
+    for where in places:
         if (where / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(where)
-    raise SourceError(f"no tokenizer for {folder} (looked in it, {run_dir / 'tokenizer'} and {run_dir / 'final'})")
+            return load_tokenizer(where)
+    raise SourceError(f"no tokenizer for {folder} (looked in {', '.join(str(p) for p in places)})")
 
 
 def _merge(adapter: Path, run_dir: Path, out: Path) -> Path:
@@ -125,7 +126,10 @@ def _merge(adapter: Path, run_dir: Path, out: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
-    _tokenizer(adapter, run_dir).save_pretrained(out)
+    _tokenizer(adapter, run_dir, base).save_pretrained(out)
+    from trainhub.export.hf import make_ready
+
+    make_ready(out)
     return out
 
 
