@@ -10,6 +10,9 @@ PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check $(C
 # Installs skip byte-compiling (a minute on 2 cores); let the first import write the .pyc files, even
 # where the environment says not to, or every process the tests start compiles torch and transformers again.
 export PYTHONDONTWRITEBYTECODE :=
+# llama-cpp-python (extras gguf and dev) has no Linux wheel on PyPI: pip compiles llama.cpp (781 s of CPU for
+# 0.3.36, about 7 minutes on 2 idle cores). Its multimodal library is not used by trainhub: not built.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: quickstart test test-fast lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
@@ -25,6 +28,16 @@ $(VENV)/.ready-dev: $(VENV)/.ready
 quickstart: $(VENV)/.ready
 	rm -rf runs/quickstart
 	$(VENV)/bin/train --config config/quickstart.yaml
+
+$(VENV)/.ready-gguf: $(VENV)/.ready
+	$(PIP) -e '.[gguf,serve]'
+	touch $@
+
+# The quickstart model as a GGUF file for llama.cpp / Ollama / LM Studio, verified in llama.cpp (docs/export.md);
+# installs trainhub[gguf,serve] first (llama-cpp-python compiles llama.cpp once: minutes).
+gguf: $(VENV)/.ready-gguf
+	test -f runs/quickstart/final/config.json || $(MAKE) quickstart
+	$(VENV)/bin/trainhub export runs/quickstart --format gguf --quant q8_0
 
 # The tests create the backend environments they need once, in .cache/envs (tests/conftest.py).
 test: $(VENV)/.ready-dev

@@ -1,4 +1,5 @@
-"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report`, and `train` (= `trainhub train`).
+"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report|export|chat|serve`,
+and `train` (= `trainhub train`).
 
 The options are frozen by tests/unit/test_cli.py: they change only on purpose.
 """
@@ -334,6 +335,12 @@ def report_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (or thei
         raise typer.Exit(1) from None
     for path in written:
         console.print(f"wrote {path}")
+
+
+# export, chat, serve: the commands that use a trained model (trainhub.cli_model)
+from trainhub.cli_model import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app)
 
 
 def bare_resume(argv: list[str]) -> list[str]:

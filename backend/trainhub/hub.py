@@ -86,9 +86,14 @@ def run(job: Job, runner: Runner, *, dry_run: bool = False, resume: str | Path |
         with view:
             sinks = Sinks(build_sinks(job.log), run_dir, run_id, say=view.line)  # wandb, tensorboard, prometheus
             try:
-                return _follow(launch, run_dir, run_id, view, sinks, pass_fds=(lock,))
+                code = _follow(launch, run_dir, run_id, view, sinks, pass_fds=(lock,))
             finally:
                 sinks.close()
+        if code == 0 and not dry_run and job.export.gguf:  # the job's export section, once training completed
+            from trainhub.export.main import after_training
+
+            code = after_training(job, run_dir, say=view.line) and EXIT_FAILED
+        return code
 
 
 def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, sinks: Sinks | None = None,

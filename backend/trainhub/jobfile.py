@@ -370,6 +370,10 @@ def preflight(job: Job) -> list[Problem]:
     problem = output_dir_problem(Path(job.output_dir))
     if problem:
         problems.append(Problem("output_dir", problem))
+    if job.export.gguf:
+        from trainhub.export.main import job_problems
+
+        problems += [Problem(key, message) for key, message in job_problems(job, model_path)]
     return problems
 
 

@@ -33,6 +33,13 @@ FROZEN = {
     "doctor": {},
     "runs": {"folder": ["folder"]},
     "report": {"runs": ["runs"], "out": ["--out", "-o"], "png": ["--png"]},
+    # using a trained model (trainhub.cli_model)
+    "export": {"target": ["target"], "checkpoint": ["--checkpoint"], "fmt": ["--format", "-f"],
+               "quant": ["--quant", "-q"], "out": ["--output", "-o"], "verify": ["--verify", "--no-verify"]},
+    "chat": {"target": ["target"], "checkpoint": ["--checkpoint"], "system": ["--system"],
+             "temperature": ["--temperature", "-t"], "max_tokens": ["--max-tokens"]},
+    "serve": {"target": ["target"], "checkpoint": ["--checkpoint"], "host": ["--host"], "port": ["--port"],
+              "api_key": ["--api-key"]},
 }
 
 

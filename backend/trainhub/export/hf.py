@@ -5,10 +5,21 @@ Full fine-tuning and pretraining: run_dir/final holds the weights (safetensors),
 LoRA and QLoRA: the adapter goes to run_dir/adapter; with export.merged (the default) it is also merged
 into the base weights and written to run_dir/final as a plain model; without it the adapter (with the
 tokenizer) is the final model.
+
+The folder is made ready for serving engines (vLLM, SGLang, TGI) that load it with whichever
+transformers they pin, 4.x included (`make_ready`):
+  - generation_config.json names the EOS (the chat template's end of turn) and the pad token, so
+    generation stops at the end of an answer;
+  - tokenizer_config.json carries the chat template itself (transformers 5 writes it only to
+    chat_template.jinja, which transformers < 4.50 does not read), the special tokens under
+    `additional_special_tokens` (transformers 5 writes `extra_special_tokens` as a list, which 4.x
+    reads as a dict and fails on), and `tokenizer_class: PreTrainedTokenizerFast` (5's
+    `TokenizersBackend` does not exist in 4.x). transformers 5 reads all three the same way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,8 +43,38 @@ def save_final(model, tokenizer, run_dir: Path, job, merge: Callable[[Path], Non
             return run_dir / "adapter"
         if merge is not None:
             merge(final)
+            make_ready(final)
             return final
         model = model.merge_and_unload()
     model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)
+    make_ready(final)
     return final
+
+
+def make_ready(folder: Path) -> None:
+    """Rewrite the tokenizer and generation configs of a saved model folder for every serving engine."""
+    folder = Path(folder)
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        extra = config.pop("extra_special_tokens", None)
+        if isinstance(extra, list):
+            config["additional_special_tokens"] = list(dict.fromkeys(config.get("additional_special_tokens", []) + extra))
+        elif extra:  # the 4.x meaning (named extra tokens): keep it
+            config["extra_special_tokens"] = extra
+        template = folder / "chat_template.jinja"
+        if template.is_file() and not config.get("chat_template"):
+            config["chat_template"] = template.read_text()
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    generation = folder / "generation_config.json"
+    model_config = folder / "config.json"
+    if model_config.is_file():
+        cfg = json.loads(model_config.read_text())
+        gen = json.loads(generation.read_text()) if generation.is_file() else {}
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if gen.get(key) is None and cfg.get(key) is not None:
+                gen[key] = cfg[key]
+        generation.write_text(json.dumps(gen, indent=2) + "\n")

@@ -116,4 +116,7 @@ def export_hf(ckpt_path: Path, tokenizer, out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    from trainhub.export.hf import make_ready
+
+    make_ready(out)
     return out

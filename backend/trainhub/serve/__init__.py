@@ -1,0 +1,1 @@
+"""Using a trained model: terminal chat and an OpenAI-compatible server."""
