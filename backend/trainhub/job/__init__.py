@@ -48,6 +48,13 @@ from trainhub.job.optim import (  # noqa: F401  (the schema's names, importable 
     ScheduleFreeAdamW,
     Sophia,
 )
+from trainhub.job.precision import (  # noqa: F401  (the schema's names, importable from trainhub.job)
+    AutoPrecision,
+    Bf16Precision,
+    Fp16Precision,
+    Fp32Precision,
+    Precision,
+)
 
 # ----------------------------------------------------------------------------- backend
 
@@ -377,32 +384,8 @@ class DataSection(Section):
 
 # ----------------------------------------------------------------------------- optimizer: job/optim.py
 
-# ----------------------------------------------------------------------------- precision
+# ----------------------------------------------------------------------------- precision: job/precision.py
 
-
-class AutoPrecision(Section):
-    type: Literal["auto"] = "auto"
-    """bf16 autocast on a GPU that supports it, else fp32. CPU always runs fp32, and says so."""
-
-
-class Bf16Precision(Section):
-    type: Literal["bf16"] = "bf16"
-    """bf16 autocast over the weights' dtype (float32 master weights by default): the usual choice on a GPU."""
-
-
-class Fp16Precision(Section):
-    type: Literal["fp16"] = "fp16"
-    """fp16 autocast with dynamic loss scaling, for GPUs without bf16."""
-
-
-class Fp32Precision(Section):
-    type: Literal["fp32"] = "fp32"
-    """No autocast: every op in the weights' dtype."""
-
-
-# `precision: bf16` is shorthand for `{type: bf16}`; FP8 joins this union with its own fields.
-Precision = Annotated[AutoPrecision | Bf16Precision | Fp16Precision | Fp32Precision, Field(discriminator="type"),
-                      BeforeValidator(_shorthand)]
 
 # ----------------------------------------------------------------------------- train and log
 
