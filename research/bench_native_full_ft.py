@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark: full fine-tune of a Llama-3.2-1B-shaped model, trainhub native vs plain HF.
 
-One run, one GPU, four variants, each in its own process (clean peak memory):
+One run, one GPU, seven variants, each in its own process (clean peak memory):
 
   native          `train --config <job>` through the hub and the native engine (trainhub's own
                   decoder, engine/models; chunked loss), metrics read from its metrics.jsonl
   native+compile  the same with backend.compile: true
+  native-eagerloss+compile  the same with train.loss: eager (the full logits, compiled with the head)
   native-hf       the native engine over transformers' LlamaForCausalLM (model.impl: hf, eager
                   loss): the path every native run took before the own model
   native-hf+compile  the same with backend.compile: true
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,8 @@ LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_layers=16, num_hea
                 vocab_size=128256, rope_theta=500000.0, seq=2048, micro_batch=4)
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
             vocab_size=1024, rope_theta=10000.0, seq=64, micro_batch=2)
-VARIANTS = ("native", "native+compile", "native-hf", "native-hf+compile", "hf-eager", "hf-compile")
+VARIANTS = ("native", "native+compile", "native-eagerloss+compile", "native-hf", "native-hf+compile", "hf-eager",
+            "hf-compile")  # eagerloss: train.loss eager (full logits) instead of the chunked default
 SPECIALS = ["<|pad|>", "<|im_end|>", "<|im_start|>"]
 LOG_EVERY = 5  # the native engine syncs (loss.item()) once per logged step, as a user's run would
 
@@ -81,10 +84,10 @@ def flops_per_token(shape: dict) -> float:
 
 
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto") -> dict:
+               impl: str = "auto", loss: str = "auto") -> dict:
     import yaml
 
-    run_dir = work / (f"native-{impl}" + ("-compile" if compile_ else ""))
+    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else ""))
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
         "backend": {"type": "native", "compile": compile_},
@@ -98,7 +101,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
         "data": {"train": str(data), "format": "text", "max_length": shape["seq"], "shuffle": False},
         "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1}, "schedule": {"warmup_steps": 2},
         "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": "auto",
-                  "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else "auto"},
+                  "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else loss},
         "log": {"console": "plain"},
     }
     config = work / f"{run_dir.name}.yaml"
@@ -115,6 +118,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                  if r["step"] > warmup)
     seconds = sum((r["tokens"] - p["tokens"]) / r["tokens_per_s"] for p, r in zip(train, train[1:], strict=False)
                   if r["step"] > warmup)
+    shutil.rmtree(run_dir)  # a 1B run's last checkpoint is ~13 GB: keep the disk for the next variant
     return {"tokens_per_s": tokens / seconds, "peak_mem_gb": max(r["mem_gb"] for r in train),
             "final_loss": timed[-1]["loss"], "mfu_logged": sum(r["mfu"] or 0 for r in timed) / len(timed),
             "wall_s": time.time() - t0}
@@ -170,7 +174,8 @@ def child(args) -> None:
     if args.variant.startswith("native"):
         result = run_native(shape, args.steps, args.warmup, args.variant.endswith("compile"),
                             work / "tokenizer", work / "random.jsonl", work,
-                            impl="hf" if args.variant.startswith("native-hf") else "auto")
+                            impl="hf" if args.variant.startswith("native-hf") else "auto",
+                            loss="eager" if "eagerloss" in args.variant else "auto")
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)

@@ -23,6 +23,7 @@ native GQA share each among num_heads / num_kv_heads query heads without copying
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import cache
 
@@ -100,7 +101,14 @@ def _varlen_kernel():
     except ImportError:
         return None
 
+    # torch 2.10/2.11 take is_causal and equal head counts; later releases a causal window and enable_gqa
+    accepts = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in accepts else {"is_causal": True}
+
     def torch_varlen(q, k, v, cu, longest, scale):
-        return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, window_size=(-1, 0),
-                           enable_gqa=q.shape[1] != k.shape[1])
+        if q.shape[1] != k.shape[1]:
+            if "enable_gqa" in accepts:
+                return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, enable_gqa=True, **causal)
+            k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
+        return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, **causal)
     return torch_varlen
