@@ -38,6 +38,9 @@ class Documents:
     mask: torch.Tensor | None = None
     cu_seq_lens: torch.Tensor | None = None
     max_length: int | None = None
+    cache: object | None = None
+    """A KVCache (kv_cache.py) while sampling: each layer writes its new keys and values into the cache's
+    static buffers and attends over all their slots under `mask` [B, 1, T, slots]."""
 
 
 def documents(tokens: int, device: torch.device, compute_dtype: torch.dtype, *, attention_mask=None,

@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from trainhub.engine.models.args import ModelArgs
 from trainhub.engine.models.attention import Documents, attend, documents
+from trainhub.engine.models.kv_cache import KVCache
 from trainhub.engine.models.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 
@@ -48,10 +49,10 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelArgs, layer: int = 0):
         super().__init__()
         d, heads, kv = args.head_dim, args.num_attention_heads, args.num_key_value_heads
-        self.head_dim, self.scale = d, d ** -0.5
+        self.head_dim, self.scale, self.layer = d, d ** -0.5, layer
         self.q_proj = nn.Linear(args.hidden_size, heads * d, bias=args.qkv_bias)
         self.k_proj = nn.Linear(args.hidden_size, kv * d, bias=args.qkv_bias)
         self.v_proj = nn.Linear(args.hidden_size, kv * d, bias=args.qkv_bias)
@@ -68,6 +69,8 @@ class Attention(nn.Module):
         if hasattr(self, "q_norm"):  # Qwen3: per-head RMSNorm before rotation keeps q.k bounded
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if docs.cache is not None:  # sampling: keys and values of every slot so far (kv_cache.py)
+            k, v = docs.cache.update(self.layer, k, v)
         return self.o_proj(attend(q, k, v, docs, self.scale).reshape(b, t, -1))
 
 
@@ -84,9 +87,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, args: ModelArgs):
+    def __init__(self, args: ModelArgs, layer: int = 0):
         super().__init__()
-        self.self_attn = Attention(args)
+        self.self_attn = Attention(args, layer)
         self.mlp = MLP(args)
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
@@ -102,7 +105,7 @@ class Decoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size, padding_idx=args.pad_token_id)
-        self.layers = nn.ModuleList(Block(args) for _ in range(args.num_hidden_layers))
+        self.layers = nn.ModuleList(Block(args, i) for i in range(args.num_hidden_layers))
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
 
 
@@ -134,16 +137,21 @@ class CausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, *, cu_seq_lens_q: torch.Tensor | None = None,
                 cu_seq_lens_k: torch.Tensor | None = None, max_length_q: int | None = None,
-                max_length_k: int | None = None) -> torch.Tensor:
-        """Final-normed hidden states [B, T, hidden] for token ids [B, T] (packed forms: attention.py)."""
+                max_length_k: int | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Final-normed hidden states [B, T, hidden] for token ids [B, T] (packed forms: attention.py).
+        With `kv_cache` (sampling, engine/rl/rollout.py) the tokens fill the cache's current slots and
+        attend over every slot under its mask; give position_ids [B, T] then."""
         t = input_ids.shape[1]
         if position_ids is None:
             position_ids = torch.arange(t, device=input_ids.device)[None]
         h = self.model.embed_tokens(input_ids)
         device = h.device
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else h.dtype
-        docs = documents(t, device, dtype, attention_mask=attention_mask, cu_seq_lens_q=cu_seq_lens_q,
-                         cu_seq_lens_k=cu_seq_lens_k, max_length_q=max_length_q, max_length_k=max_length_k)
+        if kv_cache is not None:
+            docs = Documents(mask=kv_cache.mask, cache=kv_cache)
+        else:
+            docs = documents(t, device, dtype, attention_mask=attention_mask, cu_seq_lens_q=cu_seq_lens_q,
+                             cu_seq_lens_k=cu_seq_lens_k, max_length_q=max_length_q, max_length_k=max_length_k)
         cos, sin = rope_cos_sin(self.rope_freq, position_ids, dtype)
         for block in self.model.layers:
             if self.grad_checkpointing and torch.is_grad_enabled():
