@@ -153,7 +153,7 @@ def test_backends_without_gpu_environments_or_checkout(tmp_path):
         "nanogpt": "missing: a nanoGPT checkout (backend.repo or NANOGPT_DIR)",
     }
     assert {name: cells[1] for name, cells in rows.items()} == {
-        "native": "pretrain, sft", "trl": "sft, dpo, orpo, kto, grpo", "unsloth": "sft, dpo, orpo, kto, grpo",
+        "native": "pretrain, sft, grpo", "trl": "sft, dpo, orpo, kto, grpo", "unsloth": "sft, dpo, orpo, kto, grpo",
         "llamafactory": "pretrain, sft, dpo, orpo, kto", "nanogpt": "pretrain"}
 
 

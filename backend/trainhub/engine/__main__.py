@@ -1,6 +1,6 @@
 """The native engine's process: `python -m trainhub.engine --run-dir DIR [--dry-run] [--resume CKPT]`.
 
-Reads DIR/job.json (written by the hub), trains, and exits 0 (completed),
+Reads DIR/job.json (written by the hub), trains (GRPO-family methods through engine/rl/train.py), and exits 0 (completed),
 130 (interrupted after saving) or 1 (failed, non-finite stop included; an error row says why).
 """
 
@@ -22,9 +22,18 @@ def explain(err: Exception) -> dict | None:
     return None
 
 
+def run(job, run_dir, log, run_id, **kw) -> str:
+    """The loop the job's method takes: the GRPO family has its own (engine/rl/train.py), the rest train.py."""
+    if job.method.type == "grpo":
+        from trainhub.engine.rl.train import train_rl
+
+        return train_rl(job, run_dir, log, run_id, **kw)
+    return train(job, run_dir, log, run_id, **kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # its bars would garble the hub's console
-    return child_main("trainhub.engine", train, argv, explain=explain)
+    return child_main("trainhub.engine", run, argv, explain=explain)
 
 
 if __name__ == "__main__":

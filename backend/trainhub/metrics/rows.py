@@ -64,6 +64,10 @@ class MethodStats(BaseModel):
     """RL: share of completion tokens whose importance ratio was clipped."""
     completion_length: float | None = None
     """RL: mean completion length in tokens."""
+    rollout_tokens_per_s: float | None = None
+    """RL: completion tokens sampled per second of rollout (native backend; the update's rate is tokens_per_s)."""
+    rollout_share: float | None = None
+    """RL: share of the steps' wall time spent sampling completions (native backend)."""
     chosen_reward: float | None = None
     """Preference: mean implicit reward of the chosen answers (beta x log-ratio to the reference)."""
     rejected_reward: float | None = None

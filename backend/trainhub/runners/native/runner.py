@@ -14,9 +14,9 @@ from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_m
 
 class NativeRunner:
     name = "native"
-    methods = ("pretrain", "sft")
+    methods = ("pretrain", "sft", "grpo")
     features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing",
-                "compile", "cpu", "cuda")
+                "compile", "cpu", "cuda", "grpo", "dr_grpo", "dapo", "gspo")
 
     def missing(self) -> list[str]:
         return missing_modules("torch", "transformers", "peft", "tokenizers", "safetensors")
@@ -36,6 +36,8 @@ class NativeRunner:
         if job.model.init is not None and job.model.init.family == "gpt2":
             problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
+        if job.method.type == "grpo":
+            problems += grpo_problems(job)
         problems += trainhub_model_problems(job, host)
         problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
         return problems
@@ -50,3 +52,36 @@ class NativeRunner:
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+
+
+def grpo_problems(job: Job) -> list[Problem]:
+    """What the native GRPO loop (engine/rl/train.py) cannot do yet, and the rewards checked by loading them."""
+    from trainhub.engine.models import choose
+    from trainhub.rewards.load import RewardError, load
+
+    m, problems = job.method, []
+    if m.dynamic_sampling:
+        problems.append(Problem("method.dynamic_sampling", "native: DAPO's dynamic sampling is not wired into the "
+                                "rollout loop yet; set it false"))
+    if job.data.overlong == "truncate":
+        problems.append(Problem("data.overlong", "native samples from whole prompts, so a prompt over "
+                                "data.max_length cannot be cut; use drop or error"))
+    if job.data.has_eval:
+        problems.append(Problem("data.eval", "native: evaluation during GRPO is not wired yet; remove data.eval "
+                                "and data.eval_fraction"))
+    if job.train.precision.type == "fp16":
+        problems.append(Problem("train.precision", "native: grpo with fp16 loss scaling is not supported yet; "
+                                "use bf16 or fp32"))
+    try:
+        path, why = choose(job)
+    except ValueError:
+        path, why = None, ""  # trainhub_model_problems names it
+    if path == "hf":
+        problems.append(Problem("model", f"native samples GRPO rollouts with trainhub's own decoder (llama, qwen2, "
+                                f"qwen3) only, and this model takes the transformers path ({why}); use backend trl"))
+    for i, reward in enumerate(m.rewards):
+        try:
+            load(reward.function, f"method.rewards[{i}]")
+        except RewardError as err:
+            problems.append(Problem("", str(err)))
+    return problems

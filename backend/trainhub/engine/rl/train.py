@@ -1,0 +1,280 @@
+"""The native GRPO-family loop. Read it top to bottom: setup, restore, then per step rollout, rewards,
+advantages, update; then log and save, as engine/train.py does for SFT.
+
+One optimizer step, with C = train.micro_batch_size x train.grad_accum completions and G = group_size:
+
+    prompts      C / G prompts from the data position (prompts.py), each repeated G times
+    rollout      the policy's own weights sample a completion per row (rollout.py), returning each
+                 token's log-probability: the "old" policy of the importance ratio
+    rewards      method.rewards on the decoded texts, weighted and summed (prompts.py)
+    advantages   reward against its group (advantages.py, method.reward_scaling)
+    reference    log-probabilities under the starting model when method.kl_beta > 0: the base with
+                 the adapters switched off (LoRA), else a frozen copy of the weights made at setup
+    update       grad_accum micro-batches of micro_batch_size completions: a forward over prompt +
+                 completion gives the policy's log-probabilities with grad, then the algorithm's loss
+                 (loss.py; its normalisers count over the whole step, so accumulation is exact), one
+                 optimizer step. One update per rollout (TRL's num_iterations 1, the only value the
+                 job schema has): the ratio is 1 in value and the clip bites only where rollout and
+                 update numerics differ.
+
+The same job file means the same thing under --backend trl: the prompts are rendered alike, the rewards
+called alike, the algorithm table (job.GRPO_ALGORITHMS) resolved alike, and the metric rows carry the
+same fields (reward_mean, reward_std, rewards by function name, kl, clip_ratio, completion_length).
+
+Resume is exact: weights, optimizer and the data position come from the checkpoint, and each step's
+sampling generator is seeded by (seed, step), so a resumed run samples what an unbroken one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from trainhub.engine.checkpoint import load_into, save_checkpoint
+from trainhub.engine.device import autocast, device_facts, pick_device, pick_precision, synchronize
+from trainhub.engine.model import build_tokenizer, count_model
+from trainhub.engine.models import build_model
+from trainhub.engine.models.own import unwrap
+from trainhub.engine.optim import build_optimizer, set_lr
+from trainhub.engine.rl.advantages import group_advantages
+from trainhub.engine.rl.loss import loss_mask, loss_spec, policy_loss
+from trainhub.engine.rl.prompts import Rewards, draw, load_prompts
+from trainhub.engine.rl.rollout import Rollout, Sampler, SamplingSpec
+from trainhub.engine.schedule import lr_at
+from trainhub.engine.state import TrainState
+from trainhub.engine.step import NonFiniteStop, nonfinite_verdict
+from trainhub.engine.stop import StopFlag
+from trainhub.engine.telemetry import Telemetry
+from trainhub.export.hf import save_final
+from trainhub.job import Job
+from trainhub.job.sizes import longest_sequence, tokens_per_step
+from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, MetricLog, StartRow
+from trainhub.metrics.rows import MethodStats
+
+
+def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
+             resume: Path | None = None) -> str:
+    """Run a GRPO-family job; returns 'completed' or 'interrupted'. Rows go to `log`."""
+    # --- setup: seeds, device, precision, tokenizer, prompts, rewards, model, reference, optimizer, sampler
+    t_start, stop, notes = time.time(), StopFlag.install(), []
+    random.seed(job.seed)
+    torch.manual_seed(job.seed)
+    m, tc = job.method, job.train
+    device = pick_device()
+    precision = pick_precision(job.train.precision, device, notes)
+    tokenizer = build_tokenizer(job, run_dir)
+    prompts = load_prompts(job, tokenizer)
+    notes += prompts.notes
+    rewards = Rewards(job)
+    model = build_model(job, tokenizer).to(device)
+    lora = hasattr(model, "disable_adapter")
+    reference = None
+    if m.kl_beta > 0 and not lora:  # the starting weights, before a resumed checkpoint replaces them
+        reference = copy.deepcopy(unwrap(model)).requires_grad_(False).eval()
+    optimizer = build_optimizer(job.optim, model, device)
+    if precision.scaler:
+        raise ValueError("train.precision fp16 (loss scaling) is not supported for grpo on the native backend "
+                         "yet; use bf16 or fp32")
+    compiled = bool(getattr(job.backend, "compile", False))
+    if compiled and device.type != "cuda":
+        notes.append("CPU: backend.compile ignored (the sampler's decode step is compiled on GPUs only)")
+        compiled = False
+    sampler = Sampler(model, SamplingSpec(m.max_new_tokens, m.temperature, m.top_p), eos_ids=[tokenizer.eos_token_id],
+                      pad_id=tokenizer.pad_token_id, device=device, precision=precision, compiled=compiled)
+    spec, scaling = loss_spec(m), m.resolved()["reward_scaling"]
+    counts = count_model(model)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    completions = tc.micro_batch_size * tc.grad_accum
+    max_steps = tc.max_steps or math.ceil(len(prompts.items) * (tc.epochs or 1) * m.group_size / completions)
+
+    # --- restore
+    state = TrainState()
+    if resume is not None:
+        state = TrainState.from_json(load_into(resume, model, optimizer, device))
+    max_steps = state.step + 1 if dry_run else max_steps
+
+    log.write(StartRow(
+        run_id=run_id, step=state.step, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
+        hardware=device_facts(device), params_total=counts.params_total, params_trainable=counts.params_trainable,
+        flops_per_token=counts.flops_per_token(longest_sequence(job)), precision=precision.name, max_steps=max_steps,
+        tokens_per_step=tokens_per_step(job), notes=notes, data={f"train_{k}": v for k, v in prompts.stats.items()},
+        resumed_from=str(resume) if resume else None))
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    telemetry = Telemetry(device, device_facts(device)["peak_flops"], counts.flops_per_token)
+    window = Window()
+    status, last_loss, in_a_row = "completed", None, 0
+    model.train()
+
+    while state.step < max_steps:
+        # --- rollout
+        lr = lr_at(state.step, peak=job.optim.lr, total=max_steps, schedule=job.schedule)
+        set_lr(optimizer, lr)
+        batch, state.epoch, state.index = draw(prompts.items, completions // m.group_size, state.epoch, state.index,
+                                               job.seed, job.data.shuffle)
+        rows = [p for p in batch for _ in range(m.group_size)]
+        generator = torch.Generator(device).manual_seed(job.seed * 1_000_003 + state.step)
+        t0 = time.perf_counter()
+        out = sampler.sample([p.ids for p in rows], generator)
+        lengths = out.lengths.tolist()  # sync
+        t_rollout = time.perf_counter() - t0
+
+        # --- rewards and advantages
+        ids = [c[:n] for c, n in zip(out.completion_ids.tolist(), lengths, strict=True)]
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        reward, by_function = rewards(rows, texts, ids)
+        advantages = group_advantages(reward, m.group_size, scaling).to(device)
+
+        # --- update
+        step_loss, grad_norm, finite, stats = update(model, reference, optimizer, out, advantages, spec, tc,
+                                                     m.temperature, precision, device, telemetry, state)
+        state.step += 1
+        if not finite:
+            state.nonfinite_skipped, in_a_row = state.nonfinite_skipped + 1, in_a_row + 1
+            print(f"step {state.step}: non-finite loss or gradient norm; update skipped", flush=True)
+        else:
+            in_a_row = 0
+        telemetry.step(step_loss)
+        window.add(reward, by_function, stats, lengths, t_rollout, time.perf_counter() - t0)
+
+        # --- log
+        if state.step % tc.log_every == 0 or state.step == max_steps or stop.requested or not finite:
+            row = telemetry.row(run_id=run_id, step=state.step, lr=lr, grad_norm=grad_norm, tokens=state.tokens,
+                                epoch=state.epoch + state.index / len(prompts.items), skipped=state.nonfinite_skipped)
+            row.method = window.stats()
+            last_loss = row.loss
+            log.write(row)
+        why = nonfinite_verdict(finite, tc, in_a_row)
+        if why:
+            message = (f"non-finite loss or gradient at step {state.step} ({why}); the run stops without saving, "
+                       f"the last good checkpoint is kept")
+            log.write(ErrorRow(run_id=run_id, step=state.step, message=message))
+            raise NonFiniteStop(message, state.step)
+        if dry_run:
+            break
+
+        # --- save (the last step too: final/ is made from it, and a finished run can be extended)
+        last = state.step == max_steps
+        if (tc.save_every and state.step % tc.save_every == 0) or stop.requested or last:
+            path = save_checkpoint(run_dir, state.step, model, optimizer, {**state.to_json(), "job_hash": job.hash()},
+                                   job.model_dump(mode="json"), tc.keep_last)
+            log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(path)))
+        if stop.requested:
+            status = "interrupted"
+            break
+
+    # --- end
+    if status == "completed" and not dry_run:
+        final = save_final(model, tokenizer, run_dir, job)
+        log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(final)))
+    synchronize(device)
+    log.write(EndRow(run_id=run_id, step=state.step, status=status, wall_s=time.time() - t_start,
+                     tokens=state.tokens, final_loss=last_loss, nonfinite_skipped=state.nonfinite_skipped))
+    return status
+
+
+def update(model, reference, optimizer, out: Rollout, advantages, spec, tc, temperature, precision, device,
+           telemetry, state) -> tuple[torch.Tensor, torch.Tensor, bool, dict[str, torch.Tensor]]:
+    """The step's micro-batches forward and backward through the algorithm's loss, then clip and step.
+    Returns (step loss, gradient norm before clipping, whether the update was applied, summed metrics)."""
+    mask = loss_mask(out.completion_mask.float(), out.truncated, spec)
+    step_tokens, step_sequences = mask.sum(), mask.shape[0]
+    step_loss = torch.zeros((), device=device)
+    stats: dict[str, torch.Tensor] = {}
+    micro = tc.micro_batch_size
+    for lo in range(0, mask.shape[0], micro):
+        part = slice(lo, lo + micro)
+        ids, attn, positions, width = sequences(out, part)
+        ref = None
+        if spec.kl_beta > 0:
+            with torch.no_grad():
+                if reference is None:  # LoRA: the base model is the model with its adapters off
+                    with model.disable_adapter():
+                        ref = completion_logprobs(model, ids, attn, positions, width, temperature, precision, device)
+                else:
+                    ref = completion_logprobs(reference, ids, attn, positions, width, temperature, precision, device)
+        logp = completion_logprobs(model, ids, attn, positions, width, temperature, precision, device)
+        loss, metrics = policy_loss(logp, out.logprobs[part], advantages[part], mask[part], spec=spec, ref_logp=ref,
+                                    step_tokens=step_tokens, step_sequences=step_sequences)
+        loss.backward()
+        step_loss += loss.detach()
+        n_tokens = int(out.prompt_mask[part].sum() + out.completion_mask[part].sum())  # sync
+        telemetry.micro(n_tokens, ids.shape[1])
+        state.tokens += n_tokens
+        for k, v in metrics.items():
+            stats[k] = stats.get(k, 0) + v / math.ceil(mask.shape[0] / micro)
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               tc.grad_clip or math.inf)
+    finite = bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm))  # sync
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm, finite, stats
+
+
+def sequences(out: Rollout, rows: slice):
+    """(ids [b, P+N], 4-D bool mask, position ids, P) for prompt + completion of these rows. Prompts are
+    left-padded: the mask keeps pads out of every real token's keys (a pad sees itself, so no row of the
+    mask is empty) and positions count real tokens, as the sampler's did."""
+    ids = torch.cat([out.prompt_ids[rows], out.completion_ids[rows]], 1)
+    real = torch.cat([out.prompt_mask[rows], torch.ones_like(out.completion_ids[rows])], 1).bool()
+    n = ids.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
+    own = torch.eye(n, dtype=torch.bool, device=ids.device)
+    attn = ((causal[None] & real[:, None, :]) | own[None])[:, None]
+    positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+    return ids, attn, positions, out.prompt_ids.shape[1]
+
+
+def completion_logprobs(model, ids, attn, positions, width: int, temperature: float, precision, device):
+    """log_softmax(logits / T) of each completion token [b, N] (float32), through the model's forward."""
+    with autocast(device, precision):
+        hidden = model(ids, position_ids=positions, attention_mask=attn)[:, width - 1:-1]
+    head = unwrap(model).head_weight
+    logits = (hidden @ head.T.to(hidden.dtype)).float() / temperature
+    return logits.log_softmax(-1).gather(-1, ids[:, width:, None]).squeeze(-1)
+
+
+class Window:
+    """The RL quantities of the steps since the last train row, averaged into MethodStats."""
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rewards, self.lengths, self.by_function, self.metrics = [], [], [], []
+        self.rollout_s = self.step_s = 0.0
+
+    def add(self, reward, by_function, metrics, lengths, rollout_s, step_s) -> None:
+        self.rewards.append(reward)
+        self.by_function.append(by_function)
+        self.metrics.append({k: float(v) for k, v in metrics.items()})  # sync
+        self.lengths += lengths
+        self.rollout_s += rollout_s
+        self.step_s += step_s
+
+    def stats(self) -> MethodStats:
+        rewards = torch.cat(self.rewards)
+        names = self.by_function[0]
+
+        def mean(key):
+            values = [d[key] for d in self.metrics if key in d]
+            return sum(values) / len(values) if values else None
+
+        def finite(x):
+            return x if x is not None and math.isfinite(x) else None
+
+        out = MethodStats(
+            reward_mean=float(rewards.mean()), reward_std=float(rewards.std()) if rewards.numel() > 1 else 0.0,
+            rewards={n: v for n in names if math.isfinite(v := sum(d[n] for d in self.by_function) / len(self.by_function))},
+            kl=finite(mean("kl_mean")), clip_ratio=finite((mean("clip_ratio/low") or 0) + (mean("clip_ratio/high") or 0)),
+            completion_length=sum(self.lengths) / len(self.lengths),
+            rollout_tokens_per_s=sum(self.lengths) / max(self.rollout_s, 1e-9),
+            rollout_share=self.rollout_s / max(self.step_s, 1e-9))
+        self._reset()
+        return out
