@@ -88,7 +88,6 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
                       pad_id=tokenizer.pad_token_id, device=device, precision=precision, compiled=compiled)
     spec, scaling = loss_spec(m), m.resolved()["reward_scaling"]
     counts = count_model(model)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     completions = tc.micro_batch_size * tc.grad_accum
     max_steps = tc.max_steps or math.ceil(len(prompts.items) * (tc.epochs or 1) * m.group_size / completions)
 

@@ -1,0 +1,120 @@
+"""The native GRPO loop's pieces (engine/rl/train.py, prompts.py) and the runner's view of GRPO jobs.
+
+- one job file validates on both backends (native and trl) with no problem; native refuses, naming the
+  key, what it cannot do yet (dynamic sampling, a truncated prompt, an eval set, fp16, a transformers model);
+- the update's forward over prompt + completion gives the sampler's log-probabilities (fp32): the
+  importance ratio of a fresh rollout is 1, so old-policy ratios compare like with like;
+- rewards: weighted sum, None counts as nothing and stays out of its function's mean; prompts are
+  rendered with the chat template and drawn in a seeded order that a resume reproduces.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.unit.test_models import hf_model, ours_like
+from trainhub.compose import compose
+from trainhub.engine.device import Precision
+from trainhub.engine.rl.prompts import Prompt, Rewards, draw
+from trainhub.engine.rl.rollout import Sampler, SamplingSpec
+from trainhub.engine.rl.train import completion_logprobs, sequences
+from trainhub.host import Host
+from trainhub.job import Job
+from trainhub.jobfile import resolve, validate
+from trainhub.runners.native.runner import NativeRunner
+from trainhub.runners.trl.runner import TrlRunner
+
+DEMO = ROOT / "config" / "grpo_native.yaml"
+
+
+def demo_job(**changes) -> Job:
+    raw, origins = compose(DEMO)
+    job = resolve(validate(raw, str(DEMO), origins), cwd=ROOT, origins=origins)
+    return job.model_copy(update=changes) if changes else job
+
+
+def test_the_demo_job_validates_on_native_and_trl():
+    job = demo_job()
+    assert NativeRunner().check(job, Host()) == []
+    if TrlRunner().missing():
+        pytest.skip("trl is not installed")
+    assert TrlRunner().check(job, Host()) == []
+
+
+@pytest.mark.parametrize("change, where, says", [
+    ({"method": {"dynamic_sampling": True}}, "method.dynamic_sampling", "not wired"),
+    ({"data": {"overlong": "truncate"}}, "data.overlong", "cannot be cut"),
+    ({"data": {"eval_fraction": 0.1}}, "data.eval", "not wired"),
+    ({"train": {"precision": {"type": "fp16"}}}, "train.precision", "fp16"),
+    ({"model": {"impl": "hf"}}, "model", "own decoder"),
+])
+def test_native_refuses_what_it_cannot_do_yet(change, where, says):
+    job = demo_job()
+    data = job.model_dump()
+    for section, values in change.items():
+        data[section].update(values)
+    problems = [p for p in NativeRunner().check(Job.model_validate(data), Host()) if p.where == where]
+    assert len(problems) == 1 and says in problems[0].message
+
+
+def test_a_missing_reward_file_is_named():
+    data = demo_job().model_dump()
+    data["method"]["rewards"] = [{"function": "nowhere/reward.py:score", "weight": 1.0}]
+    [problem] = NativeRunner().check(Job.model_validate(data), Host())
+    assert "method.rewards[0]" in problem.message and "nowhere/reward.py" in problem.message
+
+
+def test_the_update_forward_gives_the_rollouts_logprobs():
+    model = ours_like(hf_model("qwen3-headdim"))
+    fp32, cpu = Precision("fp32", None, False), torch.device("cpu")
+    sampler = Sampler(model, SamplingSpec(max_new_tokens=10, temperature=0.8), eos_ids=[5], pad_id=0, device=cpu,
+                      precision=fp32)
+    prompts = [[3, 9, 12], [7, 7, 1, 2, 30, 4, 8], [11]] * 2
+    out = sampler.sample(prompts, torch.Generator().manual_seed(3))
+    assert (out.lengths < 10).any() and (out.lengths == 10).any()  # early EOS and truncation both present
+    ids, attn, positions, width = sequences(out, slice(0, 6))
+    logp = completion_logprobs(model, ids, attn, positions, width, 0.8, fp32, cpu)
+    torch.testing.assert_close(logp * out.completion_mask, out.logprobs, atol=1e-5, rtol=0)
+
+
+def test_rewards_weight_and_skip_none(tmp_path):
+    file = tmp_path / "r.py"
+    file.write_text("def length(prompts, completions, **_):\n"
+                    "    return [float(len(c[-1]['content'])) for c in completions]\n"
+                    "def picky(prompts, completions, answer=None, **_):\n"
+                    "    return [None if a is None else 1.0 for a in answer]\n")
+    data = demo_job().model_dump()
+    data["method"]["rewards"] = [{"function": f"{file}:length", "weight": 0.5},
+                                 {"function": f"{file}:picky", "weight": 2.0}]
+    rewards = Rewards(Job.model_validate(data))
+    prompts = [Prompt([1], [{"role": "user", "content": "q"}], {"answer": a}) for a in ("1", None)]
+    total, means = rewards(prompts, ["abcd", "ab"], [[1], [2]])
+    assert total.tolist() == [0.5 * 4 + 2.0, 0.5 * 2]
+    assert means == {"length": 3.0, "picky": 1.0}
+
+
+def test_prompts_are_drawn_in_a_resumable_seeded_order():
+    items = [Prompt([i], []) for i in range(5)]
+    first, epoch, index = draw(items, 3, 0, 0, seed=1, shuffle=True)
+    second, epoch, index = draw(items, 3, epoch, index, seed=1, shuffle=True)  # crosses into epoch 1
+    assert (epoch, index) == (1, 1)
+    assert sorted(p.ids[0] for p in first + second[:2]) == [0, 1, 2, 3, 4]  # epoch 0 is a permutation
+    again, _, _ = draw(items, 3, 0, 3, seed=1, shuffle=True)  # resumed at (0, 3)
+    assert [p.ids for p in again] == [p.ids for p in second]
+    plain, _, _ = draw(items, 5, 0, 0, seed=1, shuffle=False)
+    assert [p.ids[0] for p in plain] == [0, 1, 2, 3, 4]
+
+
+def test_the_demo_prompts_render_with_the_chat_template(tmp_path):
+    from trainhub.engine.model import build_tokenizer
+    from trainhub.engine.rl.prompts import load_prompts
+
+    job = demo_job()
+    tok = build_tokenizer(job, tmp_path)
+    prompts = load_prompts(job, tok)
+    assert len(prompts.items) == 400 and prompts.stats["dropped_overlong"] == 0
+    text = tok.decode(prompts.items[0].ids)
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    assert prompts.items[0].fields["answer"] == "35"
