@@ -28,9 +28,9 @@ CPU = torch.device("cpu")
 PROMPTS = [[5, 9, 3, 17, 2], [8, 1], [4, 4, 12, 30, 7, 6, 11, 2, 9]]
 
 
-def sampler(model, eos: int, **spec) -> Sampler:
+def sampler(model, eos: int, prompt_tokens: int = 0, **spec) -> Sampler:
     return Sampler(model, SamplingSpec(**{"max_new_tokens": 12, **spec}), eos_ids=[eos], pad_id=0, device=CPU,
-                   precision=FP32)
+                   precision=FP32, prompt_tokens=prompt_tokens)
 
 
 def full_logprobs(model, out, temperature: float) -> torch.Tensor:
@@ -117,14 +117,18 @@ def test_decode_step_is_one_graph_without_recompiles():
 
     hf = hf_model("llama-gqa-llama3")
     ours = ours_like(hf)
-    s = sampler(ours, 3, top_p=0.9, top_k=20)
+    s = sampler(ours, 3, prompt_tokens=32, top_p=0.9, top_k=20)  # one cache of 32 + 12 slots for both rollouts
     dynamo.reset()
     counts = CompileCounter()
     s._decode = torch.compile(s._decode_step, backend=counts, fullgraph=True, dynamic=False)
     out = s.sample(PROMPTS, generator=torch.Generator().manual_seed(0))
     eager = sampler(ours, 3, top_p=0.9, top_k=20).sample(PROMPTS, generator=torch.Generator().manual_seed(0))
-    assert counts.frame_count == 1  # 11 decode steps, one trace
     assert torch.equal(out.completion_ids, eager.completion_ids)
+    shorter = [p[:3] for p in PROMPTS[:2]] + [list(range(1, 25))]  # prompts 16 -> 32 wide: same cache and trace
+    again = s.sample(shorter, generator=torch.Generator().manual_seed(5))
+    eager = sampler(ours, 3, top_p=0.9, top_k=20).sample(shorter, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(again.completion_ids, eager.completion_ids)
+    assert counts.frame_count == 1  # 22 decode steps over two rollouts, one trace
     dynamo.reset()
 
 

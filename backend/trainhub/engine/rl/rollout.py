@@ -10,7 +10,8 @@ first token; then max_new_tokens - 1 *decode* steps of one token each. A decode 
 (tokens [B, 1], one slot index as a tensor, noise [B, vocab]) and touches only preallocated buffers,
 so `compiled=True` wraps it in torch.compile once (on CUDA with mode "reduce-overhead", which replays
 it as a CUDA graph: one launch per token instead of one per kernel, the cost that dominates small-batch
-decoding). The loop stops early once every row has emitted an EOS token, checked every `SYNC_EVERY`
+decoding). The cache is kept from one rollout to the next (same buffers, sized for the longest
+prompt the job allows), so the compiled step is traced once per run. The loop stops early once every row has emitted an EOS token, checked every `SYNC_EVERY`
 steps (each check waits for the GPU).
 
 Sampling. logits / temperature, then top-k and top-p (nucleus) filtering, then a draw by the exponential
@@ -119,7 +120,7 @@ def pick(logits: torch.Tensor, noise: torch.Tensor | None, spec: SamplingSpec) -
 
 class Sampler:
     def __init__(self, model: torch.nn.Module, spec: SamplingSpec, *, eos_ids: list[int], pad_id: int,
-                 device: torch.device, precision: Precision, compiled: bool = False):
+                 device: torch.device, precision: Precision, compiled: bool = False, prompt_tokens: int = 0):
         base = unwrap(model)
         if not isinstance(base, CausalLM):
             raise ValueError("the native sampler runs trainhub's own decoder (llama, qwen2, qwen3), not a "
@@ -130,10 +131,25 @@ class Sampler:
         self.eos = torch.tensor(sorted(set(eos_ids)), device=device)
         self.pad_id = pad_id
         self.head = base.head_weight
+        self.prompt_tokens = prompt_tokens
+        self.compiled = compiled and device.type == "cuda"
+        self._cache: KVCache | None = None
         self._decode = self._decode_step
         if compiled:
             mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs on a GPU
             self._decode = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
+
+    def _cache_for(self, batch: int, slots: int) -> KVCache:
+        """The sampler's one cache, reused from call to call (cleared), so a compiled decode step sees the
+        same buffers and shapes every rollout; sized for prompt_tokens (rounded up) + max_new_tokens, and
+        grown only when a batch needs more."""
+        cache = self._cache
+        if cache is None or cache.valid.shape[0] != batch or cache.size < slots:
+            width = -(-self.prompt_tokens // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+            size = max(slots, width + self.spec.max_new_tokens)
+            cache = self._cache = KVCache.for_model(self.model.config, batch, size, self._cache_dtype(), self.device)
+        cache.valid.zero_()
+        return cache
 
     def _cache_dtype(self) -> torch.dtype:
         return self.precision.autocast_dtype or self.head.dtype
@@ -161,7 +177,7 @@ class Sampler:
         ids, mask = ids.to(device), mask.to(device)
         b, width = ids.shape
         n = spec.max_new_tokens
-        cache = KVCache.for_model(self.model.config, b, width + n, self._cache_dtype(), device)
+        cache = self._cache_for(b, width + n)
         start = (width - mask.sum(-1)).long()  # pad count: a row's first real slot
         vocab = self.head.shape[0]
 
@@ -186,9 +202,11 @@ class Sampler:
             if i % SYNC_EVERY == 0 and bool(done.all()):  # sync
                 break
             slot = torch.full((1,), width + i - 1, dtype=torch.long, device=device)
+            if self.compiled:  # a new CUDA-graph replay: the previous one's outputs are copied out below
+                torch.compiler.cudagraph_mark_step_begin()
             token, logp, done = self._decode(cache, tokens[:, i - 1:i].clone(), slot, start, done,
                                              noise() if not spec.greedy else torch.ones(b, vocab, device=device))
-            tokens[:, i], logps[:, i] = token, logp
+            tokens[:, i], logps[:, i], done = token, logp, done.clone()
         is_eos = torch.isin(tokens, self.eos)
         after = (is_eos.cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
         completion_mask = (~after).long()

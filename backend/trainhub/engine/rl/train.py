@@ -85,7 +85,8 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
         notes.append("CPU: backend.compile ignored (the sampler's decode step is compiled on GPUs only)")
         compiled = False
     sampler = Sampler(model, SamplingSpec(m.max_new_tokens, m.temperature, m.top_p), eos_ids=[tokenizer.eos_token_id],
-                      pad_id=tokenizer.pad_token_id, device=device, precision=precision, compiled=compiled)
+                      pad_id=tokenizer.pad_token_id, device=device, precision=precision, compiled=compiled,
+                      prompt_tokens=job.data.max_length)
     spec, scaling = loss_spec(m), m.resolved()["reward_scaling"]
     counts = count_model(model)
     completions = tc.micro_batch_size * tc.grad_accum
