@@ -1,1 +1,2 @@
-"""The native engine's GRPO family: losses (loss.py) and advantages (advantages.py); rollout and the loop come later."""
+"""The native engine's GRPO family: losses (loss.py), advantages (advantages.py), the KV-cache sampler
+(rollout.py), prompts and rewards (prompts.py) and the loop (train.py)."""
