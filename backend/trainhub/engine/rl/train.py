@@ -237,7 +237,9 @@ def completion_logprobs(model, ids, attn, positions, width: int, temperature: fl
         hidden = model(ids, position_ids=positions, attention_mask=attn)[:, width - 1:-1]
     head = unwrap(model).head_weight
     logits = (hidden @ head.T.to(hidden.dtype)).float() / temperature
-    return logits.log_softmax(-1).gather(-1, ids[:, width:, None]).squeeze(-1)
+    # picked logit - logsumexp: the [b, N, vocab] log_softmax output is never stored (1.2 GB at micro-batch 16
+    # x 256 tokens x Qwen's 151,936) while the result equals log_softmax's gather
+    return logits.gather(-1, ids[:, width:, None]).squeeze(-1) - logits.logsumexp(-1)
 
 
 class Window:
