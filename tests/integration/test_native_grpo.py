@@ -54,9 +54,9 @@ def _tiny(tmp, name: str, method: dict, **train) -> dict:
 
 
 # dapo leaves truncated completions out of the loss, and a random model's 6 tokens are all truncated (no EOS):
-# its gradient would be 0, so the test keeps them in
+# its gradient would be 0, so the test keeps them in (and runs DAPO's dynamic sampling, which trl lacks)
 @pytest.mark.parametrize("algorithm, adapter, kl, extra", [
-    ("grpo", "lora", 0.1, {}), ("dr_grpo", "full", 0.1, {}), ("dapo", "full", 0.0, {"mask_truncated": False}),
+    ("grpo", "lora", 0.1, {}), ("dr_grpo", "full", 0.1, {}), ("dapo", "full", 0.0, {"mask_truncated": False, "dynamic_sampling": True}),
     ("gspo", "lora", 0.0, {})])
 def test_each_algorithm_runs(tmp_path, algorithm, adapter, kl, extra):
     job = _tiny(tmp_path, algorithm, {"algorithm": algorithm, "kl_beta": kl, **extra})

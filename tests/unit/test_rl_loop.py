@@ -1,7 +1,8 @@
 """The native GRPO loop's pieces (engine/rl/train.py, prompts.py) and the runner's view of GRPO jobs.
 
 - one job file validates on both backends (native and trl) with no problem; native refuses, naming the
-  key, what it cannot do yet (dynamic sampling, a truncated prompt, an eval set, fp16, a transformers model);
+  key, what it cannot do yet (a truncated prompt, an eval set, fp16, a transformers model);
+- dynamic sampling (DAPO) keeps only groups with a reward spread, sampling more prompts to fill the step;
 - the update's forward over prompt + completion gives the sampler's log-probabilities (fp32): the
   importance ratio of a fresh rollout is 1, so old-policy ratios compare like with like;
 - rewards: weighted sum, None counts as nothing and stays out of its function's mean; prompts are
@@ -44,7 +45,6 @@ def test_the_demo_job_validates_on_native_and_trl():
 
 
 @pytest.mark.parametrize("change, where, says", [
-    ({"method": {"dynamic_sampling": True}}, "method.dynamic_sampling", "not wired"),
     ({"data": {"overlong": "truncate"}}, "data.overlong", "cannot be cut"),
     ({"data": {"eval_fraction": 0.1}}, "data.eval", "not wired"),
     ({"train": {"precision": {"type": "fp16"}}}, "train.precision", "fp16"),
@@ -118,3 +118,33 @@ def test_the_demo_prompts_render_with_the_chat_template(tmp_path):
     text = tok.decode(prompts.items[0].ids)
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
     assert prompts.items[0].fields["answer"] == "35"
+
+
+def test_dynamic_sampling_keeps_groups_with_a_reward_spread(tmp_path):
+    from trainhub.engine.model import build_tokenizer
+    from trainhub.engine.models import build_model
+    from trainhub.engine.rl.prompts import load_prompts
+    from trainhub.engine.rl.train import collect
+    from trainhub.engine.state import TrainState
+
+    file = tmp_path / "r.py"  # prompts with an even answer: reward by completion length parity; odd: always 0
+    file.write_text("def parity(prompts, completions, answer=None, **_):\n"
+                    "    return [float(len(c[-1]['content']) % 2) if int(a) % 2 == 0 else 0.0\n"
+                    "            for c, a in zip(completions, answer)]\n")
+    data = demo_job().model_dump()
+    data["method"].update(dynamic_sampling=True, group_size=4, max_new_tokens=6,
+                          rewards=[{"function": f"{file}:parity", "weight": 1.0}])
+    data["train"].update(micro_batch_size=8, grad_accum=2)
+    job = Job.model_validate(data)
+    tok = build_tokenizer(job, tmp_path)
+    items = load_prompts(job, tok).items
+    sampler = Sampler(build_model(job, tok), SamplingSpec(max_new_tokens=6), eos_ids=[tok.eos_token_id],
+                      pad_id=tok.pad_token_id, device=torch.device("cpu"), precision=Precision("fp32", None, False))
+    state = TrainState()
+    got = collect(sampler, tok, Rewards(job), items, job, state, torch.Generator().manual_seed(0))
+    assert got.out.completion_ids.shape[0] == 16 == got.reward.numel()
+    groups = got.reward.view(-1, 4)
+    assert (groups.amax(-1) > groups.amin(-1)).all()  # every kept group has a spread
+    drawn = state.index + state.epoch * len(items)
+    assert drawn > 4 and got.sampled_reward.numel() == 4 * drawn  # groups were dropped and more prompts drawn
+    assert len(got.lengths) == got.sampled_reward.numel()

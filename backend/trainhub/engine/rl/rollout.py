@@ -29,7 +29,7 @@ trainhub's own decoder has the cache; the transformers path is refused by the ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -74,6 +74,23 @@ class Rollout:
     @property
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
+
+    def rows(self, index: torch.Tensor | slice) -> Rollout:
+        """These rows only (a bool mask, indices or a slice)."""
+        return Rollout(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    @staticmethod
+    def cat(parts: list[Rollout], pad_id: int) -> Rollout:
+        """Rows of several rollouts as one; prompts left-padded again to the widest."""
+        width = max(p.prompt_ids.shape[1] for p in parts)
+
+        def widen(x: torch.Tensor, value: int) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+        return Rollout(prompt_ids=torch.cat([widen(p.prompt_ids, pad_id) for p in parts]),
+                       prompt_mask=torch.cat([widen(p.prompt_mask, 0) for p in parts]),
+                       **{name: torch.cat([getattr(p, name) for p in parts])
+                          for name in ("completion_ids", "completion_mask", "logprobs", "truncated")})
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,9 @@ One optimizer step, with C = train.micro_batch_size x train.grad_accum completio
     prompts      C / G prompts from the data position (prompts.py), each repeated G times
     rollout      the policy's own weights sample a completion per row (rollout.py), returning each
                  token's log-probability: the "old" policy of the importance ratio
-    rewards      method.rewards on the decoded texts, weighted and summed (prompts.py)
+    rewards      method.rewards on the decoded texts, weighted and summed (prompts.py); with
+                 method.dynamic_sampling (DAPO) groups whose rewards are all equal are dropped and more
+                 prompts sampled until the step is full (`collect`, at most MAX_DRAWS rollouts)
     advantages   reward against its group (advantages.py, method.reward_scaling)
     reference    log-probabilities under the starting model when method.kl_beta > 0: the base with
                  the adapters switched off (LoRA), else a frozen copy of the weights made at setup
@@ -31,6 +33,7 @@ import copy
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +44,7 @@ from trainhub.engine.model import build_tokenizer, count_model
 from trainhub.engine.models import build_model
 from trainhub.engine.models.own import unwrap
 from trainhub.engine.optim import build_optimizer, set_lr
-from trainhub.engine.rl.advantages import group_advantages
+from trainhub.engine.rl.advantages import group_advantages, keep_rows
 from trainhub.engine.rl.loss import loss_mask, loss_spec, policy_loss
 from trainhub.engine.rl.prompts import Rewards, draw, load_prompts
 from trainhub.engine.rl.rollout import Rollout, Sampler, SamplingSpec
@@ -112,23 +115,14 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     model.train()
 
     while state.step < max_steps:
-        # --- rollout
+        # --- rollout, rewards, advantages
         lr = lr_at(state.step, peak=job.optim.lr, total=max_steps, schedule=job.schedule)
         set_lr(optimizer, lr)
-        batch, state.epoch, state.index = draw(prompts.items, completions // m.group_size, state.epoch, state.index,
-                                               job.seed, job.data.shuffle)
-        rows = [p for p in batch for _ in range(m.group_size)]
         generator = torch.Generator(device).manual_seed(job.seed * 1_000_003 + state.step)
         t0 = time.perf_counter()
-        out = sampler.sample([p.ids for p in rows], generator)
-        lengths = out.lengths.tolist()  # sync
-        t_rollout = time.perf_counter() - t0
-
-        # --- rewards and advantages
-        ids = [c[:n] for c, n in zip(out.completion_ids.tolist(), lengths, strict=True)]
-        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-        reward, by_function = rewards(rows, texts, ids)
-        advantages = group_advantages(reward, m.group_size, scaling).to(device)
+        got = collect(sampler, tokenizer, rewards, prompts.items, job, state, generator)
+        advantages = group_advantages(got.reward, m.group_size, scaling).to(device)
+        out = got.out
 
         # --- update
         step_loss, grad_norm, finite, stats = update(model, reference, optimizer, out, advantages, spec, tc,
@@ -140,7 +134,7 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
         else:
             in_a_row = 0
         telemetry.step(step_loss)
-        window.add(reward, by_function, stats, lengths, t_rollout, time.perf_counter() - t0)
+        window.add(got.sampled_reward, got.by_function, stats, got.lengths, got.rollout_s, time.perf_counter() - t0)
 
         # --- log
         if state.step % tc.log_every == 0 or state.step == max_steps or stop.requested or not finite:
@@ -176,6 +170,55 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     log.write(EndRow(run_id=run_id, step=state.step, status=status, wall_s=time.time() - t_start,
                      tokens=state.tokens, final_loss=last_loss, nonfinite_skipped=state.nonfinite_skipped))
     return status
+
+
+MAX_DRAWS = 8
+"""Dynamic sampling: rollouts per step at most; a step that still lacks groups with a reward spread trains on
+the ones it has (DAPO samples until full; a cap keeps a solved or hopeless task from spinning forever)."""
+
+
+@dataclass
+class Collected:
+    out: Rollout
+    """The completions the update trains on: every row sampled, or (dynamic sampling) the groups kept."""
+    reward: torch.Tensor
+    """[rows of out] their rewards (CPU float32)."""
+    sampled_reward: torch.Tensor
+    """Every completion sampled this step: what the row's reward_mean and reward_std describe."""
+    by_function: dict[str, float]
+    lengths: list[int]
+    rollout_s: float
+
+
+def collect(sampler: Sampler, tokenizer, rewards: Rewards, prompts: list, job: Job, state: TrainState,
+            generator: torch.Generator) -> Collected:
+    """Sample and score one step's completions, moving the data position. With method.dynamic_sampling
+    (DAPO), groups whose rewards are all equal are dropped and more prompts sampled, up to MAX_DRAWS."""
+    m, tc = job.method, job.train
+    n_rows = tc.micro_batch_size * tc.grad_accum
+    kept, sampled, means, lengths, rollout_s = [], [], [], [], 0.0
+    for _ in range(MAX_DRAWS if m.dynamic_sampling else 1):
+        batch, state.epoch, state.index = draw(prompts, n_rows // m.group_size, state.epoch, state.index, job.seed,
+                                               job.data.shuffle)
+        rows = [p for p in batch for _ in range(m.group_size)]
+        t0 = time.perf_counter()
+        out = sampler.sample([p.ids for p in rows], generator)
+        n = out.lengths.tolist()  # sync
+        rollout_s += time.perf_counter() - t0
+        ids = [c[:k] for c, k in zip(out.completion_ids.tolist(), n, strict=True)]
+        reward, by_function = rewards(rows, tokenizer.batch_decode(ids, skip_special_tokens=True), ids)
+        sampled.append(reward)
+        means.append(by_function)
+        lengths += n
+        if not m.dynamic_sampling:
+            return Collected(out, reward, reward, by_function, lengths, rollout_s)
+        keep = keep_rows(reward, m.group_size)
+        kept.append((out.rows(keep.to(out.completion_ids.device)), reward[keep]))
+        if sum(len(r) for _, r in kept) >= n_rows:
+            break
+    out = Rollout.cat([o for o, _ in kept], sampler.pad_id).rows(slice(0, n_rows))
+    average = {k: sum(d[k] for d in means) / len(means) for k in means[0]}
+    return Collected(out, torch.cat([r for _, r in kept])[:n_rows], torch.cat(sampled), average, lengths, rollout_s)
 
 
 def update(model, reference, optimizer, out: Rollout, advantages, spec, tc, temperature, precision, device,

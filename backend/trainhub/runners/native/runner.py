@@ -60,9 +60,6 @@ def grpo_problems(job: Job) -> list[Problem]:
     from trainhub.rewards.load import RewardError, load
 
     m, problems = job.method, []
-    if m.dynamic_sampling:
-        problems.append(Problem("method.dynamic_sampling", "native: DAPO's dynamic sampling is not wired into the "
-                                "rollout loop yet; set it false"))
     if job.data.overlong == "truncate":
         problems.append(Problem("data.overlong", "native samples from whole prompts, so a prompt over "
                                 "data.max_length cannot be cut; use drop or error"))
