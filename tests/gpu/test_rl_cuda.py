@@ -24,8 +24,8 @@ def sampler(model, compiled: bool, precision=Precision("fp32", None, False), **s
 
 
 def test_greedy_equals_generate_on_cuda():
-    hf = hf_model("llama-gqa-llama3").to(CUDA)
-    ours = ours_like(hf.cpu()).to(CUDA)
+    hf = hf_model("llama-gqa-llama3")
+    ours = ours_like(hf).to(CUDA)
     hf = hf.to(CUDA)
     ids, mask = left_pad(PROMPTS, 0)
     ref = hf.generate(input_ids=ids.to(CUDA), attention_mask=mask.to(CUDA), max_new_tokens=40, do_sample=False,

@@ -305,19 +305,20 @@ class Window:
 
     def stats(self) -> MethodStats:
         rewards = torch.cat(self.rewards)
-        names = self.by_function[0]
 
-        def mean(key):
-            values = [d[key] for d in self.metrics if key in d]
+        def mean(values: list[float]) -> float | None:
+            values = [v for v in values if math.isfinite(v)]
             return sum(values) / len(values) if values else None
 
-        def finite(x):
-            return x if x is not None and math.isfinite(x) else None
+        def metric(key: str) -> float | None:
+            return mean([d[key] for d in self.metrics if key in d])
 
+        by_function = {name: mean([d[name] for d in self.by_function]) for name in self.by_function[0]}
+        clipped = [metric("clip_ratio/low"), metric("clip_ratio/high")]
         out = MethodStats(
             reward_mean=float(rewards.mean()), reward_std=float(rewards.std()) if rewards.numel() > 1 else 0.0,
-            rewards={n: v for n in names if math.isfinite(v := sum(d[n] for d in self.by_function) / len(self.by_function))},
-            kl=finite(mean("kl_mean")), clip_ratio=finite((mean("clip_ratio/low") or 0) + (mean("clip_ratio/high") or 0)),
+            rewards={name: v for name, v in by_function.items() if v is not None}, kl=metric("kl_mean"),
+            clip_ratio=None if None in clipped else sum(clipped),
             completion_length=sum(self.lengths) / len(self.lengths),
             rollout_tokens_per_s=sum(self.lengths) / max(self.rollout_s, 1e-9),
             rollout_share=self.rollout_s / max(self.step_s, 1e-9))
