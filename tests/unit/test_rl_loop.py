@@ -1,7 +1,7 @@
 """The native GRPO loop's pieces (engine/rl/train.py, prompts.py) and the runner's view of GRPO jobs.
 
 - one job file validates on both backends (native and trl) with no problem; native refuses, naming the
-  key, what it cannot do yet (a truncated prompt, an eval set, fp16, a transformers model);
+  key, what it cannot do yet (a truncated prompt, an eval set, fp16, a transformers model) and train.loss;
 - dynamic sampling (DAPO) keeps only groups with a reward spread, sampling more prompts to fill the step;
 - the update's forward over prompt + completion gives the sampler's log-probabilities (fp32): the
   importance ratio of a fresh rollout is 1, so old-policy ratios compare like with like;
@@ -48,6 +48,7 @@ def test_the_demo_job_validates_on_native_and_trl():
     ({"data": {"overlong": "truncate"}}, "data.overlong", "cannot be cut"),
     ({"data": {"eval_fraction": 0.1}}, "data.eval", "not wired"),
     ({"train": {"precision": {"type": "fp16"}}}, "train.precision", "fp16"),
+    ({"train": {"loss": "chunked"}}, "train.loss", "method.algorithm"),
     ({"model": {"impl": "hf"}}, "model", "own decoder"),
 ])
 def test_native_refuses_what_it_cannot_do_yet(change, where, says):

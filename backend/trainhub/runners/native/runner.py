@@ -66,6 +66,9 @@ def grpo_problems(job: Job) -> list[Problem]:
     if job.data.has_eval:
         problems.append(Problem("data.eval", "native: evaluation during GRPO is not wired yet; remove data.eval "
                                 "and data.eval_fraction"))
+    if job.train.loss != "auto":
+        problems.append(Problem("train.loss", "train.loss picks the cross-entropy of pretrain and sft; a grpo job's "
+                                "loss is method.algorithm's: leave train.loss auto"))
     if job.train.precision.type == "fp16":
         problems.append(Problem("train.precision", "native: grpo with fp16 loss scaling is not supported yet; "
                                 "use bf16 or fp32"))
