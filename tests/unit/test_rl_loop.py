@@ -149,3 +149,9 @@ def test_dynamic_sampling_keeps_groups_with_a_reward_spread(tmp_path):
     drawn = state.index + state.epoch * len(items)
     assert drawn > 4 and got.sampled_reward.numel() == 4 * drawn  # groups were dropped and more prompts drawn
     assert len(got.lengths) == got.sampled_reward.numel()
+
+
+def test_plan_names_the_grpo_loss_and_the_sampler():
+    lines = NativeRunner().plan_lines(demo_job())
+    assert any("loss: grpo:" in line and "clip_high 0.2" in line and "engine/rl/loss.py" in line for line in lines)
+    assert any("rollout:" in line and "eager" in line for line in lines)

@@ -46,6 +46,12 @@ class NativeRunner:
         """Which model implementation and loss the engine will use (read without torch: config.json only)."""
         from trainhub.engine.models import model_path
 
+        if job.method.type == "grpo":
+            m, settings = job.method, job.method.resolved()
+            knobs = ", ".join(f"{k} {v}" for k, v in settings.items())
+            decode = "compiled decode step (CUDA graphs) on a GPU" if getattr(job.backend, "compile", False) else "eager"
+            return [f"  {model_path(job)}", f"  loss: {m.algorithm}: {knobs} (engine/rl/loss.py)",
+                    f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)"]
         loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
         return [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
 
