@@ -85,6 +85,8 @@ class View:
             loss = f"{row.loss:.4f}" if row.loss is not None else "non-finite"
             mem = f"  mem {row.mem_gb:.1f}GB" if row.mem_gb is not None else ""
             stats = f"loss {loss}  lr {row.lr:.2e}  {_fmt_tps(row.tokens_per_s)} tok/s{mfu}{mem}"
+            if row.method is not None and row.method.reward_mean is not None:  # RL: what the loss does not show
+                stats += f"  reward {row.method.reward_mean:.3f}"
             if self.progress is not None and self.task is not None:
                 self.progress.update(self.task, completed=row.step, stats=stats)
             else:
