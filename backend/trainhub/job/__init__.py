@@ -208,8 +208,10 @@ class ModelSection(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype the weights are stored in. float32 master weights with bf16 autocast is classic mixed precision."""
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention implementation passed to transformers (native's own model: sdpa, and flash-attention's varlen
-    kernel for packed rows on a GPU when flash-attn is installed)."""
+    """Attention implementation. sdpa: torch's scaled_dot_product_attention (it picks flash, cuDNN or
+    memory-efficient kernels), and on the native engine's own model flash-attention's varlen kernel for packed
+    rows on a GPU. eager and flash_attention_2 are transformers' implementations: under model.impl auto they
+    take the native engine to transformers' model (`trainhub plan` says so); model.impl own refuses them."""
     impl: Literal["auto", "own", "hf"] = "auto"
     """native: which implementation trains the model. auto: trainhub's own decoder (engine/models) for llama,
     qwen2 and qwen3 in the forms it implements, transformers' for anything else; own: trainhub's or an error;
