@@ -148,7 +148,7 @@ def test_report_compares_native_trl_and_llamafactory(tmp_path, pretrained, llama
     runs = []
     for backend in ("native", "trl", "llamafactory"):
         (tmp_path / backend).mkdir()
-        job = _sft(tmp_path / backend, pretrained, max_steps=4, eval_every=2, eval_batches=2)
+        job = _sft(tmp_path / backend, pretrained, max_steps=4, eval_every=2)
         job.update({"name": f"sft-{backend}", "backend": backend})
         job["data"]["eval"] = str(ROOT / "config/data/chat_eval.jsonl")
         done = _train(tmp_path / backend, job, env=llamafactory_env)
