@@ -242,3 +242,9 @@ def test_lora_keeps_adapters_in_bf16_and_converts_the_frozen_base():
     model(torch.randint(0, 1024, (2, 16))).float().square().mean().backward()
     trained = {n for n, p in model.named_parameters() if p.grad is not None}
     assert trained and all(".lora_" in n for n in trained)
+
+
+def test_plan_says_fp8_and_where_the_layer_choice_shows():
+    lines = RUNNERS["native"].plan_lines(job({"type": "fp8", "recipe": "rowwise"}))
+    assert "  precision: fp8 rowwise (torchao float8), filter measured; which Linear layers convert is decided at " \
+           "start and listed in the start row's notes (engine/fp8.py)" in lines

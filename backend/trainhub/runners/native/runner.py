@@ -46,7 +46,12 @@ class NativeRunner:
         from trainhub.engine.models import model_path
 
         loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
-        return [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        p = job.train.precision
+        if p.type == "fp8":
+            lines.append(f"  precision: fp8 {p.recipe} (torchao float8), filter {p.filter}; which Linear layers "
+                         f"convert is decided at start and listed in the start row's notes (engine/fp8.py)")
+        return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
