@@ -215,4 +215,4 @@ def check_device(spec, device: torch.device, *, compiled: bool) -> None:
                       capability=torch.cuda.get_device_capability(device) if cuda else None,
                       compiled=compiled, allow_eager=spec.allow_eager)
     if why:
-        raise Fp8Error(why)
+        raise Fp8Error(f"train.precision: {why}")

@@ -57,15 +57,15 @@ def fp8_refusal(*, gpu: str | None, capability: tuple[int, int] | None, compiled
     not known yet (the hub without nvidia-smi's compute_cap; the engine asks torch again at start).
     Pure, so `trainhub plan` and the engine give the same message."""
     if gpu is None:
-        return ("train.precision fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability "
+        return ("fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability "
                 f"{FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]}+: L4, L40S, RTX 40xx, H100, H200, B200); this host "
                 "has none (CPU); use precision bf16 or auto")
     if capability is not None and tuple(capability) < FP8_CAPABILITY:
-        return (f"train.precision fp8 needs FP8 tensor cores (compute capability {FP8_CAPABILITY[0]}."
+        return (f"fp8 needs FP8 tensor cores (compute capability {FP8_CAPABILITY[0]}."
                 f"{FP8_CAPABILITY[1]}+: L4, L40S, RTX 40xx, H100, H200, B200); {gpu} has "
                 f"{capability[0]}.{capability[1]}; use precision bf16")
     if not compiled and not allow_eager:
-        return ("train.precision fp8 needs backend.compile: true (backend: {type: native, compile: true}); "
+        return ("fp8 needs backend.compile: true (backend: {type: native, compile: true}); "
                 "without torch.compile the float8 casts run as separate kernels and fp8 is slower than bf16. "
                 "Set train.precision.allow_eager: true to run it eagerly anyway (numerics checks, not speed)")
     return None
