@@ -248,3 +248,17 @@ def test_plan_says_fp8_and_where_the_layer_choice_shows():
     lines = RUNNERS["native"].plan_lines(job({"type": "fp8", "recipe": "rowwise"}))
     assert "  precision: fp8 rowwise (torchao float8), filter measured; which Linear layers convert is decided at " \
            "start and listed in the start row's notes (engine/fp8.py)" in lines
+
+
+def test_the_fp8_preset_compiles_and_passes_the_native_check_on_an_h100(tmp_path):
+    from tests.conftest import ROOT
+    from trainhub.compose import compose
+    from trainhub.jobfile import validate
+
+    path = tmp_path / "job.yaml"
+    path.write_text(f"extends: fp8\nname: t\nmethod: pretrain\nmodel: {{path: some/model}}\n"
+                    f"data: {{train: {ROOT / 'config/data/stories.jsonl'}, format: text}}\ntrain: {{max_steps: 2}}\n")
+    raw, origins = compose(path)
+    loaded = validate(raw, str(path), origins)
+    assert (loaded.backend.type, loaded.backend.compile, loaded.train.precision.recipe) == ("native", True, "tensorwise")
+    assert [p for p in RUNNERS["native"].check(loaded, H100) if p.where == "train.precision"] == []
