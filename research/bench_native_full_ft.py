@@ -15,6 +15,7 @@ One run, one GPU, up to ten variants, each in its own process (clean peak memory
   native+compile+fp8-RECIPE  native+compile with train.precision {type: fp8, recipe: RECIPE} (tensorwise,
                   rowwise, rowwise_with_gw_hp; engine/fp8.py's measured filter): the result carries the
                   filter's choice per layer (the start row's fp8 notes)
+  native+compile+lora[+fp8-tensorwise]  LoRA rank 16 on every Linear, bf16 base vs float8 base
 
 --shape 8b-slice: Llama-3-8B's layer sizes (hidden 4096, MLP 14336, 32 heads, 8 KV heads, vocab 128256)
 at seq 4096, micro-batch 2, --layers blocks (default 8: ~50 GB with AdamW's fp32 state on an 80 GB H100),
@@ -54,7 +55,8 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, nu
             vocab_size=1024, rope_theta=10000.0, seq=64, micro_batch=2)
 FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
 VARIANTS = ("native", "native+compile", "native-eagerloss+compile", "native-hf", "native-hf+compile", "hf-eager",
-            "hf-compile", *(f"native+compile+fp8-{r}" for r in FP8_RECIPES))
+            "hf-compile", *(f"native+compile+fp8-{r}" for r in FP8_RECIPES), "native+compile+lora",
+            "native+compile+lora+fp8-tensorwise")
 # eagerloss: train.loss eager (full logits) instead of the chunked default
 SPECIALS = ["<|pad|>", "<|im_end|>", "<|im_start|>"]
 LOG_EVERY = 5  # the native engine syncs (loss.item()) once per logged step, as a user's run would
@@ -96,10 +98,11 @@ def flops_per_token(shape: dict) -> float:
 
 
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto", loss: str = "auto", fp8: str | None = None) -> dict:
+               impl: str = "auto", loss: str = "auto", fp8: str | None = None, lora: bool = False) -> dict:
     import yaml
 
-    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "") + (f"-fp8-{fp8}" if fp8 else ""))
+    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "") + (f"-fp8-{fp8}" if fp8 else "")
+                      + ("-lora" if lora else ""))
     precision = {"type": "fp8", "recipe": fp8} if fp8 else "auto"
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
@@ -110,7 +113,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                            "max_position_embeddings": shape["seq"], "rope_theta": shape["rope_theta"],
                            "tie_embeddings": True, "tokenizer": {"type": "path", "path": str(tok_dir)}},
                   "dtype": "float32", "attention": "sdpa", "impl": impl},
-        "method": "pretrain",
+        "method": "pretrain", "adapter": {"type": "lora", "rank": 16, "alpha": 32} if lora else "full",
         "data": {"train": str(data), "format": "text", "max_length": shape["seq"], "shuffle": False},
         "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1}, "schedule": {"warmup_steps": 2},
         "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": precision,
@@ -200,7 +203,8 @@ def child(args) -> None:
                             work / "tokenizer", work / "random.jsonl", work,
                             impl="hf" if args.variant.startswith("native-hf") else "auto",
                             loss="eager" if "eagerloss" in args.variant else "auto",
-                            fp8=args.variant.split("+fp8-")[1] if "+fp8-" in args.variant else None)
+                            fp8=args.variant.split("+fp8-")[1] if "+fp8-" in args.variant else None,
+                            lora="+lora" in args.variant)
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)

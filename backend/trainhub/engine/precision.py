@@ -5,6 +5,8 @@
     bf16    fp32 *  bf16            refused (PrecisionError)
     fp16    fp32 *  fp16            fp16
     fp32    fp32    fp32            fp32
+    fp8     refused bf16 autocast + float8 Linear layers (engine/fp8.py), on compute capability 8.9+,
+                    compiled (fp8_refusal); native only
                     * with a note: mixed precision is a GPU feature here
 
 Pure (no torch), so the hub's translations use it too: native, trl and unsloth decide it in their child
