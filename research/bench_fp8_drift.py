@@ -127,7 +127,8 @@ def main() -> int:
     print("| variant | tokens/s | final train loss | final eval loss | drift (last window) | max abs drift "
           "| eval rel | pass |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for name, r in results["variants"].items():
+    for name in variants:
+        r = results["variants"][name]
         if "error" in r:
             print(f"| {name} | error | | | | | | |")
             continue
