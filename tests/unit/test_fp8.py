@@ -262,3 +262,18 @@ def test_the_fp8_preset_compiles_and_passes_the_native_check_on_an_h100(tmp_path
     loaded = validate(raw, str(path), origins)
     assert (loaded.backend.type, loaded.backend.compile, loaded.train.precision.recipe) == ("native", True, "tensorwise")
     assert [p for p in RUNNERS["native"].check(loaded, H100) if p.where == "train.precision"] == []
+
+
+def test_the_hf_path_model_gets_the_same_choice():
+    """transformers' LlamaForCausalLM (model.impl hf): the same module names, so the same decisions and swap."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    hf = LlamaForCausalLM(config)
+    report = convert_to_fp8(hf, spec(filter="all", skip_last_layers=1))
+    own = choose_layers(llama(64, 128, 2, 4, 2), spec(filter="all", skip_last_layers=1))
+    assert [(c.name, c.kept) for c in report.choices] == [(c.name, c.kept) for c in own.choices]
+    assert float8_names(hf) == {f"model.layers.0.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj",
+                                "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                "mlp.down_proj")}
