@@ -183,6 +183,14 @@ def test_the_measured_filter_converts_nothing_on_a_tiny_model():
     report = convert_to_fp8(model, spec())
     assert float8_names(model) == set() and report.converted == []
     assert set(report.kept.values()) == {"shape does not pay under tensorwise", "head (its matmul runs in the loss)"}
+    assert report.lines()[-1].startswith("  no Linear layer converted: this run is a bf16 run")
+
+
+def test_a_second_conversion_is_refused():
+    model = llama(64, 128, 2, 4, 2)
+    convert_to_fp8(model, spec(filter="all"))
+    with pytest.raises(Fp8Error, match="already has float8 layers"):
+        convert_to_fp8(model, spec(filter="all"))
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -96,7 +96,11 @@ class Fp8Report:
         head = (f"fp8 {self.recipe} (torchao float8): {len(self.converted)} of {len(self.choices)} Linear layers "
                 f"in fp8, the rest bf16")
         groups = Counter((c.kind, c.k, c.n, c.kept or "fp8") for c in self.choices)
-        return [head] + [f"  {kind} K={k} N={n} x{count}: {what}" for (kind, k, n, what), count in groups.items()]
+        lines = [head] + [f"  {kind} K={k} N={n} x{count}: {what}" for (kind, k, n, what), count in groups.items()]
+        if not self.converted:
+            lines.append("  no Linear layer converted: this run is a bf16 run (filter: all converts the layers "
+                         "whose dimensions allow it, paying or not)")
+        return lines
 
 
 def slow(recipe: str, k: int, n: int) -> bool:
@@ -193,13 +197,16 @@ def convert_to_fp8(model: nn.Module, spec, *, float8_all_gather: bool = False) -
     device, before activation checkpointing, torch.compile and FSDP2/DDP wrap it."""
     config = float8_config(spec.recipe, float8_all_gather=float8_all_gather)
     from torchao.float8 import convert_to_float8_training
+    from torchao.float8.float8_linear import Float8Linear
+
+    if any(isinstance(m, Float8Linear) for m in model.modules()):
+        raise Fp8Error("convert_to_fp8: the model already has float8 layers (it runs once, before compile)")
 
     report = choose_layers(model, spec)
     chosen = set(report.converted)
     if not chosen:
         return report
     convert_to_float8_training(model, config=config, module_filter_fn=lambda _m, name: name in chosen)
-    from torchao.float8.float8_linear import Float8Linear
 
     swapped = {name for name, m in model.named_modules() if isinstance(m, Float8Linear)}
     if swapped != chosen:  # torchao's traversal names modules as named_modules does; a change would show here
