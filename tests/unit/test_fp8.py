@@ -285,3 +285,22 @@ def test_the_hf_path_model_gets_the_same_choice():
     assert float8_names(hf) == {f"model.layers.0.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj",
                                 "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
                                 "mlp.down_proj")}
+
+
+def test_the_hub_reads_compute_capabilities_from_nvidia_smi(monkeypatch):
+    from trainhub import host
+
+    calls = []
+
+    def smi(visible, tool, *args):
+        calls.append((tool, *args))
+        return {"--query-gpu=compute_cap": "9.0\n8.0\n", "--query-gpu=name": "H100\nA100\n"}[args[0]]
+
+    monkeypatch.setattr(host, "_smi", smi)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert host._nvidia_capabilities() == ((9, 0), (8, 0))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert host._nvidia_capabilities() == ((8, 0),)
+    monkeypatch.setattr(host, "_smi", lambda *a: "[N/A]\n")  # a driver without compute_cap: not known
+    assert host._nvidia_capabilities() == ()
+    assert ("nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader") in calls
