@@ -2,8 +2,8 @@
 """FP8 quality: the same pretraining run in bf16+compile and in each float8 recipe+compile, through the hub and
 the native engine, compared step by step with trainhub.metrics.drift (the loss-drift guard).
 
-Model: a ~125M-parameter Llama (hidden 768, MLP 3072, 12 layers, 12 heads, a 4096-token BPE tokenizer trained
-on the corpus), seq 256, micro-batch 32 (8k tokens a step), AdamW 3e-3 (config/presets/optim-adamw.yaml's
+Model: a GPT-2-small-sized Llama (hidden 768, MLP 3072, 12 layers, 12 heads: 113M parameters in the blocks,
+plus an embedding of at most 4096 x 768 from a BPE tokenizer trained on the corpus), seq 256, micro-batch 32 (8k tokens a step), AdamW 3e-3 (config/presets/optim-adamw.yaml's
 small-model recipe), --steps optimizer steps, evaluation every 50 steps and at the end. Every Linear is
 converted (filter: all): at hidden 768 the measured filter would keep nearly all of them in bf16 (fp8 does
 not pay there), and this run asks about numerics, not speed.
