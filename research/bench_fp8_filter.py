@@ -117,6 +117,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the measurements as JSON here (after every shape)")
+    parser.add_argument("--budget-s", type=float, default=480, help="start no new shape after this many seconds "
+                        "(the decision M is measured first); the tables then show what was measured")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: small shapes, eager, one rep")
     args = parser.parse_args()
 
@@ -147,18 +149,22 @@ def main() -> int:
     except ImportError:
         parser.error("torchao is not installed (pip install 'trainhub[fp8]')")
 
-    for m in ms:
-        for k in ks:
-            for n in ns:
-                key = f"{m}x{k}x{n}"
-                row = {}
-                for variant in ["bf16", *recipes]:
-                    step = make_step(None if variant == "bf16" else variant, k, n, device, compile_=cuda)
-                    row[variant] = time_step(step, m, k, n, device, args.warmup, args.reps, args.rounds)
-                result["times_ms"][key] = row
-                print(f"M={m} K={k} N={n}: " + "  ".join(f"{v} {t:.3f} ms" for v, t in row.items()), flush=True)
-                if args.out:
-                    Path(args.out).write_text(json.dumps(result, indent=1))
+    t_start = time.time()
+    grid = [(m, k, n) for m in sorted(ms, key=lambda v: v != args.decide_m) for k in ks for n in ns]
+    for m, k, n in grid:
+        if time.time() - t_start > args.budget_s:
+            result["stopped_early"] = f"budget of {args.budget_s:.0f} s spent before M={m} K={k} N={n}"
+            print(result["stopped_early"], flush=True)
+            break
+        key = f"{m}x{k}x{n}"
+        row = {}
+        for variant in ["bf16", *recipes]:
+            step = make_step(None if variant == "bf16" else variant, k, n, device, compile_=cuda)
+            row[variant] = time_step(step, m, k, n, device, args.warmup, args.reps, args.rounds)
+        result["times_ms"][key] = row
+        print(f"M={m} K={k} N={n}: " + "  ".join(f"{v} {t:.3f} ms" for v, t in row.items()), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
 
     print(f"\n{name}, torch {torch.__version__}, torchao {result['torchao']}, speedup = bf16 time / fp8 time "
           f"at M={args.decide_m} (rows K, columns N)")
@@ -169,13 +175,21 @@ def main() -> int:
         for k in ks:
             cells = []
             for n in ns:
-                t = result["times_ms"][f"{args.decide_m}x{k}x{n}"]
+                t = result["times_ms"].get(f"{args.decide_m}x{k}x{n}")
+                if t is None:
+                    cells.append("n/a")
+                    continue
                 speedup = t["bf16"] / t[recipe]
                 cells.append(f"{speedup:.2f}")
                 if speedup < args.min_speedup:
                     slow_points.append((k, n))
             print(f"| {k} | " + " | ".join(cells) + " |")
         slow_boxes[recipe] = boxes(slow_points, ks, ns)
+    complete = all(f"{args.decide_m}x{k}x{n}" in result["times_ms"] for k in ks for n in ns)
+    if not complete:
+        print(f"\nthe grid at M={args.decide_m} is incomplete: no SLOW boxes from it (rerun with fewer --recipes, "
+              f"--ks/--ns or a larger --budget-s)")
+        return 0
     result["slow_boxes"] = {r: [[b[0], b[1]] for b in bx] for r, bx in slow_boxes.items()}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -20,7 +20,8 @@ python3 -c "import torch, torchao; print('torch', torch.__version__, 'torchao', 
 case "$part" in
   filter)
     python3 research/bench_fp8_filter.py --m "${M:-8192}" --decide-m "${DECIDE_M:-8192}" \
-      --recipes "${RECIPES:-tensorwise,rowwise,rowwise_with_gw_hp}" --out "$OUT/fp8_filter.json" 2>&1 \
+      --recipes "${RECIPES:-tensorwise,rowwise,rowwise_with_gw_hp}" --budget-s "${BUDGET:-480}" \
+      --out "$OUT/fp8_filter.json" 2>&1 \
       | grep -v "Failed to load" | tee "$OUT/fp8_filter.log" | tail -45 ;;
   tests)
     python3 -m pytest -q -x tests/gpu/test_fp8_cuda.py 2>&1 | tee "$OUT/fp8_tests.log" | tail -25 ;;

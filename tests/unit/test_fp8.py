@@ -304,3 +304,21 @@ def test_the_hub_reads_compute_capabilities_from_nvidia_smi(monkeypatch):
     monkeypatch.setattr(host, "_smi", lambda *a: "[N/A]\n")  # a driver without compute_cap: not known
     assert host._nvidia_capabilities() == ()
     assert ("nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader") in calls
+
+
+def test_the_microbenchmark_turns_slow_grid_points_into_the_filter_s_boxes():
+    """research/bench_fp8_filter.py: each slow (K, N) a box, the grid's edges open to infinity, dominated boxes
+    dropped; torchao's rowwise table, measured on this grid, gives back engine/fp8.py's rowwise boxes."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "research"))
+    from bench_fp8_filter import INF, KS, NS, boxes
+
+    from trainhub.engine.fp8 import SLOW
+
+    slow_points = [(k, n) for k in KS for n in NS if slow("rowwise", k, n)]
+    assert boxes(slow_points, KS, NS) == sorted(SLOW["rowwise"])
+    assert boxes([(1024, 512), (2048, 512), (1024, 1024)], KS, NS) == [(1024, 1024), (2048, 512)]
+    assert boxes([(14336, 512)], KS, NS) == [(INF, 512)]
