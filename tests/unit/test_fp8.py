@@ -4,21 +4,22 @@ torch 2.13 runs torch._scaled_mm for float8 (slowly), so forward and backward ar
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import pytest
 import torch
 from pydantic import ValidationError
 from torch import nn
 
+from trainhub.engine.fp8 import Fp8Error, choose_layers, convert_to_fp8, slow
+from trainhub.engine.models.args import ModelArgs
+from trainhub.engine.models.transformer import CausalLM
 from trainhub.engine.precision import fp8_refusal
 from trainhub.host import Host
 from trainhub.job import Fp8Precision, Job
 from trainhub.runners import RUNNERS
 
-torchao = pytest.importorskip("torchao")
-
-from trainhub.engine.fp8 import Fp8Error, choose_layers, convert_to_fp8, slow  # noqa: E402
-from trainhub.engine.models.args import ModelArgs  # noqa: E402
-from trainhub.engine.models.transformer import CausalLM  # noqa: E402
+needs_torchao = pytest.mark.skipif(find_spec("torchao") is None, reason="needs torchao (the fp8 extra)")
 
 H100 = Host(gpus=("NVIDIA H100 80GB HBM3",), capabilities=((9, 0),))
 A100 = Host(gpus=("NVIDIA A100-SXM4-80GB",), capabilities=((8, 0),))
@@ -82,6 +83,7 @@ def fp8_problems(host, **kw) -> list[str]:
     return [p.message for p in RUNNERS["native"].check(job(**kw), host) if p.where == "train.precision"]
 
 
+@needs_torchao
 def test_native_plan_refuses_where_fp8_cannot_run():
     assert fp8_problems(H100, precision="fp8") == []
     assert fp8_problems(H100, precision={"type": "fp8", "allow_eager": True}, compile_=False) == []
@@ -159,6 +161,7 @@ def float8_names(model) -> set[str]:
     return {name for name, m in model.named_modules() if isinstance(m, Float8Linear)}
 
 
+@needs_torchao
 def test_conversion_swaps_exactly_the_chosen_layers_and_keeps_the_parameters():
     torch.manual_seed(0)
     model = llama(64, 144, 3, 4, 2)  # 144: a multiple of 16; k/v 64 -> 32
@@ -178,6 +181,7 @@ def test_conversion_swaps_exactly_the_chosen_layers_and_keeps_the_parameters():
     assert "  mlp.down_proj K=136 N=64 x1: dimensions not multiples of 16" in report.lines()
 
 
+@needs_torchao
 def test_the_measured_filter_converts_nothing_on_a_tiny_model():
     model = llama(64, 128, 2, 4, 2)
     report = convert_to_fp8(model, spec())
@@ -186,6 +190,7 @@ def test_the_measured_filter_converts_nothing_on_a_tiny_model():
     assert report.lines()[-1].startswith("  no Linear layer converted: this run is a bf16 run")
 
 
+@needs_torchao
 def test_a_second_conversion_is_refused():
     model = llama(64, 128, 2, 4, 2)
     convert_to_fp8(model, spec(filter="all"))
@@ -206,6 +211,7 @@ e4m3 x e4m3 3.6-3.8%, with an e5m2 gradient 5.8%."""
 BARS = {"tensorwise": (E4M3, E5M2, E5M2), "rowwise": (E4M3, E4M3, E4M3), "rowwise_with_gw_hp": (E4M3, E4M3, 0)}
 
 
+@needs_torchao
 @pytest.mark.parametrize("recipe", sorted(BARS))
 def test_an_fp8_layer_matches_bf16_within_fp8_tolerance(recipe):
     """One converted Linear against its bf16 twin: output, d input and d weight, each within its recipe's bar
@@ -226,6 +232,7 @@ def test_an_fp8_layer_matches_bf16_within_fp8_tolerance(recipe):
         assert (0 < err < bar) if bar else err == 0, (what, err)
 
 
+@needs_torchao
 def test_an_fp8_model_stays_close_to_bf16():
     torch.manual_seed(0)
     ref = llama(64, 128, 2, 4, 2).to(torch.bfloat16)
@@ -236,6 +243,7 @@ def test_an_fp8_model_stays_close_to_bf16():
     assert 0 < rel(fp8(ids), ref(ids)) < 0.05
 
 
+@needs_torchao
 def test_lora_keeps_adapters_in_bf16_and_converts_the_frozen_base():
     from trainhub.engine.models.own import add_lora
     from trainhub.job import LoraAdapter
@@ -258,6 +266,7 @@ def test_plan_says_fp8_and_where_the_layer_choice_shows():
            "start and listed in the start row's notes (engine/fp8.py)" in lines
 
 
+@needs_torchao
 def test_the_fp8_preset_compiles_and_passes_the_native_check_on_an_h100(tmp_path):
     from tests.conftest import ROOT
     from trainhub.compose import compose
@@ -272,6 +281,7 @@ def test_the_fp8_preset_compiles_and_passes_the_native_check_on_an_h100(tmp_path
     assert [p for p in RUNNERS["native"].check(loaded, H100) if p.where == "train.precision"] == []
 
 
+@needs_torchao
 def test_the_hf_path_model_gets_the_same_choice():
     """transformers' LlamaForCausalLM (model.impl hf): the same module names, so the same decisions and swap."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -322,3 +332,14 @@ def test_the_microbenchmark_turns_slow_grid_points_into_the_filter_s_boxes():
     assert boxes(slow_points, KS, NS) == sorted(SLOW["rowwise"])
     assert boxes([(1024, 512), (2048, 512), (1024, 1024)], KS, NS) == [(1024, 1024), (2048, 512)]
     assert boxes([(14336, 512)], KS, NS) == [(INF, 512)]
+
+
+@needs_torchao
+def test_float8_all_gather_is_for_tensorwise_only():
+    """What parallelize passes under FSDP2: weights all-gathered in float8, which torchao allows for tensorwise."""
+    from trainhub.engine.fp8 import float8_config
+
+    assert float8_config("tensorwise", float8_all_gather=True).enable_fsdp_float8_all_gather is True
+    assert float8_config("tensorwise").enable_fsdp_float8_all_gather is False
+    with pytest.raises(Fp8Error, match="recipe tensorwise only, not rowwise"):
+        float8_config("rowwise", float8_all_gather=True)
