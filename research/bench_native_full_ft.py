@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmark: full fine-tune of a Llama-3.2-1B-shaped model, trainhub native vs plain HF.
+"""Benchmark: full fine-tune of a Llama-3.2-1B-shaped model, trainhub native vs plain HF (and FP8).
 
-One run, one GPU, seven variants, each in its own process (clean peak memory):
+One run, one GPU, up to ten variants, each in its own process (clean peak memory):
 
   native          `train --config <job>` through the hub and the native engine (trainhub's own
                   decoder, engine/models; chunked loss), metrics read from its metrics.jsonl
@@ -12,6 +12,14 @@ One run, one GPU, seven variants, each in its own process (clean peak memory):
   native-hf+compile  the same with backend.compile: true
   hf-eager        a hand-written loop over transformers' LlamaForCausalLM (sdpa attention)
   hf-compile      the same loop over torch.compile(model)
+  native+compile+fp8-RECIPE  native+compile with train.precision {type: fp8, recipe: RECIPE} (tensorwise,
+                  rowwise, rowwise_with_gw_hp; engine/fp8.py's measured filter): the result carries the
+                  filter's choice per layer (the start row's fp8 notes)
+  native+compile+lora[+fp8-tensorwise]  LoRA rank 16 on every Linear, bf16 base vs float8 base
+
+--shape 8b-slice: Llama-3-8B's layer sizes (hidden 4096, MLP 14336, 32 heads, 8 KV heads, vocab 128256)
+at seq 4096, micro-batch 2, --layers blocks (default 8: ~50 GB with AdamW's fp32 state on an 80 GB H100),
+the shape the FP8 issue's 1.3x target is set on.
 
 Same model shape (hidden 2048, MLP 8192, 16 layers, 32 heads, 8 KV heads, vocab
 128256, tied embeddings, rope theta 500000), random init, fp32 master weights
@@ -40,10 +48,16 @@ from pathlib import Path
 
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8,
                 vocab_size=128256, rope_theta=500000.0, seq=2048, micro_batch=4)
+LLAMA_8B_SLICE = dict(hidden_size=4096, intermediate_size=14336, num_layers=8, num_heads=32, num_kv_heads=8,
+                      vocab_size=128256, rope_theta=500000.0, seq=4096, micro_batch=2)
+SHAPES = {"1b": LLAMA_1B, "8b-slice": LLAMA_8B_SLICE}
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
             vocab_size=1024, rope_theta=10000.0, seq=64, micro_batch=2)
+FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
 VARIANTS = ("native", "native+compile", "native-eagerloss+compile", "native-hf", "native-hf+compile", "hf-eager",
-            "hf-compile")  # eagerloss: train.loss eager (full logits) instead of the chunked default
+            "hf-compile", *(f"native+compile+fp8-{r}" for r in FP8_RECIPES), "native+compile+lora",
+            "native+compile+lora+fp8-tensorwise")
+# eagerloss: train.loss eager (full logits) instead of the chunked default
 SPECIALS = ["<|pad|>", "<|im_end|>", "<|im_start|>"]
 LOG_EVERY = 5  # the native engine syncs (loss.item()) once per logged step, as a user's run would
 
@@ -84,10 +98,12 @@ def flops_per_token(shape: dict) -> float:
 
 
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto", loss: str = "auto") -> dict:
+               impl: str = "auto", loss: str = "auto", fp8: str | None = None, lora: bool = False) -> dict:
     import yaml
 
-    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else ""))
+    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "") + (f"-fp8-{fp8}" if fp8 else "")
+                      + ("-lora" if lora else ""))
+    precision = {"type": "fp8", "recipe": fp8} if fp8 else "auto"
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
         "backend": {"type": "native", "compile": compile_},
@@ -97,10 +113,10 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                            "max_position_embeddings": shape["seq"], "rope_theta": shape["rope_theta"],
                            "tie_embeddings": True, "tokenizer": {"type": "path", "path": str(tok_dir)}},
                   "dtype": "float32", "attention": "sdpa", "impl": impl},
-        "method": "pretrain",
+        "method": "pretrain", "adapter": {"type": "lora", "rank": 16, "alpha": 32} if lora else "full",
         "data": {"train": str(data), "format": "text", "max_length": shape["seq"], "shuffle": False},
         "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1}, "schedule": {"warmup_steps": 2},
-        "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": "auto",
+        "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": precision,
                   "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else loss},
         "log": {"console": "plain"},
     }
@@ -114,6 +130,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     train = [r for r in rows if r["event"] == "train"]
     timed = [r for r in train if r["step"] > warmup]
+    start = next(r for r in rows if r["event"] == "start")
+    fp8_layers = [n for n in start["notes"] if n.startswith(("fp8 ", "  "))]  # engine/fp8.py Fp8Report.lines
     tokens = sum(r["tokens_per_s"] and (r["tokens"] - p["tokens"]) for p, r in zip(train, train[1:], strict=False)
                  if r["step"] > warmup)
     seconds = sum((r["tokens"] - p["tokens"]) / r["tokens_per_s"] for p, r in zip(train, train[1:], strict=False)
@@ -121,7 +139,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
     shutil.rmtree(run_dir)  # a 1B run's last checkpoint is ~13 GB: keep the disk for the next variant
     return {"tokens_per_s": tokens / seconds, "peak_mem_gb": max(r["mem_gb"] for r in train),
             "final_loss": timed[-1]["loss"], "mfu_logged": sum(r["mfu"] or 0 for r in timed) / len(timed),
-            "wall_s": time.time() - t0}
+            "wall_s": time.time() - t0, **({"fp8_layers": fp8_layers} if fp8 else {})}
 
 
 def run_hf(shape: dict, steps: int, warmup: int, compile_: bool) -> dict:
@@ -168,14 +186,25 @@ def run_hf(shape: dict, steps: int, warmup: int, compile_: bool) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
+def pick_shape(args) -> dict:
+    if args.tiny:
+        return TINY
+    shape = dict(SHAPES[args.shape])
+    if args.layers:
+        shape["num_layers"] = args.layers
+    return shape
+
+
 def child(args) -> None:
-    shape = TINY if args.tiny else LLAMA_1B
+    shape = pick_shape(args)
     work = Path(args.work)
     if args.variant.startswith("native"):
-        result = run_native(shape, args.steps, args.warmup, args.variant.endswith("compile"),
+        result = run_native(shape, args.steps, args.warmup, "+compile" in args.variant,
                             work / "tokenizer", work / "random.jsonl", work,
                             impl="hf" if args.variant.startswith("native-hf") else "auto",
-                            loss="eager" if "eagerloss" in args.variant else "auto")
+                            loss="eager" if "eagerloss" in args.variant else "auto",
+                            fp8=args.variant.split("+fp8-")[1] if "+fp8-" in args.variant else None,
+                            lora="+lora" in args.variant)
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)
@@ -184,6 +213,8 @@ def child(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny shape, to check the script on CPU")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="1b (default) or 8b-slice")
+    parser.add_argument("--layers", type=int, default=None, help="override the shape's number of blocks")
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, allocator); "
                         f"a multiple of {LOG_EVERY}")
@@ -198,7 +229,7 @@ def main() -> int:
         child(args)
         return 0
 
-    shape = TINY if args.tiny else LLAMA_1B
+    shape = pick_shape(args)
     import torch
 
     from trainhub.metrics.flops import peak_flops
@@ -215,7 +246,8 @@ def main() -> int:
         for variant in args.variants.split(","):
             print(f"--- {variant}", flush=True)
             cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)] + (["--tiny"] if args.tiny else [])
+                   "--warmup", str(args.warmup), "--shape", args.shape] + (["--tiny"] if args.tiny else []) + \
+                  (["--layers", str(args.layers)] if args.layers else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:
@@ -230,15 +262,20 @@ def main() -> int:
         Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"\n{device_name}, torch {torch.__version__}, {fpt / 1e9:.2f} GFLOP/token, "
           f"{args.steps} timed steps after {args.warmup} warm-up\n")
-    print("| variant | tokens/s | MFU | peak GB | final loss |")
-    print("|---|---:|---:|---:|---:|")
+    for name, r in results["variants"].items():
+        if r.get("fp8_layers"):
+            print(f"{name}: " + "\n".join(r["fp8_layers"]))
+    base = results["variants"].get("native+compile", {}).get("tokens_per_s")
+    print("\n| variant | tokens/s | vs native+compile | MFU (bf16 peak) | peak GB | final loss |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in results["variants"].items():
         if "error" in r:
-            print(f"| {name} | error | | | |")
+            print(f"| {name} | error | | | | |")
             continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "n/a"
-        print(f"| {name} | {r['tokens_per_s']:,.0f} | {mfu} | {mem} | {r['final_loss']:.3f} |")
+        ratio = f"{r['tokens_per_s'] / base:.3f}x" if base else "n/a"
+        print(f"| {name} | {r['tokens_per_s']:,.0f} | {ratio} | {mfu} | {mem} | {r['final_loss']:.3f} |")
     return 0
 
 

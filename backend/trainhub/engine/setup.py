@@ -17,6 +17,7 @@ from trainhub.data.batches import Examples, Position, micro_batches
 from trainhub.data.dataset import build_datasets
 from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
+from trainhub.engine.fp8 import convert_to_fp8
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
 from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of
@@ -111,6 +112,8 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     model = build_model(job, tokenizer).to(device)
     own = path_of(model) == "own"
     notes.append(f"model: {'trainhub' if own else 'transformers'} implementation")
+    if job.train.precision.type == "fp8":  # before compile (and, under parallelize, before checkpointing and FSDP2)
+        notes += convert_to_fp8(model, job.train.precision).lines()
     if getattr(job.backend, "compile", False):
         if device.type == "cuda":
             compile_model(model)  # in place: parameter names and module identity unchanged

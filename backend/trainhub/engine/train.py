@@ -45,7 +45,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     random.seed(job.seed)
     torch.manual_seed(job.seed)
     device = pick_device()
-    precision = pick_precision(job.train.precision, device, notes)
+    precision = pick_precision(job.train.precision, device, notes, compiled=getattr(job.backend, "compile", False))
     s: Setup = build(job, run_dir, device, precision, notes)
     tc = job.train
 

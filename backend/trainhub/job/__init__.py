@@ -51,6 +51,7 @@ from trainhub.job.optim import (  # noqa: F401  (the schema's names, importable 
 from trainhub.job.precision import (  # noqa: F401  (the schema's names, importable from trainhub.job)
     AutoPrecision,
     Bf16Precision,
+    Fp8Precision,
     Fp16Precision,
     Fp32Precision,
     Precision,
@@ -404,7 +405,8 @@ class TrainSection(Section):
     grad_clip: float | None = Field(1.0, gt=0)
     """Clip the global gradient norm to this value; null turns clipping off (the norm is still logged)."""
     precision: Precision = AutoPrecision()
-    """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so."""
+    """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so.
+    fp8: FP8 matmuls in the Linear layers over bf16 autocast (native, GPU of compute capability 8.9+, compiled)."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     loss: Literal["auto", "eager", "chunked"] = "auto"

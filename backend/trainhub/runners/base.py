@@ -114,6 +114,9 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
     if job.train.loss != "auto":
         problems.append(Problem("train.loss", f"{backend} computes the loss its own way; train.loss "
                                               f"{job.train.loss} applies to backend native only"))
+    if job.train.precision.type == "fp8":
+        problems.append(Problem("train.precision", f"{backend} cannot train in fp8; train.precision fp8 (torchao "
+                                                   f"float8 matmuls) runs on backend native only"))
     return problems
 
 

@@ -15,7 +15,7 @@ from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_m
 class NativeRunner:
     name = "native"
     methods = ("pretrain", "sft")
-    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing",
+    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "fp8", "grad-checkpointing",
                 "compile", "cpu", "cuda")
 
     def missing(self) -> list[str]:
@@ -37,6 +37,7 @@ class NativeRunner:
             problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
         problems += trainhub_model_problems(job, host)
+        problems += fp8_problems(job, host)
         problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
         return problems
 
@@ -45,8 +46,32 @@ class NativeRunner:
         from trainhub.engine.models import model_path
 
         loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
-        return [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        p = job.train.precision
+        if p.type == "fp8":
+            lines.append(f"  precision: fp8 {p.recipe} (torchao float8), filter {p.filter}; which Linear layers "
+                         f"convert is decided at start and listed in the start row's notes (engine/fp8.py)")
+        return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+
+
+def fp8_problems(job: Job, host: Host) -> list[Problem]:
+    """train.precision fp8 refused before any work: no torchao, no FP8-capable GPU (engine/precision.py's rule,
+    the one the engine applies again at start with torch's facts), or no backend.compile."""
+    spec = job.train.precision
+    if spec.type != "fp8":
+        return []
+    from trainhub.engine.precision import fp8_refusal
+
+    problems = []
+    if missing_modules("torchao"):
+        problems.append(Problem("train.precision", "fp8 needs the package torchao (pip install 'trainhub[fp8]')"))
+    why = fp8_refusal(gpu=host.gpus[0] if host.gpus else None,
+                      capability=host.capabilities[0] if host.capabilities else None,
+                      compiled=getattr(job.backend, "compile", False), allow_eager=spec.allow_eager)
+    if why:
+        problems.append(Problem("train.precision", why))
+    return problems
