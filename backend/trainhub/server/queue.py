@@ -123,8 +123,12 @@ class Queue:
             log.write(f"--- trainhub server: launch {job.launches + 1} on slot {slot}: "
                       f"{' '.join(argv[1:])}\n")
             log.flush()
-            child = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                child = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as err:  # the job fails, not the queue
+                self.store.update(job.id, status="failed", finished=time.time(), message=f"cannot start train: {err}")
+                return
         self.children[job.id] = child
         self.store.update(job.id, status="running", slot=slot, pid=child.pid, started=time.time(), finished=None,
                           log_offset=offset, launches=job.launches + 1, exit_code=None, message=None)
