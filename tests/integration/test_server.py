@@ -293,3 +293,10 @@ def test_server_killed_mid_run_loses_no_job(tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
+
+
+def test_nothing_but_the_cli_imports_the_server():
+    package = ROOT / "backend" / "trainhub"
+    importers = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if "trainhub.server" in p.read_text() and p.parent.name != "server" and p.name != "cli.py"]
+    assert importers == []
