@@ -97,6 +97,8 @@ def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
         (outside / "base.yaml").write_text("seed: 1\n")
         r = client.post("/jobs", content=yaml.safe_dump({"extends": str(outside / "base.yaml"), **_job(root, "d", 3)}))
         assert r.status_code == 422 and "extends" in r.json()["detail"][0]
+        r = client.post("/jobs", content=yaml.safe_dump({"extends": "../../../" + str(outside / "base"), **_job(root, "e", 3)}))
+        assert r.status_code == 422 and "a preset is named without a path" in r.json()["detail"][0]
         assert client.get("/jobs").json()["jobs"] == []
         r = client.post("/jobs", content=json.dumps(_job(root, "ok", 3)))
         assert r.status_code == 201, r.text

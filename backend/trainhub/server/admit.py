@@ -5,7 +5,9 @@ trainhub.jobfile.load, exactly as `train --config` loads a file, then the backen
 chooses it; every problem comes back as the line `trainhub validate` prints (the scratch file shown
 under the name the client gave). Relative paths are taken from the server's working directory.
 
-Then what a shared server must add, because the submitter is not the machine's owner:
+What a shared server adds, because the submitter is not the machine's owner (the paths are checked
+as soon as they are resolved, before preflight looks for a file or probes the run folder, so a refused
+path is never opened):
 - paths: every file or folder the resolved job names (data, model, tokenizer, output_dir, a nanoGPT
   checkout, a reward file, and any other absolute path in it) must lie, after symlinks are followed,
   under one of the allowed roots (`--allow`), so a request can neither read nor write elsewhere;
@@ -59,12 +61,12 @@ def admit(text: str, filename: str, policy: Policy, sets: list[str] | None = Non
         path = Path(tmp) / name
         path.write_text(text, encoding="utf-8")
         try:
-            job = load(path, sets or [], backend, notes=notes)
+            job = load(path, sets or [], backend, notes=notes, screen=lambda j: path_problems(j, policy))
             runner, _ = choose(job, host_mod.detect())
         except JobError as err:
             raise JobError([_shown(p, str(path), name) for p in err.problems]) from None
         notes = [n.replace(str(path), name) for n in notes]
-    problems = path_problems(job, policy) + code_problems(job, runner.name, policy)
+    problems = code_problems(job, runner.name, policy)
     if problems:
         raise JobError(problems)
     return Admitted(job, runner.name, notes)
@@ -94,7 +96,11 @@ def _check_extends(text: str, name: str, policy: Policy) -> None:
     entries = raw["extends"] if isinstance(raw["extends"], list) else [raw["extends"]]
     problems = []
     for entry in entries:
-        if isinstance(entry, str) and entry.strip().endswith((".yaml", ".yml")):
+        if not isinstance(entry, str):
+            continue  # load() says what an entry must be
+        if not entry.strip().endswith((".yaml", ".yml")) and ("/" in entry or "\\" in entry or entry.startswith(".")):
+            problems.append(Problem(f"{name}: extends", f"{entry}: a preset is named without a path"))
+        elif entry.strip().endswith((".yaml", ".yml")):
             target = Path(entry.strip()).expanduser()
             if not target.is_absolute():
                 problems.append(Problem(f"{name}: extends", f"{entry}: a submitted job has no folder of its own; "
