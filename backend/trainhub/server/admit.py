@@ -66,7 +66,7 @@ def admit(text: str, filename: str, policy: Policy, sets: list[str] | None = Non
         except JobError as err:
             raise JobError([_shown(p, str(path), name) for p in err.problems]) from None
         notes = [n.replace(str(path), name) for n in notes]
-    problems = code_problems(job, runner.name, policy)
+    problems = slot_problems(job) + code_problems(job, runner.name, policy)
     if problems:
         raise JobError(problems)
     return Admitted(job, runner.name, notes)
@@ -120,6 +120,15 @@ def path_problems(job: Job, policy: Policy) -> list[Problem]:
         if path.startswith(("/", "~")) and not _under(Path(path).expanduser(), policy.roots):
             problems.append(Problem(key, _outside(path, policy)))
     return problems
+
+
+def slot_problems(job: Job) -> list[Problem]:
+    """A job runs on one slot: one GPU (or the CPU)."""
+    processes = getattr(job.backend, "processes", None)
+    if processes is not None and processes > 1:
+        return [Problem("backend.processes", f"{processes}: the server runs each job on one GPU slot; a job on "
+                                             f"several GPUs is not supported by the server yet (run it with train)")]
+    return []
 
 
 def code_problems(job: Job, backend: str, policy: Policy) -> list[Problem]:

@@ -73,16 +73,23 @@ def create_app(queue: Queue, policy: Policy, token: str | None) -> FastAPI:
             raise HTTPException(404, f"no job {job_id}")
         return job
 
+    summaries: dict[str, tuple[tuple[int, int], dict]] = {}  # run folder -> (log mtime, size), its summary
+
     def _shown(job: JobRecord) -> dict:
+        """The job, with its run's row of `trainhub runs` (read again only when its log changed: the page
+        asks for every job every 2 s)."""
         out = job.public()
+        log = Path(job.run_dir) / "metrics.jsonl"
         try:
-            summary = summarize(load(Path(job.run_dir)))
-        except NotARun:
-            out["run"] = None
-        else:
-            out["run"] = dict(zip(TABLE, table_row(summary), strict=True))
-            out["summary"] = asdict(summary)
-        return out
+            st = log.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            if summaries.get(job.run_dir, (None,))[0] != key:
+                summary = summarize(load(Path(job.run_dir)))
+                summaries[job.run_dir] = key, {"run": dict(zip(TABLE, table_row(summary), strict=True)),
+                                               "summary": asdict(summary)}
+        except (OSError, NotARun):
+            return {**out, "run": None}
+        return {**out, **summaries[job.run_dir][1]}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
