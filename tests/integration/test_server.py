@@ -191,6 +191,24 @@ def test_page_is_self_contained(tmp_path):
     assert "https://" not in html and "/metrics?follow=1" in html
 
 
+def test_nothing_but_the_cli_imports_the_server():
+    package = ROOT / "backend" / "trainhub"
+    importers = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if "trainhub.server" in p.read_text() and p.parent.name != "server" and p.name != "cli.py"]
+    assert importers == []
+
+
+def test_a_job_on_several_gpus_is_refused(tmp_path):
+    from trainhub.job import Job
+    from trainhub.server.admit import slot_problems
+
+    job = Job.model_validate(_job(tmp_path, "multi", 3, backend={"type": "nanogpt", "processes": 2}))
+    assert [str(p) for p in slot_problems(job)] == [
+        "backend.processes: 2: the server runs each job on one GPU slot; a job on several GPUs is not supported "
+        "by the server yet (run it with train)"]
+    assert slot_problems(Job.model_validate(_job(tmp_path, "one", 3))) == []
+
+
 # ----------------------------------------------------------------------------- slow: real runs
 
 
@@ -296,20 +314,3 @@ def test_server_killed_mid_run_loses_no_job(tmp_path):
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
 
-
-def test_nothing_but_the_cli_imports_the_server():
-    package = ROOT / "backend" / "trainhub"
-    importers = [str(p.relative_to(package)) for p in package.rglob("*.py")
-                 if "trainhub.server" in p.read_text() and p.parent.name != "server" and p.name != "cli.py"]
-    assert importers == []
-
-
-def test_a_job_on_several_gpus_is_refused(tmp_path):
-    from trainhub.job import Job
-    from trainhub.server.admit import slot_problems
-
-    job = Job.model_validate(_job(tmp_path, "multi", 3, backend={"type": "nanogpt", "processes": 2}))
-    assert [str(p) for p in slot_problems(job)] == [
-        "backend.processes: 2: the server runs each job on one GPU slot; a job on several GPUs is not supported "
-        "by the server yet (run it with train)"]
-    assert slot_problems(Job.model_validate(_job(tmp_path, "one", 3))) == []
