@@ -108,16 +108,12 @@ def create_app(queue: Queue, policy: Policy, token: str | None) -> FastAPI:
             admitted = await asyncio.to_thread(admit, text, filename, policy, sets, backend)
         except JobError as err:
             return JSONResponse({"detail": [str(p) for p in err.problems]}, status_code=422)
-        job = admitted.job
-        busy = [j for j in store.all(ACTIVE) if j.run_dir == job.output_dir]
-        problem = run_folder_problem(job)
-        if busy:
-            return JSONResponse({"detail": [f"output_dir: {job.output_dir} is the run folder of job {busy[0].id} "
-                                            f"({busy[0].status}); give this job another output_dir"]},
-                                status_code=422)
+        problem = run_folder_problem(admitted.job)
         if problem:
             return JSONResponse({"detail": [str(problem)]}, status_code=422)
-        record = queue.submit(job, admitted.backend, text)
+        record = await asyncio.to_thread(queue.submit, admitted.job, admitted.backend, text)
+        if isinstance(record, str):
+            return JSONResponse({"detail": [record]}, status_code=422)
         return {**_shown(store.get(record.id)), "notes": admitted.notes}
 
     @app.get("/jobs", summary="Every job, oldest first")

@@ -61,9 +61,14 @@ class Queue:
     def hub_log(self, job_id: int) -> Path:
         return self.folder(job_id) / "hub.log"
 
-    def submit(self, job: Job, backend: str, text: str) -> JobRecord:
-        """Record the job (queued) with its resolved file beside the text as submitted."""
+    def submit(self, job: Job, backend: str, text: str) -> JobRecord | str:
+        """Record the job (queued) with its resolved file beside the text as submitted; or say why not (its
+        run folder is that of a job queued or running: checked under the lock, so two at once cannot both pass)."""
         with self.lock:
+            holder = next((j for j in self.store.all(ACTIVE) if j.run_dir == job.output_dir), None)
+            if holder is not None:
+                return (f"output_dir: {job.output_dir} is the run folder of job {holder.id} ({holder.status}); "
+                        f"give this job another output_dir")
             record = self.store.add(job.name, backend, job.output_dir)
             folder = self.folder(record.id)
             folder.mkdir(parents=True, exist_ok=True)
