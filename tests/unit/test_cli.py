@@ -40,6 +40,9 @@ FROZEN = {
              "temperature": ["--temperature", "-t"], "max_tokens": ["--max-tokens"]},
     "serve": {"target": ["target"], "checkpoint": ["--checkpoint"], "host": ["--host"], "port": ["--port"],
               "api_key": ["--api-key"]},
+    # the job server (trainhub.server)
+    "server": {"host": ["--host"], "port": ["--port"], "gpus": ["--gpus"], "allow": ["--allow"],
+               "allow_code": ["--allow-code"]},
 }
 
 
