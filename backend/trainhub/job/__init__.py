@@ -69,6 +69,8 @@ class NativeBackend(Section):
     """trainhub's own engine: a plain PyTorch loop."""
     compile: bool = False
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
+    kernels: Literal["auto", "triton", "liger", "none"] = "auto"
+    """Fused kernels for the own model's RMSNorm, RoPE and SwiGLU and for the head + cross-entropy (train.loss auto). triton: trainhub's (engine/kernels; needs a CUDA GPU); liger: Liger-Kernel's (pip install 'trainhub[liger]'); none: eager PyTorch; auto: triton on a CUDA GPU where Triton imports, else none."""
 
 
 class NanoGPTBackend(Section):
