@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark: full fine-tune of a Llama-3.2-1B-shaped model, trainhub native vs plain HF.
 
-One run, one GPU, seven variants, each in its own process (clean peak memory):
+One run, one GPU, up to ten variants, each in its own process (clean peak memory):
 
   native          `train --config <job>` through the hub and the native engine (trainhub's own
                   decoder, engine/models; chunked loss), metrics read from its metrics.jsonl
   native+compile  the same with backend.compile: true
   native-eagerloss+compile  the same with train.loss: eager (the full logits, compiled with the head)
+  native+compile+kernels    native+compile with backend.kernels: triton (engine/kernels: RMSNorm, RoPE,
+                  SwiGLU, fused linear + cross-entropy); every other native variant runs kernels: none
+  native+compile+liger      the same with Liger-Kernel's ops (backend.kernels: liger; needs liger-kernel)
+  native+kernels  backend.kernels triton without compile
   native-hf       the native engine over transformers' LlamaForCausalLM (model.impl: hf, eager
                   loss): the path every native run took before the own model
   native-hf+compile  the same with backend.compile: true
@@ -44,6 +48,8 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, nu
             vocab_size=1024, rope_theta=10000.0, seq=64, micro_batch=2)
 VARIANTS = ("native", "native+compile", "native-eagerloss+compile", "native-hf", "native-hf+compile", "hf-eager",
             "hf-compile")  # eagerloss: train.loss eager (full logits) instead of the chunked default
+KERNEL_VARIANTS = ("native+compile", "native+compile+kernels", "native+kernels", "native+compile+liger")
+"""--variants kernels: the kernels-on vs -off comparison (research/gpu_kernels.sh)."""
 SPECIALS = ["<|pad|>", "<|im_end|>", "<|im_start|>"]
 LOG_EVERY = 5  # the native engine syncs (loss.item()) once per logged step, as a user's run would
 
@@ -84,13 +90,13 @@ def flops_per_token(shape: dict) -> float:
 
 
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto", loss: str = "auto") -> dict:
+               impl: str = "auto", loss: str = "auto", kernels: str = "none") -> dict:
     import yaml
 
-    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else ""))
+    run_dir = work / (f"native-{impl}-{loss}-{kernels}" + ("-compile" if compile_ else ""))
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
-        "backend": {"type": "native", "compile": compile_},
+        "backend": {"type": "native", "compile": compile_, "kernels": kernels},
         "model": {"init": {"family": "llama", "hidden_size": shape["hidden_size"],
                            "intermediate_size": shape["intermediate_size"], "num_layers": shape["num_layers"],
                            "num_heads": shape["num_heads"], "num_kv_heads": shape["num_kv_heads"],
@@ -172,10 +178,11 @@ def child(args) -> None:
     shape = TINY if args.tiny else LLAMA_1B
     work = Path(args.work)
     if args.variant.startswith("native"):
-        result = run_native(shape, args.steps, args.warmup, args.variant.endswith("compile"),
+        kernels = "triton" if "+kernels" in args.variant else "liger" if "+liger" in args.variant else "none"
+        result = run_native(shape, args.steps, args.warmup, "compile" in args.variant,
                             work / "tokenizer", work / "random.jsonl", work,
                             impl="hf" if args.variant.startswith("native-hf") else "auto",
-                            loss="eager" if "eagerloss" in args.variant else "auto")
+                            loss="eager" if "eagerloss" in args.variant else "auto", kernels=kernels)
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)
@@ -187,7 +194,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, allocator); "
                         f"a multiple of {LOG_EVERY}")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated; 'kernels' means {','.join(KERNEL_VARIANTS)}")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -212,7 +220,8 @@ def main() -> int:
         work = Path(tmp)
         n_tokens = (args.warmup + args.steps + 2) * shape["micro_batch"] * shape["seq"]
         make_tokenizer_and_data(work, shape, n_tokens)
-        for variant in args.variants.split(","):
+        variants = KERNEL_VARIANTS if args.variants == "kernels" else args.variants.split(",")
+        for variant in variants:
             print(f"--- {variant}", flush=True)
             cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work), "--steps", str(args.steps),
                    "--warmup", str(args.warmup)] + (["--tiny"] if args.tiny else [])

@@ -16,7 +16,8 @@ Here, per chunk of c rows:
     _ce_rows (Triton, a program a row)  pass 1: online max and sum of exp over the row -> lse, loss_t = lse - x[target]
                                         pass 2: writes (softmax - onehot(target)) * scale_t back over the logits, bf16
     dh_c = grad @ W                     cuBLAS, written straight into its rows of dh
-    dW  += grad.T @ h_c                 cuBLAS, accumulated in float32 (addmm with out_dtype on CUDA: no [V, H] temporary)
+    dW  += grad.T @ h_c                 cuBLAS, accumulated in float32 (addmm with out_dtype on CUDA: no [V, H] temporary;
+                                        where this torch lacks it, in the compute dtype: accumulator_dtype)
 
 So the logits are read twice and written once in bf16 (6 bytes per element instead of ~70), and
 the chunk's memory is its bf16 logits alone (256 MiB by default: 1,024 rows at V = 128k). As in
@@ -75,13 +76,35 @@ def _ce_rows(logits_ptr, stride, targets_ptr, loss_ptr, n_ptr, V, ignore_index,
             tl.store(ptr + idx, g.to(logits_ptr.dtype.element_ty), mask=inside)
 
 
+_MIXED_ADDMM: dict[int, bool] = {}
+
+
+def accumulator_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """float32 where cuBLAS can add bf16/fp16 products straight into a float32 dW (torch.addmm with out_dtype;
+    which torch versions accept a float32 `self` there varies, so it is tried once per device), else `dtype`:
+    then each chunk's product is added in the compute dtype by the same addmm (one rounding per chunk, as
+    Liger does), never through a [V, H] temporary and a second pass (~1 ms a chunk at V = 128k on an H100)."""
+    if dtype == torch.float32 or device.type != "cuda":
+        return torch.float32
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    if key not in _MIXED_ADDMM:
+        acc = torch.zeros(2, 2, device=device, dtype=torch.float32)
+        a = torch.ones(2, 2, device=device, dtype=dtype)
+        try:
+            torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
+            _MIXED_ADDMM[key] = bool((acc == 2).all())  # sync: once per process and device
+        except (RuntimeError, TypeError):
+            _MIXED_ADDMM[key] = False
+    return torch.float32 if _MIXED_ADDMM[key] else dtype
+
+
 def _accumulate(dw: torch.Tensor, grad_t: torch.Tensor, h: torch.Tensor) -> None:
-    """dw (float32) += grad_t @ h, with grad_t and h in the compute dtype."""
+    """dw += grad_t @ h, with grad_t and h in the compute dtype and dw in accumulator_dtype's."""
     if dw.dtype == grad_t.dtype:
         dw.addmm_(grad_t, h)
-    elif dw.is_cuda:  # cuBLAS accumulates bf16 products into the float32 dw itself (torch >= 2.9)
+    elif dw.is_cuda:
         torch.addmm(dw, grad_t, h, out_dtype=torch.float32, out=dw)
-    else:  # CPU has no mixed-dtype addmm: a [V, H] temporary in the compute dtype
+    else:  # CPU (the interpreter tests): no mixed-dtype addmm there, so a temporary
         dw += grad_t @ h
 
 
@@ -96,15 +119,17 @@ class LinearCrossEntropy(torch.autograd.Function):
         losses = torch.empty(min(chunk, rows), device=h.device, dtype=torch.float32)
         grads = need_dh or need_dw
         dh = torch.empty(hd.shape, device=h.device, dtype=dtype) if need_dh else None
-        dw = torch.zeros(weight.shape, device=h.device, dtype=torch.float32) if need_dw else None
+        acc = accumulator_dtype(h.device, dtype)
+        dw = torch.zeros(weight.shape, device=h.device, dtype=acc) if need_dw else None
         targets = targets.contiguous()
+        block = min(BLOCK_V, triton.next_power_of_2(vocab))
         with torch.autocast(h.device.type, enabled=False):
             for start in range(0, rows, chunk):
                 end = min(start + chunk, rows)
                 hc = hd[start:end]
                 logits = hc @ wd.T
                 _ce_rows[(end - start,)](logits, logits.stride(0), targets[start:end], losses, n, vocab, IGNORE,
-                                         BLOCK=min(BLOCK_V, triton.next_power_of_2(vocab)), GRAD=grads)
+                                         BLOCK=block, GRAD=grads, num_warps=8 if block >= 2048 else 4)
                 total += losses[:end - start].sum()
                 if dh is not None:
                     torch.mm(logits, wd, out=dh[start:end])
@@ -123,7 +148,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         if dh is not None:
             dh = dh.mul_(grad_out.to(dh.dtype)).to(h_dtype)
         if dw is not None:
-            dw = dw.mul_(grad_out).to(w_dtype)
+            dw = dw.mul_(grad_out.to(dw.dtype)).to(w_dtype)
         return dh, dw, None, None, None, None, None, None
 
 
