@@ -2,7 +2,7 @@
 # Issue 23 part 1 on a GPU: the Triton kernels (engine/kernels) tested and measured, in one device call per part.
 #   part 1: tests/kernels on CUDA (every op vs eager, fp32 and bf16, forward and backward; the own model with
 #           kernels on equals eager, also bf16 autocast and compiled), then every research/bench_<op>.py
-#           (eager, torch.compile, triton, liger when importable); one short table at the end
+#           (eager, torch.compile, triton, liger when importable; lora: eager, compile, fused); one short table
 #   part 2: bench_native_full_ft.py on the Llama-3.2-1B shape: native+compile with backend.kernels none vs
 #           triton (and without compile, and liger when importable); its table at the end
 # Run from the repository root on the GPU machine, carrying .whl (pydantic, typer, rich for the hub; a
@@ -17,7 +17,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 python3 -c "import liger_kernel" 2>/dev/null && echo "liger-kernel importable" || echo "liger-kernel not importable: no liger column"
 if [ "$part" = 1 ]; then
   python3 -m pytest -q tests/kernels 2>&1 | tee "$OUT/kernel_tests.log" | tail -15
-  for op in cross_entropy rms_norm swiglu rope; do
+  for op in cross_entropy rms_norm swiglu rope lora; do
     python3 research/bench_$op.py --out "$OUT/bench_$op.json" 2>&1 | tee "$OUT/bench_$op.log" | tail -9
   done
   python3 research/bench_rms_norm.py --dtype float32 --out "$OUT/bench_rms_norm_fp32.json" > "$OUT/bench_rms_norm_fp32.log" 2>&1

@@ -21,6 +21,7 @@ from trainhub.engine.kernels import kernel_ops, resolve, use_kernels
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
 from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of
+from trainhub.engine.models.own import fuse_lora
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
@@ -116,6 +117,8 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     ops = kernel_ops(kernels)
     if own:
         use_kernels(model, ops)  # before compile, so the compiled graph holds the chosen ops
+        if kernels == "triton" and job.adapter.type == "lora":
+            notes.append(f"kernels: {fuse_lora(model)} LoRA layers fused (engine/kernels/lora.py)")
     notes.append(f"kernels: {kernels} ({why})" + ("" if own or kernels == "none" else
                                                  "; transformers' model keeps its own norms, RoPE and MLP"))
     if getattr(job.backend, "compile", False):

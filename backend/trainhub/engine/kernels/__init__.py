@@ -6,9 +6,11 @@
 | rope          | rope.py          | x*cos + rotate_half(x)*sin, for q and k apart      | q and k in one launch              |
 | swiglu        | swiglu.py        | silu(gate) * up                                    | one pass, one saved tensor fewer   |
 | cross-entropy | cross_entropy.py | engine/loss.py's eager / chunked                   | logits never whole, bf16, 1 kernel |
+| lora linear   | lora.py          | peft's base(x) + lora_B(lora_A(x)) * s (cuBLAS)   | adds fused into the GEMMs          |
 
     ops = kernel_ops("triton")      # an Ops: rms_norm(x, w, eps), rope(q, k, cos, sin), swiglu(gate, up), loss
     use_kernels(model, ops)         # engine/models/transformer.py routes its norms, RoPE and MLP through ops
+    models.own.fuse_lora(model)     # triton with LoRA: peft's layers through lora.py (per instance)
 
 A closed registry: `none` (the references, the default on CPU), `triton` (this package), `liger`
 (Liger-Kernel's ops, when installed). `resolve` turns the job's choice (auto included) into one of them
