@@ -28,9 +28,11 @@ def _turn(x_ptr, y_ptr, sxb, sxt, sxh, syb, syt, syh, b, t, heads, c1, c2, s1, s
     x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(src + half, mask=mask, other=0.0).to(tl.float32)
     if BACKWARD:
-        y1, y2 = x1 * c1 + x2 * s2, x2 * c2 - x1 * s1
+        y1 = x1 * c1 + x2 * s2
+        y2 = x2 * c2 - x1 * s1
     else:
-        y1, y2 = x1 * c1 - x2 * s1, x2 * c2 + x1 * s2
+        y1 = x1 * c1 - x2 * s1
+        y2 = x2 * c2 + x1 * s2
     dst = y_ptr + b * syb + t * syt + h * syh + d
     tl.store(dst, y1.to(y_ptr.dtype.element_ty), mask=mask)
     tl.store(dst + half, y2.to(y_ptr.dtype.element_ty), mask=mask)
