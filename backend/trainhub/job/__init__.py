@@ -410,7 +410,7 @@ class TrainSection(Section):
     loss: Literal["auto", "eager", "chunked"] = "auto"
     """native: how the head and cross-entropy run. eager: the [tokens, vocab] logits in one matmul, then the
     loss; chunked: a chunk of rows at a time, so the full logits never exist (at vocab 128k and 8k tokens,
-    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: chunked when the vocabulary is 32k or more."""
+    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: the fused kernel of backend.kernels when kernels are on (triton, liger), else chunked when the vocabulary is 32k or more."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate every N steps (and at the end) when eval data is given; null = only at the end."""
     eval_batches: int | None = Field(None, ge=1)
