@@ -50,7 +50,8 @@ def main() -> int:
         from trainhub.engine.kernels.cross_entropy import accumulator_dtype
 
         print(f"triton: d head accumulated in {accumulator_dtype(torch.device('cuda'), dtype)}")
-    run("linear_cross_entropy", impls, make_inputs, args, f"N {n}, H {h}, V {v}")
+    op = "linear_cross_entropy" + (f" chunk {args.chunk}" if args.chunk else "")
+    run(op, impls, make_inputs, args, f"N {n}, H {h}, V {v}")
     return 0
 
 

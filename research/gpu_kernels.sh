@@ -20,6 +20,9 @@ if [ "$part" = 1 ]; then
   for op in cross_entropy rms_norm swiglu rope lora; do
     python3 research/bench_$op.py --out "$OUT/bench_$op.json" 2>&1 | tee "$OUT/bench_$op.log" | tail -9
   done
+  for c in 1024 4096; do  # the default chunk is 2048 rows at V = 128k (kernels/cross_entropy.py says why)
+    python3 research/bench_cross_entropy.py --chunk $c --impls chunked,triton --out "$OUT/bench_ce_chunk$c.json" > "$OUT/bench_ce_chunk$c.log" 2>&1
+  done
   python3 research/bench_rms_norm.py --dtype float32 --out "$OUT/bench_rms_norm_fp32.json" > "$OUT/bench_rms_norm_fp32.log" 2>&1
   echo; grep -E "passed|failed" "$OUT/kernel_tests.log" | tail -1
   python3 - "$OUT" <<'PY'
