@@ -19,14 +19,16 @@ Here, per chunk of c rows:
     dW  += grad.T @ h_c                 cuBLAS, accumulated in float32 (addmm with out_dtype on CUDA: no [V, H] temporary;
                                         where this torch lacks it, in the compute dtype: accumulator_dtype)
 
-So the logits are read twice and written once in bf16 (6 bytes per element instead of ~70), and
-the chunk's memory is its bf16 logits alone (512 MiB by default: 2,048 rows at V = 128k). As in
+So the logits are read twice and written once in bf16 (6 bytes per element instead of ~70 for
+nine float32 read-write passes), and the chunk's memory is its bf16 logits alone (512 MiB by
+default: 2,048 rows at V = 128k). As in
 engine/loss.py the gradients are made in the forward (the logits serve loss and gradients once:
 3 matmuls, not 4), kept until backward, which only scales them by the incoming gradient.
 scale_t = 1/n on scored rows and 0 elsewhere; n is read by the kernel from device memory, so nothing syncs.
 
-The weight enters in its own dtype (fp32 masters under autocast) and is cast once inside; dW is
-returned in the weight's dtype from the float32 accumulator, so no bf16 round trip of [V, H].
+The weight enters in its own dtype (fp32 masters under autocast) and is cast once inside (the bf16
+copy autocast would make as well, freed when the forward ends); dW is returned in the weight's dtype
+from the float32 accumulator, so no bf16 round trip of [V, H].
 
 Precision: logits rounded to bf16 by the matmul (as eager's autocast matmul does), softmax and lse
 in float32, the gradient rounded to bf16 before the two backward matmuls (as eager autograd does).
