@@ -5,10 +5,11 @@
 #           (eager, torch.compile, triton, liger when importable; lora: eager, compile, fused); one short table
 #   part 2: bench_native_full_ft.py on the Llama-3.2-1B shape: native+compile with backend.kernels none vs
 #           triton (and without compile, and liger when importable); its table at the end
+#   part 3: the same shape with LoRA r=16 (bf16 base): native+compile, kernels none vs triton (fused LoRA)
 # Run from the repository root on the GPU machine, carrying .whl (pydantic, typer, rich for the hub; a
 # liger_kernel wheel there too, `pip download liger-kernel --no-deps -d .whl`, adds Liger's column).
 set -uo pipefail
-part=${1:?usage: gpu_kernels.sh 1|2}
+part=${1:?usage: gpu_kernels.sh 1|2|3}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD/backend:$PWD:$PWD/research PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -40,7 +41,10 @@ for f in sorted(Path(sys.argv[1]).glob("bench_*.json")):
             print(f"| {r['op']} | {r['dtype']} | {impl} | {x['fwd_bwd_ms']:.3f} | {base / x['fwd_bwd_ms']:.2f}x | "
                   f"{x['peak_mb']:,.0f} | {x['max_diff']:.1e} |")
 PY
-else
+elif [ "$part" = 2 ]; then
   python3 research/bench_native_full_ft.py --steps ${STEPS:-20} --warmup ${WARMUP:-10} --variants "${VARIANTS:-kernels}" \
     --out "$OUT/native_full_ft_kernels.json" 2>&1 | tee "$OUT/bench_full_ft.log" | tail -10
+else  # part 3: LoRA r=16 on the same shape, kernels (fused LoRA layers included) off vs on
+  python3 research/bench_native_full_ft.py --steps ${STEPS:-20} --warmup ${WARMUP:-10} --variants lora \
+    --out "$OUT/native_lora_kernels.json" 2>&1 | tee "$OUT/bench_lora_ft.log" | tail -6
 fi
