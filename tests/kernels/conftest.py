@@ -1,7 +1,8 @@
 """Kernel tests run for real on CUDA and, without a GPU, under Triton's interpreter on CPU tensors.
 
-TRITON_INTERPRET must be set before a kernel is decorated, i.e. before trainhub.engine.kernels.<op> is
-imported: the test modules import their op inside helpers, after this file has run. Skipped where
+TRITON_INTERPRET must be set when a kernel is decorated, i.e. when trainhub.engine.kernels.<op> is first
+imported: the test modules import their op inside the tests, while the fixture below has it set. It is set
+per test (monkeypatch), not for the session, so no other test directory runs with it. Skipped where
 Triton is not installed.
 """
 
@@ -13,10 +14,13 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _interpret_on_cpu(monkeypatch):
+    if DEVICE == "cpu" and "TRITON_INTERPRET" not in os.environ:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 """Per dtype, kernel vs eager on the same inputs. float32: both compute in float32, differing in the order of
