@@ -44,3 +44,20 @@ def test_frozen_weight_and_device():
     y = op()(x, w, 1e-5)
     y.sum().backward()
     assert w.grad is None and x.grad is not None and y.device.type == DEVICE
+
+
+@pytest.mark.parametrize("shape", [(37, 129), (70, 33)])
+def test_backward_programs_loop_over_rows(monkeypatch, shape):
+    """With few backward programs each sums several blocks of rows into its d weight partial (the path every
+    large input takes on a GPU, where rows outnumber MAX_PROGRAMS x rows per block)."""
+    import trainhub.engine.kernels.rms_norm as module
+
+    monkeypatch.setattr(module, "MAX_PROGRAMS", 2)
+    x = rand(*shape, dtype=torch.float32, scale=2.0)
+    w = (1 + 0.1 * rand(shape[-1], dtype=torch.float32, seed=1)).detach().requires_grad_()
+    x2, w2 = twin(x), twin(w)
+    dy = rand(*shape, dtype=torch.float32, seed=2).detach()
+    reference.rms_norm(x, w, 1e-6).backward(dy)
+    module.rms_norm(x2, w2, 1e-6).backward(dy)
+    torch.testing.assert_close(x2.grad, x.grad, **TOL[torch.float32])
+    torch.testing.assert_close(w2.grad, w.grad, **TOL[torch.float32])
