@@ -7,6 +7,12 @@ One run, one GPU, up to ten variants, each in its own process (clean peak memory
                   decoder, engine/models; chunked loss), metrics read from its metrics.jsonl
   native+compile  the same with backend.compile: true
   native-eagerloss+compile  the same with train.loss: eager (the full logits, compiled with the head)
+  native+compile+kernels    native+compile with backend.kernels: triton (engine/kernels: RMSNorm, RoPE,
+                  SwiGLU, fused linear + cross-entropy); every other native variant runs kernels: none
+  native+compile+liger      the same with Liger-Kernel's ops (backend.kernels: liger; needs liger-kernel)
+  native+kernels  backend.kernels triton without compile
+  ...+lora        the same variant with adapter lora (r 16, alpha 32, all linear layers, bf16 base weights):
+                  --variants lora runs native+compile+lora against native+compile+kernels+lora (fused LoRA)
   native-hf       the native engine over transformers' LlamaForCausalLM (model.impl: hf, eager
                   loss): the path every native run took before the own model
   native-hf+compile  the same with backend.compile: true
@@ -58,6 +64,10 @@ VARIANTS = ("native", "native+compile", "native-eagerloss+compile", "native-hf",
             "hf-compile", *(f"native+compile+fp8-{r}" for r in FP8_RECIPES), "native+compile+lora",
             "native+compile+lora+fp8-tensorwise")
 # eagerloss: train.loss eager (full logits) instead of the chunked default
+KERNEL_VARIANTS = ("native+compile", "native+compile+kernels", "native+kernels", "native+compile+liger")
+"""--variants kernels: the kernels-on vs -off comparison (research/gpu_kernels.sh)."""
+LORA_VARIANTS = ("native+compile+lora", "native+compile+kernels+lora")
+"""--variants lora: the same for LoRA r=16 (the fused LoRA layers of engine/kernels/lora.py included)."""
 SPECIALS = ["<|pad|>", "<|im_end|>", "<|im_start|>"]
 LOG_EVERY = 5  # the native engine syncs (loss.item()) once per logged step, as a user's run would
 
@@ -98,15 +108,16 @@ def flops_per_token(shape: dict) -> float:
 
 
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto", loss: str = "auto", fp8: str | None = None, lora: bool = False) -> dict:
+               impl: str = "auto", loss: str = "auto", kernels: str = "none", fp8: str | None = None,
+               lora: bool = False) -> dict:
     import yaml
 
-    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "") + (f"-fp8-{fp8}" if fp8 else "")
-                      + ("-lora" if lora else ""))
+    run_dir = work / (f"native-{impl}-{loss}-{kernels}" + ("-compile" if compile_ else "")
+                      + (f"-fp8-{fp8}" if fp8 else "") + ("-lora" if lora else ""))
     precision = {"type": "fp8", "recipe": fp8} if fp8 else "auto"
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
-        "backend": {"type": "native", "compile": compile_},
+        "backend": {"type": "native", "compile": compile_, "kernels": kernels},
         "model": {"init": {"family": "llama", "hidden_size": shape["hidden_size"],
                            "intermediate_size": shape["intermediate_size"], "num_layers": shape["num_layers"],
                            "num_heads": shape["num_heads"], "num_kv_heads": shape["num_kv_heads"],
@@ -120,6 +131,9 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                   "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else loss},
         "log": {"console": "plain"},
     }
+    if lora:  # frozen bf16 base, adapters trained (the setting the unsloth comparison uses)
+        job["adapter"] = {"type": "lora", "rank": 16, "alpha": 32, "targets": "all-linear"}
+        job["model"]["dtype"] = "bfloat16"
     config = work / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump(job))
     t0 = time.time()
@@ -199,10 +213,11 @@ def child(args) -> None:
     shape = pick_shape(args)
     work = Path(args.work)
     if args.variant.startswith("native"):
+        kernels = "triton" if "+kernels" in args.variant else "liger" if "+liger" in args.variant else "none"
         result = run_native(shape, args.steps, args.warmup, "+compile" in args.variant,
                             work / "tokenizer", work / "random.jsonl", work,
                             impl="hf" if args.variant.startswith("native-hf") else "auto",
-                            loss="eager" if "eagerloss" in args.variant else "auto",
+                            loss="eager" if "eagerloss" in args.variant else "auto", kernels=kernels,
                             fp8=args.variant.split("+fp8-")[1] if "+fp8-" in args.variant else None,
                             lora="+lora" in args.variant)
     else:
@@ -218,7 +233,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, allocator); "
                         f"a multiple of {LOG_EVERY}")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated; 'kernels' means {','.join(KERNEL_VARIANTS)}; "
+                             f"'lora' means {','.join(LORA_VARIANTS)}")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -243,7 +260,9 @@ def main() -> int:
         work = Path(tmp)
         n_tokens = (args.warmup + args.steps + 2) * shape["micro_batch"] * shape["seq"]
         make_tokenizer_and_data(work, shape, n_tokens)
-        for variant in args.variants.split(","):
+        named = {"kernels": KERNEL_VARIANTS, "lora": LORA_VARIANTS}
+        variants = named[args.variants] if args.variants in named else args.variants.split(",")
+        for variant in variants:
             print(f"--- {variant}", flush=True)
             cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--shape", args.shape] + (["--tiny"] if args.tiny else []) + \

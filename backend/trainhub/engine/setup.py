@@ -18,9 +18,11 @@ from trainhub.data.dataset import build_datasets
 from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
 from trainhub.engine.fp8 import convert_to_fp8
+from trainhub.engine.kernels import kernel_ops, resolve, use_kernels
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
 from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of
+from trainhub.engine.models.own import fuse_lora
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
@@ -114,6 +116,14 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     notes.append(f"model: {'trainhub' if own else 'transformers'} implementation")
     if job.train.precision.type == "fp8":  # before compile (and, under parallelize, before checkpointing and FSDP2)
         notes += convert_to_fp8(model, job.train.precision).lines()
+    kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
+    ops = kernel_ops(kernels)
+    if own:
+        use_kernels(model, ops)  # before compile, so the compiled graph holds the chosen ops
+        if kernels == "triton" and job.adapter.type == "lora":
+            notes.append(f"kernels: {fuse_lora(model)} LoRA layers fused (engine/kernels/lora.py)")
+    notes.append(f"kernels: {kernels} ({why})" + ("" if own or kernels == "none" else
+                                                 "; transformers' model keeps its own norms, RoPE and MLP"))
     if getattr(job.backend, "compile", False):
         if device.type == "cuda":
             compile_model(model)  # in place: parameter names and module identity unchanged
@@ -125,7 +135,7 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
     items = len(rows) if rows is not None else len(data.train)
     return Setup(job=job, device=device, precision=precision, tokenizer=tokenizer, train_set=data.train,
-                 eval_set=data.eval, rows=rows, model=model, loss_fn=make_loss(model, job.train.loss, len(tokenizer)),
+                 eval_set=data.eval, rows=rows, model=model, loss_fn=make_loss(model, job.train.loss, len(tokenizer), ops.loss),
                  optimizer=optimizer, scaler=scaler, counts=count_model(model), total_steps=total_steps(job, items),
                  mask_kind=mask_kind)
 
@@ -135,9 +145,10 @@ CHUNKED_FROM_VOCAB = 32_000
 are a few MB) and one matmul is simplest; above it they dominate activation memory."""
 
 
-def make_loss(model: torch.nn.Module, choice: str, vocab: int) -> LossFn:
-    """The model's hidden states, then the head and cross-entropy through engine/loss.py (the loss seam)."""
-    impl = choice if choice != "auto" else "chunked" if vocab >= CHUNKED_FROM_VOCAB else "eager"
+def make_loss(model: torch.nn.Module, choice: str, vocab: int, fused: str | None = None) -> LossFn:
+    """The model's hidden states, then the head and cross-entropy through engine/loss.py (the loss seam).
+    train.loss auto takes the kernels' fused loss (`fused`: triton, liger) when kernels are on."""
+    impl = choice if choice != "auto" else fused or ("chunked" if vocab >= CHUNKED_FROM_VOCAB else "eager")
 
     def loss_fn(batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
         hidden = hidden_states(model, batch)

@@ -70,6 +70,8 @@ class NativeBackend(Section):
     """trainhub's own engine: a plain PyTorch loop."""
     compile: bool = False
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
+    kernels: Literal["auto", "triton", "liger", "none"] = "auto"
+    """Fused kernels for the own model's RMSNorm, RoPE and SwiGLU and for the head + cross-entropy (train.loss auto). triton: trainhub's (engine/kernels; needs a CUDA GPU); liger: Liger-Kernel's (pip install 'trainhub[liger]'); none: eager PyTorch; auto: triton on a CUDA GPU where Triton imports, else none."""
 
 
 class NanoGPTBackend(Section):
@@ -412,7 +414,7 @@ class TrainSection(Section):
     loss: Literal["auto", "eager", "chunked"] = "auto"
     """native: how the head and cross-entropy run. eager: the [tokens, vocab] logits in one matmul, then the
     loss; chunked: a chunk of rows at a time, so the full logits never exist (at vocab 128k and 8k tokens,
-    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: chunked when the vocabulary is 32k or more."""
+    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: the fused kernel of backend.kernels when kernels are on (triton, liger), else chunked when the vocabulary is 32k or more."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate every N steps (and at the end) when eval data is given; null = only at the end."""
     eval_batches: int | None = Field(None, ge=1)

@@ -85,6 +85,48 @@ def add_lora(model: CausalLM, lora) -> nn.Module:
         target_modules=lora_targets(model, lora.targets)))
 
 
+PEFT_FUSED_TESTED = ("0.21",)
+"""peft versions (major.minor) whose lora.Linear attributes fuse_lora reads (base_layer, lora_A/B, scaling,
+lora_dropout, lora_variant, active_adapters, merged, disable_adapters); tests/kernels/test_lora.py compares
+the fused layers with peft's own forward, so a moved attribute fails there first."""
+
+
+def fuse_lora(model: nn.Module) -> int:
+    """Route each plain LoRA layer of a peft model (one adapter, nn.Linear base, no dropout, no DoRA) through
+    engine/kernels/lora.py's fused forward/backward; per instance, so peft's class stays as it is. Returns
+    how many layers were fused (0 under an untested peft: those keep peft's forward)."""
+    import types
+
+    import peft
+    from peft.tuners.lora import Linear as LoraLinear
+
+    if ".".join(peft.__version__.split(".")[:2]) not in PEFT_FUSED_TESTED:
+        return 0
+    fused = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLinear) or type(module.base_layer) is not nn.Linear:
+            continue
+        names = list(module.active_adapters)
+        if len(names) != 1 or names[0] not in module.lora_A or names[0] in getattr(module, "lora_variant", {}):
+            continue
+        if not isinstance(module.lora_dropout[names[0]], nn.Identity):
+            continue
+        module.forward = types.MethodType(_fused_lora_forward, module)
+        fused += 1
+    return fused
+
+
+def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    from trainhub.engine.kernels.lora import lora_linear
+
+    names = self.active_adapters
+    if args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or names[0] not in self.lora_A:
+        return type(self).forward(self, x, *args, **kwargs)  # anything but the one-adapter training case: peft's
+    name = names[0]
+    return lora_linear(x, self.base_layer.weight, self.base_layer.bias, self.lora_A[name].weight,
+                       self.lora_B[name].weight, self.scaling[name])
+
+
 def load_lora(model: CausalLM, folder, trainable: bool = False) -> nn.Module:
     """A saved LoRA adapter (ours or one trained on transformers' model) on our model. The adapter's
     task_type is dropped: CAUSAL_LM would pick PeftModelForCausalLM, which wants generation methods."""

@@ -9,6 +9,10 @@ with RMSNorm (x / sqrt(mean(x^2) + eps) * weight, computed in float32), RoPE (ro
 grouped-query causal attention that keeps packed documents apart (attention.py) and the SwiGLU MLP.
 q_norm/k_norm (an RMSNorm over each head's head_dim) exist only where args.qk_norm (Qwen3).
 
+The norms, RoPE and the MLP's silu(gate) * up go through `self.ops` (engine/kernels: the eager
+references by default, Triton or Liger kernels when the job's backend.kernels chooses them;
+kernels.use_kernels sets it on every module that has the slot).
+
 `forward` returns the final-normed hidden states [B, T, H], not logits: the loss (engine/loss.py)
 multiplies by `head_weight` itself, chunk by chunk if it wants, so the [B*T, vocab] logits need
 never exist whole.
@@ -24,30 +28,30 @@ Nothing here subclasses a transformers class; `save_pretrained` writes an HF fol
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from trainhub.engine.kernels import EAGER, Ops
 from trainhub.engine.models.args import ModelArgs
 from trainhub.engine.models.attention import Documents, attend, documents
-from trainhub.engine.models.rope import apply_rope, rope_cos_sin, rope_frequencies
+from trainhub.engine.models.rope import rope_cos_sin, rope_frequencies
 
 
 class RMSNorm(nn.Module):
+    ops: Ops = EAGER
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # float32 statistics even for bf16 activations: a bf16 mean of squares over 4096 values loses the
-        # low bits of every term. The normalised value is cast back before the weight, as transformers does.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return self.ops.rms_norm(x, self.weight, self.eps)  # float32 statistics (kernels/reference.py)
 
 
 class Attention(nn.Module):
+    ops: Ops = EAGER
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         d, heads, kv = args.head_dim, args.num_attention_heads, args.num_key_value_heads
@@ -67,11 +71,13 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, -1, self.head_dim)
         if hasattr(self, "q_norm"):  # Qwen3: per-head RMSNorm before rotation keeps q.k bounded
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = self.ops.rope(q, k, cos, sin)
         return self.o_proj(attend(q, k, v, docs, self.scale).reshape(b, t, -1))
 
 
 class MLP(nn.Module):
+    ops: Ops = EAGER
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         h, i, bias = args.hidden_size, args.intermediate_size, args.mlp_bias
@@ -80,7 +86,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, h, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class Block(nn.Module):

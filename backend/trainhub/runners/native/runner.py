@@ -3,6 +3,7 @@ torchrun starts too (runners/base.py says why native has no child.py of its own)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,13 @@ class NativeRunner:
         if job.model.init is not None and job.model.init.family == "gpt2":
             problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
+        kernels = getattr(job.backend, "kernels", "auto")
+        if kernels in ("triton", "liger") and not host.has_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+            problems.append(Problem("backend.kernels", f"backend.kernels {kernels} needs a CUDA GPU; none is "
+                                    "visible (use auto or none)"))
+        elif kernels == "liger" and missing_modules("liger_kernel"):
+            problems.append(Problem("backend.kernels", "backend.kernels liger needs Liger-Kernel: "
+                                    "pip install 'trainhub[liger]'"))
         problems += trainhub_model_problems(job, host)
         problems += fp8_problems(job, host)
         problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
@@ -45,8 +53,12 @@ class NativeRunner:
         """Which model implementation and loss the engine will use (read without torch: config.json only)."""
         from trainhub.engine.models import model_path
 
-        loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
-        lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        kernels = getattr(job.backend, "kernels", "auto")
+        fused = "the kernels' fused loss when kernels are on, else " if kernels != "none" else ""
+        loss = job.train.loss if job.train.loss != "auto" else f"auto ({fused}chunked from a 32k vocabulary, else eager)"
+        what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
+        lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)",
+                 f"  kernels: {what} (backend.kernels; engine/kernels)"]
         p = job.train.precision
         if p.type == "fp8":
             lines.append(f"  precision: fp8 {p.recipe} (torchao float8), filter {p.filter}; which Linear layers "
