@@ -114,6 +114,13 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
     if job.train.loss != "auto":
         problems.append(Problem("train.loss", f"{backend} computes the loss its own way; train.loss "
                                               f"{job.train.loss} applies to backend native only"))
+    if job.train.grad_checkpointing == "selective":
+        problems.append(Problem("train.grad_checkpointing", f"{backend} cannot checkpoint selectively; "
+                                f"grad_checkpointing selective applies to backend native only"))
+    if job.train.activation_offload:
+        also = " (unsloth's full checkpointing offloads to host memory already)" if backend == "unsloth" else ""
+        problems.append(Problem("train.activation_offload", f"{backend} cannot offload activations; "
+                                f"train.activation_offload applies to backend native only{also}"))
     return problems
 
 
