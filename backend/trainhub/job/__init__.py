@@ -248,7 +248,7 @@ class LoraAdapter(Section):
 
 class QloraAdapter(LoraAdapter):
     type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
-    """LoRA over base weights quantized to 4-bit NF4 (bitsandbytes) while training; the adapters train in 16-bit."""
+    """LoRA over base weights quantized to 4-bit NF4 while training (native: torchao, unsloth: bitsandbytes); the adapters train in the model's dtype. Needs a pretrained model.path."""
 
 
 Adapter = Annotated[FullAdapter | LoraAdapter | QloraAdapter, Field(discriminator="type"),

@@ -132,6 +132,6 @@ def adapter_problems(job: Job, backend: str, features: tuple[str, ...]) -> list[
     if job.adapter.type in features:
         return []
     able = [a for a in ADAPTERS if a in features]
-    elsewhere = " (qlora trains on backend unsloth, on an NVIDIA GPU)" if job.adapter.type == "qlora" else ""
+    elsewhere = " (qlora trains on backend native, or unsloth on an NVIDIA GPU)" if job.adapter.type == "qlora" else ""
     return [Problem("adapter.type", f"{backend} cannot train adapter {job.adapter.type}; it trains "
                                     f"{', '.join(able)}{elsewhere}")]

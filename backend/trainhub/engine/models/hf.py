@@ -53,9 +53,16 @@ def build(job, tokenizer) -> nn.Module:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if job.train.grad_checkpointing != "none":  # selective: our policy passed through to torch's checkpoint
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs=checkpoint_kwargs(job.train.grad_checkpointing))
-    if job.adapter.type == "lora":
+        kwargs = checkpoint_kwargs(job.train.grad_checkpointing)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if job.adapter.type == "qlora":  # frozen NF4 base weights under the adapters (quant.py)
+        from trainhub.engine.models.quant import quantize_nf4
+
+        quantize_nf4(model)
+    if job.adapter.type in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         lora = job.adapter

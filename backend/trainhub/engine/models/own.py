@@ -34,7 +34,8 @@ INPUTS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_se
 
 
 def build(job, tokenizer) -> nn.Module:
-    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora."""
+    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora or qlora
+    (qlora: the linear layers' weights in NF4 first, quant.py)."""
     spec, dtype = job.model, DTYPES[job.model.dtype]
     if spec.init is not None:
         args = args_from_architecture(spec.init, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
@@ -53,7 +54,11 @@ def build(job, tokenizer) -> nn.Module:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
                              f"{model.config.vocab_size}")
     model.grad_checkpointing = job.train.grad_checkpointing  # none | full | selective, per block
-    if job.adapter.type == "lora":
+    if job.adapter.type == "qlora":  # frozen NF4 base weights under the adapters (quant.py)
+        from trainhub.engine.models.quant import quantize_nf4
+
+        quantize_nf4(model)
+    if job.adapter.type in ("lora", "qlora"):
         model = add_lora(model, job.adapter)
     return model
 

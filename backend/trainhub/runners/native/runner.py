@@ -15,7 +15,7 @@ from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_m
 class NativeRunner:
     name = "native"
     methods = ("pretrain", "sft")
-    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing",
+    features = ("full", "lora", "qlora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing",
                 "compile", "cpu", "cuda")
 
     def missing(self) -> list[str]:
@@ -31,8 +31,12 @@ class NativeRunner:
             problems.append(Problem("method.type", f"native cannot train method '{job.method.type}' (yet); "
                                     f"backends that can: {', '.join(able) or 'none installed'}"))
         if job.adapter.type == "qlora":
-            problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
-                                    "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
+            if missing_modules("torchao"):
+                problems.append(Problem("adapter.type", "native trains qlora with torchao's NF4 weights; install it "
+                                        "(pip install 'trainhub[qlora]'), or use adapter lora"))
+            if job.model.init is not None:
+                problems.append(Problem("adapter.type", "qlora adapts a pretrained model (model.path); a model "
+                                        "built from model.init has no weights worth freezing in 4 bits"))
         if job.model.init is not None and job.model.init.family == "gpt2":
             problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
