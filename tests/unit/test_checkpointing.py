@@ -22,8 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.unit.test_models import hf_model, ours_like
 from trainhub.engine.loss import cross_entropy
-from trainhub.engine.models import hidden_states
 from trainhub.engine.models import hf as hf_path
+from trainhub.engine.models import hidden_states
 from trainhub.engine.models.checkpointing import checkpoint_kwargs, saves
 from trainhub.engine.models.own import add_lora, compile_blocks
 from trainhub.host import Host

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.unit.test_models import hf_model, ours_like
+from tests.unit.test_models import ours_like
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.models import head_weight, hidden_states
 from trainhub.engine.models.own import add_lora

@@ -19,7 +19,14 @@ from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches,
 from trainhub.engine.device import Precision
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
-from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of, set_offload
+from trainhub.engine.models import (
+    build_model,
+    compile_model,
+    head_weight,
+    hidden_states,
+    path_of,
+    set_offload,
+)
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
