@@ -13,8 +13,8 @@ from trainhub.jobfile import JobError, Problem
 from trainhub.runners.base import Launch, Runner
 from trainhub.runners.llamafactory.runner import LlamaFactoryRunner
 from trainhub.runners.nanogpt.runner import NanoGPTRunner
-from trainhub.runners.speed import prefer
 from trainhub.runners.native.runner import NativeRunner
+from trainhub.runners.speed import prefer
 from trainhub.runners.trl.runner import TrlRunner
 from trainhub.runners.unsloth.runner import UnslothRunner
 
