@@ -162,10 +162,11 @@ def test_offload_moves_each_block_input_through_save_on_cpu(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_blocks_match_eager_under_selective():
+@pytest.mark.parametrize("mode,offload", [("selective", False), ("full", True)])
+def test_compiled_blocks_match_eager(mode, offload):
     ids = _ids(_own("none"))
-    eager = _grads(_own("selective"), ids)
-    model = _own("selective")
+    eager = _grads(_own("none"), ids)
+    model = _own(mode, offload)
     compile_blocks(model)
     loss, grads = _grads(model, ids)
     torch.testing.assert_close(loss, eager[0], atol=1e-5, rtol=1e-5)
