@@ -68,3 +68,13 @@ def test_plan_reason_names_the_rule_on_a_cpu_host():
     picked = [r for r in reasons if ": picked:" in r]
     assert runner.name == "native" and len(picked) == 1
     assert re.search(r"no measured comparison for causal-lm qlora, checkpointing off on this host", picked[0])
+
+
+def test_native_plan_names_checkpointing_offload_and_qlora():
+    job = Job.model_validate({"name": "t", "backend": "native", "model": {"path": "some/model"}, "method": "sft",
+                              "adapter": "qlora", "data": {"train": "x.jsonl", "format": "messages"},
+                              "train": {"max_steps": 1, "grad_checkpointing": "selective", "activation_offload": True}})
+    from trainhub.runners import RUNNERS
+
+    text = "\n".join(RUNNERS["native"].plan_lines(job))
+    assert "activation checkpointing: selective, saved activations offloaded" in text and "NF4" in text

@@ -49,7 +49,14 @@ class NativeRunner:
         from trainhub.engine.models import model_path
 
         loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
-        return [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        tc = job.train
+        memory = f"  activation checkpointing: {tc.grad_checkpointing}" + \
+            (", saved activations offloaded to host memory (GPU only)" if tc.activation_offload else "") + \
+            " (engine/models/checkpointing.py)"
+        lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)", memory]
+        if job.adapter.type == "qlora":
+            lines.append("  qlora: linear weights as torchao NF4 (4-bit), LoRA on top (engine/models/quant.py)")
+        return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
