@@ -87,14 +87,8 @@ def test_lora_with_dropout_gradients_equal_no_checkpointing(mode):
 
 @pytest.mark.parametrize("mode", ["full", "selective"])
 def test_transformers_path_gradients_equal_no_checkpointing(mode):
-    def model(m):
-        hf = hf_model("llama-gqa-llama3").train()
-        if m != "none":
-            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs(m))
-        return hf
-
-    ids = _ids(model("none"))
-    _assert_same(_grads(model("none"), ids), _grads(model(mode), ids))
+    ids = _ids(_hf("none"))
+    _assert_same(_grads(_hf("none"), ids), _grads(_hf(mode), ids))
 
 
 class _Count(TorchDispatchMode):
@@ -107,8 +101,8 @@ class _Count(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _backward_ops(mode):
-    model = _own(mode)
+def _backward_ops(mode, make=None):
+    model = (make or _own)(mode)
     ids = _ids(model)
     loss = cross_entropy(hidden_states(model, {"input_ids": ids}), _head(model), ids, ids.numel())
     with _Count() as count:
@@ -122,6 +116,19 @@ def test_selective_recomputes_norms_but_no_matmul():
     none, full, selective = (_backward_ops(m) for m in MODES)
     assert none[1] == 0 and full[1] > 0 and selective[1] == full[1]  # the norms' rsqrt, recomputed
     assert selective[0] == none[0] < full[0]  # no matmul or attention runs twice under selective
+
+
+def _hf(mode):
+    hf = hf_model("llama-gqa-llama3").train()
+    if mode != "none":  # as engine/models/hf.py enables it
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs(mode))
+    return hf
+
+
+def test_selective_reaches_transformers_checkpointing():
+    none, full, selective = (_backward_ops(m, _hf) for m in MODES)
+    assert none[1] == 0 and full[1] > 0 and selective[1] == full[1]
+    assert selective[0] == none[0] < full[0]
 
 
 def test_peak_memory_full_below_selective_below_none():
