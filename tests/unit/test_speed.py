@@ -67,7 +67,7 @@ def test_plan_reason_names_the_rule_on_a_cpu_host():
     runner, reasons = choose(_job(adapter="qlora"), Host())
     picked = [r for r in reasons if ": picked:" in r]
     assert runner.name == "native" and len(picked) == 1
-    assert re.search(r"no measured comparison for causal-lm qlora, checkpointing off on this host", picked[0])
+    assert re.search(r"no measured comparison for causal-lm qlora \(without checkpointing\) on a host with no GPU class", picked[0])
 
 
 def test_native_plan_names_checkpointing_offload_and_qlora():

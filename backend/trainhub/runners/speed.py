@@ -73,8 +73,8 @@ def measurements(job, host: Host) -> dict[str, Measured]:
 def prefer(job, host: Host, usable: list[str]) -> tuple[str, str]:
     """(backend to pick among `usable` (registry order, non-empty), one line saying why)."""
     default = usable[0]
-    what = (f"{step_kind(job)} {job.adapter.type}, checkpointing {'on' if job.train.grad_checkpointing != 'none' else 'off'}"
-            f" on {gpu_class(host) or 'this host'}")
+    ckpt = "with" if job.train.grad_checkpointing != "none" else "without"
+    what = f"{step_kind(job)} {job.adapter.type} ({ckpt} checkpointing) on {gpu_class(host) or 'a host with no GPU class'}"
     rows = {name: m for name, m in measurements(job, host).items() if name in usable}
     if default not in rows or len(rows) < 2:
         have = ", ".join(f"{n} {m.tokens_per_s:,} tok/s" for n, m in rows.items()) or "none"
