@@ -27,6 +27,12 @@ One run, one GPU, up to ten variants, each in its own process (clean peak memory
 at seq 4096, micro-batch 2, --layers blocks (default 8: ~50 GB with AdamW's fp32 state on an 80 GB H100),
 the shape the FP8 issue's 1.3x target is set on.
 
+A native variant takes modifiers after `+` (issue 23's memory part): compile; full or selective
+(train.grad_checkpointing); offload (train.activation_offload); lora or qlora (adapter r=16, alpha 32, all
+linear layers, over a random-init bfloat16 base saved once as an HF folder; qlora: its linear weights in
+NF4). E.g. `native+compile+selective+offload`, `native+qlora`. --seq and --micro-batch change the shape's
+row length and rows per micro-batch (seq 8192, micro-batch 1: the long-row case).
+
 Same model shape (hidden 2048, MLP 8192, 16 layers, 32 heads, 8 KV heads, vocab
 128256, tied embeddings, rope theta 500000), random init, fp32 master weights
 with bf16 autocast, fused AdamW, micro-batch 4 x seq 2048, random token ids.
@@ -107,13 +113,35 @@ def flops_per_token(shape: dict) -> float:
 # ----------------------------------------------------------------------------- variants (child processes)
 
 
+def save_base(shape: dict, tok_dir: Path, folder: Path) -> Path:
+    """A random-init bfloat16 LlamaForCausalLM of the shape, with the tokenizer, saved once: the base the LoRA and
+    QLoRA variants adapt (qlora needs a model.path)."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
+                         intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+                         num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+                         max_position_embeddings=shape["seq"], rope_theta=shape["rope_theta"],
+                         tie_word_embeddings=True, pad_token_id=0, eos_token_id=1)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(folder)
+    return folder
+
+
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto", loss: str = "auto", kernels: str = "none", fp8: str | None = None,
-               lora: bool = False) -> dict:
+               impl: str = "auto", loss: str = "auto", mods: frozenset = frozenset()) -> dict:
+    """mods (the variant's +modifiers but compile): full, selective, offload (checkpointing), lora, qlora,
+    kernels (backend.kernels triton), liger, fp8-RECIPE."""
     import yaml
 
-    run_dir = work / (f"native-{impl}-{loss}-{kernels}" + ("-compile" if compile_ else "")
-                      + (f"-fp8-{fp8}" if fp8 else "") + ("-lora" if lora else ""))
+    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "") + "".join(f"-{m}" for m in sorted(mods)))
+    ckpt = "selective" if "selective" in mods else "full" if "full" in mods else "none"
+    kernels = "triton" if "kernels" in mods else "liger" if "liger" in mods else "none"
+    fp8 = next((m.split("-", 1)[1] for m in mods if m.startswith("fp8-")), None)
     precision = {"type": "fp8", "recipe": fp8} if fp8 else "auto"
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
@@ -124,16 +152,20 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                            "max_position_embeddings": shape["seq"], "rope_theta": shape["rope_theta"],
                            "tie_embeddings": True, "tokenizer": {"type": "path", "path": str(tok_dir)}},
                   "dtype": "float32", "attention": "sdpa", "impl": impl},
-        "method": "pretrain", "adapter": {"type": "lora", "rank": 16, "alpha": 32} if lora else "full",
+        "method": "pretrain",
         "data": {"train": str(data), "format": "text", "max_length": shape["seq"], "shuffle": False},
         "optim": {"type": "adamw", "lr": 1e-4, "weight_decay": 0.1}, "schedule": {"warmup_steps": 2},
         "train": {"micro_batch_size": shape["micro_batch"], "max_steps": warmup + steps, "precision": precision,
                   "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else loss},
         "log": {"console": "plain"},
     }
-    if lora:  # frozen bf16 base, adapters trained (the setting the unsloth comparison uses)
-        job["adapter"] = {"type": "lora", "rank": 16, "alpha": 32, "targets": "all-linear"}
-        job["model"]["dtype"] = "bfloat16"
+    job["train"].update(grad_checkpointing=ckpt, activation_offload="offload" in mods)
+    adapter = "qlora" if "qlora" in mods else "lora" if "lora" in mods else None
+    if adapter:  # a saved base in bf16 (QLoRA's setting), adapters r=16 on every linear layer
+        base = save_base(shape, tok_dir, work / "base")
+        job["model"] = {"path": str(base), "dtype": "bfloat16", "attention": "sdpa", "impl": impl}
+        job["adapter"] = {"type": adapter, "rank": 16, "alpha": 32}
+        job["optim"]["lr"] = 1e-3
     config = work / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump(job))
     t0 = time.time()
@@ -200,26 +232,33 @@ def run_hf(shape: dict, steps: int, warmup: int, compile_: bool) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
-def pick_shape(args) -> dict:
+def shape_of(args) -> dict:
     if args.tiny:
-        return TINY
+        return dict(TINY)
     shape = dict(SHAPES[args.shape])
     if args.layers:
         shape["num_layers"] = args.layers
+    if args.seq:
+        shape["seq"] = args.seq
+    if args.micro_batch:
+        shape["micro_batch"] = args.micro_batch
     return shape
 
 
 def child(args) -> None:
-    shape = pick_shape(args)
+    shape = shape_of(args)
     work = Path(args.work)
-    if args.variant.startswith("native"):
-        kernels = "triton" if "+kernels" in args.variant else "liger" if "+liger" in args.variant else "none"
-        result = run_native(shape, args.steps, args.warmup, "+compile" in args.variant,
+    base, *mods = args.variant.split("+")
+    if base.startswith("native"):
+        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger"}
+        unknown = {m for m in mods if m not in known and m.removeprefix("fp8-") not in FP8_RECIPES}
+        if unknown:
+            raise SystemExit(f"unknown variant modifier(s) {sorted(unknown)} in {args.variant}")
+        result = run_native(shape, args.steps, args.warmup, "compile" in mods,
                             work / "tokenizer", work / "random.jsonl", work,
-                            impl="hf" if args.variant.startswith("native-hf") else "auto",
-                            loss="eager" if "eagerloss" in args.variant else "auto", kernels=kernels,
-                            fp8=args.variant.split("+fp8-")[1] if "+fp8-" in args.variant else None,
-                            lora="+lora" in args.variant)
+                            impl="hf" if base.startswith("native-hf") else "auto",
+                            loss="eager" if "eagerloss" in base else "auto",
+                            mods=frozenset(mods) - {"compile"})
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)
@@ -237,6 +276,8 @@ def main() -> int:
                         help=f"comma-separated; 'kernels' means {','.join(KERNEL_VARIANTS)}; "
                              f"'lora' means {','.join(LORA_VARIANTS)}")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--seq", type=int, default=None, help="row length (default: the shape's, 2048)")
+    parser.add_argument("--micro-batch", type=int, default=None, help="rows per micro-batch (default: the shape's, 4)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,7 +287,7 @@ def main() -> int:
         child(args)
         return 0
 
-    shape = pick_shape(args)
+    shape = shape_of(args)
     import torch
 
     from trainhub.metrics.flops import peak_flops
@@ -266,7 +307,9 @@ def main() -> int:
             print(f"--- {variant}", flush=True)
             cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--shape", args.shape] + (["--tiny"] if args.tiny else []) + \
-                  (["--layers", str(args.layers)] if args.layers else [])
+                (["--layers", str(args.layers)] if args.layers else []) + \
+                (["--seq", str(args.seq)] if args.seq else []) + \
+                (["--micro-batch", str(args.micro_batch)] if args.micro_batch else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:

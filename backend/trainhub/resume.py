@@ -26,6 +26,8 @@ ALLOWED = (
     "name", "output_dir", "log.", "backend.compile", "backend.repo",
     "train.max_steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.keep_last", "train.log_every", "train.on_nonfinite", "train.nonfinite_limit",
+    # memory, not math: every checkpointing mode and offload give the same gradients (tests/unit/test_checkpointing.py)
+    "train.grad_checkpointing", "train.activation_offload",
 )
 
 

@@ -21,7 +21,14 @@ from trainhub.engine.fp8 import convert_to_fp8
 from trainhub.engine.kernels import kernel_ops, resolve, use_kernels
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
-from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of
+from trainhub.engine.models import (
+    build_model,
+    compile_model,
+    head_weight,
+    hidden_states,
+    path_of,
+    set_offload,
+)
 from trainhub.engine.models.own import fuse_lora
 from trainhub.engine.optim import build_optimizer
 from trainhub.engine.schedule import total_steps
@@ -129,6 +136,11 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
             compile_model(model)  # in place: parameter names and module identity unchanged
         else:
             notes.append("CPU: backend.compile ignored (torch.compile is used on GPUs only)")
+    if job.train.activation_offload:
+        if device.type == "cuda":
+            set_offload(model, True)
+        else:
+            notes.append("CPU: train.activation_offload ignored (activations are in host memory already)")
     # trainhub's own model on a GPU takes packed rows end to end with flash-attention's varlen kernel (no N x N mask)
     mask_kind = "varlen" if own and device.type == "cuda" else mask_kind_for(job.model.attention)
     optimizer = build_optimizer(job.optim, model, device)

@@ -22,6 +22,7 @@ import torch
 from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import device_facts, pick_device, pick_precision, synchronize
 from trainhub.engine.heap import freeze_setup
+from trainhub.engine.models.quant import merge_onto_base
 from trainhub.engine.optim import set_lr
 from trainhub.engine.optim.hooks import evaluation_weights
 from trainhub.engine.schedule import lr_at
@@ -126,7 +127,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     # --- end
     if status == "completed" and not dry_run:
         with evaluation_weights(s.optimizer):  # schedule-free: the average is the model
-            final = save_final(s.model, s.tokenizer, run_dir, job)
+            merge = merge_onto_base(job, s.tokenizer, run_dir / "adapter") if job.adapter.type == "qlora" else None
+            final = save_final(s.model, s.tokenizer, run_dir, job, merge)
         log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(final)))
     synchronize(device)
     log.write(EndRow(run_id=run_id, step=state.step, status=status, wall_s=time.time() - t_start,

@@ -253,7 +253,7 @@ class LoraAdapter(Section):
 
 class QloraAdapter(LoraAdapter):
     type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
-    """LoRA over base weights quantized to 4-bit NF4 (bitsandbytes) while training; the adapters train in 16-bit."""
+    """LoRA over base weights quantized to 4-bit NF4 while training (native: torchao, unsloth: bitsandbytes); the adapters train in the model's dtype. Needs a pretrained model.path."""
 
 
 Adapter = Annotated[FullAdapter | LoraAdapter | QloraAdapter, Field(discriminator="type"),
@@ -395,6 +395,13 @@ class DataSection(Section):
 # ----------------------------------------------------------------------------- train and log
 
 
+def _checkpointing_mode(value: Any) -> Any:
+    """`grad_checkpointing: true/false` (the older boolean spelling) means full/none."""
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    return value
+
+
 class TrainSection(Section):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward pass."""
@@ -409,8 +416,15 @@ class TrainSection(Section):
     precision: Precision = AutoPrecision()
     """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so.
     fp8: FP8 matmuls in the Linear layers over bf16 autocast (native, GPU of compute capability 8.9+, compiled)."""
-    grad_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    grad_checkpointing: Annotated[Literal["none", "full", "selective"], BeforeValidator(_checkpointing_mode)] = "none"
+    """Recompute activations in the backward pass to save memory. full: each transformer block is recomputed
+    (only its input is kept); selective (native only): the outputs of matmuls and attention are kept and the
+    cheap element-wise ops (norms, activations, rope) are recomputed; none: nothing is recomputed. true and
+    false (the older spelling) mean full and none."""
+    activation_offload: bool = False
+    """native, on a GPU: keep the tensors saved for the backward pass in pinned host memory (with full
+    checkpointing: each block's input) and copy them back when the backward needs them. For long sequences
+    that would not fit otherwise; costs PCIe transfers."""
     loss: Literal["auto", "eager", "chunked"] = "auto"
     """native: how the head and cross-entropy run. eager: the [tokens, vocab] logits in one matmul, then the
     loss; chunked: a chunk of rows at a time, so the full logits never exist (at vocab 128k and 8k tokens,

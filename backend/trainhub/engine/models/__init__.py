@@ -104,6 +104,11 @@ def compile_model(model) -> None:
     _module_of(model).compile_blocks(model)
 
 
+def set_offload(model, on: bool) -> None:
+    """train.activation_offload: the tensors saved for the backward wait in host memory (checkpointing.py)."""
+    _module_of(model).set_offload(model, on)
+
+
 def path_of(model) -> str:
     """'own' or 'hf': which path built `model`."""
     return "own" if _module_of(model).__name__.endswith(".own") else "hf"

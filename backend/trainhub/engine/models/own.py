@@ -34,7 +34,8 @@ INPUTS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_se
 
 
 def build(job, tokenizer) -> nn.Module:
-    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora."""
+    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora or qlora
+    (qlora: the linear layers' weights in NF4 first, quant.py)."""
     spec, dtype = job.model, DTYPES[job.model.dtype]
     if spec.init is not None:
         args = args_from_architecture(spec.init, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
@@ -52,8 +53,12 @@ def build(job, tokenizer) -> nn.Module:
         if len(tokenizer) > model.config.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
                              f"{model.config.vocab_size}")
-    model.grad_checkpointing = job.train.grad_checkpointing
-    if job.adapter.type == "lora":
+    model.grad_checkpointing = job.train.grad_checkpointing  # none | full | selective, per block
+    if job.adapter.type == "qlora":  # frozen NF4 base weights under the adapters (quant.py)
+        from trainhub.engine.models.quant import quantize_nf4
+
+        quantize_nf4(model)
+    if job.adapter.type in ("lora", "qlora"):
         model = add_lora(model, job.adapter)
     return model
 
@@ -160,6 +165,15 @@ def head_weight(model: nn.Module) -> torch.Tensor:
 
 
 def compile_blocks(model: nn.Module) -> None:
-    """torch.compile our decoder in place (module identity and parameter names unchanged, so checkpoints,
-    peft and the optimizer see the same model)."""
-    unwrap(model).compile()
+    """torch.compile each block in place (module identity and parameter names unchanged, so checkpoints,
+    peft and the optimizer see the same model). Per block, not the whole model: the blocks share one code
+    path, so one graph serves all of them (compile time of one block, not of 16 or 28); a block checkpoints
+    itself inside its forward (transformer.Block), so the compiled graph holds the recomputation and the
+    selective policy is applied by the compiler."""
+    for block in unwrap(model).model.layers:
+        block.compile()
+
+
+def set_offload(model: nn.Module, on: bool) -> None:
+    """Keep the tensors saved for the backward in host memory (checkpointing.py)."""
+    unwrap(model).activation_offload = on

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from trainhub.engine.kernels import EAGER, Ops
 from trainhub.engine.models.args import ModelArgs
 from trainhub.engine.models.attention import Documents, attend, documents
+from trainhub.engine.models.checkpointing import check_mode, offload, run_block
 from trainhub.engine.models.rope import rope_cos_sin, rope_frequencies
 
 
@@ -96,8 +96,14 @@ class Block(nn.Module):
         self.mlp = MLP(args)
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.checkpointing = "none"
+        """none | full | selective (checkpointing.py). Applied inside forward, so a compiled block
+        (compile_blocks) compiles its own checkpoint, as selective checkpointing needs."""
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, docs: Documents) -> torch.Tensor:
+        return run_block(self._forward, self.checkpointing, h, cos, sin, docs)
+
+    def _forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, docs: Documents) -> torch.Tensor:
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, docs)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -122,9 +128,21 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         self.tie_weights()
         self.register_buffer("rope_freq", rope_frequencies(args), persistent=False)
-        self.grad_checkpointing = False
-        """Recompute each block in the backward pass (torch.utils.checkpoint, non-reentrant): activations of
-        one block instead of all of them, for about a third more compute."""
+        self.activation_offload = False
+        """Keep the tensors saved for the backward in host memory (checkpointing.py; the engine sets it on
+        GPUs only)."""
+
+    @property
+    def grad_checkpointing(self) -> str:
+        """none | full | selective: what each block recomputes in the backward pass (checkpointing.py).
+        Setting True or False means full or none."""
+        return self.model.layers[0].checkpointing if len(self.model.layers) else "none"
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, mode: str | bool) -> None:
+        mode = check_mode(mode)
+        for block in self.model.layers:
+            block.checkpointing = mode
 
     @property
     def head_weight(self) -> torch.Tensor:
@@ -151,10 +169,8 @@ class CausalLM(nn.Module):
         docs = documents(t, device, dtype, attention_mask=attention_mask, cu_seq_lens_q=cu_seq_lens_q,
                          cu_seq_lens_k=cu_seq_lens_k, max_length_q=max_length_q, max_length_k=max_length_k)
         cos, sin = rope_cos_sin(self.rope_freq, position_ids, dtype)
-        for block in self.model.layers:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(block, h, cos, sin, docs, use_reentrant=False)
-            else:
+        with offload(self.activation_offload and torch.is_grad_enabled(), device):
+            for block in self.model.layers:
                 h = block(h, cos, sin, docs)
         return self.model.norm(h)
 

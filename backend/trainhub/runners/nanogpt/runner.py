@@ -109,7 +109,7 @@ def _job_problems(job: Job) -> list[Problem]:
     if tc.max_steps is not None and sched.warmup_steps >= tc.max_steps and sched.decay == "cosine":
         no("schedule.warmup_steps", f"nanoGPT's cosine needs warmup ({sched.warmup_steps}) shorter than "
                                           f"train.max_steps ({tc.max_steps})")
-    if tc.grad_checkpointing:
+    if tc.grad_checkpointing == "full":  # selective: native_only_problems
         no("train.grad_checkpointing", "nanoGPT has no activation checkpointing")
     if tc.max_steps is not None and tc.eval_every and tc.max_steps % tc.eval_every:
         no("train.eval_every", f"nanoGPT evaluates and saves every eval_interval iterations, so the last step "

@@ -16,7 +16,7 @@ from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_m
 class NativeRunner:
     name = "native"
     methods = ("pretrain", "sft")
-    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "fp8", "grad-checkpointing",
+    features = ("full", "lora", "qlora", "init-from-architecture", "bf16", "fp16", "fp32", "fp8", "grad-checkpointing",
                 "compile", "cpu", "cuda")
 
     def missing(self) -> list[str]:
@@ -32,8 +32,12 @@ class NativeRunner:
             problems.append(Problem("method.type", f"native cannot train method '{job.method.type}' (yet); "
                                     f"backends that can: {', '.join(able) or 'none installed'}"))
         if job.adapter.type == "qlora":
-            problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
-                                    "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
+            if missing_modules("torchao"):
+                problems.append(Problem("adapter.type", "native trains qlora with torchao's NF4 weights; install it "
+                                        "(pip install 'trainhub[qlora]'), or use adapter lora"))
+            if job.model.init is not None:
+                problems.append(Problem("adapter.type", "qlora adapts a pretrained model (model.path); a model "
+                                        "built from model.init has no weights worth freezing in 4 bits"))
         if job.model.init is not None and job.model.init.family == "gpt2":
             problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
@@ -57,8 +61,14 @@ class NativeRunner:
         fused = "the kernels' fused loss when kernels are on, else " if kernels != "none" else ""
         loss = job.train.loss if job.train.loss != "auto" else f"auto ({fused}chunked from a 32k vocabulary, else eager)"
         what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
+        tc = job.train
+        memory = f"  activation checkpointing: {tc.grad_checkpointing}" + \
+            (", saved activations offloaded to host memory (GPU only)" if tc.activation_offload else "") + \
+            " (engine/models/checkpointing.py)"
         lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)",
-                 f"  kernels: {what} (backend.kernels; engine/kernels)"]
+                 f"  kernels: {what} (backend.kernels; engine/kernels)", memory]
+        if job.adapter.type == "qlora":
+            lines.append("  qlora: linear weights as torchao NF4 (4-bit), LoRA on top (engine/models/quant.py)")
         p = job.train.precision
         if p.type == "fp8":
             lines.append(f"  precision: fp8 {p.recipe} (torchao float8), filter {p.filter}; which Linear layers "
