@@ -32,6 +32,17 @@ def injected_steps() -> set[int]:
     return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
 
+# Testing hook: "RANK:STEP" makes that rank raise at the start of that step (1-based), to show that a rank
+# that dies takes the whole job down with an error row naming it (tests/integration/test_distributed.py).
+INJECT_RANK_FAILURE = "TRAINHUB_INJECT_RANK_FAILURE"
+
+
+def fail_if_injected(rank: int, step: int) -> None:
+    spec = os.environ.get(INJECT_RANK_FAILURE, "")
+    if spec and spec == f"{rank}:{step}":
+        raise RuntimeError(f"injected failure at step {step} ({INJECT_RANK_FAILURE})")
+
+
 class NonFiniteStop(RuntimeError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
@@ -48,6 +59,7 @@ def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.T
     and multiplied by the world, because DDP and FSDP2 average gradients over the processes: the update is
     then the one a single process makes over all the micro-batches. With one process nothing changes."""
     device, packed, d = s.device, s.rows is not None, s.dist
+    fail_if_injected(d.rank, state.step + 1)
     n_targets = torch.tensor(sum(count_targets(b) for b in micro), device=device)
     for batch in micro:
         n_tokens = batch.pop("num_tokens") if packed else int(batch["attention_mask"].sum())

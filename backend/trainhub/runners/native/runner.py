@@ -76,6 +76,9 @@ def distributed_problems(job: Job, host: Host) -> list[Problem]:
     if strategy == "ddp" and job.optim.type == "sophia":
         problems.append(Problem("optim.type", "native: sophia's Hessian estimate runs the model outside DDP's "
                                 "forward, so the ranks' estimates would differ; not yet under strategy ddp"))
+    if host.has_gpu and d.nproc_per_node > len(host.gpus):
+        problems.append(Problem("distributed.nproc_per_node", f"{d.nproc_per_node} processes a node need as many "
+                                f"GPUs; this host has {len(host.gpus)}"))
     if d.fsdp2.cpu_offload and not host.has_gpu:
         problems.append(Problem("distributed.fsdp2.cpu_offload", "moves shards between the GPU and CPU memory; "
                                 "this host has no GPU (on CPU everything is in CPU memory already)"))
