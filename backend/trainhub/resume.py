@@ -43,10 +43,10 @@ def _global_batch(job: dict) -> int:
 
 def job_changes(saved: dict, current: dict) -> list[str]:
     """Refused changes between the checkpoint's job and the current one, one line each."""
-    if "distributed" not in saved:  # written before the section existed: one process
-        from trainhub.job import DistributedSection
+    from trainhub.job import DistributedSection
 
-        saved = {**saved, "distributed": DistributedSection().model_dump(mode="json")}
+    one = DistributedSection().model_dump(mode="json")  # a job written before the section existed: one process
+    saved, current = ({"distributed": one, **job} for job in (saved, current))
     a, b = _flatten(saved), _flatten(current)
     same_batch = _global_batch(saved) == _global_batch(current)
     lines = []

@@ -91,12 +91,17 @@ def test_two_process_checkpoint_resumes_on_one_and_two(runs, processes, strategy
 
 
 def test_changed_global_batch_is_refused(runs):
+    """1 process with grad_accum 1 halves the global batch: the hub refuses it, and with --resume-force the
+    engine still does, since the data position would no longer mean the same examples."""
     tmp, run = runs
     shutil.copytree(run["ddp"], tmp / "batch")
     job = _job(tmp, "batch", 1, grad_accum=1)  # global batch 4, not 8
     done = _train(tmp, job, "--resume")
-    assert done.returncode == 1
-    assert "train.grad_accum" in done.stderr and "distributed.nproc_per_node" in done.stderr
+    assert done.returncode == 1 and "distributed.nproc_per_node: 2 -> 1" in done.stderr
+    forced = _train(tmp, job, "--resume", "--resume-force", "--set", "train.max_steps=8")
+    assert forced.returncode == 1
+    errors = [r["message"] for r in rows(tmp / "batch", "error")]
+    assert any("global batch of 8 sequences; this run's is 4" in m for m in errors), errors
 
 
 def test_a_dead_rank_takes_the_job_down(tmp_path):

@@ -181,3 +181,19 @@ def test_other_ranks_write_only_their_own_error_rows(tmp_path):
     got = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["event"], r.get("message")) for r in got] == [("error", "rank 0: boom"), ("end", None),
                                                              ("error", "rank 1: boom")]
+
+
+@pytest.mark.parametrize("extends,strategy", [("extends: ddp", "ddp"), ("extends: fsdp2", "fsdp2")])
+def test_the_presets_run_the_engine_through_torchrun(tmp_path, extends, strategy):
+    from tests.conftest import write_job
+    from trainhub.jobfile import load
+
+    raw = tiny_pretrain_job(tmp_path)
+    config = write_job(tmp_path / "job.yaml", raw)
+    config.write_text(f"{extends}\n" + config.read_text())
+    job = load(config, ["distributed.nproc_per_node=2"])
+    assert job.distributed.resolved == strategy and job.backend.type == "native"
+    argv = NativeRunner().prepare(job, tmp_path).argv
+    assert argv[3:5] == ["--standalone", "--nproc_per_node=2"]
+    if strategy == "fsdp2":
+        assert job.distributed.fsdp2.param_dtype == "bfloat16"
