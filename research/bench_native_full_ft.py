@@ -13,6 +13,10 @@ One run, one GPU, seven variants, each in its own process (clean peak memory):
   hf-eager        a hand-written loop over transformers' LlamaForCausalLM (sdpa attention)
   hf-compile      the same loop over torch.compile(model)
 
+A native variant may name a distributed strategy (not in the default list): `native+compile+fsdp2` runs
+FSDP2 in one process, `native+compile+ddpx2` / `native+compile+fsdp2x2` two processes through torchrun
+(micro-batch per process, so the global batch and tokens/s double with perfect scaling); research/gpu_dist.sh.
+
 Same model shape (hidden 2048, MLP 8192, 16 layers, 32 heads, 8 KV heads, vocab
 128256, tied embeddings, rope theta 500000), random init, fp32 master weights
 with bf16 autocast, fused AdamW, micro-batch 4 x seq 2048, random token ids.
@@ -31,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -83,11 +88,21 @@ def flops_per_token(shape: dict) -> float:
 # ----------------------------------------------------------------------------- variants (child processes)
 
 
+def distributed_of(variant: str) -> dict | None:
+    """`+ddp`, `+fsdp2`, `+fsdp2x2` in a variant's name: the job's distributed section (processes after x)."""
+    for part in variant.split("+")[1:]:
+        m = re.fullmatch(r"(ddp|fsdp2)(?:x(\d+))?", part)
+        if m:
+            return {"strategy": m[1], "nproc_per_node": int(m[2] or 1)}
+    return None
+
+
 def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Path, data: Path, work: Path,
-               impl: str = "auto", loss: str = "auto") -> dict:
+               impl: str = "auto", loss: str = "auto", distributed: dict | None = None) -> dict:
     import yaml
 
-    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else ""))
+    run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "")
+                      + (f"-{distributed['strategy']}x{distributed['nproc_per_node']}" if distributed else ""))
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
         "backend": {"type": "native", "compile": compile_},
@@ -104,6 +119,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                   "log_every": LOG_EVERY, "grad_clip": 1.0, "loss": "eager" if impl == "hf" else loss},
         "log": {"console": "plain"},
     }
+    if distributed:  # several processes: micro_batch per process, so tokens/s is global (docs/distributed.md)
+        job["distributed"] = distributed
     config = work / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump(job))
     t0 = time.time()
@@ -172,10 +189,11 @@ def child(args) -> None:
     shape = TINY if args.tiny else LLAMA_1B
     work = Path(args.work)
     if args.variant.startswith("native"):
-        result = run_native(shape, args.steps, args.warmup, args.variant.endswith("compile"),
+        result = run_native(shape, args.steps, args.warmup, "compile" in args.variant.split("+"),
                             work / "tokenizer", work / "random.jsonl", work,
                             impl="hf" if args.variant.startswith("native-hf") else "auto",
-                            loss="eager" if "eagerloss" in args.variant else "auto")
+                            loss="eager" if "eagerloss" in args.variant else "auto",
+                            distributed=distributed_of(args.variant))
     else:
         result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
     print("RESULT " + json.dumps(result), flush=True)
@@ -210,7 +228,8 @@ def main() -> int:
                "warmup": args.warmup, "flops_per_token": fpt, "peak_flops": peak, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        n_tokens = (args.warmup + args.steps + 2) * shape["micro_batch"] * shape["seq"]
+        world = max([(distributed_of(v) or {"nproc_per_node": 1})["nproc_per_node"] for v in args.variants.split(",")])
+        n_tokens = (args.warmup + args.steps + 2) * shape["micro_batch"] * shape["seq"] * world
         make_tokenizer_and_data(work, shape, n_tokens)
         for variant in args.variants.split(","):
             print(f"--- {variant}", flush=True)

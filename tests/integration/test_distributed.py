@@ -113,3 +113,24 @@ def test_a_dead_rank_takes_the_job_down(tmp_path):
     errors = [r["message"] for r in rows(tmp_path / "dies", "error")]
     assert any(m.startswith("rank 1: RuntimeError: injected failure at step 3") for m in errors), errors
     assert rows(tmp_path / "dies", "end")[-1]["status"] == "failed"
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_and_resumes_on_one_process(runs):
+    """Ctrl-C reaches torchrun's workers as SIGTERM: both ranks agree on the step, save it and exit; `train`
+    exits 130 as with one process. The run then resumes on 1 process and continues the DDP curve."""
+    from tests.integration.test_resume import _interrupt_after
+
+    tmp, run = runs
+    job = _job(tmp, "stopped", 2, max_steps=40, save_every=None, eval_every=None)
+    config = write_job(tmp / "stopped.yaml", job)
+    first = _interrupt_after(config, tmp / "stopped", min_step=2)
+    assert first.returncode == 130, first.stdout
+    end = rows(tmp / "stopped", "end")[-1]
+    assert end["status"] == "interrupted" and 2 <= end["step"] < 40
+    assert (tmp / "stopped" / "checkpoints" / f"step-{end['step']:08d}" / "dcp").is_dir()
+    one = _job(tmp, "stopped", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None)
+    done = _train(tmp, one, "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    straight = _job(tmp, "straight", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None)
+    assert _train(tmp, straight).returncode == 0
+    assert _losses(tmp / "stopped") == pytest.approx(_losses(tmp / "straight"), abs=TOL)

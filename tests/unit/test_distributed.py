@@ -14,8 +14,8 @@ from trainhub.host import Host
 from trainhub.job import Job
 from trainhub.resume import job_changes
 from trainhub.runners import RUNNERS
-from trainhub.runners.native.runner import NativeRunner
 from trainhub.runners.nanogpt.translate import distributed_problems, processes_asked
+from trainhub.runners.native.runner import NativeRunner
 from trainhub.slurm import Allocation, SlurmError, sbatch_script
 
 
