@@ -134,3 +134,24 @@ def test_ctrl_c_stops_every_rank_at_one_step_and_resumes_on_one_process(runs):
     straight = _job(tmp, "straight", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None)
     assert _train(tmp, straight).returncode == 0
     assert _losses(tmp / "stopped") == pytest.approx(_losses(tmp / "straight"), abs=TOL)
+
+
+def test_lora_under_fsdp2_trains_the_one_process_adapter(runs):
+    """LoRA over the one-process run's final model: FSDP2 on 2 processes shards frozen and trainable weights
+    alike, and writes the same adapter and merged final/ as 1 process."""
+    from safetensors.torch import load_file
+
+    tmp, run = runs
+    out = {}
+    for name, processes, strategy in (("lora-one", 1, "auto"), ("lora-fsdp2", 2, "fsdp2")):
+        job = _job(tmp, name, processes, strategy, max_steps=3, save_every=None, eval_every=None)
+        job["model"] = {"path": str(run["one"] / "final")}
+        job["adapter"] = {"type": "lora", "rank": 4}
+        done = _train(tmp, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+        out[name] = tmp / name
+    assert _losses(out["lora-fsdp2"]) == pytest.approx(_losses(out["lora-one"]), abs=TOL)
+    for file in ("adapter/adapter_model.safetensors", "final/model.safetensors"):
+        got, want = load_file(out["lora-fsdp2"] / file), load_file(out["lora-one"] / file)
+        assert got.keys() == want.keys()
+        assert all((got[k] - want[k]).abs().max() < 1e-5 for k in want), file
