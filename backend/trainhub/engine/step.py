@@ -3,7 +3,8 @@ loop itself reads in one screen.
 
 `train_step` runs the step's micro-batches forward and backward (each loss already divided by the step's
 target count, so accumulation is exact), unscales fp16 gradients, clips, and steps the optimizer only when
-the loss and the gradient norm are finite. That one check is the step's only host sync.
+the loss and the gradient norm are finite. That one check is the step's only host sync with one process;
+several add two (the rank's busy time for the row, and the loop's agreement on a stop request).
 """
 
 from __future__ import annotations

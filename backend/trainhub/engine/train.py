@@ -102,7 +102,8 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         state.epoch, state.index = batches.position.epoch, batches.position.index
         if not finite:
             state.nonfinite_skipped, in_a_row = state.nonfinite_skipped + 1, in_a_row + 1
-            print(f"rank {d.rank}: " * (d.world > 1) + f"step {state.step}: non-finite loss or gradient norm; update skipped", flush=True)
+            if d.main:  # every rank skips the same step (the check is on the reduced loss)
+                print(f"step {state.step}: non-finite loss or gradient norm; update skipped", flush=True)
         else:
             in_a_row = 0
         telemetry.step(step_loss)
