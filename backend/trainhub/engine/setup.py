@@ -104,8 +104,8 @@ class Setup:
 
 def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, notes: list[str],
           d: Dist = Dist("single")) -> Setup:
-    with d.main_first():  # rank 0 trains the tokenizer and fills the data cache; the others read them
-        tokenizer = build_tokenizer(job, run_dir)
+    with d.main_first():  # rank 0 fills the data cache, the others read it; rank 0 alone saves the tokenizer
+        tokenizer = build_tokenizer(job, run_dir, save=d.main)
         data = build_datasets(job, tokenizer)
     notes += data.notes + (["data: tokenized examples read from the cache"] if data.cache == "hit" else [])
     rows = None
