@@ -47,7 +47,7 @@ def sbatch_script(job, config: Path, sets: list[str], alloc: Allocation, python:
         raise SlurmError(f"--time '{alloc.time}' is not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)")
     if not 1 <= alloc.port <= 65535:
         raise SlurmError(f"--port {alloc.port} is not a TCP port")
-    if job.backend.type != "native":
+    if job.backend.type not in ("native", "auto"):  # auto: the other backends refuse several processes
         raise SlurmError(f"trainhub slurm launches the native engine across nodes; backend {job.backend.type} "
                          f"is not (yet) launched on several nodes (set backend: native)")
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job.name}", f"#SBATCH --nodes={alloc.nodes}",

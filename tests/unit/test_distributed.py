@@ -197,3 +197,19 @@ def test_the_presets_run_the_engine_through_torchrun(tmp_path, extends, strategy
     assert argv[3:5] == ["--standalone", "--nproc_per_node=2"]
     if strategy == "fsdp2":
         assert job.distributed.fsdp2.param_dtype == "bfloat16"
+
+
+def test_plan_and_slurm_on_the_command_line(tmp_path):
+    from tests.conftest import run_cli, write_job
+
+    config = write_job(tmp_path / "job.yaml", tiny_pretrain_job(tmp_path))
+    plan = run_cli("plan", "--config", str(config), "--set", "distributed.nproc_per_node=2")
+    assert plan.returncode == 0, plan.stderr
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m trainhub.engine" in plan.stdout
+    assert "global batch 8 x 1 x 2 = 16 sequences" in plan.stdout
+    out = tmp_path / "job.sbatch"
+    slurm = run_cli("slurm", "--config", str(config), "-N", "2", "-G", "4", "-o", str(out))
+    assert slurm.returncode == 0, slurm.stderr
+    assert "#SBATCH --nodes=2" in out.read_text() and f"sbatch {out}" in slurm.stdout
+    refused = run_cli("slurm", "--config", str(config), "-N", "2", "-G", "4", "--set", "backend=trl")
+    assert refused.returncode == 1 and "backend trl is not (yet) launched on several nodes" in refused.stderr
