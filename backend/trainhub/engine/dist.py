@@ -57,7 +57,7 @@ class Dist:
         """Whether any rank's flag is set (a stop request every rank must agree on)."""
         if self.world == 1:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=_device(self))
+        t = torch.tensor([1.0 if flag else 0.0], device=_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())  # sync
 
@@ -76,7 +76,8 @@ class Dist:
             self.barrier()
 
 
-def _device(d: Dist) -> torch.device:
+def _device() -> torch.device:
+    """Where this rank's collectives run: its GPU (NCCL), or the CPU (gloo)."""
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
