@@ -33,6 +33,10 @@ linear layers, over a random-init bfloat16 base saved once as an HF folder; qlor
 NF4). E.g. `native+compile+selective+offload`, `native+qlora`. --seq and --micro-batch change the shape's
 row length and rows per micro-batch (seq 8192, micro-batch 1: the long-row case).
 
+A native variant may name a distributed strategy (not in the default list): `native+compile+fsdp2` runs
+FSDP2 in one process, `native+compile+ddpx2` / `native+compile+fsdp2x2` two processes through torchrun
+(micro-batch per process, so the global batch and tokens/s double with perfect scaling); research/gpu_dist.sh.
+
 Same model shape (hidden 2048, MLP 8192, 16 layers, 32 heads, 8 KV heads, vocab
 128256, tied embeddings, rope theta 500000), random init, fp32 master weights
 with bf16 autocast, fused AdamW, micro-batch 4 x seq 2048, random token ids.
@@ -51,6 +55,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -113,6 +118,15 @@ def flops_per_token(shape: dict) -> float:
 # ----------------------------------------------------------------------------- variants (child processes)
 
 
+def distributed_of(mods) -> dict | None:
+    """`+ddp`, `+fsdp2`, `+fsdp2x2` among a variant's modifiers: the job's distributed section (processes after x)."""
+    for part in mods:
+        m = re.fullmatch(r"(ddp|fsdp2)(?:x(\d+))?", part)
+        if m:
+            return {"strategy": m[1], "nproc_per_node": int(m[2] or 1)}
+    return None
+
+
 def save_base(shape: dict, tok_dir: Path, folder: Path) -> Path:
     """A random-init bfloat16 LlamaForCausalLM of the shape, with the tokenizer, saved once: the base the LoRA and
     QLoRA variants adapt (qlora needs a model.path)."""
@@ -139,6 +153,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
     import yaml
 
     run_dir = work / (f"native-{impl}-{loss}" + ("-compile" if compile_ else "") + "".join(f"-{m}" for m in sorted(mods)))
+    distributed = distributed_of(mods)
     ckpt = "selective" if "selective" in mods else "full" if "full" in mods else "none"
     kernels = "triton" if "kernels" in mods else "liger" if "liger" in mods else "none"
     fp8 = next((m.split("-", 1)[1] for m in mods if m.startswith("fp8-")), None)
@@ -166,6 +181,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
         job["model"] = {"path": str(base), "dtype": "bfloat16", "attention": "sdpa", "impl": impl}
         job["adapter"] = {"type": adapter, "rank": 16, "alpha": 32}
         job["optim"]["lr"] = 1e-3
+    if distributed:  # several processes: micro_batch per process, so tokens/s is global (docs/distributed.md)
+        job["distributed"] = distributed
     config = work / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump(job))
     t0 = time.time()
@@ -251,7 +268,8 @@ def child(args) -> None:
     base, *mods = args.variant.split("+")
     if base.startswith("native"):
         known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger"}
-        unknown = {m for m in mods if m not in known and m.removeprefix("fp8-") not in FP8_RECIPES}
+        unknown = {m for m in mods if m not in known and m.removeprefix("fp8-") not in FP8_RECIPES
+                   and not re.fullmatch(r"(ddp|fsdp2)(x\d+)?", m)}
         if unknown:
             raise SystemExit(f"unknown variant modifier(s) {sorted(unknown)} in {args.variant}")
         result = run_native(shape, args.steps, args.warmup, "compile" in mods,
@@ -299,10 +317,11 @@ def main() -> int:
                "warmup": args.warmup, "flops_per_token": fpt, "peak_flops": peak, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        n_tokens = (args.warmup + args.steps + 2) * shape["micro_batch"] * shape["seq"]
-        make_tokenizer_and_data(work, shape, n_tokens)
         named = {"kernels": KERNEL_VARIANTS, "lora": LORA_VARIANTS}
         variants = named[args.variants] if args.variants in named else args.variants.split(",")
+        world = max((distributed_of(v.split("+")[1:]) or {"nproc_per_node": 1})["nproc_per_node"] for v in variants)
+        n_tokens = (args.warmup + args.steps + 2) * shape["micro_batch"] * shape["seq"] * world
+        make_tokenizer_and_data(work, shape, n_tokens)
         for variant in variants:
             print(f"--- {variant}", flush=True)
             cmd = [sys.executable, __file__, "--variant", variant, "--work", str(work), "--steps", str(args.steps),

@@ -1,4 +1,4 @@
-"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report|server|export|chat|serve`,
+"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report|server|slurm|export|chat|serve`,
 and `train` (= `trainhub train`).
 
 The options are frozen by tests/unit/test_cli.py: they change only on purpose.
@@ -349,6 +349,34 @@ def server_cmd(host: str = typer.Option("127.0.0.1", "--host", help="Address to 
     except ServerError as err:
         err_console.print(f"[red]error[/red] {err}")
         raise typer.Exit(1) from None
+
+
+@app.command("slurm")
+def slurm_cmd(config: Path = CONFIG, sets: list[str] = SETS,
+              nodes: int = typer.Option(..., "--nodes", "-N", help="Nodes to train on."),
+              gpus_per_node: int = typer.Option(..., "--gpus-per-node", "-G", help="GPUs (processes) per node."),
+              partition: str | None = typer.Option(None, "--partition", "-p", help="SLURM partition."),
+              time_limit: str | None = typer.Option(None, "--time", "-t", help="SLURM time limit (HH:MM:SS)."),
+              port: int = typer.Option(29500, "--port", help="Rendezvous port on the first node."),
+              out: Path | None = typer.Option(None, "--output", "-o", help="Write the script here instead of "
+                                              "printing it.")):
+    """Write an sbatch script that trains the job on several nodes: one trainhub, srun + torchrun on every
+    node (docs/distributed.md). Submit it with `sbatch FILE`."""
+    from trainhub.slurm import Allocation, SlurmError, sbatch_script
+
+    job = _load(config, [*sets, f"distributed.nnodes={nodes}", f"distributed.nproc_per_node={gpus_per_node}",
+                         "distributed.rendezvous.endpoint=localhost:1"], None)  # checked as the cluster will see it
+    try:
+        text = sbatch_script(job, config, sets, Allocation(nodes, gpus_per_node, partition, time_limit, port),
+                             sys.executable, Path.cwd())
+    except SlurmError as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    if out is None:
+        console.print(text, end="", markup=False, highlight=False)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}; submit it with: sbatch {out}")
 
 
 # export, chat, serve: the commands that use a trained model (trainhub.cli_model)

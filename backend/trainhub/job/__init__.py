@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from trainhub.job.base import Section, _shorthand
+from trainhub.job.distributed import DistributedSection, FSDP2Options, Rendezvous  # noqa: F401
 from trainhub.job.methods import (  # noqa: F401  (the schema's names, importable from trainhub.job)
     DPO,
     GRPO,
@@ -535,6 +536,8 @@ class Job(Section):
     """The learning-rate schedule over the run (warmup, decay), shared by every optimizer."""
     train: TrainSection
     """Batching, length, precision, evaluation and checkpoint cadence."""
+    distributed: DistributedSection = DistributedSection()
+    """How many processes train the job (torchrun) and how they share the model (DDP, FSDP2)."""
     log: LogSection = LogSection()
     """Console output and the sinks that receive every row besides the JSON-lines metric log, which is always written."""
     export: ExportSection = ExportSection()

@@ -127,6 +127,17 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
     return problems
 
 
+def one_process_problems(job: Job, backend: str, why: str) -> list[Problem]:
+    """The `distributed` section refused by a backend that runs as one process (`why`: what stands in the
+    way), so nproc_per_node is never silently dropped; strategy ddp or fsdp2 in one process too."""
+    d = job.distributed
+    if d.world == 1 and d.strategy in ("auto", "single"):
+        return []
+    return [Problem("distributed", f"{backend} trains in one process (not yet several: {why}); distributed asks "
+                                   f"for {d.nproc_per_node} x {d.nnodes} process(es), strategy {d.strategy}. "
+                                   f"Several processes train with backend native (nanogpt for gpt2)")]
+
+
 ADAPTERS = ("full", "lora", "qlora")
 
 

@@ -11,6 +11,7 @@ from trainhub.host import Host, missing_modules
 from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
+from trainhub.runners.launch import module_under_torchrun
 
 
 class NativeRunner:
@@ -48,25 +49,29 @@ class NativeRunner:
         elif kernels == "liger" and missing_modules("liger_kernel"):
             problems.append(Problem("backend.kernels", "backend.kernels liger needs Liger-Kernel: "
                                     "pip install 'trainhub[liger]'"))
+        problems += distributed_problems(job, host)
         problems += trainhub_model_problems(job, host)
         problems += fp8_problems(job, host)
         problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
         return problems
 
     def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
-        """Which model implementation and loss the engine will use (read without torch: config.json only)."""
+        """Which model implementation and loss the engine will use (read without torch: config.json only), and
+        how its processes share the work."""
         from trainhub.engine.models import model_path
 
         kernels = getattr(job.backend, "kernels", "auto")
         fused = "the kernels' fused loss when kernels are on, else " if kernels != "none" else ""
         loss = job.train.loss if job.train.loss != "auto" else f"auto ({fused}chunked from a 32k vocabulary, else eager)"
         what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
-        tc = job.train
+        d, tc = job.distributed, job.train
         memory = f"  activation checkpointing: {tc.grad_checkpointing}" + \
             (", saved activations offloaded to host memory (GPU only)" if tc.activation_offload else "") + \
             " (engine/models/checkpointing.py)"
         lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)",
-                 f"  kernels: {what} (backend.kernels; engine/kernels)", memory]
+                 f"  kernels: {what} (backend.kernels; engine/kernels)", memory,
+                 f"  distributed: {d.resolved}, {d.world} process(es); global batch {tc.micro_batch_size} x "
+                 f"{tc.grad_accum} x {d.world} = {tc.micro_batch_size * tc.grad_accum * d.world} sequences"]
         if job.adapter.type == "qlora":
             lines.append("  qlora: linear weights as torchao NF4 (4-bit), LoRA on top (engine/models/quant.py)")
         p = job.train.precision
@@ -76,7 +81,9 @@ class NativeRunner:
         return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
+        """`python -m trainhub.engine ...`, through torchrun when distributed asks for several processes."""
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
+        argv = module_under_torchrun(sys.executable, job.distributed, job.name, "trainhub.engine", argv[3:])
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
@@ -96,4 +103,29 @@ def fp8_problems(job: Job, host: Host) -> list[Problem]:
                       compiled=getattr(job.backend, "compile", False), allow_eager=spec.allow_eager)
     if why:
         problems.append(Problem("train.precision", why))
+    return problems
+
+
+FSDP2_OPTIMIZERS = ("adamw",)
+"""Optimizers whose step is elementwise, so it runs on FSDP2's shards as on whole tensors. Muon
+(orthogonalises whole matrices), CAME (row and column factors), Prodigy (global dot products), Sophia (its
+Hessian estimate calls the model outside the sharded forward) and the others need their own sharded update."""
+
+
+def distributed_problems(job: Job, host: Host) -> list[Problem]:
+    """What the native engine cannot do (yet) with several processes or a process group."""
+    d, problems = job.distributed, []
+    strategy = d.resolved
+    if strategy == "fsdp2" and job.optim.type not in FSDP2_OPTIMIZERS:
+        problems.append(Problem("optim.type", f"native: optim.type {job.optim.type} does not run on FSDP2's "
+                                f"shards yet; use strategy ddp, or optim {', '.join(FSDP2_OPTIMIZERS)}"))
+    if strategy == "ddp" and job.optim.type == "sophia":
+        problems.append(Problem("optim.type", "native: sophia's Hessian estimate runs the model outside DDP's "
+                                "forward, so the ranks' estimates would differ; not yet under strategy ddp"))
+    if host.has_gpu and d.nproc_per_node > len(host.gpus):
+        problems.append(Problem("distributed.nproc_per_node", f"{d.nproc_per_node} processes a node need as many "
+                                f"GPUs; this host has {len(host.gpus)}"))
+    if d.fsdp2.cpu_offload and not host.has_gpu:
+        problems.append(Problem("distributed.fsdp2.cpu_offload", "moves shards between the GPU and CPU memory; "
+                                "this host has no GPU (on CPU everything is in CPU memory already)"))
     return problems
