@@ -8,8 +8,9 @@ and one `optimizer.step()` is timed (median of --steps after --warmup, the devic
 SophiaG's Hessian estimate (every 10 steps) and schedule-free's eval swap are not part of a step.
 
 Muon is timed three ways, all over the same 112 hidden matrices: torch.optim.Muon (one matrix at a time),
-trainhub's Muon over the matrices alone (muon_matrices: like for like with torch's), and the whole
-optimizer (muon: AdamW steps the embedding and norms too). The floor is the time of the five bf16
+trainhub's Muon over the matrices alone (muon_matrices: like for like with torch's; compiled on CUDA by
+default, `muon_matrices eager` without; `muon_matrices ns0` skips the Newton-Schulz matmuls, so it times
+everything else a step does), and the whole optimizer (muon: AdamW steps the embedding and norms too). The floor is the time of the five bf16
 Newton-Schulz iterations' matmuls alone (X X^T, b A + c A A, a X + B X: three batched matmuls per
 iteration, per shape), on stacks allocated beforehand; its FLOPs are sum 5 (4 m^2 n + 2 m^3) with m <= n,
 45.7 TFLOP for these 112 matrices (~58 ms at the ~790 TFLOP/s of a bf16 matmul on an H200). The issue asks
@@ -102,6 +103,16 @@ def ns_floor(mats: list[torch.Tensor], device: torch.device, warmup: int, steps:
     return time_ms(run, device, warmup, steps), flops
 
 
+def muon_only(model: torch.nn.Module, device: torch.device, **over) -> torch.optim.Optimizer:
+    """trainhub's Muon over the hidden matrices alone (like for like with torch.optim.Muon), groups as a job
+    builds them with `over` replacing group settings (compile, ns_steps)."""
+    from trainhub.engine.optim import build_optimizer
+    from trainhub.engine.optim.muon import MuonWithAdamW
+
+    groups = [g for g in build_optimizer(specs()["muon"], model, device).param_groups if g["algo"] == "muon"]
+    return MuonWithAdamW([{**g, **over} for g in groups])
+
+
 def specs() -> dict[str, object]:
     from trainhub.job import OPTIM_TYPES, Job
 
@@ -120,7 +131,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from trainhub.engine.optim import build_optimizer
-    from trainhub.engine.optim.muon import MuonWithAdamW
 
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.tiny:
@@ -136,8 +146,9 @@ def main() -> None:
     cases: dict[str, callable] = {
         "torch AdamW fused": lambda: torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda"),
         "torch.optim.Muon": lambda: torch.optim.Muon(mats, lr=3e-4, adjust_lr_fn="match_rms_adamw"),
-        "muon_matrices": lambda: MuonWithAdamW([g for g in build_optimizer(specs()["muon"], model, device).param_groups
-                                                if g["algo"] == "muon"]),
+        "muon_matrices": lambda: muon_only(model, device),
+        "muon_matrices eager": lambda: muon_only(model, device, compile=False),
+        "muon_matrices ns0": lambda: muon_only(model, device, ns_steps=0),  # all but the matmuls: the overhead
     }
     for name, spec in specs().items():
         cases[name] = lambda spec=spec: build_optimizer(spec, model, device)

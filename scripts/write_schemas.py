@@ -102,10 +102,23 @@ def job_markdown() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def job_schema() -> dict:
+    """The Job model's JSON schema plus `extends`, which a job file may carry: compose.py merges the files it
+    names before the model sees the job, so the model itself has no such field."""
+    schema = Job.model_json_schema()
+    name = {"type": "string", "description": "a preset of config/presets (lora, cpu-tiny, ...) or a .yaml path, "
+                                             "relative to this file's folder"}
+    schema["properties"] = {"extends": {
+        "anyOf": [name, {"type": "array", "items": name}],
+        "description": "Job files merged under this one, in order (later wins, this file last); see docs/job.md"},
+        **schema["properties"]}
+    return schema
+
+
 def schemas() -> dict[str, str]:
     return {
         "job.md": job_markdown(),
-        "job.schema.json": json.dumps(Job.model_json_schema(), indent=2) + "\n",
+        "job.schema.json": json.dumps(job_schema(), indent=2) + "\n",
         "metrics.schema.json": json.dumps(ROW_ADAPTER.json_schema(by_alias=True), indent=2) + "\n",
     }
 

@@ -14,6 +14,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "config" / "data"
 
+if "triton" not in sys.modules and not os.path.exists("/dev/nvidia0"):
+    # Without a GPU the kernel tests (tests/kernels) run Triton's interpreter, which must be on when triton is
+    # first imported (its own tl.* helpers are decorated then); torchao and torch import triton, so it is set
+    # here, before any test module. backend.kernels auto still means none without CUDA (engine/kernels).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def tiny_pretrain_job(tmp: Path, **overrides) -> dict:
     """A Llama of a few thousand parameters on the shipped stories (first 200 documents)."""

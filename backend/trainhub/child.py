@@ -62,6 +62,24 @@ def stop_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class RankLog:
+    """The metric log of one process among several (torchrun sets RANK and WORLD_SIZE): rank 0 writes every
+    row; the others write only the error row of their own failure, so a rank that dies is named in the log.
+    Error rows carry `rank N:` in front of the message."""
+
+    def __init__(self, log: MetricLog, rank: int):
+        self.log, self.rank = log, rank
+
+    def write(self, row) -> None:
+        if isinstance(row, ErrorRow):
+            self.log.write(row.model_copy(update={"message": f"rank {self.rank}: {row.message}"}))
+        elif self.rank == 0:
+            self.log.write(row)
+
+    def close(self) -> None:
+        self.log.close()
+
+
 def fail(log: MetricLog, run_id: str, t0: float, message: str, detail: str, error_row: bool = True,
          step: int = 0) -> int:
     """Say why on stderr, write the error row (unless one was written already) and a failed end row."""
@@ -107,6 +125,8 @@ def child_main(prog: str, train, argv: list[str] | None = None, *, explain=None,
              for flag, _ in options}
     job = Job.model_validate_json((run_dir / "job.json").read_text())
     log = MetricLog(run_dir / "metrics.jsonl")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        log = RankLog(log, int(os.environ.get("RANK", "0")))
     run_id = os.environ.get("TRAINHUB_RUN_ID") or new_run_id()
     t0 = time.time()
     try:

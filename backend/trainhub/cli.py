@@ -1,4 +1,4 @@
-"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report|export|chat|serve`,
+"""The command line: `trainhub train|validate|plan|backends|data|env|doctor|runs|report|server|slurm|export|chat|serve`,
 and `train` (= `trainhub train`).
 
 The options are frozen by tests/unit/test_cli.py: they change only on purpose.
@@ -301,21 +301,15 @@ def doctor_cmd():
 def runs_cmd(folder: Path = typer.Argument(Path("runs"), help="Where to look for run folders (holding metrics.jsonl).")):
     """A table of the runs in FOLDER (and up to three levels below it), read from their metric logs."""
     from trainhub.report import find_runs, load, summarize
-    from trainhub.report.runlog import fmt_duration, fmt_time
+    from trainhub.report.runlog import TABLE, table_row
 
     found = find_runs(folder)
     if not found:
         err_console.print(f"no runs in {folder} (no metrics.jsonl)")
         raise typer.Exit(1)
-    table = Table("run", "name", "backend", "method", "status", "steps", "final loss", "tokens/s", "MFU", "started",
-                  "duration")
+    table = Table("run", *TABLE)
     for path in found:
-        s = summarize(load(path))
-        table.add_row(str(path.relative_to(folder)) if path != folder else str(path), s.name, s.backend, s.method,
-                      s.status, f"{s.step}/{s.max_steps}" if s.max_steps is not None else str(s.step),
-                      "-" if s.final_loss is None else f"{s.final_loss:.4f}",
-                      "-" if s.tokens_per_s is None else f"{s.tokens_per_s:,.0f}",
-                      "-" if s.mfu is None else f"{s.mfu:.1%}", fmt_time(s.started), fmt_duration(s.duration_s))
+        table.add_row(str(path.relative_to(folder)) if path != folder else str(path), *table_row(summarize(load(path))))
     console.print(table)
 
 
@@ -335,6 +329,54 @@ def report_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (or thei
         raise typer.Exit(1) from None
     for path in written:
         console.print(f"wrote {path}")
+
+
+@app.command("server")
+def server_cmd(host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond loopback "
+                                        "$TRAINHUB_SERVER_TOKEN is required."),
+               port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port to listen on."),
+               gpus: str | None = typer.Option(None, "--gpus", help="GPU indices, one job on each at a time "
+                                               "(e.g. 0,1); default: one job at a time on the CPU."),
+               allow: list[Path] = typer.Option([], "--allow", help="A folder submitted jobs may read and write "
+                                                "(repeatable); default: the working directory."),
+               allow_code: bool = typer.Option(False, "--allow-code", help="Run submitted jobs that bring code "
+                                               "(reward functions, trust_remote_code, a nanoGPT checkout).")):
+    """A job server and web dashboard: submit, queue, watch, stop and resume runs over HTTP (docs/server.md)."""
+    from trainhub.server.main import ServerError, serve
+
+    try:
+        serve(host, port, gpus, allow, allow_code, say=lambda line: console.print(line, markup=False))
+    except ServerError as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+
+
+@app.command("slurm")
+def slurm_cmd(config: Path = CONFIG, sets: list[str] = SETS,
+              nodes: int = typer.Option(..., "--nodes", "-N", help="Nodes to train on."),
+              gpus_per_node: int = typer.Option(..., "--gpus-per-node", "-G", help="GPUs (processes) per node."),
+              partition: str | None = typer.Option(None, "--partition", "-p", help="SLURM partition."),
+              time_limit: str | None = typer.Option(None, "--time", "-t", help="SLURM time limit (HH:MM:SS)."),
+              port: int = typer.Option(29500, "--port", help="Rendezvous port on the first node."),
+              out: Path | None = typer.Option(None, "--output", "-o", help="Write the script here instead of "
+                                              "printing it.")):
+    """Write an sbatch script that trains the job on several nodes: one trainhub, srun + torchrun on every
+    node (docs/distributed.md). Submit it with `sbatch FILE`."""
+    from trainhub.slurm import Allocation, SlurmError, sbatch_script
+
+    job = _load(config, [*sets, f"distributed.nnodes={nodes}", f"distributed.nproc_per_node={gpus_per_node}",
+                         "distributed.rendezvous.endpoint=localhost:1"], None)  # checked as the cluster will see it
+    try:
+        text = sbatch_script(job, config, sets, Allocation(nodes, gpus_per_node, partition, time_limit, port),
+                             sys.executable, Path.cwd())
+    except SlurmError as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(1) from None
+    if out is None:
+        console.print(text, end="", markup=False, highlight=False)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}; submit it with: sbatch {out}")
 
 
 # export, chat, serve: the commands that use a trained model (trainhub.cli_model)

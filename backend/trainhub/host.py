@@ -24,6 +24,9 @@ class Host:
     install CUDA builds."""
     intel_gpus: tuple[str, ...] = field(default_factory=tuple)
     """Names of the Intel GPUs visible to this process (xpu-smi), for the unsloth backend alone, as AMD's."""
+    capabilities: tuple[tuple[int, int], ...] = field(default_factory=tuple)
+    """Compute capability of each NVIDIA GPU in `gpus` ((9, 0) for an H100); () where nvidia-smi does not
+    report it (drivers before 510), and the engine decides at start instead."""
 
     @property
     def has_gpu(self) -> bool:
@@ -45,8 +48,9 @@ class Host:
 
 
 def detect() -> Host:
-    return Host(gpus=_nvidia_gpus(), cpu=platform.processor() or platform.machine(), cores=os.cpu_count() or 1,
-                amd_gpus=_amd_gpus(), intel_gpus=_intel_gpus())
+    gpus = _nvidia_gpus()
+    return Host(gpus=gpus, cpu=platform.processor() or platform.machine(), cores=os.cpu_count() or 1,
+                amd_gpus=_amd_gpus(), intel_gpus=_intel_gpus(), capabilities=_nvidia_capabilities() if gpus else ())
 
 
 def _nvidia_gpus() -> tuple[str, ...]:
@@ -54,6 +58,16 @@ def _nvidia_gpus() -> tuple[str, ...]:
     out = _smi(visible, "nvidia-smi", "--query-gpu=name", "--format=csv,noheader")
     names = tuple(line.strip() for line in (out or "").splitlines() if line.strip())
     return _narrow(names, visible)
+
+
+def _nvidia_capabilities() -> tuple[tuple[int, int], ...]:
+    """(major, minor) per visible NVIDIA GPU, from nvidia-smi's compute_cap ("9.0"); () when it cannot say."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    out = _smi(visible, "nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader")
+    caps = [line.strip() for line in (out or "").splitlines() if line.strip()]
+    if not all(re.fullmatch(r"\d+\.\d+", c) for c in caps):
+        return ()
+    return _narrow(tuple((int(c.split(".")[0]), int(c.split(".")[1])) for c in caps), visible)
 
 
 def _amd_gpus() -> tuple[str, ...]:

@@ -123,14 +123,15 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, sinks: Sinks
                 child.kill()
 
         previous = signal.signal(signal.SIGINT, on_sigint)
-        last_event = None
+        last_event, end_code = None, None
         try:
             while True:
                 done = child.poll() is not None
                 if done:  # its last output first, then its last rows: the end row closes the console
                     reader.join(timeout=5)
                 offset, events = _read_new(metrics, offset, view, sinks)
-                last_event = events[-1] if events else last_event
+                last_event = events[-1].event if events else last_event
+                end_code = next((e.exit_code for e in reversed(events) if e.event == "end"), end_code)
                 if done:
                     break
                 time.sleep(0.2)
@@ -154,7 +155,13 @@ def _follow(launch: Launch, run_dir: Path, run_id: str, view: View, sinks: Sinks
             sinks.write(row)
         log.close()
         return code or EXIT_FAILED
+    if code and end_code is not None and _under_torchrun(launch):
+        return end_code  # torchrun exits 1 whatever its workers' codes; rank 0's end row knows (130: interrupted)
     return code
+
+
+def _under_torchrun(launch: Launch) -> bool:
+    return "torch.distributed.run" in launch.argv
 
 
 def _detach() -> None:
@@ -181,9 +188,9 @@ def _pump(child: subprocess.Popen, sink, view: View) -> None:
         view.line(line.rstrip("\n"))
 
 
-def _read_new(path: Path, offset: int, view: View, sinks: Sinks) -> tuple[int, list[str]]:
+def _read_new(path: Path, offset: int, view: View, sinks: Sinks) -> tuple[int, list]:
     """Rows appended since `offset` (whole lines only); each is shown and handed to the sinks. Returns the
-    new offset and the events (but warning rows, which the hub itself may write after the end row)."""
+    new offset and the rows (but warning rows, which the hub itself may write after the end row)."""
     if not path.exists():
         return offset, []
     with open(path, "rb") as f:
@@ -197,5 +204,5 @@ def _read_new(path: Path, offset: int, view: View, sinks: Sinks) -> tuple[int, l
             view.row(row)
             sinks.write(row)
             if row.event != "warning":
-                events.append(row.event)
+                events.append(row)
     return offset + end, events

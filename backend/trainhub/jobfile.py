@@ -228,10 +228,12 @@ def _sections_with(key: str, model: type[BaseModel] = Job, prefix: str = "") -> 
 
 
 def load(path: str | Path, sets: list[str] | None = None, backend: str | None = None,
-         notes: list[str] | None = None) -> Job:
+         notes: list[str] | None = None, screen=None) -> Job:
     """Read (with every `extends`), override, validate and resolve a job file. Raises JobError with every
     problem found, each at the file and line its key was written. `notes`, when given, receives what the
-    user should know that is no problem (a path found relative to the job file)."""
+    user should know that is no problem (a path found relative to the job file). `screen`, when given, is
+    called with the resolved job before preflight touches the file system (Job -> list[Problem]); its
+    problems are raised instead (the job server refuses paths outside its allowed roots there)."""
     path = Path(path)
     raw, origins = compose(path)
     if backend is not None:  # before --set, so `--backend native --set backend.compile=true` keeps both
@@ -248,6 +250,9 @@ def load(path: str | Path, sets: list[str] | None = None, backend: str | None = 
         origins = {k: v for k, v in origins.items() if tuple(map(str, k[:len(keys)])) != keys}
     job = validate(raw, str(path), origins, sets=sets)
     job = resolve(job, origins=origins, notes=notes)
+    problems = screen(job) if screen is not None else []
+    if problems:
+        raise JobError(problems)
     problems = preflight(job)
     if problems:
         raise JobError([_at_origin(p, str(path), origins, sets) for p in problems])

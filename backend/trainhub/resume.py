@@ -4,7 +4,8 @@ A checkpoint records the resolved job. Resuming with a job that differs in what
 was trained — model, tokenizer, method, adapter, data, optimizer and schedule,
 seed, batch shape, precision — is refused with the list of changes, unless
 --resume-force. Changes that only say how long to go on and how to report and
-save are allowed.
+save are allowed, and so are those of the `distributed` section that keep the global batch
+(micro_batch_size x grad_accum x processes): the number of processes may change with grad_accum.
 """
 
 from __future__ import annotations
@@ -26,17 +27,37 @@ ALLOWED = (
     "name", "output_dir", "log.", "backend.compile", "backend.repo",
     "train.max_steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.keep_last", "train.log_every", "train.on_nonfinite", "train.nonfinite_limit",
+    # memory, not math: every checkpointing mode and offload give the same gradients (tests/unit/test_checkpointing.py)
+    "train.grad_checkpointing", "train.activation_offload",
+    "distributed.strategy", "distributed.launcher", "distributed.rendezvous.", "distributed.fsdp2.",
+    "distributed.timeout_s",
 )
+SAME_GLOBAL_BATCH = ("train.grad_accum", "distributed.nproc_per_node", "distributed.nnodes")
+"""Changes allowed when micro_batch_size x grad_accum x processes stays the same: a run of 2 processes
+resumes on 1 with twice the accumulation, and continues the same curve."""
+
+
+def _global_batch(job: dict) -> int:
+    train, dist = job.get("train", {}), job.get("distributed", {})
+    return (train.get("micro_batch_size", 0) * train.get("grad_accum", 1) * dist.get("nproc_per_node", 1)
+            * dist.get("nnodes", 1))
 
 
 def job_changes(saved: dict, current: dict) -> list[str]:
     """Refused changes between the checkpoint's job and the current one, one line each."""
+    from trainhub.job import DistributedSection
+
+    one = DistributedSection().model_dump(mode="json")  # a job written before the section existed: one process
+    saved, current = ({"distributed": one, **job} for job in (saved, current))
     a, b = _flatten(saved), _flatten(current)
+    same_batch = _global_batch(saved) == _global_batch(current)
     lines = []
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<absent>") == b.get(key, "<absent>"):
             continue
         if any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in ALLOWED):
+            continue
+        if same_batch and key in SAME_GLOBAL_BATCH:
             continue
         lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
     return lines

@@ -23,8 +23,8 @@ from trainhub.export.main import ExportError, export  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the real CLI, model builds, llama.cpp: seconds to minutes each
 
-FAMILY_QUANTS = {"qwen2": ["f16", "q8_0", "q4_k_m"], "qwen3": ["f16", "q8_0", "q4_k_m"],
-                 "gpt2": ["f16", "q8_0", "q4_k_m"], "gpt2-nanogpt": ["f16", "q8_0"]}
+FAMILY_QUANTS = {family: list(QUANTS) for family in ("qwen2", "qwen3", "gpt2", "gpt2-nanogpt")}
+"""Every type trainhub offers, on every family it exports (llama: test_every_type_on_llama)."""
 NANOGPT = {"activation_function": "gelu"}
 """What the nanoGPT backend's export writes: exact (erf) GELU, where llama.cpp runs the tanh one."""
 

@@ -5,6 +5,7 @@ read from metrics.jsonl."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -136,3 +137,48 @@ def test_llamafactory_renders_a_conversation_as_native_does(pretrained, llamafac
     extra = [i for i, (a, b) in enumerate(zip(labels, lf_labels, strict=True)) if a != b]
     assert [tok.decode([ids[i]]) for i in extra] == ["\n"] * 3  # three assistant turns
     assert all(labels[i] == -100 and ids[i - 1] == tok.convert_tokens_to_ids("<|im_end|>") for i in extra)
+
+
+def test_report_compares_native_trl_and_llamafactory(tmp_path, pretrained, llamafactory_env):
+    """Issue 30: the same LoRA SFT job on three backends, one report: every plot holds a series per run (per
+    run and split for the loss), and a headless Chromium draws them all, with a screenshot kept as an artifact."""
+    pytest.importorskip("trl")
+    from tests.integration.test_runs_report import CHROMIUM, _DrawnPlots, _Page
+
+    runs = []
+    for backend in ("native", "trl", "llamafactory"):
+        (tmp_path / backend).mkdir()
+        job = _sft(tmp_path / backend, pretrained, max_steps=4, eval_every=2)
+        job.update({"name": f"sft-{backend}", "backend": backend})
+        job["data"]["eval"] = str(ROOT / "config/data/chat_eval.jsonl")
+        done = _train(tmp_path / backend, job, env=llamafactory_env)
+        assert done.returncode == 0, backend + done.stdout + done.stderr
+        runs.append(str(tmp_path / backend / "run"))
+    out, png = tmp_path / "report.html", tmp_path / "png"
+    done = run_cli("report", *runs, "-o", str(out), "--png", str(png), env={"COLUMNS": "300"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = _Page()
+    page.feed(out.read_text())
+    plots = {p["id"]: p for p in page.data["plots"]}
+    labels = [s["label"] for s in plots["loss_step"]["series"]]
+    assert labels == [f"sft-{b} ({b}) {split}" for b in ("native", "trl", "llamafactory") for split in ("train", "eval")]
+    for pid in ("lr", "tokens_per_s", "grad_norm"):
+        assert len(plots[pid]["series"]) == 3, pid
+    assert all((png / f"{pid}.png").stat().st_size > 10_000 for pid in plots)
+    differs = {r[1] for r in page.job_rows if r[0] == "diff"}
+    assert {"name", "output_dir"} <= differs and any(k.startswith("backend") for k in differs)
+    assert "adapter.rank" not in differs
+    if CHROMIUM is None:
+        pytest.skip("no chromium (apt-get install chromium): the page was checked, not drawn")
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--virtual-time-budget=20000", "--window-size=1400,2600"]
+    dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    drawn = _DrawnPlots()
+    drawn.feed(dom.stdout)
+    expected = {f"plot-{pid}": len(p["series"]) for pid, p in plots.items()}
+    assert drawn.traces == expected and drawn.drawn == {k: str(v) for k, v in expected.items()}
+    shot = tmp_path / "report.png"
+    done = subprocess.run([*browser, f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and shot.stat().st_size > 50_000, done.stderr[-2000:]
+    print(f"screenshot: {shot}")

@@ -7,6 +7,7 @@ never ships nanoGPT's code. The exported model is checked against the checkout's
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -90,6 +91,18 @@ def test_train_export_resume_and_continue(tmp_path):
         ours = model(idx).logits
     torch.testing.assert_close(ours, nanogpt_logits(run / "checkpoints" / "step-00000006" / "ckpt.pt", idx),
                                rtol=1e-5, atol=1e-5)
+
+    # the real run to GGUF through the CLI, verified in llama.cpp: final/ at q8_0, and a checkpoint's ckpt.pt at f16
+    if importlib.util.find_spec("llama_cpp") is not None:
+        out = tmp_path / "gguf"
+        done = run_cli("export", str(run), "--format", "gguf", "--quant", "q8_0", "-o", str(out))
+        assert done.returncode == 0, done.stdout + done.stderr
+        done = run_cli("export", str(run), "--checkpoint", "step-00000006", "--format", "gguf", "--quant", "f16",
+                       "-o", str(out))
+        assert done.returncode == 0, done.stdout + done.stderr
+        files = json.loads((out / "export.json").read_text())["files"]
+        assert set(files) == {"tiny-nanogpt-q8_0.gguf", "tiny-nanogpt-f16.gguf"}
+        assert all(f["verification"]["passed"] for f in files.values()), files
 
     # --resume: nanoGPT's init_from='resume' from the latest checkpoint, on to step 9
     train(tmp_path, nano_job(tmp_path, max_steps=9), "--resume")

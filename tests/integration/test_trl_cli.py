@@ -270,3 +270,21 @@ def test_grpo_skips_a_nonfinite_step(tmp_path, tiny_model):
     train = {r["step"]: r for r in rows(tmp_path / "run", "train")}
     assert train[2]["loss"] is None and [train[s]["nonfinite_skipped"] for s in (1, 2, 3)] == [0, 1, 1]
     assert math.isfinite(train[1]["loss"]) and math.isfinite(train[3]["loss"])
+
+
+def test_eval_loss_is_the_same_per_token_mean_on_trl_and_native(tmp_path, tiny_model):
+    """Issue 32 item 6: on identical weights both backends report the exact mean over the eval set's target
+    tokens (not a mean of batch means). Eval rows of unequal length make the two quantities differ."""
+    results = {}
+    for backend in ("trl", "native"):
+        (tmp_path / backend).mkdir()
+        job = trl_job(tmp_path / backend, tiny_model, "sft", backend=backend,
+                      data={"eval": str(DATA / "chat_eval.jsonl")},
+                      train={"max_steps": 2, "eval_every": 2, "eval_batches": 3, "micro_batch_size": 3})
+        done = train(tmp_path / backend, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+        results[backend] = [(r["step"], r["eval_loss"], r["eval_tokens"])
+                            for r in rows(tmp_path / backend / "run", "eval")]
+    (step_t, loss_t, tokens_t), (step_n, loss_n, tokens_n) = results["trl"][-1], results["native"][-1]
+    assert step_t == step_n == 2 and tokens_t == tokens_n
+    assert loss_t == pytest.approx(loss_n, rel=1e-5)

@@ -33,6 +33,9 @@ FROZEN = {
     "doctor": {},
     "runs": {"folder": ["folder"]},
     "report": {"runs": ["runs"], "out": ["--out", "-o"], "png": ["--png"]},
+    "slurm": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "nodes": ["--nodes", "-N"],
+              "gpus_per_node": ["--gpus-per-node", "-G"], "partition": ["--partition", "-p"],
+              "time_limit": ["--time", "-t"], "port": ["--port"], "out": ["--output", "-o"]},
     # using a trained model (trainhub.cli_model)
     "export": {"target": ["target"], "checkpoint": ["--checkpoint"], "fmt": ["--format", "-f"],
                "quant": ["--quant", "-q"], "out": ["--output", "-o"], "verify": ["--verify", "--no-verify"]},
@@ -40,6 +43,9 @@ FROZEN = {
              "temperature": ["--temperature", "-t"], "max_tokens": ["--max-tokens"]},
     "serve": {"target": ["target"], "checkpoint": ["--checkpoint"], "host": ["--host"], "port": ["--port"],
               "api_key": ["--api-key"]},
+    # the job server (trainhub.server)
+    "server": {"host": ["--host"], "port": ["--port"], "gpus": ["--gpus"], "allow": ["--allow"],
+               "allow_code": ["--allow-code"]},
 }
 
 

@@ -204,3 +204,9 @@ def test_an_end_row_without_an_exit_code_takes_its_statuses():
     for status, code in EXIT_CODES.items():
         assert EndRow(run_id="r", step=0, status=status, wall_s=1.0, tokens=0, final_loss=None).exit_code == code
     assert EndRow(run_id="r", step=0, status="failed", wall_s=1.0, tokens=0, final_loss=None, exit_code=-9).exit_code == -9
+
+
+def test_job_schema_accepts_extends():
+    """A job file may carry `extends` (compose.py), so the published schema lists it as a name or a list."""
+    extends = json.loads(_generated_schemas()["job.schema.json"])["properties"]["extends"]
+    assert [branch.get("type") for branch in extends["anyOf"]] == ["string", "array"]

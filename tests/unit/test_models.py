@@ -285,6 +285,12 @@ def test_registry_picks_the_path_and_says_why(tmp_path):
         assert ("own decoder" if path == "own" else "AutoModelForCausalLM") in model_path(job)
     assert "sliding-window" in model_path(tiny_job(path=str(tmp_path / "window")))
     assert choose(tiny_job(path="someone/not-on-disk"))[0] is None
+    # model.attention names transformers' implementations: auto takes transformers' model, own refuses
+    for attention in ("eager", "flash_attention_2"):
+        job = tiny_job(path=str(tmp_path / "llama"), attention=attention)
+        assert choose(job) == ("hf", f"model.attention is {attention}, which transformers' model implements")
+        with pytest.raises(ValueError, match=f"model.attention {attention} is transformers' implementation"):
+            choose(tiny_job(path=str(tmp_path / "llama"), attention=attention, impl="own"))
 
 
 def test_hf_path_gives_the_same_interface(tmp_path):

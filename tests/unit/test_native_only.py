@@ -34,3 +34,20 @@ def test_other_backends_refuse_the_native_settings(backend):
 
 def test_native_takes_them():
     assert found("native", _job(model={"impl": "hf"}, train={"loss": "eager"})) == {}
+
+
+def test_native_refuses_kernels_that_cannot_run_here(monkeypatch):
+    """backend.kernels triton or liger without a CUDA GPU is a problem naming the key (auto and none are not);
+    `plan` says which kernels the run takes."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+    def problems(kernels: str, host: Host) -> dict[str, str]:
+        job = _job().model_copy(update={"backend": {"type": "native", "kernels": kernels}})
+        job = Job.model_validate(job.model_dump())
+        return {p.where: p.message for p in RUNNERS["native"].check(job, host) if p.where == "backend.kernels"}
+
+    assert problems("triton", Host()) == {
+        "backend.kernels": "backend.kernels triton needs a CUDA GPU; none is visible (use auto or none)"}
+    assert problems("auto", Host()) == problems("none", Host()) == problems("triton", GPU_HOST) == {}
+    job = Job.model_validate({**_job().model_dump(), "backend": {"type": "native", "kernels": "none"}})
+    assert "  kernels: none (backend.kernels; engine/kernels)" in RUNNERS["native"].plan_lines(job)

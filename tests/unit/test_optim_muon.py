@@ -49,8 +49,10 @@ def test_batched_equals_one_by_one():
     for name in ("quintic", "polar_express"):
         batched = orthogonalize(g, name)
         assert torch.equal(batched, torch.stack([orthogonalize(m, name) for m in g]))
-        tall = orthogonalize(g.mT, name)  # a tall matrix is worked on transposed: the same numbers
-        assert torch.equal(tall, batched.mT)
+        # a tall matrix iterates on X^T X from the right: the transpose of the wide form in exact arithmetic,
+        # the same products summed in another order in bf16 (quintic: 15% of entries differ, by <= 1 bf16 ulp
+        # of the largest, 2**-8)
+        torch.testing.assert_close(orthogonalize(g.mT, name), batched.mT, atol=2 ** -7, rtol=0)
 
 
 def test_a_step_of_mixed_shapes_equals_steps_of_each_alone():

@@ -62,7 +62,7 @@ def test_float_overrides_including_exponent_without_a_dot(tmp_path):
 def test_bool_and_null_overrides(tmp_path):
     job = set_load(tmp_path, "data.shuffle=false", "train.grad_checkpointing=true", "train.grad_clip=null")
     assert job.data.shuffle is False
-    assert job.train.grad_checkpointing is True
+    assert job.train.grad_checkpointing == "full"
     assert job.train.grad_clip is None
 
 

@@ -31,6 +31,11 @@ def test_length_and_reporting_changes_are_allowed():
     assert job_changes(SAVED, changed(train__max_steps=20, train__log_every=5, log__console="plain", name="b")) == []
 
 
+def test_memory_settings_may_change_on_resume():
+    saved = changed(train__grad_checkpointing=True)  # a checkpoint from before the modes: the boolean spelling
+    assert job_changes(saved, changed(train__grad_checkpointing="selective", train__activation_offload=True)) == []
+
+
 def test_what_was_trained_is_refused_with_old_and_new_values():
     lines = job_changes(SAVED, changed(optim__lr=0.1, train__micro_batch_size=4, seed=1,
                                        schedule={"warmup_steps": 5}))

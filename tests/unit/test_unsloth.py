@@ -316,10 +316,14 @@ def test_train_refuses_before_any_work(tmp_path, model_dir):
     assert f"unsloth: not usable: backend: {NO_GPU}" in plan.stdout
 
 
-def test_native_refuses_qlora(tmp_path, model_dir):
+def test_native_trains_qlora_with_torchao_and_names_it_when_missing(tmp_path, model_dir, monkeypatch):
     job = load(_job(tmp_path, model_dir, backend="native", adapter={"type": "qlora"}))
+    assert "adapter.type" not in {p.where for p in RUNNERS["native"].check(job, CPU)}
+    import trainhub.runners.native.runner as native_runner
+
+    monkeypatch.setattr(native_runner, "missing_modules", lambda *names: [n for n in names if n == "torchao"])
     problems = {p.where: p.message for p in RUNNERS["native"].check(job, CPU)}
-    assert "adapter.type" in problems and "backend unsloth" in problems["adapter.type"]
+    assert "torchao" in problems["adapter.type"] and "trainhub[qlora]" in problems["adapter.type"]
 
 
 def test_counting_collator_sums_the_attention_masks():

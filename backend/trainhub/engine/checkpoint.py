@@ -16,6 +16,9 @@ process killed at any moment leaves the previous checkpoint and pointers intact.
 Older checkpoints are deleted only after the new one is complete; the one `best`
 names is kept beyond keep_last.
 
+A run with a process group (ddp, fsdp2) writes its weights and optimizer through
+torch.distributed.checkpoint instead, committed the same way: engine/checkpoint_dcp.py.
+
 A checkpoint an upstream writes in a folder of its own (a Hugging Face Trainer's
 `checkpoints/checkpoint-N`) is committed the same way by `commit_in_place`: state.json and
 job.json join it, every file is fsynced, and only then does `latest` name it.
@@ -37,7 +40,7 @@ from trainhub.export.hf import adapter_save_kwargs
 from trainhub.resume import JOB, STATE, CheckpointError, pointer, read_state
 
 OPTIMIZER, RNG = "optimizer.pt", "rng.pt"
-__all__ = ["CheckpointError", "commit_checkpoint", "commit_in_place", "load_into", "save_checkpoint"]
+__all__ = ["CheckpointError", "commit_checkpoint", "commit_in_place", "load_into", "restore_rng", "save_checkpoint"]
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, job: dict, keep_last: int,
@@ -117,6 +120,12 @@ def load_into(path: Path, model, optimizer, device: torch.device) -> dict:
     state, _job = read_state(path)
     _load_weights(path, model)
     optimizer.load_state_dict(torch.load(path / OPTIMIZER, map_location=device, weights_only=True))
+    restore_rng(path, state)
+    return state
+
+
+def restore_rng(path: Path, state: dict) -> None:
+    """The torch generators from rng.pt and Python's and numpy's from state.json."""
     rng = torch.load(path / RNG, weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if torch.cuda.is_available() and rng.get("cuda"):
@@ -127,7 +136,6 @@ def load_into(path: Path, model, optimizer, device: torch.device) -> dict:
 
         kind, keys, pos, has_gauss, cached = state["numpy_rng"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    return state
 
 
 def _load_weights(path: Path, model) -> None:
@@ -147,13 +155,13 @@ def _load_weights(path: Path, model) -> None:
     for name in files:
         weights.update(load_file(path / name))
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = _tied_names(model)
+    tied = tied_names(model)
     if unexpected or set(missing) - tied:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, "
                               f"unexpected {unexpected[:3]})")
 
 
-def _tied_names(model) -> set[str]:
+def tied_names(model) -> set[str]:
     """Parameter names that share storage with another (save_pretrained writes each tensor once)."""
     seen, tied = {}, set()
     for name, p in model.named_parameters(remove_duplicate=False):

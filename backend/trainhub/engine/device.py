@@ -25,11 +25,18 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def pick_precision(spec, device: torch.device, notes: list[str]) -> Precision:
-    """What `train.precision` (a job section: auto, bf16, fp16, fp32) means on this device (the rule is
+def pick_precision(spec, device: torch.device, notes: list[str], *, compiled: bool = False) -> Precision:
+    """What `train.precision` (a job section: auto, bf16, fp16, fp32, fp8) means on this device (the rule is
     engine/precision.py's, for every backend); a CPU note when it changes what was asked. The one place
-    every backend that trains in trainhub's own process turns it into autocast and loss scaling."""
+    every backend that trains in trainhub's own process turns it into autocast and loss scaling.
+    fp8 is bf16 autocast with the Linear layers converted later (engine/fp8.py); refused here, before any
+    work, where it cannot run (CPU, a GPU below compute capability 8.9) or without `compiled`."""
     cuda = device.type == "cuda"
+    if spec.type == "fp8":
+        from trainhub.engine.fp8 import check_device
+
+        check_device(spec, device, compiled=compiled)
+        return Precision(f"fp8 {spec.recipe} Linear layers (torchao) + bf16 autocast", torch.bfloat16, False)
     try:
         chosen = choose(spec.type, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), notes=notes)
     except PrecisionError as err:

@@ -21,8 +21,9 @@ from trainhub.metrics.flops import flops_per_token
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_tokenizer(job: Job, run_dir: Path):
-    """The job's tokenizer, saved to run_dir/tokenizer (a trained one is trained here)."""
+def build_tokenizer(job: Job, run_dir: Path, save: bool = True):
+    """The job's tokenizer, saved to run_dir/tokenizer unless `save` is false (a rank other than 0, which
+    builds the same one: training is deterministic); a trained one is trained here."""
     init = job.model.init
     if init is None:
         tok = load_tokenizer(job.model.path, job.model.trust_remote_code)
@@ -36,7 +37,8 @@ def build_tokenizer(job: Job, run_dir: Path):
     elif job.method.type == "sft" and not tok.chat_template:
         raise TemplateError(f"the tokenizer has no chat template to render conversations with; set data.template "
                          f"to one of: {', '.join(TEMPLATES)}")
-    tok.save_pretrained(run_dir / "tokenizer")
+    if save:
+        tok.save_pretrained(run_dir / "tokenizer")
     return tok
 
 

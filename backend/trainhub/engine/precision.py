@@ -5,6 +5,8 @@
     bf16    fp32 *  bf16            refused (PrecisionError)
     fp16    fp32 *  fp16            fp16
     fp32    fp32    fp32            fp32
+    fp8     refused bf16 autocast + float8 Linear layers (engine/fp8.py), on compute capability 8.9+,
+                    compiled (fp8_refusal); native only
                     * with a note: mixed precision is a GPU feature here
 
 Pure (no torch), so the hub's translations use it too: native, trl and unsloth decide it in their child
@@ -44,3 +46,28 @@ def choose(asked: str, *, cuda: bool, bf16_ok: bool, notes: list[str] | None = N
     if asked not in NAMES:
         raise PrecisionError(f"train.precision {asked}: not one of auto, {', '.join(NAMES)}")
     return asked  # type: ignore[return-value]
+
+
+FP8_CAPABILITY = (8, 9)
+"""The first NVIDIA compute capability with FP8 tensor cores (Ada: L4, L40S, RTX 40xx; then Hopper 9.0,
+Blackwell 10.0). torch._scaled_mm refuses float8 operands below it."""
+
+
+def fp8_refusal(*, gpu: str | None, capability: tuple[int, int] | None, compiled: bool,
+                allow_eager: bool) -> str | None:
+    """Why train.precision fp8 cannot run here, or None. `gpu` None: no CUDA GPU (CPU); `capability` None:
+    not known yet (the hub without nvidia-smi's compute_cap; the engine asks torch again at start).
+    Pure, so `trainhub plan` and the engine give the same message."""
+    if gpu is None:
+        return ("fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability "
+                f"{FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]}+: L4, L40S, RTX 40xx, H100, H200, B200); this host "
+                "has none (CPU); use precision bf16 or auto")
+    if capability is not None and tuple(capability) < FP8_CAPABILITY:
+        return (f"fp8 needs FP8 tensor cores (compute capability {FP8_CAPABILITY[0]}."
+                f"{FP8_CAPABILITY[1]}+: L4, L40S, RTX 40xx, H100, H200, B200); {gpu} has "
+                f"{capability[0]}.{capability[1]}; use precision bf16")
+    if not compiled and not allow_eager:
+        return ("fp8 needs backend.compile: true (backend: {type: native, compile: true}); "
+                "without torch.compile the float8 casts run as separate kernels and fp8 is slower than bf16. "
+                "Set train.precision.allow_eager: true to run it eagerly anyway (numerics checks, not speed)")
+    return None

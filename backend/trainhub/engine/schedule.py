@@ -26,12 +26,13 @@ def lr_at(step: int, *, peak: float, total: int, schedule: Schedule) -> float:
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def total_steps(job: Job, items: int) -> int:
+def total_steps(job: Job, items: int, world: int = 1) -> int:
     """Optimizer steps of the run: train.max_steps, or train.epochs over `items` (examples, packed rows or
-    prompts; an incomplete last batch of an epoch is dropped; a GRPO prompt gives group_size completions).
+    prompts; an incomplete last batch of an epoch is dropped; a GRPO prompt gives group_size completions), a
+    step taking micro_batch_size x grad_accum x `world` items (every process's share).
     Every backend that trains in trainhub's own process counts its steps here."""
     tc = job.train
     if tc.max_steps:
         return tc.max_steps
     per_item = job.method.group_size if job.method.type == "grpo" else 1
-    return max(1, round(tc.epochs * max(1, items * per_item // (tc.micro_batch_size * tc.grad_accum))))
+    return max(1, round(tc.epochs * max(1, items * per_item // (tc.micro_batch_size * tc.grad_accum * world))))

@@ -1,7 +1,7 @@
 """Everything the loop needs before its first step, built once: `build(job, run_dir, device, precision)`.
 
-The tokenizer, the datasets (packed rows when data.packing), the model on its device (compiled when the
-job asks, on a GPU), the loss as a function of a micro-batch, the optimizer, the fp16 loss scaler, what
+The tokenizer, the datasets (packed rows when data.packing), the model on its device, the loss as a
+module of a micro-batch wrapped for training (engine/parallelize.py: compile, FSDP2/DDP), the optimizer, the fp16 loss scaler, what
 the model computes per token (for MFU), and the run's length in steps. The loop reads it as `s.<name>`.
 """
 
@@ -17,10 +17,13 @@ from trainhub.data.batches import Examples, Position, micro_batches
 from trainhub.data.dataset import build_datasets
 from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
+from trainhub.engine.dist import Dist
+from trainhub.engine.kernels import kernel_ops, resolve
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
-from trainhub.engine.models import build_model, compile_model, head_weight, hidden_states, path_of
+from trainhub.engine.models import build_model, head_weight, hidden_states, path_of, set_offload
 from trainhub.engine.optim import build_optimizer
+from trainhub.engine.parallelize import parallelize
 from trainhub.engine.schedule import total_steps
 from trainhub.engine.state import TrainState
 from trainhub.engine.step import injected_steps
@@ -60,6 +63,8 @@ class Setup:
     total_steps: int
     mask_kind: str
     """How packed rows keep their documents apart (data/packing.py): bool/float masks, or varlen."""
+    dist: Dist = Dist("single")
+    """This process's place among the job's processes (engine/dist.py)."""
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -72,7 +77,7 @@ class Setup:
 
     @property
     def tokens_per_step(self) -> int:
-        return tokens_per_step(self.job)
+        return tokens_per_step(self.job, self.dist.world)
 
     def batches(self, state: TrainState) -> Batches:
         job, pad = self.job, self.tokenizer.pad_token_id
@@ -98,9 +103,11 @@ class Setup:
         return poisoned
 
 
-def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, notes: list[str]) -> Setup:
-    tokenizer = build_tokenizer(job, run_dir)
-    data = build_datasets(job, tokenizer)
+def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, notes: list[str],
+          d: Dist = Dist("single")) -> Setup:
+    with d.main_first():  # rank 0 fills the data cache, the others read it; rank 0 alone saves the tokenizer
+        tokenizer = build_tokenizer(job, run_dir, save=d.main)
+        data = build_datasets(job, tokenizer)
     notes += data.notes + (["data: tokenized examples read from the cache"] if data.cache == "hit" else [])
     rows = None
     if job.data.packing:  # deterministic, so a resumed run packs the same rows
@@ -111,20 +118,26 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     model = build_model(job, tokenizer).to(device)
     own = path_of(model) == "own"
     notes.append(f"model: {'trainhub' if own else 'transformers'} implementation")
-    if getattr(job.backend, "compile", False):
+    counts = count_model(model)  # before FSDP2 shards the parameters
+    kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
+    ops = kernel_ops(kernels)
+    notes.append(f"kernels: {kernels} ({why})" + ("" if own or kernels == "none" else
+                                                 "; transformers' model keeps its own norms, RoPE and MLP"))
+    if job.train.activation_offload:
         if device.type == "cuda":
-            compile_model(model)  # in place: parameter names and module identity unchanged
+            set_offload(model, True)
         else:
-            notes.append("CPU: backend.compile ignored (torch.compile is used on GPUs only)")
+            notes.append("CPU: train.activation_offload ignored (activations are in host memory already)")
+    # fp8 -> kernels -> activation checkpointing -> compile -> FSDP2/DDP, then the optimizer over what they made
+    loss_fn = parallelize(make_loss(model, job.train.loss, len(tokenizer), ops.loss), job, d, device, notes, ops)
     # trainhub's own model on a GPU takes packed rows end to end with flash-attention's varlen kernel (no N x N mask)
     mask_kind = "varlen" if own and device.type == "cuda" else mask_kind_for(job.model.attention)
     optimizer = build_optimizer(job.optim, model, device)
     scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
     items = len(rows) if rows is not None else len(data.train)
     return Setup(job=job, device=device, precision=precision, tokenizer=tokenizer, train_set=data.train,
-                 eval_set=data.eval, rows=rows, model=model, loss_fn=make_loss(model, job.train.loss, len(tokenizer)),
-                 optimizer=optimizer, scaler=scaler, counts=count_model(model), total_steps=total_steps(job, items),
-                 mask_kind=mask_kind)
+                 eval_set=data.eval, rows=rows, model=model, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler,
+                 counts=counts, total_steps=total_steps(job, items, d.world), mask_kind=mask_kind, dist=d)
 
 
 CHUNKED_FROM_VOCAB = 32_000
@@ -132,12 +145,21 @@ CHUNKED_FROM_VOCAB = 32_000
 are a few MB) and one matmul is simplest; above it they dominate activation memory."""
 
 
-def make_loss(model: torch.nn.Module, choice: str, vocab: int) -> LossFn:
-    """The model's hidden states, then the head and cross-entropy through engine/loss.py (the loss seam)."""
-    impl = choice if choice != "auto" else "chunked" if vocab >= CHUNKED_FROM_VOCAB else "eager"
+class LossModule(torch.nn.Module):
+    """The model's hidden states, then the head and cross-entropy through engine/loss.py (the loss seam), as
+    one module: what engine/parallelize.py wraps, so the head runs inside FSDP2's and DDP's forward."""
 
-    def loss_fn(batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
-        hidden = hidden_states(model, batch)
-        return cross_entropy(hidden, head_weight(model), batch["labels"], n_targets, impl=impl)
+    def __init__(self, model: torch.nn.Module, impl: str):
+        super().__init__()
+        self.model, self.impl = model, impl
 
-    return loss_fn
+    def forward(self, batch: dict, n_targets: torch.Tensor) -> torch.Tensor:
+        hidden = hidden_states(self.model, batch)
+        return cross_entropy(hidden, head_weight(self.model), batch["labels"], n_targets, impl=self.impl)
+
+
+def make_loss(model: torch.nn.Module, choice: str, vocab: int, fused: str | None = None) -> LossModule:
+    """train.loss auto takes the kernels' fused loss (`fused`: triton, liger) when kernels are on, else chunked
+    from a 32k vocabulary, else eager."""
+    impl = choice if choice != "auto" else fused or ("chunked" if vocab >= CHUNKED_FROM_VOCAB else "eager")
+    return LossModule(model, impl)

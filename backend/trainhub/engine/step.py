@@ -3,18 +3,21 @@ loop itself reads in one screen.
 
 `train_step` runs the step's micro-batches forward and backward (each loss already divided by the step's
 target count, so accumulation is exact), unscales fp16 gradients, clips, and steps the optimizer only when
-the loss and the gradient norm are finite. That one check is the step's only host sync.
+the loss and the gradient norm are finite. That one check is the step's only host sync with one process;
+several add two (the rank's busy time for the row, and the loop's agreement on a stop request).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
 
 import torch
 
 from trainhub.data.batches import Position, count_targets, micro_batches
-from trainhub.engine.device import autocast
+from trainhub.engine.device import autocast, synchronize
 from trainhub.engine.models import head_weight, hidden_states
 from trainhub.engine.optim.hooks import estimate_hessian, evaluation_weights, hessian_due
 from trainhub.metrics import EvalRow
@@ -30,6 +33,17 @@ def injected_steps() -> set[int]:
     return {int(s) for s in os.environ.get(INJECT_NONFINITE, "").split(",") if s.strip()}
 
 
+# Testing hook: "RANK:STEP" makes that rank raise at the start of that step (1-based), to show that a rank
+# that dies takes the whole job down with an error row naming it (tests/integration/test_distributed.py).
+INJECT_RANK_FAILURE = "TRAINHUB_INJECT_RANK_FAILURE"
+
+
+def fail_if_injected(rank: int, step: int) -> None:
+    spec = os.environ.get(INJECT_RANK_FAILURE, "")
+    if spec and spec == f"{rank}:{step}":
+        raise RuntimeError(f"injected failure at step {step} ({INJECT_RANK_FAILURE})")
+
+
 class NonFiniteStop(RuntimeError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
@@ -37,24 +51,42 @@ class NonFiniteStop(RuntimeError):
 
 
 def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Forward and backward over the micro-batches, then clip and step. Returns (loss of the step on the device,
-    gradient norm before clipping, whether the update was applied)."""
-    device, packed = s.device, s.rows is not None
+    """Forward and backward over this process's share of the step's micro-batches, then clip and step.
+    Returns (loss of the step on the device, gradient norm before clipping, whether the update was applied).
+
+    `micro` is the whole step, every process's micro-batches: each process draws the same seeded order, so
+    the step's target count and tokens are known everywhere without a collective, and takes every
+    world-th one from its rank on (engine/dist.py). Each loss is divided by the whole step's target count
+    and multiplied by the world, because DDP and FSDP2 average gradients over the processes: the update is
+    then the one a single process makes over all the micro-batches. With one process nothing changes."""
+    device, packed, d = s.device, s.rows is not None, s.dist
+    fail_if_injected(d.rank, state.step + 1)
     n_targets = torch.tensor(sum(count_targets(b) for b in micro), device=device)
-    step_loss = torch.zeros((), device=device)
     for batch in micro:
         n_tokens = batch.pop("num_tokens") if packed else int(batch["attention_mask"].sum())
         # packed rows: the attention term is charged at the row length (an upper bound)
         telemetry.micro(n_tokens, s.job.data.max_length if packed else batch["input_ids"].shape[1])
         state.tokens += n_tokens
+    mine = micro[d.rank::d.world]
+    step_loss = torch.zeros((), device=device)
+    t0 = time.perf_counter()
+    for i, batch in enumerate(mine):
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with autocast(device, s.precision):
-            loss = loss_fn(batch, n_targets)
-        (s.scaler.scale(loss) if s.scaler else loss).backward()
+        with gradient_sync(loss_fn, last=i == len(mine) - 1):
+            with autocast(device, s.precision):
+                loss = loss_fn(batch, n_targets)
+            scaled = loss * d.world if d.world > 1 else loss
+            (s.scaler.scale(scaled) if s.scaler else scaled).backward()
         step_loss += loss.detach()
+    if d.world > 1:  # this rank's own work, before it waits for the others: the slowest rank's shows in the row
+        synchronize(device)  # sync
+        telemetry.busy(time.perf_counter() - t0)
+    d.all_sum(step_loss)  # the step's mean loss over every process's targets
     if s.scaler:
         s.scaler.unscale_(s.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(s.params, s.job.train.grad_clip or math.inf)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor over the shards
+        grad_norm = grad_norm.full_tensor()
     finite = bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm))  # sync
     if finite:
         if s.scaler:
@@ -68,6 +100,16 @@ def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.T
         estimate_hessian(s.optimizer, lambda b: hidden_states(s.model, b), head_weight(s.model), batch,
                          lambda: autocast(device, s.precision))
     return step_loss, grad_norm, finite
+
+
+def gradient_sync(wrapped, last: bool):
+    """Reduce gradients only after the step's last micro-batch: DDP's no_sync before it, FSDP2's
+    set_requires_gradient_sync; a plain module accumulates as it always did."""
+    if hasattr(wrapped, "no_sync"):  # DDP
+        return contextlib.nullcontext() if last else wrapped.no_sync()
+    if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+        wrapped.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
 
 
 def nonfinite_verdict(finite: bool, tc, in_a_row: int) -> str | None:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from trainhub.job.base import Section, _shorthand
+from trainhub.job.distributed import DistributedSection, FSDP2Options, Rendezvous  # noqa: F401
 from trainhub.job.methods import (  # noqa: F401  (the schema's names, importable from trainhub.job)
     DPO,
     GRPO,
@@ -51,6 +52,7 @@ from trainhub.job.optim import (  # noqa: F401  (the schema's names, importable 
 from trainhub.job.precision import (  # noqa: F401  (the schema's names, importable from trainhub.job)
     AutoPrecision,
     Bf16Precision,
+    Fp8Precision,
     Fp16Precision,
     Fp32Precision,
     Precision,
@@ -69,6 +71,8 @@ class NativeBackend(Section):
     """trainhub's own engine: a plain PyTorch loop."""
     compile: bool = False
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
+    kernels: Literal["auto", "triton", "liger", "none"] = "auto"
+    """Fused kernels for the own model's RMSNorm, RoPE and SwiGLU and for the head + cross-entropy (train.loss auto). triton: trainhub's (engine/kernels; needs a CUDA GPU); liger: Liger-Kernel's (pip install 'trainhub[liger]'); none: eager PyTorch; auto: triton on a CUDA GPU where Triton imports, else none."""
 
 
 class NanoGPTBackend(Section):
@@ -208,8 +212,10 @@ class ModelSection(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype the weights are stored in. float32 master weights with bf16 autocast is classic mixed precision."""
     attention: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention implementation passed to transformers (native's own model: sdpa, and flash-attention's varlen
-    kernel for packed rows on a GPU when flash-attn is installed)."""
+    """Attention implementation. sdpa: torch's scaled_dot_product_attention (it picks flash, cuDNN or
+    memory-efficient kernels), and on the native engine's own model flash-attention's varlen kernel for packed
+    rows on a GPU. eager and flash_attention_2 are transformers' implementations: under model.impl auto they
+    take the native engine to transformers' model (`trainhub plan` says so); model.impl own refuses them."""
     impl: Literal["auto", "own", "hf"] = "auto"
     """native: which implementation trains the model. auto: trainhub's own decoder (engine/models) for llama,
     qwen2 and qwen3 in the forms it implements, transformers' for anything else; own: trainhub's or an error;
@@ -248,7 +254,7 @@ class LoraAdapter(Section):
 
 class QloraAdapter(LoraAdapter):
     type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
-    """LoRA over base weights quantized to 4-bit NF4 (bitsandbytes) while training; the adapters train in 16-bit."""
+    """LoRA over base weights quantized to 4-bit NF4 while training (native: torchao, unsloth: bitsandbytes); the adapters train in the model's dtype. Needs a pretrained model.path."""
 
 
 Adapter = Annotated[FullAdapter | LoraAdapter | QloraAdapter, Field(discriminator="type"),
@@ -390,6 +396,13 @@ class DataSection(Section):
 # ----------------------------------------------------------------------------- train and log
 
 
+def _checkpointing_mode(value: Any) -> Any:
+    """`grad_checkpointing: true/false` (the older boolean spelling) means full/none."""
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    return value
+
+
 class TrainSection(Section):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward pass."""
@@ -402,13 +415,21 @@ class TrainSection(Section):
     grad_clip: float | None = Field(1.0, gt=0)
     """Clip the global gradient norm to this value; null turns clipping off (the norm is still logged)."""
     precision: Precision = AutoPrecision()
-    """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so."""
-    grad_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    """Autocast precision on a GPU: auto (bf16 where supported), bf16, fp16 or fp32. CPU always runs fp32, and says so.
+    fp8: FP8 matmuls in the Linear layers over bf16 autocast (native, GPU of compute capability 8.9+, compiled)."""
+    grad_checkpointing: Annotated[Literal["none", "full", "selective"], BeforeValidator(_checkpointing_mode)] = "none"
+    """Recompute activations in the backward pass to save memory. full: each transformer block is recomputed
+    (only its input is kept); selective (native only): the outputs of matmuls and attention are kept and the
+    cheap element-wise ops (norms, activations, rope) are recomputed; none: nothing is recomputed. true and
+    false (the older spelling) mean full and none."""
+    activation_offload: bool = False
+    """native, on a GPU: keep the tensors saved for the backward pass in pinned host memory (with full
+    checkpointing: each block's input) and copy them back when the backward needs them. For long sequences
+    that would not fit otherwise; costs PCIe transfers."""
     loss: Literal["auto", "eager", "chunked"] = "auto"
     """native: how the head and cross-entropy run. eager: the [tokens, vocab] logits in one matmul, then the
     loss; chunked: a chunk of rows at a time, so the full logits never exist (at vocab 128k and 8k tokens,
-    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: chunked when the vocabulary is 32k or more."""
+    4.2 GB of fp32 logits become ~0.5 GB; engine/loss.py). auto: the fused kernel of backend.kernels when kernels are on (triton, liger), else chunked when the vocabulary is 32k or more."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate every N steps (and at the end) when eval data is given; null = only at the end."""
     eval_batches: int | None = Field(None, ge=1)
@@ -515,6 +536,8 @@ class Job(Section):
     """The learning-rate schedule over the run (warmup, decay), shared by every optimizer."""
     train: TrainSection
     """Batching, length, precision, evaluation and checkpoint cadence."""
+    distributed: DistributedSection = DistributedSection()
+    """How many processes train the job (torchrun) and how they share the model (DDP, FSDP2)."""
     log: LogSection = LogSection()
     """Console output and the sinks that receive every row besides the JSON-lines metric log, which is always written."""
     export: ExportSection = ExportSection()

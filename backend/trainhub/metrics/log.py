@@ -26,6 +26,9 @@ the training thread a disk round trip every step (0.09 ms on this machine's disk
 network file systems)."""
 
 
+LEFT_OUT_WHERE_NULL = ("method", "mem_gb_spread", "step_s_slowest")
+
+
 class MetricLog:
     """Appends rows to `<run_dir>/metrics.jsonl`. A reader following the file sees whole lines only.
     Secret values from the environment are redacted (trainhub.secrets)."""
@@ -38,8 +41,9 @@ class MetricLog:
         self._synced = time.monotonic()
 
     def write(self, row: _Row) -> None:
-        # `method` is left out where null, so pretrain/sft rows are the same whichever backend wrote them
-        skip = {"method"} if getattr(row, "method", True) is None else None
+        # `method` and the several-process fields are left out where null, so pretrain/sft rows of one process
+        # are the same whichever backend wrote them
+        skip = {name for name in LEFT_OUT_WHERE_NULL if getattr(row, name, True) is None} or None
         self._file.write(redact(row.model_dump_json(by_alias=True, exclude=skip), self._secrets) + "\n")
         self._file.flush()  # one write(2) of the whole line: followers never see half a row
         now = time.monotonic()

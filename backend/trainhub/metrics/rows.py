@@ -122,7 +122,13 @@ class TrainRow(_Row):
     mfu: float | None
     """Model FLOPs utilisation in [0, 1] since the previous train row; null without a known peak."""
     mem_gb: float | None
-    """Peak memory so far in GB: CUDA allocated on a GPU, resident set size on CPU."""
+    """Peak memory so far in GB: CUDA allocated on a GPU, resident set size on CPU; several processes: the
+    largest of the ranks'."""
+    mem_gb_spread: float | None = None
+    """Several processes: the largest rank's peak memory minus the smallest's, in GB; null for one process."""
+    step_s_slowest: float | None = None
+    """Several processes: the slowest rank's mean time per step since the previous row, its own forward and
+    backward before it waits for the others (seconds); null for one process."""
     epoch: float
     """Passes over the training data so far."""
     nonfinite_skipped: int = 0

@@ -168,6 +168,18 @@ def summarize(run: RunLog) -> Summary:
         mem_gb=max(mem) if mem else None, started=run.started(), duration_s=run.duration())
 
 
+TABLE = ("name", "backend", "method", "status", "steps", "final loss", "tokens/s", "MFU", "started", "duration")
+"""The columns of `trainhub runs` (after the run's folder) and of the job server's table."""
+
+
+def table_row(s: Summary) -> list[str]:
+    """A run's cells under TABLE, as `trainhub runs` prints them."""
+    return [s.name, s.backend, s.method, s.status, f"{s.step}/{s.max_steps}" if s.max_steps is not None else str(s.step),
+            "-" if s.final_loss is None else f"{s.final_loss:.4f}",
+            "-" if s.tokens_per_s is None else f"{s.tokens_per_s:,.0f}",
+            "-" if s.mfu is None else f"{s.mfu:.1%}", fmt_time(s.started), fmt_duration(s.duration_s)]
+
+
 def fmt_duration(seconds: float) -> str:
     s = int(round(seconds))
     if s < 60:

@@ -14,6 +14,7 @@ from trainhub.runners.base import Launch, Runner
 from trainhub.runners.llamafactory.runner import LlamaFactoryRunner
 from trainhub.runners.nanogpt.runner import NanoGPTRunner
 from trainhub.runners.native.runner import NativeRunner
+from trainhub.runners.speed import prefer
 from trainhub.runners.trl.runner import TrlRunner
 from trainhub.runners.unsloth.runner import UnslothRunner
 
@@ -36,8 +37,9 @@ def get_runner(name: str) -> Runner:
 def choose(job: Job, host: Host) -> tuple[Runner, list[str]]:
     """The runner for this job, and one line per backend saying why it was or was not picked.
 
-    A named backend must pass its own check; `auto` takes the first ready backend, in the
-    registry's order of preference, whose check finds no problem.
+    A named backend must pass its own check; `auto` takes, among the ready backends whose check finds no
+    problem, the fastest measured on this GPU class for this kind of job where measurements compare it with
+    the registry's first choice (runners/speed.py), else the first in the registry's order of preference.
     """
     if job.backend.type != "auto":
         runner = get_runner(job.backend.type)
@@ -45,19 +47,21 @@ def choose(job: Job, host: Host) -> tuple[Runner, list[str]]:
         if problems:
             raise JobError(problems)
         return runner, [f"{runner.name}: named by the job"]
-    reasons, picked = [], None
-    for name, runner in RUNNERS.items():
-        problems = runner.check(job, host)
-        if problems:
-            reasons.append(f"{name}: not usable: " + "; ".join(str(p) for p in problems))
-        elif picked is None:
-            picked = runner
+    problems = {name: runner.check(job, host) for name, runner in RUNNERS.items()}
+    usable = [name for name, found in problems.items() if not found]
+    if not usable:
+        reasons = [f"{name}: not usable: " + "; ".join(str(p) for p in found) for name, found in problems.items()]
+        reasons += [f"{name}: planned, not built yet" for name in PLANNED_BACKENDS]
+        raise JobError([Problem("backend", "no backend can run this job:\n  " + "\n  ".join(reasons))])
+    picked, why = prefer(job, host, usable)
+    reasons = []
+    for name, found in problems.items():
+        if found:
+            reasons.append(f"{name}: not usable: " + "; ".join(str(p) for p in found))
+        elif name == picked:
             reasons.append(f"{name}: picked: supports method {job.method.type}, adapter {job.adapter.type} "
-                           f"on {host.describe()}")
+                           f"on {host.describe()}; {why}")
         else:
             reasons.append(f"{name}: also usable")
-    for name in PLANNED_BACKENDS:
-        reasons.append(f"{name}: planned, not built yet")
-    if picked is None:
-        raise JobError([Problem("backend", "no backend can run this job:\n  " + "\n  ".join(reasons))])
-    return picked, reasons
+    reasons += [f"{name}: planned, not built yet" for name in PLANNED_BACKENDS]
+    return RUNNERS[picked], reasons

@@ -114,7 +114,28 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
     if job.train.loss != "auto":
         problems.append(Problem("train.loss", f"{backend} computes the loss its own way; train.loss "
                                               f"{job.train.loss} applies to backend native only"))
+    if job.train.precision.type == "fp8":
+        problems.append(Problem("train.precision", f"{backend} cannot train in fp8; train.precision fp8 (torchao "
+                                                   f"float8 matmuls) runs on backend native only"))
+    if job.train.grad_checkpointing == "selective":
+        problems.append(Problem("train.grad_checkpointing", f"{backend} cannot checkpoint selectively; "
+                                f"grad_checkpointing selective applies to backend native only"))
+    if job.train.activation_offload:
+        also = " (unsloth's full checkpointing offloads to host memory already)" if backend == "unsloth" else ""
+        problems.append(Problem("train.activation_offload", f"{backend} cannot offload activations; "
+                                f"train.activation_offload applies to backend native only{also}"))
     return problems
+
+
+def one_process_problems(job: Job, backend: str, why: str) -> list[Problem]:
+    """The `distributed` section refused by a backend that runs as one process (`why`: what stands in the
+    way), so nproc_per_node is never silently dropped; strategy ddp or fsdp2 in one process too."""
+    d = job.distributed
+    if d.world == 1 and d.strategy in ("auto", "single"):
+        return []
+    return [Problem("distributed", f"{backend} trains in one process (not yet several: {why}); distributed asks "
+                                   f"for {d.nproc_per_node} x {d.nnodes} process(es), strategy {d.strategy}. "
+                                   f"Several processes train with backend native (nanogpt for gpt2)")]
 
 
 ADAPTERS = ("full", "lora", "qlora")
@@ -125,6 +146,6 @@ def adapter_problems(job: Job, backend: str, features: tuple[str, ...]) -> list[
     if job.adapter.type in features:
         return []
     able = [a for a in ADAPTERS if a in features]
-    elsewhere = " (qlora trains on backend unsloth, on an NVIDIA GPU)" if job.adapter.type == "qlora" else ""
+    elsewhere = " (qlora trains on backend native, or unsloth on an NVIDIA GPU)" if job.adapter.type == "qlora" else ""
     return [Problem("adapter.type", f"{backend} cannot train adapter {job.adapter.type}; it trains "
                                     f"{', '.join(able)}{elsewhere}")]

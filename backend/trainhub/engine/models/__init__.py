@@ -40,6 +40,12 @@ def choose(job, config: dict | None = None) -> tuple[str | None, str]:
     Path None: a hub model whose config.json is not on disk (only the hub side asks without one)."""
     if job.model.impl == "hf":
         return "hf", "model.impl is hf"
+    if job.model.attention != "sdpa":
+        if job.model.impl == "own":
+            raise ValueError(f"model.attention {job.model.attention} is transformers' implementation; trainhub's own "
+                             f"model runs SDPA (flash-attention's varlen kernel for packed rows): set model.attention "
+                             f"sdpa, or model.impl auto or hf")
+        return "hf", f"model.attention is {job.model.attention}, which transformers' model implements"
     if job.model.init is not None:
         if job.model.init.family not in FAMILIES:
             raise ValueError(f"the native engine builds {', '.join(FAMILIES)}, not {job.model.init.family}")
@@ -96,6 +102,11 @@ def _module_of(model):
 def compile_model(model) -> None:
     """torch.compile the part of `model` that hidden_states runs, in place."""
     _module_of(model).compile_blocks(model)
+
+
+def set_offload(model, on: bool) -> None:
+    """train.activation_offload: the tensors saved for the backward wait in host memory (checkpointing.py)."""
+    _module_of(model).set_offload(model, on)
 
 
 def path_of(model) -> str:

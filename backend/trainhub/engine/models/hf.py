@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainhub.engine.models.checkpointing import checkpoint_kwargs, offload
 from trainhub.engine.models.own import DTYPES, INPUTS, unwrap
 
 
@@ -51,9 +52,17 @@ def build(job, tokenizer) -> nn.Module:
                              f"{model.get_input_embeddings().num_embeddings}")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if job.train.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if job.adapter.type == "lora":
+    if job.train.grad_checkpointing != "none":  # selective: our policy passed through to torch's checkpoint
+        kwargs = checkpoint_kwargs(job.train.grad_checkpointing)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if job.adapter.type == "qlora":  # frozen NF4 base weights under the adapters (quant.py)
+        from trainhub.engine.models.quant import quantize_nf4
+
+        quantize_nf4(model)
+    if job.adapter.type in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         lora = job.adapter
@@ -67,7 +76,14 @@ def hidden(model: nn.Module, batch: dict) -> torch.Tensor:
     """The decoder's last hidden state [B, T, H]; varlen keys pass through as FlashAttentionKwargs."""
     decoder = unwrap(model).get_decoder()
     inputs = {k: batch[k] for k in INPUTS if k in batch}
-    return decoder(**inputs, use_cache=False).last_hidden_state
+    with offload(getattr(decoder, "activation_offload", False) and torch.is_grad_enabled(),
+                 decoder.get_input_embeddings().weight.device):
+        return decoder(**inputs, use_cache=False).last_hidden_state
+
+
+def set_offload(model: nn.Module, on: bool) -> None:
+    """Keep the decoder's saved tensors in host memory (checkpointing.py)."""
+    unwrap(model).get_decoder().activation_offload = on
 
 
 def head_weight(model: nn.Module) -> torch.Tensor:
@@ -75,5 +91,7 @@ def head_weight(model: nn.Module) -> torch.Tensor:
 
 
 def compile_blocks(model: nn.Module) -> None:
-    """torch.compile the decoder in place (module identity and parameter names unchanged)."""
+    """torch.compile the decoder in place (module identity and parameter names unchanged). The whole decoder,
+    not each layer: transformers checkpoints a layer in its __call__, outside what Module.compile compiles,
+    and selective checkpointing must see the ops it chooses from, which a compiled layer hides."""
     unwrap(model).get_decoder().compile()

@@ -34,7 +34,8 @@ INPUTS = ("input_ids", "position_ids", "attention_mask", "cu_seq_lens_q", "cu_se
 
 
 def build(job, tokenizer) -> nn.Module:
-    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora."""
+    """The job's model on CPU in the job's dtype; a peft PeftModel around it when adapter is lora or qlora
+    (qlora: the linear layers' weights in NF4 first, quant.py)."""
     spec, dtype = job.model, DTYPES[job.model.dtype]
     if spec.init is not None:
         args = args_from_architecture(spec.init, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
@@ -52,8 +53,12 @@ def build(job, tokenizer) -> nn.Module:
         if len(tokenizer) > model.config.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding only "
                              f"{model.config.vocab_size}")
-    model.grad_checkpointing = job.train.grad_checkpointing
-    if job.adapter.type == "lora":
+    model.grad_checkpointing = job.train.grad_checkpointing  # none | full | selective, per block
+    if job.adapter.type == "qlora":  # frozen NF4 base weights under the adapters (quant.py)
+        from trainhub.engine.models.quant import quantize_nf4
+
+        quantize_nf4(model)
+    if job.adapter.type in ("lora", "qlora"):
         model = add_lora(model, job.adapter)
     return model
 
@@ -83,6 +88,48 @@ def add_lora(model: CausalLM, lora) -> nn.Module:
     return get_peft_model(model, LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
         target_modules=lora_targets(model, lora.targets)))
+
+
+PEFT_FUSED_TESTED = ("0.21",)
+"""peft versions (major.minor) whose lora.Linear attributes fuse_lora reads (base_layer, lora_A/B, scaling,
+lora_dropout, lora_variant, active_adapters, merged, disable_adapters); tests/kernels/test_lora.py compares
+the fused layers with peft's own forward, so a moved attribute fails there first."""
+
+
+def fuse_lora(model: nn.Module) -> int:
+    """Route each plain LoRA layer of a peft model (one adapter, nn.Linear base, no dropout, no DoRA) through
+    engine/kernels/lora.py's fused forward/backward; per instance, so peft's class stays as it is. Returns
+    how many layers were fused (0 under an untested peft: those keep peft's forward)."""
+    import types
+
+    import peft
+    from peft.tuners.lora import Linear as LoraLinear
+
+    if ".".join(peft.__version__.split(".")[:2]) not in PEFT_FUSED_TESTED:
+        return 0
+    fused = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLinear) or type(module.base_layer) is not nn.Linear:
+            continue
+        names = list(module.active_adapters)
+        if len(names) != 1 or names[0] not in module.lora_A or names[0] in getattr(module, "lora_variant", {}):
+            continue
+        if not isinstance(module.lora_dropout[names[0]], nn.Identity):
+            continue
+        module.forward = types.MethodType(_fused_lora_forward, module)
+        fused += 1
+    return fused
+
+
+def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    from trainhub.engine.kernels.lora import lora_linear
+
+    names = self.active_adapters
+    if args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or names[0] not in self.lora_A:
+        return type(self).forward(self, x, *args, **kwargs)  # anything but the one-adapter training case: peft's
+    name = names[0]
+    return lora_linear(x, self.base_layer.weight, self.base_layer.bias, self.lora_A[name].weight,
+                       self.lora_B[name].weight, self.scaling[name])
 
 
 def load_lora(model: CausalLM, folder, trainable: bool = False) -> nn.Module:
@@ -118,6 +165,15 @@ def head_weight(model: nn.Module) -> torch.Tensor:
 
 
 def compile_blocks(model: nn.Module) -> None:
-    """torch.compile our decoder in place (module identity and parameter names unchanged, so checkpoints,
-    peft and the optimizer see the same model)."""
-    unwrap(model).compile()
+    """torch.compile each block in place (module identity and parameter names unchanged, so checkpoints,
+    peft and the optimizer see the same model). Per block, not the whole model: the blocks share one code
+    path, so one graph serves all of them (compile time of one block, not of 16 or 28); a block checkpoints
+    itself inside its forward (transformer.Block), so the compiled graph holds the recomputation and the
+    selective policy is applied by the compiler."""
+    for block in unwrap(model).model.layers:
+        block.compile()
+
+
+def set_offload(model: nn.Module, on: bool) -> None:
+    """Keep the tensors saved for the backward in host memory (checkpointing.py)."""
+    unwrap(model).activation_offload = on

@@ -17,6 +17,9 @@ local order and never wrapped at L), divide the low ones by `factor` (wavelength
 they are what an unseen position would push past anything trained), and between the two blend
 w/factor and w linearly in s = (L / wavelength - low) / (high - low).
 
+Applying them to q and k is engine/kernels' `rope` op (kernels/reference.py: x * cos + rotate_half(x) * sin;
+kernels/rope.py: both in one Triton launch).
+
 Precision: frequencies and angles are float32 whatever the model's dtype (a bf16 angle at position
 4000 is off by up to 16 radians); cos and sin are cast to the activation dtype only at the end.
 """
@@ -54,10 +57,3 @@ def rope_cos_sin(freq: torch.Tensor, position_ids: torch.Tensor, dtype: torch.dt
         angle = position_ids[..., None].float() * freq.float()
         angle = torch.cat((angle, angle), dim=-1)
         return angle.cos().to(dtype), angle.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, T, heads, head_dim] turned by cos/sin [B, T, head_dim] (the rotate-half layout above)."""
-    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin

@@ -9,6 +9,10 @@ with RMSNorm (x / sqrt(mean(x^2) + eps) * weight, computed in float32), RoPE (ro
 grouped-query causal attention that keeps packed documents apart (attention.py) and the SwiGLU MLP.
 q_norm/k_norm (an RMSNorm over each head's head_dim) exist only where args.qk_norm (Qwen3).
 
+The norms, RoPE and the MLP's silu(gate) * up go through `self.ops` (engine/kernels: the eager
+references by default, Triton or Liger kernels when the job's backend.kernels chooses them;
+kernels.use_kernels sets it on every module that has the slot).
+
 `forward` returns the final-normed hidden states [B, T, H], not logits: the loss (engine/loss.py)
 multiplies by `head_weight` itself, chunk by chunk if it wants, so the [B*T, vocab] logits need
 never exist whole.
@@ -24,31 +28,31 @@ Nothing here subclasses a transformers class; `save_pretrained` writes an HF fol
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from trainhub.engine.kernels import EAGER, Ops
 from trainhub.engine.models.args import ModelArgs
 from trainhub.engine.models.attention import Documents, attend, documents
+from trainhub.engine.models.checkpointing import check_mode, offload, run_block
 from trainhub.engine.models.kv_cache import KVCache
-from trainhub.engine.models.rope import apply_rope, rope_cos_sin, rope_frequencies
+from trainhub.engine.models.rope import rope_cos_sin, rope_frequencies
 
 
 class RMSNorm(nn.Module):
+    ops: Ops = EAGER
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # float32 statistics even for bf16 activations: a bf16 mean of squares over 4096 values loses the
-        # low bits of every term. The normalised value is cast back before the weight, as transformers does.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return self.ops.rms_norm(x, self.weight, self.eps)  # float32 statistics (kernels/reference.py)
 
 
 class Attention(nn.Module):
+    ops: Ops = EAGER
+
     def __init__(self, args: ModelArgs, layer: int = 0):
         super().__init__()
         d, heads, kv = args.head_dim, args.num_attention_heads, args.num_key_value_heads
@@ -68,13 +72,15 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, -1, self.head_dim)
         if hasattr(self, "q_norm"):  # Qwen3: per-head RMSNorm before rotation keeps q.k bounded
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = self.ops.rope(q, k, cos, sin)
         if docs.cache is not None:  # sampling: keys and values of every slot so far (kv_cache.py)
             k, v = docs.cache.update(self.layer, k, v)
         return self.o_proj(attend(q, k, v, docs, self.scale).reshape(b, t, -1))
 
 
 class MLP(nn.Module):
+    ops: Ops = EAGER
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         h, i, bias = args.hidden_size, args.intermediate_size, args.mlp_bias
@@ -83,7 +89,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, h, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class Block(nn.Module):
@@ -93,8 +99,14 @@ class Block(nn.Module):
         self.mlp = MLP(args)
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.checkpointing = "none"
+        """none | full | selective (checkpointing.py). Applied inside forward, so a compiled block
+        (compile_blocks) compiles its own checkpoint, as selective checkpointing needs."""
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, docs: Documents) -> torch.Tensor:
+        return run_block(self._forward, self.checkpointing, h, cos, sin, docs)
+
+    def _forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, docs: Documents) -> torch.Tensor:
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, docs)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -119,9 +131,21 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         self.tie_weights()
         self.register_buffer("rope_freq", rope_frequencies(args), persistent=False)
-        self.grad_checkpointing = False
-        """Recompute each block in the backward pass (torch.utils.checkpoint, non-reentrant): activations of
-        one block instead of all of them, for about a third more compute."""
+        self.activation_offload = False
+        """Keep the tensors saved for the backward in host memory (checkpointing.py; the engine sets it on
+        GPUs only)."""
+
+    @property
+    def grad_checkpointing(self) -> str:
+        """none | full | selective: what each block recomputes in the backward pass (checkpointing.py).
+        Setting True or False means full or none."""
+        return self.model.layers[0].checkpointing if len(self.model.layers) else "none"
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, mode: str | bool) -> None:
+        mode = check_mode(mode)
+        for block in self.model.layers:
+            block.checkpointing = mode
 
     @property
     def head_weight(self) -> torch.Tensor:
@@ -153,10 +177,8 @@ class CausalLM(nn.Module):
             docs = documents(t, device, dtype, attention_mask=attention_mask, cu_seq_lens_q=cu_seq_lens_q,
                              cu_seq_lens_k=cu_seq_lens_k, max_length_q=max_length_q, max_length_k=max_length_k)
         cos, sin = rope_cos_sin(self.rope_freq, position_ids, dtype)
-        for block in self.model.layers:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(block, h, cos, sin, docs, use_reentrant=False)
-            else:
+        with offload(self.activation_offload and torch.is_grad_enabled(), device):
+            for block in self.model.layers:
                 h = block(h, cos, sin, docs)
         return self.model.norm(h)
 

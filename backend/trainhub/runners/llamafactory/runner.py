@@ -22,7 +22,14 @@ from trainhub import envs
 from trainhub.host import Host
 from trainhub.job import Job
 from trainhub.jobfile import JobError, Problem
-from trainhub.runners.base import Launch, adapter_problems, child_argv, native_only_problems, optim_problems
+from trainhub.runners.base import (
+    Launch,
+    adapter_problems,
+    child_argv,
+    native_only_problems,
+    one_process_problems,
+    optim_problems,
+)
 from trainhub.runners.llamafactory.translate import (
     CONFIG,
     DATASET,
@@ -66,6 +73,8 @@ class LlamaFactoryRunner:
             problems.append(Problem("schedule.min_lr_ratio", "llamafactory's linear decay ends at 0; "
                                     "set min_lr_ratio 0, or use decay cosine (which takes a floor)"))
         problems += native_only_problems(job, "llamafactory")
+        problems += one_process_problems(job, "llamafactory", "trainhub's callback in its child would write "
+                                         "rows and commit checkpoints in every process")
         problems += adapter_problems(job, "llamafactory", self.features)
         problems += optim_problems(job, "llamafactory", ("adamw",), "only adamw is translated to LLaMA-Factory's "
                                    "optimizer settings; use --backend native or trl")

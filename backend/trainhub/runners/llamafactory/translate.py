@@ -64,7 +64,7 @@ def translate(job: Job, run_dir: Path, data_dir: Path, *, has_eval: bool, dry_ru
         learning_rate=o.lr, adam_beta1=o.betas[0], adam_beta2=o.betas[1], adam_epsilon=o.eps,
         weight_decay=o.weight_decay, optim="adamw_torch", warmup_steps=s.warmup_steps,
         max_grad_norm=t.grad_clip if t.grad_clip is not None else 0.0,
-        disable_gradient_checkpointing=not t.grad_checkpointing,
+        disable_gradient_checkpointing=t.grad_checkpointing != "full",
     )
     if t.save_every:
         cfg["save_steps"] = t.save_every

@@ -82,7 +82,7 @@ def drive(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     # the host
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
-    processes = getattr(job.backend, "processes", None) or (torch.cuda.device_count() if cuda else 1)
+    processes = cfg.processes_asked(job) or (torch.cuda.device_count() if cuda else 1)
     if not cuda:
         notes.append("CPU: nanoGPT runs with device cpu, dtype float32, compile off")
     elif cfg.compile_on(job):

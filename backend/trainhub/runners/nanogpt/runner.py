@@ -17,7 +17,7 @@ from trainhub.host import Host, missing_modules
 from trainhub.job import Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch, child_argv, native_only_problems, optim_problems
-from trainhub.runners.nanogpt.translate import checkout_problems
+from trainhub.runners.nanogpt.translate import checkout_problems, distributed_problems, processes_asked
 
 CHECKOUT_FILES = ("train.py", "configurator.py", "model.py")
 
@@ -43,10 +43,12 @@ class NanoGPTRunner:
                     for m in missing_modules("torch", "numpy", "transformers", "tokenizers", "safetensors")]
         problems += _checkout_problems(job)
         problems += _job_problems(job)
-        procs = getattr(job.backend, "processes", None)
+        procs = processes_asked(job)
         if procs is not None and procs > max(1, len(host.gpus)):
-            problems.append(Problem("backend.processes", f"{procs} processes need {procs} GPUs; this host has "
+            key = "backend.processes" if getattr(job.backend, "processes", None) else "distributed.nproc_per_node"
+            problems.append(Problem(key, f"{procs} processes need {procs} GPUs; this host has "
                                     f"{len(host.gpus) or 'none'}"))
+        problems += [Problem(key, why) for key, why in distributed_problems(job)]
         return problems
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
@@ -109,7 +111,7 @@ def _job_problems(job: Job) -> list[Problem]:
     if tc.max_steps is not None and sched.warmup_steps >= tc.max_steps and sched.decay == "cosine":
         no("schedule.warmup_steps", f"nanoGPT's cosine needs warmup ({sched.warmup_steps}) shorter than "
                                           f"train.max_steps ({tc.max_steps})")
-    if tc.grad_checkpointing:
+    if tc.grad_checkpointing == "full":  # selective: native_only_problems
         no("train.grad_checkpointing", "nanoGPT has no activation checkpointing")
     if tc.max_steps is not None and tc.eval_every and tc.max_steps % tc.eval_every:
         no("train.eval_every", f"nanoGPT evaluates and saves every eval_interval iterations, so the last step "

@@ -137,6 +137,30 @@ def lr_at(it: int, s: dict) -> float:
     return s["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (s["learning_rate"] - s["min_lr"])
 
 
+def processes_asked(job) -> int | None:
+    """The processes the job asks nanoGPT for: backend.processes, else distributed.nproc_per_node when above
+    1 (torchrun --standalone --nproc_per_node N; nanoGPT's train.py runs DDP under torchrun); None: every
+    visible GPU (CPU: 1)."""
+    procs = getattr(job.backend, "processes", None)
+    if procs is None and job.distributed.nproc_per_node > 1:
+        return job.distributed.nproc_per_node
+    return procs
+
+
+def distributed_problems(job) -> list[tuple[str, str]]:
+    """(key, why) for what nanoGPT's DDP cannot take from the `distributed` section."""
+    d, out = job.distributed, []
+    procs = getattr(job.backend, "processes", None)
+    if procs is not None and d.nproc_per_node > 1 and procs != d.nproc_per_node:
+        out.append(("distributed.nproc_per_node", f"nanogpt: backend.processes {procs} and "
+                                                  f"distributed.nproc_per_node {d.nproc_per_node} disagree; set one"))
+    if d.strategy == "fsdp2":
+        out.append(("distributed.strategy", "nanogpt: nanoGPT's train.py trains with DDP; fsdp2 is backend native's"))
+    if d.nnodes > 1:
+        out.append(("distributed.nnodes", "nanogpt: trainhub starts nanoGPT on one node (not yet several)"))
+    return out
+
+
 def checkout_defaults(repo: Path) -> dict[str, type]:
     """{name: type} of the literal settings train.py defines before it runs configurator.py."""
     tree = ast.parse((repo / "train.py").read_text(), filename=str(repo / "train.py"))

@@ -3,6 +3,7 @@ torchrun starts too (runners/base.py says why native has no child.py of its own)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,12 +11,13 @@ from trainhub.host import Host, missing_modules
 from trainhub.job import OPTIM_TYPES, Job
 from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
+from trainhub.runners.launch import module_under_torchrun
 
 
 class NativeRunner:
     name = "native"
     methods = ("pretrain", "sft", "grpo")
-    features = ("full", "lora", "init-from-architecture", "bf16", "fp16", "fp32", "grad-checkpointing",
+    features = ("full", "lora", "qlora", "init-from-architecture", "bf16", "fp16", "fp32", "fp8", "grad-checkpointing",
                 "compile", "cpu", "cuda", "grpo", "dr_grpo", "dapo", "gspo")
 
     def missing(self) -> list[str]:
@@ -31,19 +33,33 @@ class NativeRunner:
             problems.append(Problem("method.type", f"native cannot train method '{job.method.type}' (yet); "
                                     f"backends that can: {', '.join(able) or 'none installed'}"))
         if job.adapter.type == "qlora":
-            problems.append(Problem("adapter.type", "native cannot train qlora (4-bit base weights through "
-                                    "bitsandbytes); use adapter lora, or backend unsloth on a GPU"))
+            if missing_modules("torchao"):
+                problems.append(Problem("adapter.type", "native trains qlora with torchao's NF4 weights; install it "
+                                        "(pip install 'trainhub[qlora]'), or use adapter lora"))
+            if job.model.init is not None:
+                problems.append(Problem("adapter.type", "qlora adapts a pretrained model (model.path); a model "
+                                        "built from model.init has no weights worth freezing in 4 bits"))
         if job.model.init is not None and job.model.init.family == "gpt2":
             problems.append(Problem("model.init.family", "native builds llama, qwen2 and qwen3 models; gpt2 trains with "
                                     "backend nanogpt"))
         if job.method.type == "grpo":
             problems += grpo_problems(job)
+        kernels = getattr(job.backend, "kernels", "auto")
+        if kernels in ("triton", "liger") and not host.has_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+            problems.append(Problem("backend.kernels", f"backend.kernels {kernels} needs a CUDA GPU; none is "
+                                    "visible (use auto or none)"))
+        elif kernels == "liger" and missing_modules("liger_kernel"):
+            problems.append(Problem("backend.kernels", "backend.kernels liger needs Liger-Kernel: "
+                                    "pip install 'trainhub[liger]'"))
+        problems += distributed_problems(job, host)
         problems += trainhub_model_problems(job, host)
+        problems += fp8_problems(job, host)
         problems += optim_problems(job, "native", OPTIM_TYPES, "", packages=True)
         return problems
 
     def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
-        """Which model implementation and loss the engine will use (read without torch: config.json only)."""
+        """Which model implementation and loss the engine will use (read without torch: config.json only), and
+        how its processes share the work."""
         from trainhub.engine.models import model_path
 
         if job.method.type == "grpo":
@@ -52,11 +68,30 @@ class NativeRunner:
             decode = "compiled decode step (CUDA graphs) on a GPU" if getattr(job.backend, "compile", False) else "eager"
             return [f"  {model_path(job)}", f"  loss: {m.algorithm}: {knobs} (engine/rl/loss.py)",
                     f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)"]
-        loss = job.train.loss if job.train.loss != "auto" else "auto (chunked from a 32k vocabulary, else eager)"
-        return [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)"]
+        kernels = getattr(job.backend, "kernels", "auto")
+        fused = "the kernels' fused loss when kernels are on, else " if kernels != "none" else ""
+        loss = job.train.loss if job.train.loss != "auto" else f"auto ({fused}chunked from a 32k vocabulary, else eager)"
+        what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
+        d, tc = job.distributed, job.train
+        memory = f"  activation checkpointing: {tc.grad_checkpointing}" + \
+            (", saved activations offloaded to host memory (GPU only)" if tc.activation_offload else "") + \
+            " (engine/models/checkpointing.py)"
+        lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)",
+                 f"  kernels: {what} (backend.kernels; engine/kernels)", memory,
+                 f"  distributed: {d.resolved}, {d.world} process(es); global batch {tc.micro_batch_size} x "
+                 f"{tc.grad_accum} x {d.world} = {tc.micro_batch_size * tc.grad_accum * d.world} sequences"]
+        if job.adapter.type == "qlora":
+            lines.append("  qlora: linear weights as torchao NF4 (4-bit), LoRA on top (engine/models/quant.py)")
+        p = job.train.precision
+        if p.type == "fp8":
+            lines.append(f"  precision: fp8 {p.recipe} (torchao float8), filter {p.filter}; which Linear layers "
+                         f"convert is decided at start and listed in the start row's notes (engine/fp8.py)")
+        return lines
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
+        """`python -m trainhub.engine ...`, through torchrun when distributed asks for several processes."""
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
+        argv = module_under_torchrun(sys.executable, job.distributed, job.name, "trainhub.engine", argv[3:])
         return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
@@ -90,4 +125,58 @@ def grpo_problems(job: Job) -> list[Problem]:
             load(reward.function, f"method.rewards[{i}]")
         except RewardError as err:
             problems.append(Problem("", str(err)))
+    # what the pretrain/SFT engine builds (engine/setup.py, engine/parallelize.py) and the GRPO loop does not yet
+    not_yet = [("distributed.nproc_per_node", job.distributed.world > 1, "several processes"),
+               ("train.precision", job.train.precision.type == "fp8", "fp8"),
+               ("adapter.type", job.adapter.type == "qlora", "qlora"),
+               ("backend.kernels", getattr(job.backend, "kernels", "auto") in ("triton", "liger"),
+                "backend.kernels triton or liger (auto runs the eager ops)"),
+               ("train.activation_offload", job.train.activation_offload, "activation offload")]
+    for key, asked, what in not_yet:
+        if asked:
+            problems.append(Problem(key, f"native: grpo with {what} is not supported yet (pretrain and sft have it)"))
+    return problems
+
+
+def fp8_problems(job: Job, host: Host) -> list[Problem]:
+    """train.precision fp8 refused before any work: no torchao, no FP8-capable GPU (engine/precision.py's rule,
+    the one the engine applies again at start with torch's facts), or no backend.compile."""
+    spec = job.train.precision
+    if spec.type != "fp8":
+        return []
+    from trainhub.engine.precision import fp8_refusal
+
+    problems = []
+    if missing_modules("torchao"):
+        problems.append(Problem("train.precision", "fp8 needs the package torchao (pip install 'trainhub[fp8]')"))
+    why = fp8_refusal(gpu=host.gpus[0] if host.gpus else None,
+                      capability=host.capabilities[0] if host.capabilities else None,
+                      compiled=getattr(job.backend, "compile", False), allow_eager=spec.allow_eager)
+    if why:
+        problems.append(Problem("train.precision", why))
+    return problems
+
+
+FSDP2_OPTIMIZERS = ("adamw",)
+"""Optimizers whose step is elementwise, so it runs on FSDP2's shards as on whole tensors. Muon
+(orthogonalises whole matrices), CAME (row and column factors), Prodigy (global dot products), Sophia (its
+Hessian estimate calls the model outside the sharded forward) and the others need their own sharded update."""
+
+
+def distributed_problems(job: Job, host: Host) -> list[Problem]:
+    """What the native engine cannot do (yet) with several processes or a process group."""
+    d, problems = job.distributed, []
+    strategy = d.resolved
+    if strategy == "fsdp2" and job.optim.type not in FSDP2_OPTIMIZERS:
+        problems.append(Problem("optim.type", f"native: optim.type {job.optim.type} does not run on FSDP2's "
+                                f"shards yet; use strategy ddp, or optim {', '.join(FSDP2_OPTIMIZERS)}"))
+    if strategy == "ddp" and job.optim.type == "sophia":
+        problems.append(Problem("optim.type", "native: sophia's Hessian estimate runs the model outside DDP's "
+                                "forward, so the ranks' estimates would differ; not yet under strategy ddp"))
+    if host.has_gpu and d.nproc_per_node > len(host.gpus):
+        problems.append(Problem("distributed.nproc_per_node", f"{d.nproc_per_node} processes a node need as many "
+                                f"GPUs; this host has {len(host.gpus)}"))
+    if d.fsdp2.cpu_offload and not host.has_gpu:
+        problems.append(Problem("distributed.fsdp2.cpu_offload", "moves shards between the GPU and CPU memory; "
+                                "this host has no GPU (on CPU everything is in CPU memory already)"))
     return problems

@@ -19,6 +19,7 @@ from trainhub.runners.base import (
     adapter_problems,
     child_argv,
     native_only_problems,
+    one_process_problems,
     optim_problems,
     trainhub_model_problems,
 )
@@ -48,6 +49,8 @@ class TrlRunner:
             problems.append(Problem("data.packing", "trl does not pack with trainhub's packer (not yet); "
                                     "use backend native or data.packing: false"))
         problems += native_only_problems(job, "trl")
+        problems += one_process_problems(job, "trl", "its child builds the tokenizer, commits "
+                                         "checkpoints and writes final/ in every process")
         problems += adapter_problems(job, "trl", self.features)
         problems += trainhub_model_problems(job, host)
         problems += optim_problems(job, "trl", TRL_OPTIMS, "SophiaG's Hessian estimate is a step of the native loop "

@@ -70,10 +70,47 @@ def train_and_finish(job: Job, trainer, log: MetricLog, run_id: str, *, backend:
                                 stop=stop, resume=resume, nonfinite=skip, tokens_fn=tokens_fn)
     trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)
+    if job.method.type in TOKEN_LOSS_METHODS:
+        trainer.evaluate = token_mean_evaluate(trainer)
     for note in notes:
         print(f"note: {note}", flush=True)
     run(trainer, resume)
     return finish(job, trainer, callback, stop, has_eval=data.eval is not None, dry_run=dry_run, save=save)
+
+
+TOKEN_LOSS_METHODS = ("sft", "pretrain")
+"""Methods whose loss is a mean over target tokens, evaluated as native does (token_mean_evaluate)."""
+
+
+def token_mean_evaluate(trainer):
+    """An `evaluate` for the trainer that reports the exact mean loss over the eval set's target tokens, as the
+    native engine does (engine/step.py evaluate). The Trainer's own evaluation loop averages each batch's mean
+    with equal weight per row, which differs whenever the batches hold different numbers of target tokens
+    (issue 32: 7.0662 against native's 7.0521 on identical weights). Metrics and callbacks as the Trainer's."""
+    import torch
+
+    def evaluate(eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in trainer.get_eval_dataloader(eval_dataset):
+                batch = trainer._prepare_inputs(batch)
+                targets = int((batch["labels"][..., 1:] != -100).sum())
+                if not targets:
+                    continue
+                with trainer.autocast_smart_context_manager():
+                    out = model(**batch, num_items_in_batch=torch.tensor(targets, device=batch["labels"].device))
+                total += float(out.loss.double()) * targets  # sum over the batch's targets / targets
+                count += targets
+        model.train(was_training)
+        metrics = {f"{metric_key_prefix}_loss": total / max(count, 1)}
+        trainer.log(metrics)
+        trainer.control = trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics)
+        return metrics
+
+    return evaluate
 
 
 def metrics_callback(job: Job, log: MetricLog, run_id: str, *, backend: str, precision: str, notes: list[str],

@@ -97,7 +97,7 @@ def training_args(job: Job, run_dir: Path, *, cuda: bool, bf16_ok: bool, dry_run
         "bf16": prec == "bf16",
         "fp16": prec == "fp16",
         "use_cpu": not cuda,
-        "gradient_checkpointing": tc.grad_checkpointing,
+        "gradient_checkpointing": tc.grad_checkpointing == "full",
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
         "logging_strategy": "steps",
         "logging_steps": tc.log_every,

@@ -18,7 +18,13 @@ from pathlib import Path
 from trainhub.host import Host, detect
 from trainhub.job import Job
 from trainhub.jobfile import Problem
-from trainhub.runners.base import Launch, child_argv, native_only_problems, optim_problems
+from trainhub.runners.base import (
+    Launch,
+    child_argv,
+    native_only_problems,
+    one_process_problems,
+    optim_problems,
+)
 from trainhub.runners.unsloth.translate import load_args, notes_for, peft_args
 
 NO_GPU = "unsloth needs an NVIDIA, AMD or Intel GPU; none found — backends native or trl run here"
@@ -58,6 +64,8 @@ class UnslothRunner:
             problems.append(Problem("model.attention", f"unsloth runs its own attention kernels; "
                                                        f"'{job.model.attention}' cannot be chosen (leave sdpa)"))
         problems += native_only_problems(job, "unsloth")
+        problems += one_process_problems(job, "unsloth", "Unsloth's open-source release "
+                                         "trains on one GPU")
         problems += optim_problems(job, "unsloth", ("adamw", "muon", "adamw8bit"), "its environment holds torch and "
                                    "bitsandbytes, not pytorch-optimizer, prodigyopt or schedulefree, and sophia needs the "
                                    "native loop's Hessian step; use adamw, muon or adamw8bit, or --backend trl or native")

@@ -9,7 +9,7 @@
     adapter lora                load_in_16bit=True                       r, lora_alpha, lora_dropout,
     adapter qlora               load_in_4bit=True (NF4, bitsandbytes)    target_modules, bias="none"
     adapter full                full_finetuning=True                     (not called)
-    train.grad_checkpointing    use_gradient_checkpointing="unsloth" (else False), both calls
+    train.grad_checkpointing    full: use_gradient_checkpointing="unsloth" (else False), both calls
     seed                        random_state                             random_state
 
 The trainer configuration is the trl backend's (trainhub.runners.trl.translate: every TRL setting
@@ -44,7 +44,7 @@ SAME_IN_ANOTHER_FORM = ("report_to",)
 
 def gradient_checkpointing(job: Job) -> str | bool:
     """Unsloth's own offloaded checkpointing when the job asks for checkpointing, else none."""
-    return "unsloth" if job.train.grad_checkpointing else False
+    return "unsloth" if job.train.grad_checkpointing == "full" else False
 
 
 def max_seq_length(job: Job) -> int:

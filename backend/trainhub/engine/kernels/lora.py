@@ -1,0 +1,78 @@
+"""LoRA's linear layer as one autograd Function: y = x W^T + b + s (x A^T) B^T, the low-rank add fused into a GEMM.
+
+peft's lora.Linear computes base(x) + lora_B(lora_A(dropout(x))) * scaling as five kernels forward (three
+matmuls, the scale, the add: two passes over the [tokens, out] result besides the matmuls) and, in the
+backward, scales d y ([tokens, out]) again and adds the two d x contributions in another pass. Here every
+element-wise pass over a [tokens, out] or [tokens, in] tensor is folded into cuBLAS's epilogue:
+
+    forward    y  = x W^T (+ b)                          one GEMM (addmm with the bias)
+               xa = x A^T                                [tokens, r], r = rank: tiny
+               y += s * xa B^T                           addmm_ with alpha = s, beta = 1: no temporary, no extra pass
+    backward   dxa = s * dy B                            [tokens, r]
+               dB  = s * dy^T xa,  dA = dxa^T x          [out, r], [r, in]
+               dx  = dy W;  dx += dxa A                  addmm_: the second contribution added in the epilogue
+
+Saved for backward: x (in the compute dtype, as autocast's matmul would keep it) and xa; W is frozen (no
+d W unless it requires grad, as in LoRA on top of a full fine-tune). This is cuBLAS, not Triton: a
+hand-written Triton GEMM does not beat cuBLAS at these shapes, so the win is the passes not made.
+Precision: matmuls in the compute dtype (autocast's, else x's) with float32 accumulation; the low-rank
+update is added to the base result inside the GEMM in float32 before one rounding (peft rounds the product,
+the scaled product and the sum). Gradients are returned in each parameter's own dtype (float32 masters).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LoraLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, a, b, scaling, dtype):
+        shape = x.shape
+        with torch.autocast(x.device.type, enabled=False):
+            x2 = x.reshape(-1, shape[-1]).to(dtype)
+            w, a_, b_ = weight.to(dtype), a.to(dtype), b.to(dtype)
+            y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
+            xa = x2 @ a_.T
+            y.addmm_(xa, b_.T, alpha=scaling)
+        ctx.save_for_backward(x2, xa, w, a_, b_)
+        ctx.scaling, ctx.shape = scaling, shape
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype)
+        return y.view(*shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, xa, w, a_, b_ = ctx.saved_tensors
+        x_dtype, w_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
+        need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
+        s = ctx.scaling
+        with torch.autocast(x2.device.type, enabled=False):
+            dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
+            dxa = (dy2 @ b_).mul_(s)
+            dx = dw = dbias = da = db = None
+            if need_b:
+                db = (dy2.T @ xa).mul_(s).to(b_dtype)
+            if need_a:
+                da = (dxa.T @ x2).to(a_dtype)
+            if need_x:
+                dx = (dy2 @ w).addmm_(dxa, a_).to(x_dtype).view(ctx.shape)
+            if need_w:
+                dw = (dy2.T @ x2).to(w_dtype)
+            if need_bias:
+                dbias = dy2.sum(0).to(bias_dtype)
+        return dx, dw, dbias, da, db, None, None
+
+
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
+                scaling: float) -> torch.Tensor:
+    """x [..., in] @ weight.T [out, in] + bias + scaling * (x @ a.T [r, in]) @ b.T [out, r]."""
+    device = x.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
+    return LoraLinearFunction.apply(x, weight, bias, a, b, float(scaling), dtype)
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
+              scaling: float) -> torch.Tensor:
+    """peft's vanilla LoRA forward (no dropout): base(x) + lora_B(lora_A(x)) * scaling."""
+    f = torch.nn.functional
+    return f.linear(x, weight, bias) + f.linear(f.linear(x, a), b) * scaling

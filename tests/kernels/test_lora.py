@@ -1,0 +1,95 @@
+"""LoRA's fused linear (engine/kernels/lora.py) vs peft's vanilla forward: outputs and gradients of x, A, B
+(and bias, W when they train), fp32 and bf16, odd shapes; then a peft-wrapped own model with fused layers
+equals the same model through peft's forward. Plain torch ops (cuBLAS / CPU BLAS): no interpreter needed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tests.kernels.conftest import DEVICE, TOL, rand, twin
+from trainhub.engine.kernels.lora import lora_linear, reference
+
+GRAD_BF16 = dict(atol=3e-2, rtol=3e-2)
+"""bf16: the kernel adds the low-rank product inside the GEMM before one rounding, peft rounds three times; and
+d A, d B sum over every token (37 x 3 here) in bf16 products."""
+
+
+@pytest.mark.parametrize("shape,out,rank,bias,train_w", [((37, 129), 71, 4, False, False),
+                                                        ((3, 11, 48), 100, 16, True, False),
+                                                        ((5, 33), 17, 1, True, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matches_peft_math(shape, out, rank, bias, train_w, dtype):
+    x = rand(*shape, dtype=dtype)
+    w = (0.2 * rand(out, shape[-1], dtype=dtype, seed=1)).detach().requires_grad_(train_w)
+    b0 = rand(out, dtype=dtype, seed=2) if bias else None
+    a = (0.2 * rand(rank, shape[-1], dtype=dtype, seed=3)).detach().requires_grad_()
+    b = (0.2 * rand(out, rank, dtype=dtype, seed=4)).detach().requires_grad_()
+    leaves = [t for t in (x, w, b0, a, b) if t is not None and t.requires_grad]
+    twins = [twin(t) for t in leaves]
+    args2 = [twins.pop(0) if t is not None and t.requires_grad else t for t in (x, w, b0, a, b)]
+    want = reference(x, w, b0, a, b, 2.0)
+    got = lora_linear(*args2, 2.0)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+    dy = rand(*want.shape, dtype=dtype, seed=5).detach()
+    want.backward(dy)
+    got.backward(dy)
+    for i, (t, t2) in enumerate(zip((x, w, b0, a, b), args2, strict=True)):
+        if t is not None and t.requires_grad:
+            assert t2.grad.dtype == t.dtype
+            torch.testing.assert_close(t2.grad, t.grad, **(TOL[dtype] if dtype == torch.float32 else GRAD_BF16),
+                                       msg=f"input {i}")
+    if not train_w:
+        assert w.grad is None
+
+
+@pytest.mark.parametrize("mode", ["fp32", pytest.param("bf16-compiled", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(DEVICE != "cuda", reason="bf16 autocast + torch.compile: CUDA only")])])
+def test_fused_peft_model_equals_peft(mode):
+    pytest.importorskip("peft")
+    from tests.kernels.test_model import ARGS
+    from trainhub.engine.models.own import add_lora, fuse_lora
+    from trainhub.engine.models.transformer import CausalLM
+    from trainhub.job import LoraAdapter
+
+    tol = dict(atol=1e-5, rtol=1e-4) if mode == "fp32" else dict(atol=3e-2, rtol=3e-2)
+    torch.manual_seed(0)
+    base = CausalLM(ARGS["llama"])
+    plain = add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0, targets="all-linear")).to(DEVICE)
+    with torch.no_grad():
+        for n, p in plain.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)  # B starts at zero: a wrong low-rank path would not show
+    fused = copy.deepcopy(plain)
+    assert fuse_lora(fused) == 2 * 7
+    if mode != "fp32":
+        fused.get_base_model().compile()
+    ids = torch.randint(3, 301, (2, 9), device=DEVICE)
+    losses = []
+    for model in (plain, fused):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=mode != "fp32"):
+            h = model(input_ids=ids)
+        loss = (h.float() ** 2).mean()
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], **tol)
+    grads = dict(plain.named_parameters())
+    trained = [(n, p) for n, p in fused.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n, _ in trained)
+    for n, p in trained:
+        scale = 1.0 if mode == "fp32" else grads[n].grad.abs().max().item()
+        torch.testing.assert_close(p.grad, grads[n].grad, atol=tol["atol"] * scale, rtol=tol["rtol"], msg=n)
+
+
+def test_dropout_keeps_peft_forward():
+    pytest.importorskip("peft")
+    from tests.kernels.test_model import ARGS
+    from trainhub.engine.models.own import add_lora, fuse_lora
+    from trainhub.engine.models.transformer import CausalLM
+    from trainhub.job import LoraAdapter
+
+    model = add_lora(CausalLM(ARGS["llama"]), LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.1,
+                                                          targets=["q_proj"]))
+    assert fuse_lora(model) == 0
