@@ -15,9 +15,9 @@ import torch
 
 from tests.unit.test_models import ours_like
 from trainhub.engine.loss import cross_entropy
-from trainhub.engine.models import head_weight, hidden_states
+from trainhub.engine.models import head_weight, hidden_states, load_base_with_adapter
 from trainhub.engine.models.own import add_lora
-from trainhub.engine.models.quant import is_nf4, load_base_with_adapter, quantize_nf4
+from trainhub.engine.models.quant import is_nf4, quantize_nf4
 from trainhub.host import Host
 from trainhub.job import Job, LoraAdapter
 from trainhub.runners import RUNNERS

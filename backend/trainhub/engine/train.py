@@ -31,8 +31,7 @@ from trainhub.engine.checkpoint_dcp import full_weights, is_sharded, load_sharde
 from trainhub.engine.device import device_facts, pick_device, pick_precision, synchronize
 from trainhub.engine.dist import Dist, close, start
 from trainhub.engine.heap import freeze_setup
-from trainhub.engine.models import build_model
-from trainhub.engine.models.quant import merge_onto_base
+from trainhub.engine.models import build_model, merge_onto_base
 from trainhub.engine.optim import set_lr
 from trainhub.engine.optim.hooks import evaluation_weights
 from trainhub.engine.schedule import lr_at

@@ -25,8 +25,12 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainhub.engine.models.args import FAMILIES, unsupported
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PATHS: dict[str, tuple[str, str]] = {
     "own": ("trainhub.engine.models.own", "trainhub's own decoder (engine/models)"),
@@ -132,3 +136,33 @@ def save_merged(model, folder) -> Path:
         model = model.merge_and_unload()
     model.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def merge_onto_base(job, tokenizer, adapter: Path):
+    """save_final's `merge(final)` for a QLoRA run: the adapter at `adapter` merged into the unquantized base
+    weights of model.path, saved with the tokenizer."""
+
+    def merge(final: Path) -> None:
+        save_merged(load_base_with_adapter(job, adapter), final)
+        tokenizer.save_pretrained(final)
+
+    return merge
+
+
+def load_base_with_adapter(job, adapter: Path) -> nn.Module:
+    """The job's base model as saved (no quantization), in model.dtype, with the adapter at `adapter` loaded."""
+    from trainhub.engine.model import DTYPES
+    from trainhub.engine.models.hf_io import read_config
+
+    dtype = DTYPES[job.model.dtype]
+    path, _ = choose(job, read_config(job.model.path, job.model.trust_remote_code).to_dict())
+    if path == "own":
+        from trainhub.engine.models.own import load_hf, load_lora
+
+        return load_lora(load_hf(job.model.path, dtype), adapter)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(job.model.path, dtype=dtype,
+                                                trust_remote_code=job.model.trust_remote_code)
+    return PeftModel.from_pretrained(base, str(adapter))

@@ -16,14 +16,13 @@ under plain LoRA and load on the unquantized base (tests/unit/test_qlora.py).
 What is quantized: every nn.Linear but the output head, inside the decoder (as bitsandbytes' QLoRA under
 transformers does: the embedding and the head stay in the model's dtype; tied or not, the head is the
 embedding's shape and its matmul is the loss's, engine/loss.py). The merged export does not dequantize: it
-loads the original base weights again and merges the adapter into them (`merge_onto_base`), so the merged
+loads the original base weights again and merges the adapter into them (`merge_onto_base` in engine/models/__init__.py, which knows both model paths), so the merged
 model carries no quantization error of the base.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -60,36 +59,3 @@ def quantize_nf4(model: nn.Module) -> int:
 
 def is_nf4(t: torch.Tensor) -> bool:
     return type(t).__name__ == "NF4Tensor"
-
-
-def merge_onto_base(job, tokenizer, adapter: Path):
-    """save_final's `merge(final)` for a QLoRA run: the adapter at `adapter` merged into the unquantized base
-    weights of model.path, saved with the tokenizer."""
-
-    def merge(final: Path) -> None:
-        from trainhub.engine.models import save_merged
-
-        save_merged(load_base_with_adapter(job, adapter), final)
-        tokenizer.save_pretrained(final)
-
-    return merge
-
-
-def load_base_with_adapter(job, adapter: Path) -> nn.Module:
-    """The job's base model as saved (no quantization), in model.dtype, with the adapter at `adapter` loaded."""
-    from trainhub.engine.model import DTYPES
-    from trainhub.engine.models import choose
-    from trainhub.engine.models.hf_io import read_config
-
-    dtype = DTYPES[job.model.dtype]
-    path, _ = choose(job, read_config(job.model.path, job.model.trust_remote_code).to_dict())
-    if path == "own":
-        from trainhub.engine.models.own import load_hf, load_lora
-
-        return load_lora(load_hf(job.model.path, dtype), adapter)
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(job.model.path, dtype=dtype,
-                                                trust_remote_code=job.model.trust_remote_code)
-    return PeftModel.from_pretrained(base, str(adapter))
