@@ -14,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE :=
 # 0.3.36, about 7 minutes on 2 idle cores). Its multimodal library is not used by trainhub: not built.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: quickstart test test-fast lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
+.PHONY: quickstart test test-fast test-slow test-all lint smoke-native smoke-trl smoke-nanogpt smoke-llamafactory env-llamafactory smoke-unsloth schemas clean
 
 $(VENV)/.ready: pyproject.toml constraints/cpu.txt
 	python3 -m venv $(VENV)
@@ -39,14 +39,23 @@ gguf: $(VENV)/.ready-gguf
 	test -f runs/quickstart/final/config.json || $(MAKE) quickstart
 	$(VENV)/bin/trainhub export runs/quickstart --format gguf --quant q8_0
 
-# The tests create the backend environments they need once, in .cache/envs (tests/conftest.py).
+# What CI runs: every test but those marked slow or gpu (unit tests, the kernels under Triton's interpreter,
+# and real CLI runs on tiny models: runs/report, sinks, job files, a new user's mistakes, the job server).
+# Under 20 minutes on 2 cores.
 test: $(VENV)/.ready-dev
-	$(PY) -m pytest -q tests
-
-# Everything but the tests marked slow (the real CLI end to end, a real Trainer, a new venv) or gpu:
-# under 3 minutes on 2 cores. CI runs `make test`.
-test-fast: $(VENV)/.ready-dev
 	$(PY) -m pytest -q -m "not slow and not gpu" tests
+
+test-fast: test
+
+# The tests marked slow: every backend end to end through the real CLI (trl, llamafactory, nanoGPT with
+# NANOGPT_DIR), golden loss curves, resume, torchrun with several processes, GGUF in llama.cpp, the report in
+# Chromium, the job server's restarts. They create the backend environments they need once, in .cache/envs
+# (tests/conftest.py). About an hour on 2 cores; run them before a change to those parts lands.
+test-slow: $(VENV)/.ready-dev
+	$(PY) -m pytest -q -m "slow and not gpu" tests
+
+test-all: $(VENV)/.ready-dev
+	$(PY) -m pytest -q -m "not gpu" tests
 
 lint: $(VENV)/.ready-dev
 	$(VENV)/bin/ruff check backend tests scripts research
