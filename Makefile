@@ -48,7 +48,7 @@ test: $(VENV)/.ready-dev
 test-fast: test
 
 # The tests marked slow: every backend end to end through the real CLI (trl, llamafactory, nanoGPT with
-# NANOGPT_DIR), golden loss curves, resume, torchrun with several processes, GGUF in llama.cpp, the report in
+# NANOGPT_DIR), resume, torchrun with several processes, GGUF in llama.cpp, the report in
 # Chromium, the job server's restarts. They create the backend environments they need once, in .cache/envs
 # (tests/conftest.py). About an hour on 2 cores; run them before a change to those parts lands.
 test-slow: $(VENV)/.ready-dev
