@@ -23,8 +23,9 @@ How this file runs it, and why:
 - Batched over matrices of one shape: the 16 layers of a Llama-3.2-1B hold 112 matrices of 4 shapes; one
   stack and one bmm per shape replace 112 small launches with 4 large ones. The Nesterov look-ahead is
   written in bf16 straight into the stack (one pass over the fp32 momentum, no fp32 temporary).
-- On CUDA the whole per-shape step (momentum, look-ahead, norm, Newton-Schulz, decay, update) runs through
-  torch.compile (optim.compile, default on), which fuses the element-wise passes around the matmuls.
+- The per-shape step runs eagerly: through torch.compile (optim.compile) it measured slower on an H100
+  (152 against 93 ms on the 1B matrices; research/results/optimizers.md), and the lr, a Python float that a
+  schedule changes every step, is a guard that recompiles it.
 - Shape-based update scale (optim.update_scale): an m x n semi-orthogonal matrix has RMS 1/sqrt(max(m,n)),
   so the raw update's size depends on the shape. match_rms_adamw multiplies by 0.2 sqrt(max(m,n)): every
   update's RMS becomes 0.2, AdamW's typical update RMS, so an AdamW learning rate and weight decay transfer
@@ -158,7 +159,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, p in enumerate(params):
             by_shape[tuple(_as_matrix(p).shape)].append(i)
-        step = _compiled_step() if params[0].is_cuda and group.get("compile", True) else _step_matrices
+        step = _compiled_step() if params[0].is_cuda and group.get("compile", False) else _step_matrices
         for shape, idx in by_shape.items():
             step([_as_matrix(params[i]) for i in idx], [_as_matrix(grads[i]) for i in idx],
                  [_as_matrix(bufs[i]) for i in idx], group["momentum"], group["nesterov"], group["lr"],
