@@ -7,6 +7,7 @@
 #   bash research/gpu_round.sh a   # GPU tests not yet passed there (Muon split, fp8 whole); RMSNorm/RoPE/SwiGLU benches
 #   bash research/gpu_round.sh b   # issue 27: FSDP2 one process, default / +keep / +keep+bf16gather vs plain
 #   bash research/gpu_round.sh c   # issue 23: seq 8192 x 1 and QLoRA; issue 25: the 8B-shaped slice
+#   bash research/gpu_round.sh d|e # issue 24 (b): ~125M quality, Muon/Lion/CAME | the rest, each against AdamW
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
 # Run from the repository root on the GPU machine, carrying .whl, .whl-optim and .whl-fp8 (DEVELOPERS.md).
@@ -53,6 +54,9 @@ case "$part" in
     step qlora 150 $BENCH_FT --variants native+compile+kernels+qlora --out "$RES/qlora.json"
     step fp8_8b 200 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
       --variants native+compile,native+compile+fp8-tensorwise --out "$RES/fp8_8b.json" ;;
+  d|e)  # issue 24 (b): the ~125M optimizer quality run; carry research/data (research/get_corpus.py builds it)
+    opts=$([ "$part" = d ] && echo adamw,muon,lion,came || echo adamw,prodigy,schedule-free-adamw,adamw8bit,sophia)
+    step optim_quality 550 python3 research/bench_optim_quality.py --optimizers "$opts" --out "$RES/optim_quality.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"
