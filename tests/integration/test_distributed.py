@@ -160,3 +160,25 @@ def test_lora_under_fsdp2_trains_the_one_process_adapter(runs):
         got, want = load_file(out["lora-fsdp2"] / file), load_file(out["lora-one"] / file)
         assert got.keys() == want.keys()
         assert all((got[k] - want[k]).abs().max() < 1e-5 for k in want), file
+
+
+def test_muon_under_fsdp2_trains_the_one_process_curve_and_resumes(tmp_path):
+    """Muon on FSDP2's shards (each rank orthogonalises whole matrices it owns, scattered back): 2 processes train
+    the 1-process curve, and the step-3 checkpoint (momentum as DTensors, through DCP) resumes on 2 processes
+    onto the same curve."""
+    muon = {"type": "muon", "lr": 1e-2}
+    for name, processes, strategy in (("muon-one", 1, "auto"), ("muon-fsdp2", 2, "fsdp2")):
+        job = _job(tmp_path, name, processes, strategy)
+        job["optim"] = muon
+        done = _train(tmp_path, job)
+        assert done.returncode == 0, done.stdout + done.stderr
+    one, two = _losses(tmp_path / "muon-one"), _losses(tmp_path / "muon-fsdp2")
+    assert sorted(two) == list(range(1, STEPS + 1)) and two == pytest.approx(one, abs=1e-4)
+    assert one[STEPS] < one[1] - 0.05  # it trains
+    shutil.copytree(tmp_path / "muon-fsdp2", tmp_path / "muon-resume")
+    shutil.rmtree(tmp_path / "muon-resume" / "checkpoints" / "step-00000006")
+    job = _job(tmp_path, "muon-resume", 2, "fsdp2")
+    job["optim"] = muon
+    done = _train(tmp_path, job, "--resume", str(tmp_path / "muon-resume" / "checkpoints" / "step-00000003"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _losses(tmp_path / "muon-resume") == pytest.approx(two, abs=TOL)

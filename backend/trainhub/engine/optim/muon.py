@@ -118,6 +118,45 @@ def _step_matrices(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: 
     torch._foreach_add_(params, list(ortho.unbind(0)), alpha=-lr * scale)
 
 
+def _is_sharded(p: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(p, DTensor)
+
+
+def _step_sharded(params: list, grads: list, bufs: list, group: dict) -> None:
+    """One Muon step over FSDP2's sharded matrices (DTensors, each rank a slice of rows). The momentum is
+    element-wise, so each rank updates its own slice. Newton-Schulz needs whole matrices: each rank all-gathers
+    every matrix's bf16 look-ahead, orthogonalises only the matrices it owns (matrix i belongs to rank i mod
+    world; those of one shape in one batch), and each owner scatters its result back as a sharded update
+    (distribute_tensor from that rank), so every rank applies decay and update to its slice alone. The same
+    arithmetic as _step_matrices, so the update equals one process's (tests/integration/test_muon_fsdp2.py)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+    torch._foreach_lerp_(bufs, grads, 1 - mu)
+    mesh = params[0].device_mesh
+    world, me = mesh.size(), mesh.get_local_rank()
+    looks = [(torch.lerp(g, buf, mu) if group["nesterov"] else buf).to(torch.bfloat16).full_tensor()
+             for g, buf in zip(grads, bufs, strict=True)]
+    mine: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i in range(me, len(params), world):
+        mine[tuple(_as_matrix(looks[i]).shape)].append(i)
+    updates = {}
+    for idx in mine.values():
+        ortho = orthogonalize(torch.stack([_as_matrix(looks[i]) for i in idx]), group["ns_coefficients"],
+                              group["ns_steps"], group["eps"])
+        updates |= {i: ortho[j].reshape(looks[i].shape).to(params[i].dtype) for j, i in enumerate(idx)}
+    for i, p in enumerate(params):
+        full = updates.get(i)
+        if full is None:  # another rank's matrix: this buffer only receives its slice
+            full = torch.empty(p.shape, dtype=p.dtype, device=p.to_local().device)
+        update = distribute_tensor(full, mesh, p.placements, src_data_rank=i % world)
+        if wd:
+            p.mul_(1 - lr * wd)
+        p.add_(update, alpha=-lr * update_scale(group["update_scale"], (p.shape[0], p.numel() // p.shape[0])))
+
+
 @cache
 def _compiled_step():
     """_step_matrices through torch.compile (CUDA): the element-wise passes fused around the bmm calls."""
@@ -156,6 +195,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
             bufs.append(state["momentum_buffer"])
+        if _is_sharded(params[0]):
+            _step_sharded(params, grads, bufs, group)
+            return
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, p in enumerate(params):
             by_shape[tuple(_as_matrix(p).shape)].append(i)

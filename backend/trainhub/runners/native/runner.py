@@ -157,10 +157,11 @@ def fp8_problems(job: Job, host: Host) -> list[Problem]:
     return problems
 
 
-FSDP2_OPTIMIZERS = ("adamw",)
-"""Optimizers whose step is elementwise, so it runs on FSDP2's shards as on whole tensors. Muon
-(orthogonalises whole matrices), CAME (row and column factors), Prodigy (global dot products), Sophia (its
-Hessian estimate calls the model outside the sharded forward) and the others need their own sharded update."""
+FSDP2_OPTIMIZERS = ("adamw", "muon")
+"""Optimizers that run on FSDP2's shards: AdamW's step is element-wise; Muon gathers each matrix to the rank
+that owns it and scatters the orthogonalised update back (engine/optim/muon.py). CAME (row and column
+factors), Prodigy (global dot products), Sophia (its Hessian estimate calls the model outside the sharded
+forward) and the others need their own sharded update."""
 
 
 def distributed_problems(job: Job, host: Host) -> list[Problem]:
