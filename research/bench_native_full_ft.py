@@ -33,6 +33,8 @@ linear layers, over a random-init bfloat16 base saved once as an HF folder; qlor
 NF4). E.g. `native+compile+selective+offload`, `native+qlora`. --seq and --micro-batch change the shape's
 row length and rows per micro-batch (seq 8192, micro-batch 1: the long-row case).
 
+`+profile` traces the last warm-up step (train.profile) and adds the GPU's busy share of that step to the result.
+
 A native variant may name a distributed strategy (not in the default list): `native+compile+fsdp2` runs
 FSDP2 in one process (`+keep`: reshard_after_forward false; `+bf16gather`: param_dtype bfloat16, reduce_dtype
 float32), `native+compile+ddpx2` / `native+compile+fsdp2x2` two processes through torchrun
@@ -176,6 +178,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
         "log": {"console": "plain"},
     }
     job["train"].update(grad_checkpointing=ckpt, activation_offload="offload" in mods)
+    if "profile" in mods:  # the last warm-up step traced (engine/profile.py; outside the timed steps): GPU busy share
+        job["train"]["profile"] = {"start": warmup, "steps": 1}
     adapter = "qlora" if "qlora" in mods else "lora" if "lora" in mods else None
     if adapter:  # a saved base in bf16 (QLoRA's setting), adapters r=16 on every linear layer
         base = save_base(shape, tok_dir, work / "base")
@@ -204,10 +208,13 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                  if r["step"] > warmup)
     seconds = sum((r["tokens"] - p["tokens"]) / r["tokens_per_s"] for p, r in zip(train, train[1:], strict=False)
                   if r["step"] > warmup)
+    profile = json.loads((run_dir / "profile" / "summary.json").read_text()) if "profile" in mods else None
     shutil.rmtree(run_dir)  # a 1B run's last checkpoint is ~13 GB: keep the disk for the next variant
     return {"tokens_per_s": tokens / seconds, "peak_mem_gb": max(r["mem_gb"] for r in train),
             "final_loss": timed[-1]["loss"], "mfu_logged": sum(r["mfu"] or 0 for r in timed) / len(timed),
-            "wall_s": time.time() - t0, **({"fp8_layers": fp8_layers} if fp8 else {})}
+            "wall_s": time.time() - t0, **({"fp8_layers": fp8_layers} if fp8 else {}),
+            **({"gpu_busy_share": profile["gpu_busy_share"], "profile_top_ops": profile["top_ops"][:8]}
+               if profile else {})}
 
 
 def run_hf(shape: dict, steps: int, warmup: int, compile_: bool) -> dict:
@@ -272,7 +279,8 @@ def child(args) -> None:
     work = Path(args.work)
     base, *mods = args.variant.split("+")
     if base.startswith("native"):
-        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger", "keep", "bf16gather"}
+        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger", "keep", "bf16gather",
+                 "profile"}
         unknown = {m for m in mods if m not in known and m.removeprefix("fp8-") not in FP8_RECIPES
                    and not re.fullmatch(r"(ddp|fsdp2)(x\d+)?", m)}
         if unknown:

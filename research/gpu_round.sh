@@ -6,7 +6,7 @@
 # machine stays warm ~30 s) and keep BUDGET_S under the call's timeout.
 #   bash research/gpu_round.sh a   # GPU tests not yet passed there (Muon split, fp8 whole); RMSNorm/RoPE/SwiGLU benches
 #   bash research/gpu_round.sh b   # issue 27: FSDP2 one process, default / +keep / +keep+bf16gather vs plain
-#   bash research/gpu_round.sh c   # issue 23: seq 8192 x 1 and QLoRA; issue 25: the 8B-shaped slice
+#   bash research/gpu_round.sh c   # issue 23: GPU busy share of a step, seq 8192 x 1, QLoRA; issue 25: the 8B slice
 #   bash research/gpu_round.sh d|e # issue 24 (b): ~125M quality, Muon/Lion/CAME | the rest, each against AdamW
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -49,6 +49,7 @@ case "$part" in
     step fsdp2_one 540 $BENCH_FT --variants native+compile,native+compile+fsdp2,native+compile+fsdp2+keep,native+compile+fsdp2+keep+bf16gather \
       --out "$RES/fsdp2_one.json" ;;
   c)
+    step busy 120 $BENCH_FT --variants native+compile+kernels+profile --out "$RES/busy.json"
     step long_rows 200 $BENCH_FT --seq 8192 --micro-batch 1 --variants native+compile+kernels,native+compile+kernels+selective \
       --out "$RES/long_rows.json"
     step qlora 150 $BENCH_FT --variants native+compile+kernels+qlora --out "$RES/qlora.json"

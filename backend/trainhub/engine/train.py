@@ -34,6 +34,7 @@ from trainhub.engine.heap import freeze_setup
 from trainhub.engine.models import build_model, merge_onto_base
 from trainhub.engine.optim import set_lr
 from trainhub.engine.optim.hooks import evaluation_weights
+from trainhub.engine.profile import StepProfiler
 from trainhub.engine.schedule import lr_at
 from trainhub.engine.setup import Setup, build
 from trainhub.engine.state import TrainState
@@ -88,6 +89,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         print(f"resumed from {resume} at step {state.step}", flush=True)
     telemetry = Telemetry(device, device_facts(device)["peak_flops"], s.counts.flops_per_token, d)
     status, last_loss, in_a_row = "completed", None, 0
+    profiler = StepProfiler(tc.profile, run_dir, device, d.main)
     s.model.train()
     freeze_setup()  # what setup built stays out of every later full collection (engine/heap.py)
 
@@ -95,6 +97,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         # --- step
         lr = lr_at(state.step, peak=job.optim.lr, total=max_steps, schedule=job.schedule)
         set_lr(s.optimizer, lr)
+        profiler.before(state.step + 1)
         micro = [next(batches) for _ in range(tc.grad_accum * d.world)]  # the whole step; each rank trains its share
         step_loss, grad_norm, finite = train_step(s, loss_fn, micro, telemetry, state)
         stopping = d.any(stop.requested)
@@ -114,6 +117,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                 epoch=state.epoch + state.index / s.epoch_items, skipped=state.nonfinite_skipped)
             last_loss = row.loss
             log.write(row)
+        profiler.after(state.step, last=state.step == max_steps or stopping)
         why = nonfinite_verdict(finite, tc, in_a_row)
         if why:
             message = (f"non-finite loss or gradient at step {state.step} ({why}); the run stops without saving, "

@@ -403,6 +403,13 @@ def _checkpointing_mode(value: Any) -> Any:
     return value
 
 
+class ProfileSection(Section):
+    start: int = Field(10, ge=1)
+    """The first profiled step (1-based): after the compile and allocator warm-up."""
+    steps: int = Field(2, ge=1, le=100)
+    """How many consecutive optimizer steps the trace covers."""
+
+
 class TrainSection(Section):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward pass."""
@@ -444,11 +451,19 @@ class TrainSection(Section):
     """A step with a non-finite loss or gradient norm: skip drops its update and counts it; stop ends the run."""
     nonfinite_limit: int = Field(5, ge=1)
     """With skip: stop after this many non-finite steps in a row (the last good checkpoint is kept)."""
+    profile: ProfileSection | None = None
+    """native: trace `steps` optimizer steps from step `start` with torch.profiler. The run folder gets
+    profile/trace.json (open it in Perfetto or chrome://tracing) and profile/summary.json: the window's wall
+    time, the GPU's busy time (the union of its kernels' intervals) and share, and the ops that took the most
+    time; one console line says the share. null: no profiling."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSection:
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("set exactly one of train.max_steps and train.epochs")
+        if self.profile is not None and self.max_steps is not None and self.profile.start > self.max_steps:
+            raise ValueError(f"train.profile.start {self.profile.start} is past train.max_steps {self.max_steps}: "
+                             f"the profile would never run")
         return self
 
 

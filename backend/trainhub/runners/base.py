@@ -124,6 +124,9 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
         also = " (unsloth's full checkpointing offloads to host memory already)" if backend == "unsloth" else ""
         problems.append(Problem("train.activation_offload", f"{backend} cannot offload activations; "
                                 f"train.activation_offload applies to backend native only{also}"))
+    if job.train.profile is not None:
+        problems.append(Problem("train.profile", f"{backend} runs its own training loop; train.profile (a "
+                                f"torch.profiler trace of chosen steps) applies to backend native only"))
     return problems
 
 
