@@ -73,6 +73,11 @@ class Runner(Protocol):
         """`resume`: a checkpoint folder (the hub has checked it fits the job); the backend continues from it."""
         ...
 
+    def optimizer_lines(self, job: Job) -> list[str]:
+        """For `plan`: which parameters each optimizer steps at which learning rate, or, where the backend builds
+        its own optimizer, one line saying what it does with parameter groups."""
+        ...
+
 
 def trainhub_optimizer_line(job: Job, backend: str, model: str) -> str:
     """`plan`'s optimizer line for a backend whose child builds trainhub's optimizer (runners/trl/trainer.py
