@@ -38,6 +38,21 @@ def test_plan_lists_the_muon_groups_with_their_rates(tmp_path):
     assert not (tmp_path / "run").exists()  # plan writes no run folder for native
 
 
+def test_the_hub_imports_no_torch_to_list_them(tmp_path):
+    """The groups come from the engine's process; plan's own stays light (pydantic, typer, yaml, rich)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = write_job(tmp_path / "job.yaml", tiny_pretrain_job(tmp_path, optim={"type": "muon", "lr": 0.01}))
+    code = ("import sys; from typer.testing import CliRunner; from trainhub.cli import app; "
+            f"out = CliRunner().invoke(app, ['plan', '-c', {str(path)!r}]).output; "
+            "print('matrix muon' in out, sorted({'torch', 'transformers'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.stdout.split("\n")[-2] == "True []", done.stdout + done.stderr
+
+
 def test_plan_says_why_the_groups_are_not_shown_and_shows_the_rest(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
