@@ -82,3 +82,20 @@ def test_other_backends_say_what_they_do_with_groups(tmp_path):
     assert "one learning rate (optim.lr 0.002)" in factory and "weight_decay 0.1 on all but biases and norms" in factory
     (nano,) = RUNNERS["nanogpt"].optimizer_lines(plain)
     assert "one learning rate (optim.lr 0.002)" in nano and "weight_decay 0.1 on tensors of 2 or more" in nano
+
+
+def test_an_engine_that_dies_before_answering_is_named_with_its_last_words(tmp_path, monkeypatch):
+    """No JSON on stdout (an environment without torch, a crash at import): the command, its exit code and the
+    last line of its stderr."""
+    import sys
+
+    from trainhub.runners.native.runner import describe_in_engine
+
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n"
+                      "echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    job = Job.model_validate(tiny_pretrain_job(tmp_path))
+    assert describe_in_engine(job) == [f"not shown: `{python} -m trainhub.engine describe` exited 1: "
+                                       f"ModuleNotFoundError: No module named 'torch'"]

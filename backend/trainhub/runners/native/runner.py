@@ -17,7 +17,7 @@ CHILD_ENV = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 """Added to the hub's environment for the engine's process (the run's, and plan's `describe`)."""
 DESCRIBE_TIMEOUT_S = 120
 """The most `plan` waits for the engine to describe the optimizer (a tiny job takes a few seconds, mostly importing
-torch and transformers; the model is built on the meta device, so size adds little)."""
+torch, and transformers for a model.path; the model is built on the meta device, so size adds little)."""
 
 
 class NativeRunner:
