@@ -135,8 +135,9 @@ def _check_data(job) -> bool:
 @app.command("plan")
 def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[str] = SETS,
              dry_run: bool = typer.Option(False, "--dry-run", help="Plan a one-step dry run.")):
-    """Show the chosen backend and why, the exact command that would run, and the backend's own
-    config translated from the job (trl: the TRL trainer and every config keyword)."""
+    """Show the chosen backend and why, the exact command that would run, the backend's own config
+    translated from the job (trl: the TRL trainer and every config keyword), and which parameters each
+    optimizer steps at which learning rate."""
     job = _load(config, sets, backend)
     host = host_mod.detect()
     try:
@@ -157,6 +158,9 @@ def plan_cmd(config: Path = CONFIG, backend: str | None = BACKEND, sets: list[st
     if plan_lines is not None:
         for line in plan_lines(job, dry_run=dry_run):
             console.print(line, markup=False, highlight=False)
+    console.print("optimizer groups:")  # native asks its engine (a few seconds: torch); the others say in a line
+    for line in runner.optimizer_lines(job):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 WIDE_TABLE = 120

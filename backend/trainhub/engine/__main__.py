@@ -2,21 +2,22 @@
 
 Reads DIR/job.json (written by the hub), trains (GRPO-family methods through engine/rl/train.py), and exits 0 (completed),
 130 (interrupted after saving) or 1 (failed, non-finite stop included; an error row says why).
+
+`python -m trainhub.engine describe` is `trainhub plan`'s look at the optimizer in this same environment: the
+resolved job as JSON on stdin, its parameter groups as JSON on stdout (engine/optim/describe.py). The loop's
+imports wait inside `main` so that this answer does not pay for them.
 """
 
 from __future__ import annotations
 
 import sys
 
-from transformers.utils import logging as hf_logging
-
-from trainhub.child import child_main
-from trainhub.engine.checkpoint import CheckpointError
-from trainhub.engine.train import NonFiniteStop, train
-
 
 def explain(err: Exception) -> dict | None:
     """A non-finite stop wrote its own error row; a refused checkpoint gets one."""
+    from trainhub.engine.checkpoint import CheckpointError
+    from trainhub.engine.train import NonFiniteStop
+
     if isinstance(err, NonFiniteStop | CheckpointError):
         return {"message": str(err), "error_row": isinstance(err, CheckpointError), "step": getattr(err, "step", 0)}
     return None
@@ -28,10 +29,21 @@ def run(job, run_dir, log, run_id, **kw) -> str:
         from trainhub.engine.rl.train import train_rl
 
         return train_rl(job, run_dir, log, run_id, **kw)
+    from trainhub.engine.train import train
+
     return train(job, run_dir, log, run_id, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["describe"]:
+        from trainhub.engine.optim.describe import main as describe
+
+        return describe()
+    from transformers.utils import logging as hf_logging
+
+    from trainhub.child import child_main
+
     hf_logging.disable_progress_bar()  # its bars would garble the hub's console
     return child_main("trainhub.engine", run, argv, explain=explain)
 

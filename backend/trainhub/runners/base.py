@@ -7,7 +7,8 @@ The hub runs the Launch as a child process and follows run_dir/metrics.jsonl.
 
 Every backend is one package of the same shape, `runners/<name>/`:
 
-    runner.py     the Runner (check, prepare, plan_lines): what the hub imports; no torch, no upstream
+    runner.py     the Runner (check, prepare, plan_lines, optimizer_lines): what the hub imports; no torch,
+                  no upstream
     translate.py  job -> the upstream's own config, pure (no torch, no upstream): `plan` and the tests
                   call it without the upstream installed
     child.py      the child process: `python -m trainhub.runners.<name>.child --run-dir RUN [...]`,
@@ -71,6 +72,20 @@ class Runner(Protocol):
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         """`resume`: a checkpoint folder (the hub has checked it fits the job); the backend continues from it."""
         ...
+
+    def optimizer_lines(self, job: Job) -> list[str]:
+        """For `plan`: which parameters each optimizer steps at which learning rate, or, where the backend builds
+        its own optimizer, one line saying what it does with parameter groups."""
+        ...
+
+
+def trainhub_optimizer_line(job: Job, backend: str, model: str) -> str:
+    """`plan`'s optimizer line for a backend whose child builds trainhub's optimizer (runners/trl/trainer.py
+    optimizer_and_schedule: engine/optim over the model it trains, as native does)."""
+    mults = ", ".join(f"{role} x{mult:g}" for role, mult in job.optim.lr_mult.model_dump().items())
+    return (f"{backend}: trainhub's {job.optim.type} (engine/optim), built in the child over {model}: the native "
+            f"engine's role groups, each at its peak lr x optim.lr_mult ({mults}); --backend native's plan lists "
+            f"their tensors")
 
 
 def trainhub_model_problems(job: Job, host: Host) -> list[Problem]:

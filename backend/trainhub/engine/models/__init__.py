@@ -67,7 +67,10 @@ def choose(job, config: dict | None = None) -> tuple[str | None, str]:
 
 def model_path(job) -> str:
     """One line for `trainhub plan`: which model path the job takes, and why."""
-    path, why = choose(job)
+    try:
+        path, why = choose(job)
+    except ValueError as err:  # plan shows the rest; the engine refuses the job at start with these words
+        return f"model: {err}"
     if path is None:
         return (f"model: {job.model.path} is not on disk; the engine reads its config.json at start: "
                 f"{', '.join(FAMILIES)} -> {PATHS['own'][1]}, anything else -> {PATHS['hf'][1]}")
@@ -76,7 +79,12 @@ def model_path(job) -> str:
 
 def _local_config(path: str) -> dict | None:
     file = Path(path) / "config.json"
-    return json.loads(file.read_text()) if file.is_file() else None
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"model.path: {file} is not valid JSON ({err})") from None
 
 
 def _path_module(name: str):

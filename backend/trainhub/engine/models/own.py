@@ -42,11 +42,14 @@ def build(job, tokenizer) -> nn.Module:
                                       tokenizer.eos_token_id)
         with torch.device("meta"):  # no memory and no throw-away default init: init_weights draws every weight
             model = CausalLM(args)
-        model.to_empty(device="cpu")
-        model.tie_weights()
-        model.reset_buffers()
-        init_weights(model, job.seed)
-        model = model.to(dtype)
+        if torch.get_default_device().type == "meta":  # a caller that asked for shapes only (optim/describe.py)
+            model.tie_weights()
+        else:
+            model.to_empty(device="cpu")
+            model.tie_weights()
+            model.reset_buffers()
+            init_weights(model, job.seed)
+            model = model.to(dtype)
     else:
         model = load_hf(spec.path, dtype)
         model.name_or_path = spec.path  # peft writes it into adapter_config.json as the base model

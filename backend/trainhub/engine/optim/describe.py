@@ -5,9 +5,18 @@ splits it by role and builds the job's optimizer over it exactly as the run will
 group: role, the algorithm that steps it, peak learning rate (optim.lr x the group's multiplier; the
 schedule scales all of them together), weight decay, and which tensors it holds. `describe_optimizer` does
 the same for an optimizer already built.
+
+The hub imports no torch, so `trainhub plan` asks the engine's own process for these lines:
+`python -m trainhub.engine describe` (engine/__main__.py) reads the resolved job as JSON on stdin, as the
+run's child reads job.json, and `main` answers one JSON object on stdout: {"lines": [...]} or, when the
+model cannot be built from what is on disk, {"error": "one line naming the file or key"}.
 """
 
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import torch
 
@@ -51,8 +60,6 @@ class _Vocab:
 
 
 def _meta_model(job: Job) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from trainhub.engine.models import build_model
 
     init = job.model.init
@@ -62,9 +69,21 @@ def _meta_model(job: Job) -> torch.nn.Module:
     if init is not None:  # an existing tokenizer sets the size: read it (small), build on meta
         from trainhub.data.tokenizer import load_tokenizer
 
+        try:
+            tokenizer = load_tokenizer(init.tokenizer.path, job.model.trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise DescribeError(f"model.init.tokenizer.path: cannot read the tokenizer {init.tokenizer.path}: "
+                                f"{_first_line(err)}") from None
         with torch.device("meta"):
-            return build_model(job, load_tokenizer(init.tokenizer.path, job.model.trust_remote_code))
-    config = AutoConfig.from_pretrained(job.model.path, trust_remote_code=job.model.trust_remote_code)
+            return build_model(job, tokenizer)
+    # imported here only: describing a model built from model.init skips transformers (~2 s of CPU)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(job.model.path, trust_remote_code=job.model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        where = Path(job.model.path) / "config.json" if Path(job.model.path).is_dir() else job.model.path
+        raise DescribeError(f"model.path: cannot read the model config {where}: {_first_line(err)}") from None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=job.model.trust_remote_code)
     if job.adapter.type in ("lora", "qlora"):
@@ -74,3 +93,27 @@ def _meta_model(job: Job) -> torch.nn.Module:
         model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout,
                                                  target_modules=a.targets, task_type="CAUSAL_LM", bias="none"))
     return model
+
+
+class DescribeError(ValueError):
+    """The model could not be built from the job: the message names the key and the file."""
+
+
+def _first_line(err: Exception, limit: int = 300) -> str:
+    """transformers' messages run over lines (and list every model type it knows): the first line says it."""
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def main(stdin=None, stdout=None) -> int:
+    """`python -m trainhub.engine describe`: the resolved job (JSON) on stdin; {"lines": [...]} on stdout, exit 0,
+    or {"error": "..."}, exit 1 (module docstring)."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    job = Job.model_validate_json(stdin.read())
+    try:
+        answer, code = {"lines": describe_groups(job)}, 0
+    except Exception as err:  # any failure is one line for plan, which goes on without the groups
+        message = str(err) if isinstance(err, DescribeError) else f"{type(err).__name__}: {_first_line(err)}"
+        answer, code = {"error": message}, 1
+    stdout.write(json.dumps(answer) + "\n")
+    return code

@@ -111,6 +111,13 @@ class LlamaFactoryRunner:
                "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **envs.child_env(NAME)}
         return Launch(argv=argv, cwd=run_dir, env=env)
 
+    def optimizer_lines(self, job: Job) -> list[str]:
+        """optim adamw_torch is the transformers Trainer's own AdamW (no custom optimizer is asked of
+        LLaMA-Factory): two groups by name, one learning rate; check() refuses optim.lr_mult."""
+        return [f"llamafactory: the transformers Trainer's AdamW (optim adamw_torch), one learning rate "
+                f"(optim.lr {job.optim.lr:g}) for every trained parameter, in two groups: weight_decay "
+                f"{job.optim.weight_decay:g} on all but biases and norms, 0 on those; no per-group multipliers"]
+
     def plan_lines(self, job: Job, dry_run: bool = False) -> list[str]:
         """What `plan` shows after prepare(): LLaMA-Factory's own config, as written for the child."""
         path = Path(job.output_dir).resolve() / CONFIG

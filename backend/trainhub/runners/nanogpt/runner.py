@@ -51,6 +51,14 @@ class NanoGPTRunner:
         problems += [Problem(key, why) for key, why in distributed_problems(job)]
         return problems
 
+    def optimizer_lines(self, job: Job) -> list[str]:
+        """nanoGPT's model.py configure_optimizers: decay by dimension, one learning rate; check() refuses
+        optim.lr_mult."""
+        return [f"nanogpt: nanoGPT's own AdamW (model.py configure_optimizers), one learning rate (optim.lr "
+                f"{job.optim.lr:g}) for every parameter, in two groups: weight_decay {job.optim.weight_decay:g} on "
+                f"tensors of 2 or more dimensions (embeddings included), 0 on biases and LayerNorm gains; no per-group "
+                f"multipliers"]
+
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         repo = checkout(job)
         argv = child_argv(sys.executable, "trainhub.runners.nanogpt.child", run_dir, "--repo", str(repo), dry_run=dry_run,

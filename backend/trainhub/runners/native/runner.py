@@ -13,6 +13,12 @@ from trainhub.jobfile import Problem
 from trainhub.runners.base import Launch, child_argv, optim_problems, trainhub_model_problems
 from trainhub.runners.launch import module_under_torchrun
 
+CHILD_ENV = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+"""Added to the hub's environment for the engine's process (the run's, and plan's `describe`)."""
+DESCRIBE_TIMEOUT_S = 120
+"""The most `plan` waits for the engine to describe the optimizer (a tiny job takes a few seconds, mostly importing
+torch, and transformers for a model.path; the model is built on the meta device, so size adds little)."""
+
 
 class NativeRunner:
     name = "native"
@@ -88,11 +94,45 @@ class NativeRunner:
                          f"convert is decided at start and listed in the start row's notes (engine/fp8.py)")
         return lines
 
+    def optimizer_lines(self, job: Job) -> list[str]:
+        """Which parameters each optimizer steps, at which peak rate (engine/optim/describe.py)."""
+        return describe_in_engine(job)
+
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         """`python -m trainhub.engine ...`, through torchrun when distributed asks for several processes."""
         argv = child_argv(sys.executable, "trainhub.engine", run_dir, dry_run=dry_run, resume=resume)
         argv = module_under_torchrun(sys.executable, job.distributed, job.name, "trainhub.engine", argv[3:])
-        return Launch(argv=argv, cwd=Path(run_dir), env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+        return Launch(argv=argv, cwd=Path(run_dir), env=dict(CHILD_ENV))
+
+
+def describe_in_engine(job: Job, timeout: float = DESCRIBE_TIMEOUT_S) -> list[str]:
+    """The engine's own lines for the job's optimizer groups, from `python -m trainhub.engine describe` run by the
+    interpreter and environment prepare() gives the run (the hub imports no torch): the resolved job goes in on
+    stdin as the run's job.json holds it. Offline: plan downloads nothing, so a hub id is read from the hub cache
+    only. Any failure comes back as one line saying why; plan shows the rest regardless."""
+    import json
+    import shlex
+    import subprocess
+
+    argv = [sys.executable, "-m", "trainhub.engine", "describe"]
+    env = {**os.environ, **CHILD_ENV, "HF_HUB_OFFLINE": "1"}
+    try:
+        done = subprocess.run(argv, input=job.model_dump_json(), capture_output=True, text=True, timeout=timeout,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return [f"not shown: `{shlex.join(argv)}` took over {timeout:g} s"]
+    try:
+        answer = json.loads((done.stdout.strip().splitlines() or [""])[-1])
+    except json.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict) or not ("lines" in answer or "error" in answer):  # died before answering
+        err = [line for line in done.stderr.splitlines() if line.strip()]
+        answer = {"error": f"`{shlex.join(argv)}` exited {done.returncode}: {err[-1] if err else 'no output'}"}
+    if "lines" in answer:
+        return answer["lines"]
+    cached = "" if job.model.path is None or Path(job.model.path).exists() else \
+        " (plan downloads nothing: a hub id is read from the local hub cache only)"
+    return [f"not shown: {answer['error']}{cached}"]
 
 
 def grpo_problems(job: Job) -> list[Problem]:

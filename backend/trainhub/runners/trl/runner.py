@@ -22,6 +22,7 @@ from trainhub.runners.base import (
     one_process_problems,
     optim_problems,
     trainhub_model_problems,
+    trainhub_optimizer_line,
 )
 
 # trainhub builds the optimizer (runners/trl/trainer.py), so every one runs but SophiaG, whose Hessian step the
@@ -80,6 +81,9 @@ class TrlRunner:
         if job.method.type == "grpo":
             lines.append("  reward_funcs = [" + ", ".join(r.function for r in job.method.rewards) + "]")
         return lines
+
+    def optimizer_lines(self, job: Job) -> list[str]:
+        return [trainhub_optimizer_line(job, "trl", "transformers' model")]
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         argv = child_argv(sys.executable, "trainhub.runners.trl.child", run_dir, dry_run=dry_run, resume=resume)

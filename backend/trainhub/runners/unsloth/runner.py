@@ -24,6 +24,7 @@ from trainhub.runners.base import (
     native_only_problems,
     one_process_problems,
     optim_problems,
+    trainhub_optimizer_line,
 )
 from trainhub.runners.unsloth.translate import load_args, notes_for, peft_args
 
@@ -98,6 +99,9 @@ class UnslothRunner:
         lines += [f"  {k} = {json.dumps(v)}" for k, v in spec["args"].items()]
         lines += [f"note: {n}" for n in notes_for(job)]
         return lines
+
+    def optimizer_lines(self, job: Job) -> list[str]:
+        return [trainhub_optimizer_line(job, "unsloth", "Unsloth's model")]
 
     def prepare(self, job: Job, run_dir: Path, *, dry_run: bool = False, resume: Path | None = None) -> Launch:
         from trainhub import envs
