@@ -162,11 +162,13 @@ def test_lora_under_fsdp2_trains_the_one_process_adapter(runs):
         assert all((got[k] - want[k]).abs().max() < 1e-5 for k in want), file
 
 
-def test_muon_under_fsdp2_trains_the_one_process_curve_and_resumes(tmp_path):
-    """Muon on FSDP2's shards (each rank orthogonalises whole matrices it owns, scattered back): 2 processes train
-    the 1-process curve, and the step-3 checkpoint (momentum as DTensors, through DCP) resumes on 2 processes
-    onto the same curve."""
-    muon = {"type": "muon", "lr": 1e-2}
+@pytest.mark.parametrize("optim", [{"type": "muon", "lr": 1e-2}, {"type": "lion", "lr": 3e-3}],
+                         ids=lambda o: o["type"])
+def test_other_optimizers_under_fsdp2_train_the_one_process_curve_and_resume(tmp_path, optim):
+    """Muon on FSDP2's shards (each rank orthogonalises whole matrices it owns, scattered back) and Lion
+    (element-wise): 2 processes train the 1-process curve, and the step-3 checkpoint (their state as DTensors,
+    through DCP) resumes on 2 processes onto the same curve."""
+    muon = optim
     for name, processes, strategy in (("muon-one", 1, "auto"), ("muon-fsdp2", 2, "fsdp2")):
         job = _job(tmp_path, name, processes, strategy)
         job["optim"] = muon
@@ -174,7 +176,7 @@ def test_muon_under_fsdp2_trains_the_one_process_curve_and_resumes(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
     one, two = _losses(tmp_path / "muon-one"), _losses(tmp_path / "muon-fsdp2")
     assert sorted(two) == list(range(1, STEPS + 1)) and two == pytest.approx(one, abs=1e-4)
-    assert one[STEPS] < one[1] - 0.05  # it trains
+    assert one[STEPS] < one[1] - 0.02  # it trains
     shutil.copytree(tmp_path / "muon-fsdp2", tmp_path / "muon-resume")
     shutil.rmtree(tmp_path / "muon-resume" / "checkpoints" / "step-00000006")
     job = _job(tmp_path, "muon-resume", 2, "fsdp2")

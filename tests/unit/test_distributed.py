@@ -78,7 +78,7 @@ def test_plan_shows_the_global_batch(tmp_path):
 
 
 def test_native_refuses_what_fsdp2_cannot_shard_yet(tmp_path):
-    job = _job(tmp_path, {"nproc_per_node": 2, "strategy": "fsdp2"}, optim={"type": "lion", "lr": 1e-4})
+    job = _job(tmp_path, {"nproc_per_node": 2, "strategy": "fsdp2"}, optim={"type": "came", "lr": 1e-4})
     problems = NativeRunner().check(job, Host())
     assert [p.where for p in problems if "FSDP2" in p.message] == ["optim.type"]
     gpu = NativeRunner().check(_job(tmp_path, {"nproc_per_node": 2}), Host(gpus=("H100",)))

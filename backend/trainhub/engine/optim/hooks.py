@@ -65,4 +65,5 @@ def evaluation_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     finally:
         optimizer.train()
         with torch.no_grad():
-            torch._foreach_copy_(params, kept)
+            for p, k in zip(params, kept, strict=True):  # one copy each: DTensors (FSDP2) have no _foreach_copy_
+                p.copy_(k)

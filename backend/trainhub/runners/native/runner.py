@@ -198,11 +198,14 @@ def fp8_problems(job: Job, host: Host) -> list[Problem]:
     return problems
 
 
-FSDP2_OPTIMIZERS = ("adamw", "muon")
-"""Optimizers that run on FSDP2's shards: AdamW's step is element-wise; Muon gathers each matrix to the rank
-that owns it and scatters the orthogonalised update back (engine/optim/muon.py). CAME (row and column
-factors), Prodigy (global dot products), Sophia (its Hessian estimate calls the model outside the sharded
-forward) and the others need their own sharded update."""
+FSDP2_OPTIMIZERS = ("adamw", "muon", "lion")
+"""Optimizers that run on FSDP2's shards (tests/integration/test_optim_fsdp2.py, test_distributed.py): AdamW's and
+Lion's steps are element-wise; Muon gathers each matrix to the rank that owns it and scatters the orthogonalised
+update back (engine/optim/muon.py). Schedule-free AdamW steps correctly on shards too, but a run resumed from
+its sharded checkpoint drifts ~1% from the uninterrupted one (its param-group state through DCP, not yet found).
+CAME (column factors sum over rows other ranks hold), Prodigy (global dot products), 8-bit AdamW (bitsandbytes'
+kernels take plain tensors) and Sophia (its Hessian estimate calls the model outside the sharded forward) need
+their own sharded update."""
 
 
 def distributed_problems(job: Job, host: Host) -> list[Problem]:
