@@ -37,7 +37,7 @@ def main() -> int:
     corpus = CORPUS if (CORPUS / "train.jsonl").is_file() and not args.tiny else None
     train, eval_ = (corpus / "train.jsonl", corpus / "eval.jsonl") if corpus else (STORIES, STORIES_EVAL)
     if args.tiny:
-        args.steps, args.window = min(args.steps, 20), 5
+        args.steps, args.window = min(args.steps, 6), 2  # the Triton interpreter runs ~20 tokens/s
 
     from trainhub.metrics import read_rows
     from trainhub.metrics.drift import loss_drift
@@ -48,11 +48,13 @@ def main() -> int:
             print(f"--- {name}", flush=True)
             job = pretrain_job(f"kernels-curve-{name}", Path(tmp) / name, tiny=args.tiny, train=train, eval_=eval_,
                                steps=args.steps, seq=32 if args.tiny else BUDGET["seq"],
-                               micro_batch=8 if args.tiny else BUDGET["micro_batch"], evals=4,
+                               micro_batch=4 if args.tiny else BUDGET["micro_batch"], evals=2 if args.tiny else 4,
                                vocab=BUDGET["vocab"], optim={"type": "adamw", "lr": 3e-3, "betas": [0.9, 0.95],
                                                              "weight_decay": 0.1})
             job["backend"]["kernels"] = knobs["kernels"]
             job["train"]["loss"] = knobs["loss"]
+            if args.tiny:
+                job["train"]["eval_batches"] = 2
             keep = args.out.with_suffix(f".{name}.jsonl") if args.out else None
             logs[name] = read_rows(run_job(name, job, Path(tmp), keep))
     drift = {name: loss_drift(logs["eager"], logs[name], window=args.window) for name in ("noise", "kernels")}

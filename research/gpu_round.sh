@@ -8,6 +8,7 @@
 #   bash research/gpu_round.sh b   # issue 27: FSDP2 one process, default / +keep / +keep+bf16gather vs plain
 #   bash research/gpu_round.sh c   # issue 23: GPU busy share of a step, seq 8192 x 1, QLoRA; issue 25: the 8B slice
 #   bash research/gpu_round.sh d|e # issue 24 (b): ~125M quality, Muon/Lion/CAME | the rest, each against AdamW
+#   bash research/gpu_round.sh f   # issue 23: the 200-step curve with every kernel on against the eager path
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
 # Run from the repository root on the GPU machine, carrying .whl, .whl-optim and .whl-fp8 (DEVELOPERS.md).
@@ -58,6 +59,8 @@ case "$part" in
   d|e)  # issue 24 (b): the ~125M optimizer quality run; carry research/data (research/get_corpus.py builds it)
     opts=$([ "$part" = d ] && echo adamw,muon,lion,came || echo adamw,prodigy,schedule-free-adamw,adamw8bit,sophia)
     step optim_quality 550 python3 research/bench_optim_quality.py --optimizers "$opts" --out "$RES/optim_quality.json" ;;
+  f)  # issue 23: 200 steps, kernels on against eager and a measured noise floor (carry research/data)
+    step kernels_curve 540 python3 research/bench_kernels_curve.py --out "$RES/kernels_curve.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"
