@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """SFT, then GRPO, on small-operand addition, all on the native engine and a CPU, without network:
-does GRPO raise held-out greedy exact-match accuracy over the SFT model it starts from?
+GRPO raises held-out greedy exact-match accuracy over the SFT model it starts from.
 
 1. data: every question "What is a plus b?" / "Compute a + b." (a, b in 0..max_operand), asking for
    the result inside <answer></answer>, as scripts/make_rl_data.py words them. A seeded share of the
@@ -15,10 +15,11 @@ does GRPO raise held-out greedy exact-match accuracy over the SFT model it start
    model; and, of the SFT model, the mean and pass@k of k samples at the GRPO temperature (GRPO can
    only sharpen what sampling already finds).
 
-    PYTHONPATH=backend python scripts/rl_demo.py --work /tmp/rl-demo          # ~4 min on one core
-Writes WORK/demo.json. Not yet a demonstration: with every setting measured, GRPO's gain on held-out
-greedy accuracy is within the run-to-run swing and the reward stays flat, so no test holds it to a margin
-(research/results/grpo_native.md, "SFT then GRPO on held-out accuracy", has the numbers and the reasons).
+    OMP_NUM_THREADS=1 PYTHONPATH=backend python scripts/rl_demo.py --work /tmp/rl-demo --seed 1   # ~2.5 min
+Writes WORK/demo.json. Over seeds 0-4 GRPO raised held-out greedy exact match by 0.034 to 0.142 (seed 1:
+0.693 -> 0.784); tests/integration/test_rl_demo.py holds seed 1 to a margin. The learning rate's window is
+narrow (3e-5 barely moves the model, 1e-4 and up make it worse): research/results/grpo_native.md, "SFT then GRPO on held-out
+accuracy", has the measurements behind the settings.
 """
 
 from __future__ import annotations
