@@ -162,12 +162,14 @@ def test_lora_under_fsdp2_trains_the_one_process_adapter(runs):
         assert all((got[k] - want[k]).abs().max() < 1e-5 for k in want), file
 
 
-@pytest.mark.parametrize("optim", [{"type": "muon", "lr": 1e-2}, {"type": "lion", "lr": 3e-3}],
+@pytest.mark.parametrize("optim", [{"type": "muon", "lr": 1e-2}, {"type": "lion", "lr": 3e-3},
+                                   {"type": "schedule_free_adamw", "lr": 2e-2}],
                          ids=lambda o: o["type"])
 def test_other_optimizers_under_fsdp2_train_the_one_process_curve_and_resume(tmp_path, optim):
-    """Muon on FSDP2's shards (each rank orthogonalises whole matrices it owns, scattered back) and Lion
-    (element-wise): 2 processes train the 1-process curve, and the step-3 checkpoint (their state as DTensors,
-    through DCP) resumes on 2 processes onto the same curve."""
+    """Muon on FSDP2's shards (each rank orthogonalises whole matrices it owns, scattered back), Lion and
+    schedule-free AdamW (element-wise): 2 processes train the 1-process curve, and the step-3 checkpoint (their
+    state as DTensors, through DCP; schedule-free's z and exp_avg_sq exist only after a first step, so the load's
+    template gets them from the checkpoint's metadata) resumes on 2 processes onto the same curve."""
     muon = optim
     for name, processes, strategy in (("muon-one", 1, "auto"), ("muon-fsdp2", 2, "fsdp2")):
         job = _job(tmp_path, name, processes, strategy)

@@ -1,7 +1,6 @@
 """Optimizers on FSDP2's shards: two gloo processes, each holding a slice of every matrix, make the same update as
 one process holding whole tensors, step after step. Muon through its sharded step (engine/optim/muon.py
-_step_sharded); Lion and schedule-free AdamW because their steps are element-wise (issue 24; issue 27). The
-runner still refuses schedule-free under FSDP2: its resume from a sharded checkpoint is not exact yet."""
+_step_sharded); Lion and schedule-free AdamW because their steps are element-wise (issue 24; issue 27)."""
 
 from __future__ import annotations
 

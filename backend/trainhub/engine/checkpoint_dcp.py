@@ -77,6 +77,7 @@ def load_sharded(path: Path, model, optimizer) -> dict:
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     msd, osd = _state_dicts(model, optimizer)
+    _add_lazy_state(osd, msd, dcp.FileSystemReader(str(Path(path) / DCP)).read_metadata())
     loaded = {"model": msd, "optim": osd}
     try:
         dcp.load(loaded, checkpoint_id=str(Path(path) / DCP))
@@ -86,6 +87,26 @@ def load_sharded(path: Path, model, optimizer) -> dict:
     state, _job = read_state(Path(path))
     restore_rng(Path(path), state)
     return state
+
+
+def _add_lazy_state(osd: dict, msd: dict, metadata) -> None:
+    """DCP loads into the template it is given, and a fresh optimizer's state dict lacks what an optimizer creates
+    at its first step only (schedule-free's z and exp_avg_sq): give the template a slot for every per-parameter
+    tensor the checkpoint holds, shaped (and sharded) as its parameter, or a scalar."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    for key, meta in metadata.state_dict_metadata.items():
+        if not key.startswith("optim.state.") or not isinstance(meta, TensorStorageMetadata):
+            continue
+        fqn, _, name = key[len("optim.state."):].rpartition(".")
+        slots = osd["state"].setdefault(fqn, {})
+        if name in slots or fqn not in msd:
+            continue
+        param = msd[fqn]
+        if tuple(meta.size) == tuple(param.shape):
+            slots[name] = torch.zeros_like(param, dtype=meta.properties.dtype)
+        elif len(meta.size) == 0:
+            slots[name] = torch.zeros((), dtype=meta.properties.dtype)
 
 
 def full_weights(model) -> dict:

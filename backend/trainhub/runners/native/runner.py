@@ -198,15 +198,12 @@ def fp8_problems(job: Job, host: Host) -> list[Problem]:
     return problems
 
 
-FSDP2_OPTIMIZERS = ("adamw", "muon", "lion")
-"""Optimizers that run on FSDP2's shards (tests/integration/test_optim_fsdp2.py, test_distributed.py): AdamW's and
-Lion's steps are element-wise; Muon gathers each matrix to the rank that owns it and scatters the orthogonalised
-update back (engine/optim/muon.py). Schedule-free AdamW steps correctly on shards too, but a run resumed from
-its sharded checkpoint drifts ~1%: DCP loads into a template of the fresh optimizer's state dict, which holds no
-per-parameter state for schedule-free (z and exp_avg_sq appear at its first step), so they are not restored.
-CAME (column factors sum over rows other ranks hold), Prodigy (global dot products), 8-bit AdamW (bitsandbytes'
-kernels take plain tensors) and Sophia (its Hessian estimate calls the model outside the sharded forward) need
-their own sharded update."""
+FSDP2_OPTIMIZERS = ("adamw", "muon", "lion", "schedule_free_adamw")
+"""Optimizers that run on FSDP2's shards (tests/integration/test_optim_fsdp2.py, test_distributed.py): AdamW's,
+Lion's and schedule-free AdamW's steps are element-wise; Muon gathers each matrix to the rank that owns it and
+scatters the orthogonalised update back (engine/optim/muon.py). CAME (column factors sum over rows other ranks
+hold), Prodigy (global dot products), 8-bit AdamW (bitsandbytes' kernels take plain tensors) and Sophia (its
+Hessian estimate calls the model outside the sharded forward) need their own sharded update."""
 
 
 def distributed_problems(job: Job, host: Host) -> list[Problem]:
