@@ -25,10 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from pretrain_125m import BUDGET, CORPUS, STORIES, STORIES_EVAL, plot_losses, pretrain_job, run_job
+from pretrain_125m import ADAMW, BUDGET, default_corpus, plot_losses, pretrain_job, run_jobs
 
 RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
 VARIANTS = ("bf16", *(f"fp8-{r}" for r in RECIPES))
@@ -39,8 +38,7 @@ def job(variant: str, run_dir: Path, args) -> dict:
     return pretrain_job(f"fp8-drift-{variant}", run_dir, tiny=args.tiny, train=args.train, eval_=args.eval,
                         steps=args.steps, seq=32 if args.tiny else BUDGET["seq"],
                         micro_batch=8 if args.tiny else BUDGET["micro_batch"], evals=4 if args.tiny else
-                        BUDGET["evals"], vocab=BUDGET["vocab"], precision=precision,
-                        optim={"type": "adamw", "lr": 3e-3, "betas": [0.9, 0.95], "weight_decay": 0.1})
+                        BUDGET["evals"], vocab=BUDGET["vocab"], precision=precision, optim=ADAMW)
 
 
 def main() -> int:
@@ -49,9 +47,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
     parser.add_argument("--window", type=int, default=20, help="steps averaged per drift point")
     parser.add_argument("--tolerance", type=float, default=0.005, help="bar on |final eval loss rel. error|")
-    corpus = CORPUS if (CORPUS / "train.jsonl").is_file() else None  # else the shipped stories
-    parser.add_argument("--train", type=Path, default=corpus / "train.jsonl" if corpus else STORIES)
-    parser.add_argument("--eval", type=Path, default=corpus / "eval.jsonl" if corpus else STORIES_EVAL)
+    train, eval_ = default_corpus()
+    parser.add_argument("--train", type=Path, default=train)
+    parser.add_argument("--eval", type=Path, default=eval_)
     parser.add_argument("--out", type=Path, default=None, help="JSON results; run logs and the plot beside it")
     parser.add_argument("--tiny", action="store_true", help="a 30k-parameter model, eager, on CPU")
     args = parser.parse_args()
@@ -62,23 +60,11 @@ def main() -> int:
         args.steps = min(args.steps, 20)
         args.window = min(args.window, 5)
 
-    from trainhub.metrics import read_rows
     from trainhub.metrics.drift import loss_drift
 
+    logs, errors = run_jobs(variants, lambda variant, run_dir: job(variant, run_dir, args), args.out)
     results: dict = {"steps": args.steps, "window": args.window, "tolerance": args.tolerance,
-                     "train": str(args.train), "variants": {}}
-    logs: dict[str, list] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant in variants:
-            print(f"--- {variant}", flush=True)
-            try:
-                keep = args.out.with_suffix(f".{variant}.jsonl") if args.out else None
-                path = run_job(variant, job(variant, Path(tmp) / variant, args), Path(tmp), keep)
-            except RuntimeError as err:
-                print(err, flush=True)
-                results["variants"][variant] = {"error": str(err)[-1500:]}
-                continue
-            logs[variant] = read_rows(path)
+                     "train": str(args.train), "variants": {v: {"error": e} for v, e in errors.items()}}
     for variant, rows in logs.items():
         train = [r for r in rows if r.event == "train"]
         evals = [r for r in rows if r.event == "eval"]

@@ -18,10 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from pretrain_125m import BUDGET, CORPUS, STORIES, STORIES_EVAL, plot_losses, pretrain_job, run_job
+from pretrain_125m import (
+    ADAMW,
+    BUDGET,
+    STORIES,
+    STORIES_EVAL,
+    default_corpus,
+    plot_losses,
+    pretrain_job,
+    run_jobs,
+)
 
 RUNS = {"eager": {"kernels": "none", "loss": "chunked"}, "noise": {"kernels": "none", "loss": "eager"},
         "kernels": {"kernels": "triton", "loss": "auto"}}
@@ -34,29 +42,26 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON results; logs and the plot beside it")
     parser.add_argument("--tiny", action="store_true", help="a 30k-parameter model on CPU (Triton interpreter)")
     args = parser.parse_args()
-    corpus = CORPUS if (CORPUS / "train.jsonl").is_file() and not args.tiny else None
-    train, eval_ = (corpus / "train.jsonl", corpus / "eval.jsonl") if corpus else (STORIES, STORIES_EVAL)
+    train, eval_ = (STORIES, STORIES_EVAL) if args.tiny else default_corpus()
     if args.tiny:
         args.steps, args.window = min(args.steps, 6), 2  # the Triton interpreter runs ~20 tokens/s
 
-    from trainhub.metrics import read_rows
     from trainhub.metrics.drift import loss_drift
 
-    logs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, knobs in RUNS.items():
-            print(f"--- {name}", flush=True)
-            job = pretrain_job(f"kernels-curve-{name}", Path(tmp) / name, tiny=args.tiny, train=train, eval_=eval_,
-                               steps=args.steps, seq=32 if args.tiny else BUDGET["seq"],
-                               micro_batch=4 if args.tiny else BUDGET["micro_batch"], evals=2 if args.tiny else 4,
-                               vocab=BUDGET["vocab"], optim={"type": "adamw", "lr": 3e-3, "betas": [0.9, 0.95],
-                                                             "weight_decay": 0.1})
-            job["backend"]["kernels"] = knobs["kernels"]
-            job["train"]["loss"] = knobs["loss"]
-            if args.tiny:
-                job["train"]["eval_batches"] = 2
-            keep = args.out.with_suffix(f".{name}.jsonl") if args.out else None
-            logs[name] = read_rows(run_job(name, job, Path(tmp), keep))
+    def make_job(name: str, run_dir: Path) -> dict:
+        job = pretrain_job(f"kernels-curve-{name}", run_dir, tiny=args.tiny, train=train, eval_=eval_,
+                           steps=args.steps, seq=32 if args.tiny else BUDGET["seq"],
+                           micro_batch=4 if args.tiny else BUDGET["micro_batch"], evals=2 if args.tiny else 4,
+                           vocab=BUDGET["vocab"], optim=ADAMW)
+        job["backend"]["kernels"] = RUNS[name]["kernels"]
+        job["train"]["loss"] = RUNS[name]["loss"]
+        if args.tiny:
+            job["train"]["eval_batches"] = 2
+        return job
+
+    logs, errors = run_jobs(list(RUNS), make_job, args.out)
+    if errors:  # the comparison needs all three runs
+        raise SystemExit("\n".join(f"{name}: {message}" for name, message in errors.items()))
     drift = {name: loss_drift(logs["eager"], logs[name], window=args.window) for name in ("noise", "kernels")}
     bar = max(2 * drift["noise"].max_abs_rel, 0.002)
     k = drift["kernels"]

@@ -24,10 +24,9 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from pretrain_125m import BUDGET, CORPUS, STORIES, STORIES_EVAL, plot_losses, pretrain_job, run_job
+from pretrain_125m import BUDGET, CORPUS, STORIES, STORIES_EVAL, plot_losses, pretrain_job, run_jobs
 
 OPTIMIZERS = ("adamw", "muon", "lion", "came", "prodigy", "schedule-free-adamw", "adamw8bit", "sophia")
 
@@ -77,25 +76,15 @@ def main() -> int:
         if not path.is_file():
             parser.error(f"{path}: no such corpus file; build it with `python research/get_corpus.py`")
 
-    from trainhub.metrics import read_rows
+    def make_job(name: str, run_dir: Path) -> dict:
+        return pretrain_job(f"optim-quality-{name}", run_dir, tiny=args.tiny, train=args.train, eval_=args.eval,
+                            steps=args.steps, seq=args.seq, micro_batch=args.micro_batch, evals=args.evals,
+                            vocab=BUDGET["vocab"], extends=[f"optim-{name}"])
 
+    logs, errors = run_jobs(names, make_job, args.out)
     results: dict = {"steps": args.steps, "tokens_per_step": args.micro_batch * args.seq, "train": str(args.train),
-                     "optimizers": {}}
-    logs: dict[str, list] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            print(f"--- {name}", flush=True)
-            job = pretrain_job(f"optim-quality-{name}", Path(tmp) / name, tiny=args.tiny, train=args.train,
-                               eval_=args.eval, steps=args.steps, seq=args.seq, micro_batch=args.micro_batch,
-                               evals=args.evals, vocab=BUDGET["vocab"], extends=[f"optim-{name}"])
-            try:
-                keep = args.out.with_suffix(f".{name}.jsonl") if args.out else None
-                logs[name] = read_rows(run_job(name, job, Path(tmp), keep))
-            except RuntimeError as err:
-                print(err, flush=True)
-                results["optimizers"][name] = {"error": str(err)[-1500:]}
-                continue
-            results["optimizers"][name] = summarize(logs[name])
+                     "optimizers": {name: {"error": errors[name]} if name in errors else summarize(logs[name])
+                                    for name in names}}
     base = results["optimizers"].get("adamw", {})
     target, base_steps, base_s = base.get("final_eval_loss"), args.steps, base.get("s_per_step")
     for r in results["optimizers"].values():

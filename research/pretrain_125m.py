@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +23,8 @@ M125 = {"family": "llama", "hidden_size": 768, "intermediate_size": 3072, "num_l
 CORPUS = ROOT / "research" / "data" / "python-docs"  # research/get_corpus.py builds it (git-ignored)
 BUDGET = {"steps": 300, "seq": 512, "micro_batch": 32, "evals": 10, "vocab": 8192}
 """The shared token budget: 300 steps x 32 x 512 = 4.9 M tokens, about two passes over CORPUS."""
+ADAMW = {"type": "adamw", "lr": 3e-3, "betas": [0.9, 0.95], "weight_decay": 0.1}
+"""config/presets/optim-adamw.yaml's small-model recipe, the reference runs' optimizer."""
 TINY = {"family": "llama", "hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
         "num_kv_heads": 2}
 
@@ -66,6 +70,32 @@ def run_job(name: str, job: dict, work: Path, keep_log: Path | None = None) -> P
     shutil.copy(run_dir / "metrics.jsonl", log)
     shutil.rmtree(run_dir)
     return log
+
+
+def default_corpus() -> tuple[Path, Path]:
+    """(train, eval): CORPUS when research/get_corpus.py has built it, else the shipped stories."""
+    if (CORPUS / "train.jsonl").is_file():
+        return CORPUS / "train.jsonl", CORPUS / "eval.jsonl"
+    return STORIES, STORIES_EVAL
+
+
+def run_jobs(names: list[str], make_job: Callable[[str, Path], dict], out: Path | None) -> tuple[dict, dict]:
+    """Each name's job (make_job(name, run_dir)) through `train`, one after the other in a temporary folder; each
+    metric log kept beside `out` as <out stem>.<name>.jsonl when out is given. Returns (rows by name, the error
+    message by name of the runs that failed), so one failed run does not end the benchmark."""
+    from trainhub.metrics import read_rows
+
+    logs, errors = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            print(f"--- {name}", flush=True)
+            keep = out.with_suffix(f".{name}.jsonl") if out else None
+            try:
+                logs[name] = read_rows(run_job(name, make_job(name, Path(tmp) / name), Path(tmp), keep))
+            except RuntimeError as err:
+                print(err, flush=True)
+                errors[name] = str(err)[-1500:]
+    return logs, errors
 
 
 def plot_losses(logs: dict[str, list], path: Path, title: str = "") -> None:

@@ -26,3 +26,13 @@ def test_a_run_ending_inside_the_window_closes_it(tmp_path):
     done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((tmp_path / "run" / "profile" / "summary.json").read_text())["steps"] == 1
+
+
+def test_a_window_the_run_never_reaches_is_said(tmp_path):
+    """epochs decide the steps at run time: a start past them is a note in the start row, and no profile."""
+    job = tiny_pretrain_job(tmp_path, train={"epochs": 0.05, "max_steps": None, "profile": {"start": 500}})
+    done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    notes = rows(tmp_path / "run", "start")[0]["notes"]
+    assert any("train.profile: step 500 is outside this run's steps 1-" in n for n in notes)
+    assert not (tmp_path / "run" / "profile").exists()

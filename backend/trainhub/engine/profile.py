@@ -34,9 +34,16 @@ def busy_seconds(intervals: list[tuple[float, float]]) -> float:
 
 class StepProfiler:
     """Opened and closed around the loop's steps: `before(step)` ahead of the step about to run (1-based),
-    `after(step)` once it is done. A no-op when the job asks for no profile or on ranks other than 0."""
+    `after(step)` once it is done. A no-op when the job asks for no profile or on ranks other than 0. A window
+    this run never reaches (steps first..last: a resume past it, epochs that end before it, a dry run) is said
+    in a note, not skipped silently."""
 
-    def __init__(self, spec: ProfileSection | None, run_dir: Path, device: torch.device, main: bool):
+    def __init__(self, spec: ProfileSection | None, run_dir: Path, device: torch.device, main: bool, *,
+                 first: int, last: int, notes: list[str]):
+        if spec is not None and not first <= spec.start <= last:
+            notes.append(f"train.profile: step {spec.start} is outside this run's steps {first}-{last}; "
+                         f"nothing is profiled")
+            spec = None
         self.spec, self.dir, self.device = spec if main else None, run_dir / "profile", device
         self.prof, self.t0 = None, 0.0
 

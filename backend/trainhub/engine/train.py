@@ -76,6 +76,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     max_steps = state.step + 1 if dry_run else s.total_steps
     batches = s.batches(state)
     loss_fn = s.inject_nonfinite(s.loss_fn, state)  # a testing hook; s.loss_fn itself in normal runs
+    profiler = StepProfiler(tc.profile, run_dir, device, d.main, first=state.step + 1, last=max_steps, notes=notes)
 
     log.write(StartRow(
         run_id=run_id, step=state.step, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
@@ -89,7 +90,6 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
         print(f"resumed from {resume} at step {state.step}", flush=True)
     telemetry = Telemetry(device, device_facts(device)["peak_flops"], s.counts.flops_per_token, d)
     status, last_loss, in_a_row = "completed", None, 0
-    profiler = StepProfiler(tc.profile, run_dir, device, d.main)
     s.model.train()
     freeze_setup()  # what setup built stays out of every later full collection (engine/heap.py)
 

@@ -130,7 +130,7 @@ def _step_sharded(params: list, grads: list, bufs: list, group: dict) -> None:
     every matrix's bf16 look-ahead, orthogonalises only the matrices it owns (matrix i belongs to rank i mod
     world; those of one shape in one batch), and each owner scatters its result back as a sharded update
     (distribute_tensor from that rank), so every rank applies decay and update to its slice alone. The same
-    arithmetic as _step_matrices, so the update equals one process's (tests/integration/test_muon_fsdp2.py)."""
+    arithmetic as _step_matrices, so the update equals one process's (tests/integration/test_optim_fsdp2.py)."""
     from torch.distributed.tensor import distribute_tensor
 
     mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
