@@ -8,9 +8,9 @@ and one `optimizer.step()` is timed (median of --steps after --warmup, the devic
 SophiaG's Hessian estimate (every 10 steps) and schedule-free's eval swap are not part of a step.
 
 Muon is timed three ways, all over the same 112 hidden matrices: torch.optim.Muon (one matrix at a time),
-trainhub's Muon over the matrices alone (muon_matrices: like for like with torch's; compiled on CUDA by
-default, `muon_matrices eager` without; `muon_matrices ns0` skips the Newton-Schulz matmuls, so it times
-everything else a step does), and the whole optimizer (muon: AdamW steps the embedding and norms too). The floor is the time of the five bf16
+trainhub's Muon over the matrices alone (muon_matrices: like for like with torch's; the default, its
+element-wise passes in Triton kernels on CUDA; `eager` the torch element-wise ops, `compiled` optim.compile;
+`ns0` skips the Newton-Schulz matmuls, so it times everything else a step does), and the whole optimizer (muon: AdamW steps the embedding and norms too). The floor is the time of the five bf16
 Newton-Schulz iterations' matmuls alone (X X^T, b A + c A A, a X + B X: three batched matmuls per
 iteration, per shape), on stacks allocated beforehand; its FLOPs are sum 5 (4 m^2 n + 2 m^3) with m <= n,
 45.7 TFLOP for these 112 matrices (~58 ms at the ~790 TFLOP/s of a bf16 matmul on an H200). The issue asks
@@ -146,9 +146,11 @@ def main() -> None:
     cases: dict[str, callable] = {
         "torch AdamW fused": lambda: torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda"),
         "torch.optim.Muon": lambda: torch.optim.Muon(mats, lr=3e-4, adjust_lr_fn="match_rms_adamw"),
-        "muon_matrices": lambda: muon_only(model, device),
-        "muon_matrices eager": lambda: muon_only(model, device, compile=False),
+        "muon_matrices": lambda: muon_only(model, device),  # the default: fused element-wise kernels on CUDA
+        "muon_matrices eager": lambda: muon_only(model, device, fused=False),
+        "muon_matrices compiled": lambda: muon_only(model, device, compile=True),
         "muon_matrices ns0": lambda: muon_only(model, device, ns_steps=0),  # all but the matmuls: the overhead
+        "muon_matrices eager ns0": lambda: muon_only(model, device, ns_steps=0, fused=False),
     }
     for name, spec in specs().items():
         cases[name] = lambda spec=spec: build_optimizer(spec, model, device)

@@ -9,6 +9,9 @@
 #   bash research/gpu_round.sh c   # issue 23: GPU busy share of a step, seq 8192 x 1, QLoRA; issue 25: the 8B slice
 #   bash research/gpu_round.sh d|e # issue 24 (b): ~125M quality, Muon/Lion/CAME | the rest, each against AdamW
 #   bash research/gpu_round.sh f   # issue 23: the 200-step curve with every kernel on against the eager path
+#   bash research/gpu_round.sh m   # issue 24: fused Muon's tests and step time, then ~125M quality for $OPTS
+#   OPTS=adamw,prodigy bash research/gpu_round.sh q   # issue 24 (b): ~125M quality for the optimizers named
+#   bash research/gpu_round.sh r   # issue 26: whole GRPO step, native vs trl (carry .whl-trl), then quality for $OPTS
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
 # Run from the repository root on the GPU machine, carrying .whl, .whl-optim and .whl-fp8 (DEVELOPERS.md).
@@ -59,6 +62,19 @@ case "$part" in
   d|e)  # issue 24 (b): the ~125M optimizer quality run; carry research/data (research/get_corpus.py builds it)
     opts=$([ "$part" = d ] && echo adamw,muon,lion,came || echo adamw,prodigy,schedule-free-adamw,adamw8bit,sophia)
     step optim_quality 550 python3 research/bench_optim_quality.py --optimizers "$opts" --out "$RES/optim_quality.json" ;;
+  m)
+    step muon_tests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_muon.py tests/gpu/test_optim_cuda.py
+    step muon_bench 150 python3 research/bench_optimizers.py \
+      --only "torch AdamW fused,torch.optim.Muon,muon_matrices,muon_matrices eager,muon_matrices ns0,muon_matrices eager ns0,muon"
+    step optim_quality 560 python3 research/bench_optim_quality.py --optimizers "${OPTS:-adamw,muon,lion,came}" \
+      --out "$RES/optim_quality.json" ;;
+  q)
+    step optim_quality 560 python3 research/bench_optim_quality.py --optimizers "${OPTS:?name OPTS}" \
+      --out "$RES/optim_quality.json" ;;
+  r)
+    step grpo_step 330 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl,native
+    [ -n "${OPTS:-}" ] && step optim_quality 560 python3 research/bench_optim_quality.py --optimizers "$OPTS" \
+      --out "$RES/optim_quality.json" ;;
   f)  # issue 23: 200 steps, kernels on against eager and a measured noise floor (carry research/data)
     step kernels_curve 540 python3 research/bench_kernels_curve.py --out "$RES/kernels_curve.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;

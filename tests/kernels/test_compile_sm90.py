@@ -20,7 +20,7 @@ SCRIPT = r'''
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from trainhub.engine.kernels import cross_entropy as ce, rms_norm as rn, rope as rp, swiglu as sw
+from trainhub.engine.kernels import cross_entropy as ce, muon as mu, rms_norm as rn, rope as rp, swiglu as sw
 
 target = GPUTarget("cuda", 90, 32)
 def build(fn, sig, consts):
@@ -44,6 +44,11 @@ for dt in ("bf16", "fp32"):
         build(rp._rope, {**{k: p for k in "q_ptr k_ptr qo_ptr ko_ptr cos_ptr sin_ptr".split()},
                          **ints("T hq hk half sqb sqt sqh skb skt skh sob sot soh spb spt sph scb sct")},
                   {"HQ": 32, "HK": 8, "HALF": 32, "BACKWARD": backward})
+for g in ("*fp32", "*bf16"):
+    for nesterov in (False, True):
+        build(mu._momentum, {"g_ptr": g, "buf_ptr": "*fp32", "look_ptr": "*bf16", "sumsq_ptr": "*fp32", "n": "i32",
+                             "mu": "fp32"}, {"NESTEROV": nesterov, "BLOCK": 4096})
+    build(mu._apply, {"p_ptr": g, "o_ptr": "*bf16", "n": "i32", "decay": "fp32", "step": "fp32"}, {"BLOCK": 4096})
 print("compiled")
 '''
 

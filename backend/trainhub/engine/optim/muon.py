@@ -72,12 +72,15 @@ def coefficients(name: str, steps: int) -> list[tuple[float, float, float]]:
     return [table[min(i, len(table) - 1)] for i in range(steps)]
 
 
-def orthogonalize(g: torch.Tensor, name: str = "quintic", steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def orthogonalize(g: torch.Tensor, name: str = "quintic", steps: int = 5, eps: float = 1e-7,
+                  norm: torch.Tensor | None = None) -> torch.Tensor:
     """The Newton-Schulz approximation of U V^T for a (batch of) matrix `g` (..., m, n), in bf16. A tall
-    matrix (m > n) iterates on its n x n Gram matrix X^T X, multiplying from the right (module docstring)."""
+    matrix (m > n) iterates on its n x n Gram matrix X^T X, multiplying from the right (module docstring).
+    `norm`: g's Frobenius norms (..., 1, 1) in bf16 when the caller has them already (the fused step)."""
     tall = g.shape[-2] > g.shape[-1]
     x = g if g.dtype == torch.bfloat16 else g.bfloat16()
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) * NORM_MARGIN[name]).clamp_min(eps)
+    norm = x.norm(dim=(-2, -1), keepdim=True) if norm is None else norm
+    x = x / (norm * NORM_MARGIN[name]).clamp_min(eps)
     batched = x.ndim == 3
     x = x if batched else x.unsqueeze(0)
     for a, b, c in coefficients(name, steps):
@@ -102,9 +105,17 @@ def _as_matrix(t: torch.Tensor) -> torch.Tensor:
 
 
 def _step_matrices(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], mu: float,
-                   nesterov: bool, lr: float, wd: float, scale: float, name: str, steps: int, eps: float) -> None:
+                   nesterov: bool, lr: float, wd: float, scale: float, name: str, steps: int, eps: float,
+                   fused: bool = False) -> None:
     """One Muon step for matrices of one shape, in place: momentum, the bf16 look-ahead stacked, Newton-Schulz,
-    decoupled decay, the scaled update. The same arithmetic as torch.optim.Muon, batched."""
+    decoupled decay, the scaled update. The same arithmetic as torch.optim.Muon, batched. `fused`: the
+    element-wise passes through engine/kernels/muon.py's two Triton kernels (CUDA; contiguous tensors)."""
+    if fused:
+        from trainhub.engine.kernels import muon as kernels
+
+        stack, norm = kernels.momentum_lookahead(grads, bufs, mu, nesterov)
+        kernels.apply_update(params, orthogonalize(stack, name, steps, eps, norm=norm), 1 - lr * wd, lr * scale)
+        return
     torch._foreach_lerp_(bufs, grads, 1 - mu)  # buf = mu buf + (1 - mu) g
     stack = torch.empty((len(params), *params[0].shape), dtype=torch.bfloat16, device=params[0].device)
     for j, (g, buf) in enumerate(zip(grads, bufs, strict=True)):
@@ -157,6 +168,13 @@ def _step_sharded(params: list, grads: list, bufs: list, group: dict) -> None:
         p.add_(update, alpha=-lr * update_scale(group["update_scale"], (p.shape[0], p.numel() // p.shape[0])))
 
 
+def _fuses(device: torch.device) -> bool:
+    """The fused element-wise kernels' default: on a CUDA GPU where Triton runs (a group's `fused` overrides)."""
+    from trainhub.engine.kernels import triton_runs
+
+    return device.type == "cuda" and triton_runs(device)
+
+
 @cache
 def _compiled_step():
     """_step_matrices through torch.compile (CUDA): the element-wise passes fused around the bmm calls."""
@@ -201,12 +219,15 @@ class MuonWithAdamW(torch.optim.Optimizer):
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, p in enumerate(params):
             by_shape[tuple(_as_matrix(p).shape)].append(i)
-        step = _compiled_step() if params[0].is_cuda and group.get("compile", False) else _step_matrices
+        compiled = params[0].is_cuda and group.get("compile", False)
+        step = _compiled_step() if compiled else _step_matrices
+        fused = not compiled and group.get("fused", _fuses(params[0].device)) and all(
+            t.is_contiguous() for ts in (params, grads, bufs) for t in ts)  # the kernels index flat memory
         for shape, idx in by_shape.items():
             step([_as_matrix(params[i]) for i in idx], [_as_matrix(grads[i]) for i in idx],
                  [_as_matrix(bufs[i]) for i in idx], group["momentum"], group["nesterov"], group["lr"],
                  group["weight_decay"], update_scale(group["update_scale"], shape), group["ns_coefficients"],
-                 group["ns_steps"], group["eps"])
+                 group["ns_steps"], group["eps"], fused)
 
     def _adamw(self, group: dict) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []

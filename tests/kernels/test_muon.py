@@ -1,0 +1,79 @@
+"""Muon's fused element-wise kernels (engine/kernels/muon.py) against the eager per-shape step: momentum
+buffers, the bf16 look-ahead's norm and the weights after several steps, with and without Nesterov and decay,
+fp32 and bf16 weights, wide, tall and odd shapes (one not a multiple of the kernels' block)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.kernels.conftest import DEVICE
+from trainhub.engine.optim.muon import _step_matrices
+
+ULP = dict(atol=1e-6, rtol=2 ** -7)
+"""One bf16 ulp, relative (absolute 1e-6 for entries that cancel to ~0)."""
+
+
+def _run(fused: bool, shape, dtype, nesterov: bool, wd: float, steps: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(shape, generator=gen).to(DEVICE, dtype) for _ in range(3)]
+    bufs = [torch.zeros_like(p) for p in params]
+    for _ in range(steps):
+        grads = [torch.randn(shape, generator=gen).to(DEVICE, dtype) for _ in params]
+        _step_matrices(params, grads, bufs, 0.95, nesterov, 0.02, wd, 0.2 * max(shape) ** 0.5, "quintic", 5, 1e-7,
+                       fused)
+    return params, bufs
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (96, 64), (67, 131)])  # wide, tall, 8777 entries: 3 blocks, ragged
+@pytest.mark.parametrize("nesterov,wd", [(True, 0.1), (False, 0.0)])
+def test_fused_step_matches_eager(shape, nesterov, wd, dtype=torch.float32):
+    (p_eager, b_eager), (p_fused, b_fused) = (_run(f, shape, dtype, nesterov, wd) for f in (False, True))
+    for b, e in zip(b_fused, b_eager, strict=True):
+        torch.testing.assert_close(b, e, atol=1e-6, rtol=1e-6)  # the same lerp, element by element
+    # The look-ahead is bit for bit eager's but for the rare entry whose fp32 lerp lands 1 ulp apart (torch's
+    # CPU lerp fuses a multiply-add) right at a bf16 rounding boundary; Newton-Schulz in bf16 spreads that one
+    # ulp over the matrix as a few ulps of O (|O| < 0.5, an ulp there 2**-9). So each step's update, lr x scale
+    # x O, may differ by ~8 ulps of O per entry, and the three steps' total update by well under 1% of its norm.
+    start, _ = _run(False, shape, dtype, nesterov, wd, steps=0)
+    scale = 0.2 * max(shape) ** 0.5
+    for p, e, s in zip(p_fused, p_eager, start, strict=True):
+        torch.testing.assert_close(p, e, atol=3 * 0.02 * scale * 2 ** -6, rtol=0)
+        assert (p - e).norm() <= 0.01 * (e - s).norm()
+
+
+def test_bf16_weights_round_once_per_pass():
+    """bf16 weights, gradients and buffers: each stored value is the float32 arithmetic rounded to bf16 once,
+    within one bf16 ulp (torch's CPU lerp fuses a multiply-add, so a rare entry rounds the other way)
+    (torch.lerp's formula for the buffer, the decayed weight rounded before the update is added, as eager's two
+    passes do). Against hand-computed values, not the eager step: torch's CPU _foreach_ ops round a Python scalar
+    to bf16 first (1 - 0.002 becomes 0.99609375), which the kernels do not."""
+    from trainhub.engine.kernels.muon import apply_update, momentum_lookahead
+
+    gen = torch.Generator().manual_seed(5)
+    grads = [torch.randn(67, 131, generator=gen).to(DEVICE, torch.bfloat16) for _ in range(2)]
+    bufs = [torch.randn(67, 131, generator=gen).to(DEVICE, torch.bfloat16) for _ in range(2)]
+    want_bufs = [torch.lerp(b.float(), g.float(), 0.05).bfloat16() for b, g in zip(bufs, grads, strict=True)]
+    want = torch.stack([torch.lerp(g.float(), b.float(), 0.95) for g, b in zip(grads, want_bufs, strict=True)])
+    stack, _ = momentum_lookahead(grads, bufs, 0.95, True)
+    for b, w in zip(bufs, want_bufs, strict=True):
+        torch.testing.assert_close(b, w, **ULP)
+    torch.testing.assert_close(stack, want.bfloat16(), **ULP)
+    params = [g.clone() for g in grads]
+    apply_update(params, stack, 1 - 0.002, 0.039)
+    for p, g, o in zip(params, grads, stack, strict=True):
+        want_p = ((g.float() * (1 - 0.002)).bfloat16().float() - 0.039 * o.float()).bfloat16()
+        torch.testing.assert_close(p, want_p, **ULP)
+
+
+def test_norm_is_the_bf16_lookaheads_frobenius_norm():
+    from trainhub.engine.kernels.muon import momentum_lookahead
+
+    gen = torch.Generator().manual_seed(3)
+    grads = [torch.randn(67, 131, generator=gen).to(DEVICE) * s for s in (1.0, 1e-3, 40.0)]
+    bufs = [torch.randn(67, 131, generator=gen).to(DEVICE) for _ in grads]
+    want_bufs = [torch.lerp(b, g, 0.05) for b, g in zip(bufs, grads, strict=True)]
+    want = torch.stack([torch.lerp(g, b, 0.95) for g, b in zip(grads, want_bufs, strict=True)]).bfloat16()
+    stack, norm = momentum_lookahead(grads, bufs, 0.95, True)
+    torch.testing.assert_close(stack, want, atol=0, rtol=0)
+    torch.testing.assert_close(norm, want.norm(dim=(-2, -1), keepdim=True), atol=0, rtol=2 ** -8)
