@@ -23,9 +23,12 @@ How this file runs it, and why:
 - Batched over matrices of one shape: the 16 layers of a Llama-3.2-1B hold 112 matrices of 4 shapes; one
   stack and one bmm per shape replace 112 small launches with 4 large ones. The Nesterov look-ahead is
   written in bf16 straight into the stack (one pass over the fp32 momentum, no fp32 temporary).
-- The per-shape step runs eagerly: through torch.compile (optim.compile) it measured slower on an H100
-  (152 against 93 ms on the 1B matrices; research/results/optimizers.md), and the lr, a Python float that a
-  schedule changes every step, is a guard that recompiles it.
+- Around the matmuls a step is memory traffic (momentum, look-ahead, norm, decay, update). On a CUDA GPU
+  those passes run as two Triton kernels (engine/kernels/muon.py: 28 bytes per entry against eager's 46);
+  elsewhere, or with a group's `fused` false, as torch's element-wise ops. torch.compile of the step
+  (optim.compile) measured slower than eager on an H100 (152 against 93 ms on the 1B matrices;
+  research/results/optimizers.md), and the lr, a Python float that a schedule changes every step, is a guard
+  that recompiles it.
 - Shape-based update scale (optim.update_scale): an m x n semi-orthogonal matrix has RMS 1/sqrt(max(m,n)),
   so the raw update's size depends on the shape. match_rms_adamw multiplies by 0.2 sqrt(max(m,n)): every
   update's RMS becomes 0.2, AdamW's typical update RMS, so an AdamW learning rate and weight decay transfer
