@@ -12,6 +12,8 @@
 #   bash research/gpu_round.sh m   # issue 24: fused Muon's tests and step time, then ~125M quality for $OPTS
 #   OPTS=adamw,prodigy bash research/gpu_round.sh q   # issue 24 (b): ~125M quality for the optimizers named
 #   bash research/gpu_round.sh r   # issue 26: whole GRPO step, native vs trl (carry .whl-trl), then quality for $OPTS
+#   bash research/gpu_round.sh s   # issue 26 then 25: whole GRPO step vs trl; fp8 on the 8B slice (carry .whl-trl, .whl-fp8)
+#   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
 # Run from the repository root on the GPU machine, carrying .whl, .whl-optim and .whl-fp8 (DEVELOPERS.md).
@@ -75,6 +77,13 @@ case "$part" in
     step grpo_step 330 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl,native
     [ -n "${OPTS:-}" ] && step optim_quality 560 python3 research/bench_optim_quality.py --optimizers "$OPTS" \
       --out "$RES/optim_quality.json" ;;
+  s)
+    step grpo_step 330 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl,native
+    step fp8_8b 240 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
+      --variants native+compile,native+compile+fp8-tensorwise,native+compile+fp8-rowwise --out "$RES/fp8_8b.json" ;;
+  p)
+    step fp8_tests 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py
+    step fp8_drift 560 python3 research/bench_fp8_drift.py --steps 200 --out "$RES/fp8_drift.json" ;;
   f)  # issue 23: 200 steps, kernels on against eager and a measured noise floor (carry research/data)
     step kernels_curve 540 python3 research/bench_kernels_curve.py --out "$RES/kernels_curve.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
