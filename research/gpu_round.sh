@@ -22,7 +22,7 @@ part=${1:?usage: gpu_round.sh a|b|c}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 RES=/tmp/round-$part; rm -rf "$RES"; mkdir -p "$RES"
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-560} ))
-[ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl*/*.whl 2>/dev/null
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl*/*.whl 2>/dev/null  # every call: a warm machine keeps /tmp/site, and this call may carry other wheels
 export PYTHONPATH=/tmp/site:$PWD/backend:$PWD:$PWD/research PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 { nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"

@@ -117,6 +117,9 @@ def plot_losses(logs: dict[str, list], path: Path, title: str = "") -> None:
             ax.plot(*zip(*evals, strict=True), "o--", color=line.get_color(), label=f"{name} eval")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
+    first = [r.loss for rows in logs.values() for r in rows if r.event == "train" and r.loss is not None][:1]
+    if first:  # a run that diverges (loss far above where every run starts) would flatten the others' curves
+        ax.set_ylim(top=first[0] * 1.15)
     if title:
         ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)

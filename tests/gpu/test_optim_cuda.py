@@ -56,8 +56,10 @@ def test_other_steps_move_the_weights_as_eager_does(variant):
     start = [torch.randn(s, device="cuda") for s in SHAPES]
     other = _run(_ours(True) if variant == "compiled" else _ours(False, fused=True))
     eager = _run(_ours(False))
+    bound = {"compiled": 0.01, "fused": 0.05}[variant]
     for s, o, e in zip(start, other, eager, strict=True):
         # single entries round differently (compiled: Inductor's fused bf16 passes, seen 5.6e-4 against eager on
-        # an H100; fused: a bf16 norm an ulp apart, spread by Newton-Schulz); the three steps' total update must
-        # agree to within 1% of its norm
-        assert (o - e).norm() <= 0.01 * (e - s).norm()
+        # an H100; fused: the norm summed in another order lands a bf16 ulp apart now and then, and one ulp of the
+        # norm moves Newton-Schulz's bf16 output by ~2% of its norm, seen 2.4% after three steps on an H100,
+        # tests/kernels/test_muon.py); the three steps' total update must agree to within `bound` of its norm
+        assert (o - e).norm() <= bound * (e - s).norm()

@@ -63,8 +63,9 @@ def _momentum(g_ptr, buf_ptr, look_ptr, sumsq_ptr, n, mu, NESTEROV: tl.constexpr
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     buf = tl.load(buf_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     buf = _lerp(buf, g, 1.0 - mu)
-    _store(buf_ptr + offs, buf, mask)
-    buf = tl.load(buf_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # as stored (bf16 buffers round)
+    if buf_ptr.dtype.element_ty == tl.bfloat16:  # the look-ahead reads the buffer as stored, from registers
+        buf = _bf16(buf).to(tl.float32)
+    tl.store(buf_ptr + offs, buf.to(buf_ptr.dtype.element_ty), mask=mask)
     if NESTEROV:
         look = _bf16(_lerp(g, buf, mu))
     else:
