@@ -2,7 +2,8 @@
 
 - varlen through a flash kernel (flash_attn's, else torch's varlen_attn) equals the same batch with the
   block-diagonal bool mask through SDPA, forward and gradients, and equals transformers (sdpa, bool mask);
-- the chunked loss equals eager in bf16 on CUDA's kernels.
+- the chunked loss equals eager in bf16 on CUDA's kernels;
+- masked grouped-query attention under gradients runs SDPA's memory-efficient kernel, not the math one.
 """
 
 from __future__ import annotations
@@ -88,3 +89,25 @@ def test_chunked_loss_equals_eager_on_cuda_bf16():
         results.append((loss.detach(), hidden.grad, head.grad))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(b.float(), a.float(), **LOSS_BF16)
+
+
+def test_masked_gqa_with_grad_runs_the_memory_efficient_kernel():
+    """A left-padded GRPO micro-batch's shape in small: with only the memory-efficient backend allowed, attend
+    must find a kernel (enable_gqa under a mask would have none but math), and match the math result."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from trainhub.engine.models.attention import Documents, attend
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(4, 64, 14, 64, device="cuda", dtype=torch.bfloat16, generator=gen, requires_grad=True)
+    k, v = (torch.randn(4, 64, 2, 64, device="cuda", dtype=torch.bfloat16, generator=gen, requires_grad=True)
+            for _ in range(2))
+    keep = torch.ones(4, 1, 64, 64, dtype=torch.bool, device="cuda").tril()
+    keep[2, :, :, :5] = False
+    keep |= torch.eye(64, dtype=torch.bool, device="cuda")
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        out = attend(q, k, v, Documents(mask=keep), 0.125)
+        out.float().square().sum().backward()
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = attend(q.detach(), k.detach(), v.detach(), Documents(mask=keep), 0.125)
+    torch.testing.assert_close(out, ref, **BF16)

@@ -348,3 +348,29 @@ def test_engine_checkpoints_restore_our_model(tmp_path, lora):
     _load_weights(tmp_path, restored)
     ids = torch.randint(0, 101, (1, 7), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits(restored, input_ids=ids), logits(trained, input_ids=ids), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_masked_gqa_under_grad_repeats_kv_and_equals_enable_gqa(kind):
+    """Under a mask with gradients recorded, attend repeats k and v to every query head (SDPA's masked fused
+    kernels take no enable_gqa; engine/models/attention.py): the same output and gradients as SDPA's
+    enable_gqa on the same tensors, and without gradients the uncopied path."""
+    from trainhub.engine.models.attention import Documents, attend
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 9, 6, 8, generator=gen, requires_grad=True)
+    k, v = (torch.randn(2, 9, 2, 8, generator=gen, requires_grad=True) for _ in range(2))
+    keep = torch.ones(2, 1, 9, 9, dtype=torch.bool).tril()
+    keep[1, :, :, :3] = False  # a left-padded row: its first 3 keys hidden
+    keep |= torch.eye(9, dtype=torch.bool)  # every query sees itself
+    mask = keep if kind == "bool" else torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    got = attend(q, k, v, Documents(mask=mask), 0.35)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=0.35,
+        enable_gqa=True).transpose(1, 2)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    grads = torch.autograd.grad(got.square().sum(), (q, k, v))
+    for g, w in zip(grads, torch.autograd.grad(want.square().sum(), (q, k, v)), strict=True):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(attend(q, k, v, Documents(mask=mask), 0.35), want, atol=1e-6, rtol=1e-6)

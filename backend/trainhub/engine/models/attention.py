@@ -18,7 +18,14 @@ Which keys a query may see is decided once per forward (`documents`) and shared 
   it, so CPU tests check the varlen batches against the other forms.
 
 Grouped-query attention: k and v keep their num_key_value_heads heads; SDPA's enable_gqa and flash's
-native GQA share each among num_heads / num_kv_heads query heads without copying them.
+native GQA share each among num_heads / num_kv_heads query heads without copying them. Except under a mask
+while gradients are recorded: SDPA's fused kernels that take a mask (memory-efficient, cuDNN) do not take
+enable_gqa, so that pair falls back to the math kernel, which materialises the [B, heads, T, T] scores in
+float32 and keeps the probabilities for the backward, in every layer (a GRPO update's left-padded
+micro-batch of 16 x 290 tokens on a Qwen2.5-0.5B shape: ~75 MB a layer, ~1.8 GB over 24). There k and v are
+repeated to every query head first (~17 MB a layer there) and the memory-efficient kernel runs. Without
+gradients (sampling, evaluation) nothing is kept, and a decode step's scores are one query row, so GQA stays
+uncopied.
 """
 
 from __future__ import annotations
@@ -82,6 +89,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: Documents, s
     mask = docs.mask
     if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
+    if mask is not None and q.shape[2] != k.shape[2] and torch.is_grad_enabled():  # module docstring
+        rep = q.shape[2] // k.shape[2]
+        k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
                                          is_causal=mask is None, scale=scale,
                                          enable_gqa=q.shape[2] != k.shape[2])
