@@ -4,7 +4,7 @@
 # that hangs costs its slot, not the call; every log and JSON goes into one archive, $OUT/round-PART.tgz, and a
 # summary (step, exit status, seconds, the log's last result line) is printed last. Chain the calls (the
 # machine stays warm ~30 s) and keep BUDGET_S under the call's timeout.
-#   bash research/gpu_round.sh a   # GPU tests not yet passed there (Muon split, fp8 whole); RMSNorm/RoPE/SwiGLU benches
+#   bash research/gpu_round.sh a   # GPU tests not yet passed there (Muon, masked GQA, fp8 whole); RMSNorm/RoPE/SwiGLU benches
 #   bash research/gpu_round.sh b   # issue 27: FSDP2 one process, default / +keep / +keep+bf16gather vs plain
 #   bash research/gpu_round.sh c   # issue 23: GPU busy share of a step, seq 8192 x 1, QLoRA; issue 25: the 8B slice
 #   bash research/gpu_round.sh d|e # issue 24 (b): ~125M quality, Muon/Lion/CAME | the rest, each against AdamW
@@ -46,7 +46,7 @@ BENCH_FT="python3 research/bench_native_full_ft.py --steps 15 --warmup 10"
 
 case "$part" in
   a)
-    step optim_test 60 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_optim_cuda.py
+    step gpu_tests 90 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_optim_cuda.py tests/kernels/test_muon.py tests/gpu/test_models_cuda.py
     step fp8_tests 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py
     step bench_rms 50 python3 research/bench_rms_norm.py --out "$RES/bench_rms_norm.json"
     step bench_swiglu 50 python3 research/bench_swiglu.py --out "$RES/bench_swiglu.json"
