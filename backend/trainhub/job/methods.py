@@ -90,6 +90,8 @@ class GRPO(Section):
     """DAPO's dynamic sampling: drop groups whose completions all get the same reward and sample more until the batch is full. A backend that cannot do it refuses the job."""
     rewards: list[Reward] = Field(min_length=1)
     """The reward functions; a completion's reward is the weighted sum of theirs."""
+    reward_workers: int = Field(0, ge=0, le=256)
+    """Worker processes that score completions: each reward function's batch is cut into this many slices, scored in parallel and put back in order. For slow rewards (ones that run code or call a checker); each worker imports the reward functions once. 0: scored in the training process."""
 
     def resolved(self) -> dict[str, Any]:
         """The variant's settings with the job's own values in place of its defaults (GRPO_ALGORITHMS)."""

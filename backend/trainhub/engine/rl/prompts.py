@@ -91,6 +91,16 @@ class Rewards:
         self.specs = job.method.rewards
         self.fns = [load(r.function, f"method.rewards[{i}]") for i, r in enumerate(self.specs)]
         self.names = [getattr(fn, "__name__", r.function) for fn, r in zip(self.fns, self.specs, strict=True)]
+        self.pool = None
+        if job.method.reward_workers:  # method.reward_workers: the calls go to worker processes (rewards/pool.py)
+            from trainhub.rewards.pool import RewardPool
+
+            self.pool = RewardPool([r.function for r in self.specs], job.method.reward_workers)
+            self.fns = [self.pool.wrap(i, name) for i, name in enumerate(self.names)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def __call__(self, prompts: list[Prompt], texts: list[str],
                  completion_ids: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -164,6 +164,7 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
             break
 
     # --- end
+    rewards.close()
     if status == "completed" and not dry_run:
         final = save_final(model, tokenizer, run_dir, job)
         log.write(CheckpointRow(run_id=run_id, step=state.step, path=str(final)))

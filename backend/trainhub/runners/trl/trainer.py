@@ -21,7 +21,8 @@ PROBE_ROWS = 4
 
 def load_rewards(job: Job, data) -> list:
     """GRPO: the job's reward functions, imported, signature-checked and tried on the first prompts of the
-    train data (before the model is built, where the child can); any other method has none."""
+    train data (before the model is built, where the child can); any other method has none. With
+    method.reward_workers each is a PooledReward (rewards/pool.py) under the function's name."""
     from trainhub.rewards.load import load, probe
 
     if job.method.type != "grpo":
@@ -33,6 +34,12 @@ def load_rewards(job: Job, data) -> list:
         fn = load(reward.function, where)
         probe(fn, reward.function, where, rows)
         funcs.append(fn)
+    if job.method.reward_workers:  # TRL calls each one as it would the function, which scores in the workers
+        from trainhub.rewards.pool import RewardPool
+
+        pool = RewardPool([r.function for r in job.method.rewards], job.method.reward_workers)
+        funcs = [pool.wrap(i, getattr(fn, "__name__", r.function))
+                 for i, (fn, r) in enumerate(zip(funcs, job.method.rewards, strict=True))]
     return funcs
 
 
