@@ -47,3 +47,10 @@ def test_trl_gets_pooled_rewards_under_their_names():
             assert f(**call) == load_fn(r.function)(**call)
     finally:
         funcs[0].pool.close()
+
+
+def test_plan_says_where_rewards_are_scored():
+    for backend in ("native", "trl"):
+        done = run_cli("plan", "-c", str(DEMO), "--backend", backend, "--set", "method.reward_workers=2")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "scored in 2 worker processes" in done.stdout, done.stdout

@@ -72,8 +72,11 @@ class NativeRunner:
             m, settings = job.method, job.method.resolved()
             knobs = ", ".join(f"{k} {v}" for k, v in settings.items())
             decode = "compiled decode step (CUDA graphs) on a GPU" if getattr(job.backend, "compile", False) else "eager"
+            where = (f"in {m.reward_workers} worker processes (rewards/pool.py)" if m.reward_workers
+                     else "in the training process")
             return [f"  {model_path(job)}", f"  loss: {m.algorithm}: {knobs} (engine/rl/loss.py)",
-                    f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)"]
+                    f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)",
+                    f"  rewards: {', '.join(r.function for r in m.rewards)}, scored {where}"]
         kernels = getattr(job.backend, "kernels", "auto")
         fused = "the kernels' fused loss when kernels are on, else " if kernels != "none" else ""
         loss = job.train.loss if job.train.loss != "auto" else f"auto ({fused}chunked from a 32k vocabulary, else eager)"

@@ -79,7 +79,9 @@ class TrlRunner:
                      f"{sched.warmup_steps}, decay={sched.decay}, min_lr_ratio={sched.min_lr_ratio} "
                      f"(engine/schedule.py lr_at)")
         if job.method.type == "grpo":
-            lines.append("  reward_funcs = [" + ", ".join(r.function for r in job.method.rewards) + "]")
+            workers = job.method.reward_workers
+            lines.append("  reward_funcs = [" + ", ".join(r.function for r in job.method.rewards) + "]"
+                         + (f", each scored in {workers} worker processes (rewards/pool.py)" if workers else ""))
         return lines
 
     def optimizer_lines(self, job: Job) -> list[str]:
