@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from pretrain_125m import ADAMW, BUDGET, default_corpus, plot_losses, pretrain_job, run_jobs
+from pretrain_125m import ADAMW, BUDGET, default_corpus, first_then, plot_losses, pretrain_job, run_jobs
 
 RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
 VARIANTS = ("bf16", *(f"fp8-{r}" for r in RECIPES))
@@ -53,9 +53,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON results; run logs and the plot beside it")
     parser.add_argument("--tiny", action="store_true", help="a 30k-parameter model, eager, on CPU")
     args = parser.parse_args()
-    variants = args.variants.split(",")
-    if variants[0] != "bf16" or set(variants) - set(VARIANTS):
-        parser.error(f"--variants: bf16 first, then any of {', '.join(VARIANTS[1:])}")
+    variants = first_then(parser, "--variants", args.variants, VARIANTS)
     if args.tiny:
         args.steps = min(args.steps, 20)
         args.window = min(args.window, 5)

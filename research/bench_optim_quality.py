@@ -26,7 +26,16 @@ import statistics
 import sys
 from pathlib import Path
 
-from pretrain_125m import BUDGET, CORPUS, STORIES, STORIES_EVAL, plot_losses, pretrain_job, run_jobs
+from pretrain_125m import (
+    BUDGET,
+    CORPUS,
+    STORIES,
+    STORIES_EVAL,
+    first_then,
+    plot_losses,
+    pretrain_job,
+    run_jobs,
+)
 
 OPTIMIZERS = ("adamw", "muon", "lion", "came", "prodigy", "schedule-free-adamw", "adamw8bit", "sophia")
 
@@ -66,9 +75,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON results; logs and the plot beside it")
     parser.add_argument("--tiny", action="store_true", help="a 30k-parameter model on the shipped stories, CPU")
     args = parser.parse_args()
-    names = args.optimizers.split(",")
-    if names[0] != "adamw" or set(names) - set(OPTIMIZERS):
-        parser.error(f"--optimizers: adamw first, then any of {', '.join(OPTIMIZERS[1:])}")
+    names = first_then(parser, "--optimizers", args.optimizers, OPTIMIZERS)
     if args.tiny:
         args.steps, args.seq, args.micro_batch, args.evals = min(args.steps, 20), 32, 8, 4
         args.train, args.eval = STORIES, STORIES_EVAL

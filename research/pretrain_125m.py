@@ -29,6 +29,15 @@ TINY = {"family": "llama", "hidden_size": 32, "intermediate_size": 64, "num_laye
         "num_kv_heads": 2}
 
 
+def first_then(parser, flag: str, value: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma list of runs for `flag`: allowed[0] (the reference the others are compared with) first, then any
+    of the rest; a parser error otherwise."""
+    names = value.split(",")
+    if names[0] != allowed[0] or set(names) - set(allowed):
+        parser.error(f"{flag}: {allowed[0]} first, then any of {', '.join(allowed[1:])}")
+    return names
+
+
 def pretrain_job(name: str, run_dir: Path, *, tiny: bool, train: Path, eval_: Path, steps: int, seq: int,
                  micro_batch: int, evals: int, vocab: int, optim: dict | None = None, extends: list | None = None,
                  precision="bf16") -> dict:

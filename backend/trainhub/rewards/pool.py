@@ -87,3 +87,11 @@ class PooledReward:
 
     def __call__(self, **kwargs) -> list:
         return self.pool(self.index, **kwargs)
+
+
+def pooled(specs: list, funcs: list[Callable], workers: int) -> tuple[RewardPool, list[PooledReward]]:
+    """The job's rewards (method.rewards, already loaded here as `funcs`) through a pool of `workers`: the pool
+    and one PooledReward per function, named as the function (or its spec when it has no name)."""
+    pool = RewardPool([r.function for r in specs], workers)
+    names = [getattr(fn, "__name__", r.function) for fn, r in zip(funcs, specs, strict=True)]
+    return pool, [pool.wrap(i, name) for i, name in enumerate(names)]

@@ -93,10 +93,9 @@ class Rewards:
         self.names = [getattr(fn, "__name__", r.function) for fn, r in zip(self.fns, self.specs, strict=True)]
         self.pool = None
         if job.method.reward_workers:  # method.reward_workers: the calls go to worker processes (rewards/pool.py)
-            from trainhub.rewards.pool import RewardPool
+            from trainhub.rewards.pool import pooled
 
-            self.pool = RewardPool([r.function for r in self.specs], job.method.reward_workers)
-            self.fns = [self.pool.wrap(i, name) for i, name in enumerate(self.names)]
+            self.pool, self.fns = pooled(self.specs, self.fns, job.method.reward_workers)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -35,11 +35,9 @@ def load_rewards(job: Job, data) -> list:
         probe(fn, reward.function, where, rows)
         funcs.append(fn)
     if job.method.reward_workers:  # TRL calls each one as it would the function, which scores in the workers
-        from trainhub.rewards.pool import RewardPool
+        from trainhub.rewards.pool import pooled
 
-        pool = RewardPool([r.function for r in job.method.rewards], job.method.reward_workers)
-        funcs = [pool.wrap(i, getattr(fn, "__name__", r.function))
-                 for i, (fn, r) in enumerate(zip(funcs, job.method.rewards, strict=True))]
+        funcs = pooled(job.method.rewards, funcs, job.method.reward_workers)[1]
     return funcs
 
 
