@@ -9,7 +9,8 @@ SophiaG's Hessian estimate (every 10 steps) and schedule-free's eval swap are no
 
 Muon is timed three ways, all over the same 112 hidden matrices: torch.optim.Muon (one matrix at a time),
 trainhub's Muon over the matrices alone (muon_matrices: like for like with torch's; the default, its
-element-wise passes in Triton kernels on CUDA; `eager` the torch element-wise ops, `compiled` optim.compile;
+element-wise passes in Triton kernels on CUDA, one launch per shape; `per-matrix` the same kernels launched once
+per matrix (224 launches), `eager` the torch element-wise ops, `compiled` optim.compile;
 `ns0` skips the Newton-Schulz matmuls, so it times everything else a step does), and the whole optimizer (muon: AdamW steps the embedding and norms too). The floor is the time of the five bf16
 Newton-Schulz iterations' matmuls alone (X X^T, b A + c A A, a X + B X: three batched matmuls per
 iteration, per shape), on stacks allocated beforehand; its FLOPs are sum 5 (4 m^2 n + 2 m^3) with m <= n,
@@ -147,6 +148,7 @@ def main() -> None:
         "torch AdamW fused": lambda: torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda"),
         "torch.optim.Muon": lambda: torch.optim.Muon(mats, lr=3e-4, adjust_lr_fn="match_rms_adamw"),
         "muon_matrices": lambda: muon_only(model, device),  # the default: fused element-wise kernels on CUDA
+        "muon_matrices per-matrix": lambda: muon_only(model, device),  # the kernels launched per matrix (below)
         "muon_matrices eager": lambda: muon_only(model, device, fused=False),
         "muon_matrices compiled": lambda: muon_only(model, device, compile=True),
         "muon_matrices ns0": lambda: muon_only(model, device, ns_steps=0),  # all but the matmuls: the overhead
@@ -167,6 +169,10 @@ def main() -> None:
     for name, make in cases.items():
         try:
             optimizer = make()
+            if device.type == "cuda":
+                from trainhub.engine.kernels import muon as muon_kernels
+
+                muon_kernels.ONE_LAUNCH = not name.endswith("per-matrix")
             times = time_ms(optimizer.step, device, warmup, steps)
             results[name] = {"median_ms": statistics.median(times), "times_ms": times,
                              "state_gb": state_bytes(optimizer) / 1e9}

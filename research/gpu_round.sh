@@ -13,6 +13,8 @@
 #   OPTS=adamw,prodigy bash research/gpu_round.sh q   # issue 24 (b): ~125M quality for the optimizers named
 #   bash research/gpu_round.sh r   # issue 26: whole GRPO step, native vs trl (carry .whl-trl), then quality for $OPTS
 #   bash research/gpu_round.sh s   # issue 26 then 25: whole GRPO step vs trl; fp8 on the 8B slice (carry .whl-trl, .whl-fp8)
+#   bash research/gpu_round.sh t   # issues 24, 26: Muon tests and step time, masked GQA test, GRPO step vs trl
+#   bash research/gpu_round.sh u   # issues 27, 25: FSDP2 one process vs plain; fp8 on the 8B slice (carry .whl-fp8)
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -67,7 +69,7 @@ case "$part" in
   m)
     step muon_tests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_muon.py tests/gpu/test_optim_cuda.py
     step muon_bench 150 python3 research/bench_optimizers.py \
-      --only "torch AdamW fused,torch.optim.Muon,muon_matrices,muon_matrices eager,muon_matrices ns0,muon_matrices eager ns0,muon"
+      --only "torch AdamW fused,torch.optim.Muon,muon_matrices,muon_matrices per-matrix,muon_matrices eager,muon_matrices ns0,muon_matrices eager ns0,muon"
     step optim_quality 560 python3 research/bench_optim_quality.py --optimizers "${OPTS:-adamw,muon,lion,came}" \
       --out "$RES/optim_quality.json" ;;
   q)
@@ -86,6 +88,16 @@ case "$part" in
     step fp8_drift 560 python3 research/bench_fp8_drift.py --steps 200 --out "$RES/fp8_drift.json" ;;
   f)  # issue 23: 200 steps, kernels on against eager and a measured noise floor (carry research/data)
     step kernels_curve 540 python3 research/bench_kernels_curve.py --out "$RES/kernels_curve.json" ;;
+  t)  # issues 24 and 26: Muon's GPU tests and step time (one launch per shape), masked GQA's test, the GRPO step's peak
+    step gpu_tests 100 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_optim_cuda.py tests/kernels/test_muon.py tests/gpu/test_models_cuda.py
+    step muon_bench 130 python3 research/bench_optimizers.py \
+      --only "torch AdamW fused,torch.optim.Muon,muon_matrices,muon_matrices per-matrix,muon_matrices eager,muon_matrices ns0,muon"
+    step grpo_step 330 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl ;;
+  u)  # issues 27 and 25: FSDP2 in one process against the plain path; fp8 on the 8B slice (carry .whl-fp8)
+    step fsdp2_one 250 $BENCH_FT --variants native+compile,native+compile+fsdp2+keep,native+compile+fsdp2+keep+bf16gather \
+      --out "$RES/fsdp2_one.json"
+    step fp8_8b 300 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
+      --variants native+compile,native+compile+fp8-tensorwise --out "$RES/fp8_8b.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"

@@ -89,3 +89,26 @@ def test_norm_is_the_bf16_lookaheads_frobenius_norm():
     stack, norm = momentum_lookahead(grads, bufs, 0.95, True)
     torch.testing.assert_close(stack, want, **ULP)  # a GPU's lerp may fuse a multiply-add: an entry an ulp apart
     torch.testing.assert_close(norm, want.norm(dim=(-2, -1), keepdim=True), atol=0, rtol=2 ** -8)
+
+
+@pytest.mark.parametrize("gap", [16, 5])  # entries between the matrices: aligned (one launch), not (one each)
+def test_one_launch_over_matrices_at_any_addresses(gap):
+    """The matrices are views of one flat buffer, in reverse order (negative offsets from the first), `gap`
+    entries apart: 16 takes the single-launch plan, 5 the per-matrix one; both give the eager step's buffers
+    and look-aheads exactly."""
+    from trainhub.engine.kernels.muon import _offsets, momentum_lookahead
+
+    gen = torch.Generator().manual_seed(6)
+    shape, n, k = (67, 131), 67 * 131, 3
+    stride = n + gap + (-(n + gap)) % gap if gap == 16 else n + gap
+    flat = torch.randn(2, k * stride, generator=gen).to(DEVICE)
+    grads = [flat[0, j * stride:j * stride + n].view(shape) for j in reversed(range(k))]
+    bufs = [flat[1, j * stride:j * stride + n].view(shape) for j in reversed(range(k))]
+    assert len(_offsets(grads)) == (1 if gap == 16 else k)
+    want_bufs = [torch.lerp(b, g, 0.05) for b, g in zip(bufs, grads, strict=True)]
+    want = torch.stack([torch.lerp(g, b, 0.95) for g, b in zip(grads, want_bufs, strict=True)]).bfloat16()
+    stack, norm = momentum_lookahead(grads, bufs, 0.95, True)
+    for b, w in zip(bufs, want_bufs, strict=True):
+        torch.testing.assert_close(b, w, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(stack, want, atol=1e-6, rtol=2 ** -7)
+    torch.testing.assert_close(norm.view(-1), want.float().norm(dim=(1, 2)).bfloat16(), atol=0, rtol=2 ** -7)

@@ -14,6 +14,10 @@ matmuls take ~75 ms. Two kernels cut that to 28:
   the norm and the step are deterministic.
 - `apply_update`: p <- p (1 - lr wd) - lr scale O, decay and update in one pass (read 6, write 4).
 
+Each kernel runs once per shape over all its matrices (program (i, j): block i of matrix j, found through a
+table of offsets from the first matrix), not once per matrix: the 1B's 112 matrices would be 224 launches, and
+a k/v matrix's pass (1 M entries, ~5 us of an H100) is shorter than a launch from Python.
+
 The division by the norm stays a torch pass (4). Arithmetic as eager: torch's lerp formula (which end it
 starts from depends on the weight), the decayed weight rounded to its dtype before the update is added, the
 norm rounded to bf16 as `x.norm()` of a bf16 stack is; only the order of the norm's fp32 sum differs
@@ -56,10 +60,15 @@ def _store(ptr, x, mask):
 
 
 @triton.jit
-def _momentum(g_ptr, buf_ptr, look_ptr, sumsq_ptr, n, mu, NESTEROV: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
+def _momentum(g_ptr, g_off, buf_ptr, buf_off, look_ptr, sumsq_ptr, n, blocks, mu, NESTEROV: tl.constexpr,
+              BLOCK: tl.constexpr):
+    """Program (i, j): block i of matrix j, whose gradient and buffer start g_off[j] and buf_off[j] entries past
+    the first matrix's (one launch per shape; the offsets are multiples of 16, so loads stay vectorised)."""
+    pid, j = tl.program_id(0), tl.program_id(1)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
+    g_ptr += tl.multiple_of(tl.load(g_off + j), 16)
+    buf_ptr += tl.multiple_of(tl.load(buf_off + j), 16)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     buf = tl.load(buf_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     buf = _lerp(buf, g, 1.0 - mu)
@@ -70,17 +79,19 @@ def _momentum(g_ptr, buf_ptr, look_ptr, sumsq_ptr, n, mu, NESTEROV: tl.constexpr
         look = _bf16(_lerp(g, buf, mu))
     else:
         look = _bf16(buf)
-    tl.store(look_ptr + offs, look, mask=mask)
+    tl.store(look_ptr + j.to(tl.int64) * n + offs, look, mask=mask)
     sq = look.to(tl.float32)
-    tl.store(sumsq_ptr + pid, tl.sum(sq * sq, axis=0))
+    tl.store(sumsq_ptr + j * blocks + pid, tl.sum(sq * sq, axis=0))
 
 
 @triton.jit
-def _apply(p_ptr, o_ptr, n, decay, step, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+def _apply(p_ptr, p_off, o_ptr, n, decay, step, BLOCK: tl.constexpr):
+    pid, j = tl.program_id(0), tl.program_id(1)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
+    p_ptr += tl.multiple_of(tl.load(p_off + j), 16)
     p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    o = tl.load(o_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(o_ptr + j.to(tl.int64) * n + offs, mask=mask, other=0.0).to(tl.float32)
     if p_ptr.dtype.element_ty == tl.bfloat16:  # eager rounds the decayed weight before adding the update
         p = _bf16(p * decay).to(tl.float32)
     else:
@@ -88,21 +99,61 @@ def _apply(p_ptr, o_ptr, n, decay, step, BLOCK: tl.constexpr):
     _store(p_ptr + offs, p - step * o, mask)
 
 
+ONE_LAUNCH = True
+"""False launches each matrix on its own, as before single launches per shape (research/bench_optimizers.py
+times both)."""
+_OFFSETS: dict[tuple, torch.Tensor] = {}
+"""Offset tables by the tensors' addresses: a model's weights, buffers and (usually) gradients keep theirs from
+step to step, so each table is copied to the GPU once."""
+
+
+def _offsets(ts: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Launch plans for tensors of one shape and dtype: (first tensor, each one's offset from it in entries on
+    the device, how many). One plan for all when every offset is a multiple of 16 entries (the caching
+    allocator's 512-byte alignment gives that), else one plan per tensor."""
+    size = ts[0].element_size()
+    key = tuple(t.data_ptr() for t in ts)
+    diffs = [(a - key[0]) // size for a in key]
+    if not ONE_LAUNCH or any((a - key[0]) % (16 * size) for a in key):
+        zero = _table((0,), ts[0].device)
+        return [(t, zero, 1) for t in ts]
+    return [(ts[0], _table(tuple(diffs), ts[0].device), len(ts))]
+
+
+def _table(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    key = (device, offsets)
+    if key not in _OFFSETS:
+        if len(_OFFSETS) > 256:  # gradients that move every step (freed and reallocated): start over
+            _OFFSETS.clear()
+        host = torch.tensor(offsets, dtype=torch.int64)
+        _OFFSETS[key] = host.to(device) if device.type == "cpu" else host.pin_memory().to(device, non_blocking=True)
+    return _OFFSETS[key]
+
+
 def momentum_lookahead(grads: list[torch.Tensor], bufs: list[torch.Tensor], mu: float,
                        nesterov: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Update the momentum buffers in place; return the bf16 look-aheads stacked [k, m, n] and their Frobenius
-    norms [k, 1, 1] in bf16."""
+    norms [k, 1, 1] in bf16. One launch for all k matrices when their addresses allow (_offsets)."""
     shape, n = grads[0].shape, grads[0].numel()
     blocks = triton.cdiv(n, BLOCK)
     stack = torch.empty((len(grads), *shape), dtype=torch.bfloat16, device=grads[0].device)
     sumsq = torch.empty((len(grads), blocks), dtype=torch.float32, device=grads[0].device)
-    for j, (g, buf) in enumerate(zip(grads, bufs, strict=True)):
-        _momentum[(blocks,)](g, buf, stack[j], sumsq[j], n, mu, NESTEROV=nesterov, BLOCK=BLOCK)
+    g_plans, b_plans = _offsets(grads), _offsets(bufs)
+    if len(g_plans) == 1 and len(b_plans) == 1:
+        (g, g_off, k), (buf, b_off, _) = g_plans[0], b_plans[0]
+        _momentum[(blocks, k)](g, g_off, buf, b_off, stack, sumsq, n, blocks, mu, NESTEROV=nesterov, BLOCK=BLOCK)
+    else:
+        zero = _table((0,), grads[0].device)
+        for j, (g, buf) in enumerate(zip(grads, bufs, strict=True)):
+            _momentum[(blocks, 1)](g, zero, buf, zero, stack[j], sumsq[j], n, blocks, mu, NESTEROV=nesterov,
+                                   BLOCK=BLOCK)
     return stack, sumsq.sum(dim=1).sqrt().to(torch.bfloat16).view(-1, 1, 1)
 
 
 def apply_update(params: list[torch.Tensor], ortho: torch.Tensor, decay: float, step: float) -> None:
-    """p <- p * decay - step * ortho[j] for each parameter, in place."""
+    """p <- p * decay - step * ortho[j] for each parameter, in place (one launch when _offsets allows)."""
     n = params[0].numel()
-    for j, p in enumerate(params):
-        _apply[(triton.cdiv(n, BLOCK),)](p, ortho[j], n, decay, step, BLOCK=BLOCK)
+    blocks, start = triton.cdiv(n, BLOCK), 0
+    for p, off, k in _offsets(params):
+        _apply[(blocks, k)](p, off, ortho[start], n, decay, step, BLOCK=BLOCK)
+        start += k
