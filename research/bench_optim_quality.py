@@ -16,6 +16,8 @@ time per step. All curves go to one plot (<out stem>.png) and the logs beside --
     python research/get_corpus.py                                  # once, here
     PYTHONPATH=backend:research python research/bench_optim_quality.py --out $OUT/optim_quality.json  # GPU
     PYTHONPATH=backend:research python research/bench_optim_quality.py --tiny --optimizers adamw,muon  # CPU check
+    ... --optimizers adamw,adamw@1e-2,lion@3e-4,lion@3e-3        # NAME@LR: the preset at another rate (a sweep)
+    ... --merge a.json b.json --out all.json                      # runs of several calls: one table and plot
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ from pretrain_125m import (
 )
 
 OPTIMIZERS = ("adamw", "muon", "lion", "came", "prodigy", "schedule-free-adamw", "adamw8bit", "sophia")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def steps_to_reach(evals: list[tuple[int, float]], target: float) -> float | None:
@@ -65,7 +75,8 @@ def summarize(rows: list) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), help="adamw first; presets optim-NAME")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                        help="adamw first; presets optim-NAME; NAME@LR overrides the preset's rate")
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
     parser.add_argument("--seq", type=int, default=BUDGET["seq"])
     parser.add_argument("--micro-batch", type=int, default=BUDGET["micro_batch"])
@@ -74,8 +85,19 @@ def main() -> int:
     parser.add_argument("--eval", type=Path, default=CORPUS / "eval.jsonl")
     parser.add_argument("--out", type=Path, default=None, help="JSON results; logs and the plot beside it")
     parser.add_argument("--tiny", action="store_true", help="a 30k-parameter model on the shipped stories, CPU")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="results JSON of earlier runs (each with its own AdamW): one table and one eval-curve "
+                             "plot of all of them, written to --out; nothing is trained")
     args = parser.parse_args()
-    names = first_then(parser, "--optimizers", args.optimizers, OPTIMIZERS)
+    if args.merge:
+        if not args.out:
+            parser.error("--merge writes its table and plot to --out")
+        return merge(args.merge, args.out)
+    names = args.optimizers.split(",")  # NAME or NAME@LR (a learning-rate sweep: lion@3e-4,lion@1e-4)
+    first_then(parser, "--optimizers", ",".join(n.split("@")[0] for n in names), OPTIMIZERS)
+    for n in names:
+        if "@" in n and not _is_float(n.split("@", 1)[1]):
+            parser.error(f"--optimizers: {n!r}: NAME@LR takes a number after @ (lion@3e-4)")
     if args.tiny:
         args.steps, args.seq, args.micro_batch, args.evals = min(args.steps, 20), 32, 8, 4
         args.train, args.eval = STORIES, STORIES_EVAL
@@ -84,9 +106,11 @@ def main() -> int:
             parser.error(f"{path}: no such corpus file; build it with `python research/get_corpus.py`")
 
     def make_job(name: str, run_dir: Path) -> dict:
-        return pretrain_job(f"optim-quality-{name}", run_dir, tiny=args.tiny, train=args.train, eval_=args.eval,
+        base, _, lr = name.partition("@")
+        return pretrain_job(f"optim-quality-{base}", run_dir, tiny=args.tiny, train=args.train, eval_=args.eval,
                             steps=args.steps, seq=args.seq, micro_batch=args.micro_batch, evals=args.evals,
-                            vocab=BUDGET["vocab"], extends=[f"optim-{name}"])
+                            vocab=BUDGET["vocab"], extends=[f"optim-{base}"],
+                            optim={"lr": float(lr)} if lr else None)  # refines the preset's optim section
 
     logs, errors = run_jobs(names, make_job, args.out)
     results: dict = {"steps": args.steps, "tokens_per_step": args.micro_batch * args.seq, "train": str(args.train),
@@ -107,10 +131,14 @@ def main() -> int:
 
     print(f"\n{args.steps} steps x {args.micro_batch * args.seq:,} tokens on {args.train}; "
           f"AdamW's final eval loss {target if target is None else round(target, 4)}\n")
+    print_table({name: results["optimizers"][name] for name in names})
+    return 0
+
+
+def print_table(runs: dict[str, dict]) -> None:
     print("| optimizer | final eval loss | steps to AdamW's final | x AdamW's steps | s/step | x AdamW's s/step |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in names:
-        r = results["optimizers"][name]
+    for name, r in runs.items():
         if "error" in r:
             print(f"| {name} | error | | | | |")
             continue
@@ -118,6 +146,40 @@ def main() -> int:
         reach = r.get("steps_to_adamw_final")
         print(f"| {name} | {fmt(r['final_eval_loss'], '.4f')} | {'never' if reach is None else f'{reach:.0f}'} | "
               f"{fmt(r.get('steps_ratio'), '.2f')} | {fmt(r['s_per_step'], '.3f')} | {fmt(r.get('time_ratio'), '.2f')} |")
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """Runs made in separate calls, side by side: each optimizer keeps the ratios against its own run's AdamW
+    (the fair comparison); every run's AdamW is kept too, labelled with its run, so the table shows how far
+    two AdamW runs of the same seed land apart (the noise the other rows are read against)."""
+    merged: dict[str, dict] = {}
+    for k, path in enumerate(paths, 1):
+        run = json.loads(path.read_text())
+        for name, r in run["optimizers"].items():
+            label = name if name not in merged else f"{name} (run {k})"
+            merged[label] = {**r, "run": str(path)}
+    out.write_text(json.dumps({"merged_from": [str(p) for p in paths], "optimizers": merged}, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for label, r in merged.items():
+            if r.get("evals"):
+                ax.plot(*zip(*r["evals"], strict=True), "o-" if "run" not in label else "o--", ms=3, label=label)
+        firsts = sorted(r["evals"][0][1] for r in merged.values() if r.get("evals"))
+        if firsts:  # a run that diverged early would flatten the others' curves
+            ax.set_ylim(top=firsts[len(firsts) // 2] * 1.25)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss")
+        ax.set_title(f"~125M, {len(paths)} runs merged: validation loss")
+        ax.legend(fontsize=7, ncol=2)
+        fig.savefig(out.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    print_table(merged)
     return 0
 
 
