@@ -127,9 +127,14 @@ def _did_you_mean(key: Any, parent: type[BaseModel] | None, prefix: str) -> str:
         return f"; did you mean '{prefix}{close[0]}'?"
     if parent is not Job and key in Job.model_fields:
         return f"; {key} is a section of its own, at the job's top level (not under {prefix.rstrip('.')})"
+    here = prefix.rstrip(".")
     elsewhere = sorted(_sections_with(str(key)))
-    if elsewhere:
-        return f"; it belongs under {' or '.join(elsewhere)}"
+    others = [s for s in elsewhere if s != here]
+    if others and here in elsewhere:  # another member of this section's union takes it (optim.betas under muon)
+        return (f"; with this {here}.type it belongs under {' or '.join(others)} (other {here}.type values take it "
+                f"under {here} itself)")
+    if others:
+        return f"; it belongs under {' or '.join(others)}"
     return f"; known keys here: {', '.join(parent.model_fields)}"
 
 

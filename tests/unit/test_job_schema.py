@@ -156,6 +156,14 @@ def test_key_in_the_wrong_section_says_where_it_belongs(tmp_path):
     assert "belongs under optim" in message
 
 
+def test_key_of_another_type_of_the_same_section_says_where_it_goes_for_this_type(tmp_path):
+    """optim.betas is AdamW's; under optim.type muon, AdamW's half takes it as optim.adamw.betas."""
+    text = edit(VALID, "optim:", "optim:\n  type: muon\n  betas: [0.9, 0.95]")
+    message = only(tmp_path, text)
+    assert "unknown key 'optim.betas'" in message
+    assert "with this optim.type it belongs under optim.adamw (other optim.type values take it under optim" in message
+
+
 def test_wrong_type_names_path_and_value(tmp_path):
     text = edit(VALID, "  max_steps: 10", "  max_steps: ten")
     message = only(tmp_path, text)
