@@ -11,6 +11,7 @@ The issue's targets (26): native rollout >= 24k completion tokens/s, whole step 
 
     PYTHONPATH=backend python research/bench_grpo.py --tiny        # CPU check of the script
     PYTHONPATH=backend python research/bench_grpo.py               # GPU: the real sizes; $OUT/bench_grpo.json
+    PYTHONPATH=backend python research/bench_grpo.py --sides native-compiled --memory   # what makes native's peak
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5; tiny 2)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 2; tiny 1)")
     ap.add_argument("--sides", default="native-compiled,native,trl")
+    ap.add_argument("--memory", action="store_true",
+                    help="native sides: the last step traced with train.profile.memory (CUDA), left out of the timing; "
+                         "prints what is alive at its peak")
     a = ap.parse_args()
     import torch
 
@@ -86,7 +90,14 @@ def main() -> int:
         job_dict["name"] = "bench-grpo"
         for side in a.sides.split(","):
             backend, compiled = SIDES[side]
-            results[side] = summarise(run_side(work, job_dict, backend, compiled, env), warmup, completions)
+            spec = job_dict
+            if a.memory and backend == "native":
+                spec = dict(job_dict, train={**job_dict["train"], "profile": {"start": total, "steps": 1, "memory": True}})
+            rows = run_side(work, spec, backend, compiled, env)
+            results[side] = summarise(rows[:-1] if spec is not job_dict else rows, warmup, completions)
+            profile = work / "run" / "profile" / "summary.json"
+            if spec is not job_dict and profile.is_file():
+                results[side]["memory"] = json.loads(profile.read_text()).get("memory")
     device = torch.cuda.get_device_name() if cuda else "cpu"
     out = {"device": device, "torch": torch.__version__, "size": size, "warmup_steps": warmup, "timed_steps": timed,
            "completions_per_step": completions, "sides": results}
@@ -102,6 +113,11 @@ def main() -> int:
         share = f"{100 * r['rollout_share']:.0f}%" if "rollout_share" in r else "-"
         print(f"{side:<17}{r['s_per_step']:>8.2f}{r['completion_tokens_per_s']:>13,.0f}{roll:>15}{share:>11}"
               f"{r['peak_gb']:>9.2f}{speed:>8}")
+    for side, r in results.items():
+        if r.get("memory"):
+            print(f"\n{side}: {r['memory']['peak_gb']:.2f} GB at the traced step's peak; alive then:")
+            for b in r["memory"]["at_peak"]:
+                print(f"  {b['gb']:7.3f} GB  {b['blocks']:>6} blocks  {b['where']}")
     return 0
 
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import ROOT, rows, run_cli, write_job
@@ -59,7 +61,9 @@ def _tiny(tmp, name: str, method: dict, **train) -> dict:
     ("grpo", "lora", 0.1, {}), ("dr_grpo", "full", 0.1, {}), ("dapo", "full", 0.0, {"mask_truncated": False, "dynamic_sampling": True}),
     ("gspo", "lora", 0.0, {})])
 def test_each_algorithm_runs(tmp_path, algorithm, adapter, kl, extra):
-    job = _tiny(tmp_path, algorithm, {"algorithm": algorithm, "kl_beta": kl, **extra})
+    profile = algorithm == "dr_grpo"  # one case also traces its second step (train.profile, memory asked)
+    job = _tiny(tmp_path, algorithm, {"algorithm": algorithm, "kl_beta": kl, **extra},
+                **({"profile": {"start": 2, "steps": 1, "memory": True}} if profile else {}))
     if adapter == "lora":
         job["adapter"] = {"type": "lora", "rank": 4, "alpha": 8}
     done = run_cli("train", "--config", str(write_job(tmp_path / "job.yaml", job)), "--backend", "native")
@@ -78,6 +82,11 @@ def test_each_algorithm_runs(tmp_path, algorithm, adapter, kl, extra):
         assert train[0]["method"]["kl"] == pytest.approx(0.0, abs=1e-6) and train[1]["method"]["kl"] > 0
     assert rows(tmp_path / algorithm, "end")[0]["status"] == "completed"
     assert (tmp_path / algorithm / "final").is_dir()
+    if profile:  # the whole step traced; on CPU the allocator history is said to be CUDA-only, not skipped silently
+        summary = json.loads((tmp_path / algorithm / "profile" / "summary.json").read_text())
+        assert summary["steps"] == 1 and "memory" not in summary
+        assert any("train.profile.memory" in n for n in rows(tmp_path / algorithm, "start")[0]["notes"])
+        assert "profile: steps 2-2" in done.stdout
 
 
 def test_resumed_equals_straight(tmp_path):

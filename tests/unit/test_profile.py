@@ -26,3 +26,41 @@ def test_a_window_past_the_last_step_is_refused(tmp_path):
 def test_other_backends_refuse_it_by_name(tmp_path):
     job = Job.model_validate(tiny_pretrain_job(tmp_path, train={"profile": {"start": 1}}))
     assert [p.where for p in native_only_problems(job, "trl")] == ["train.profile"]
+
+
+def _frame(path: str, line: int, name: str) -> dict:
+    return {"filename": path, "line": line, "name": name}
+
+
+def test_peak_blocks_names_what_is_alive_at_the_peak():
+    """A hand-built allocator trace: 100 bytes from before the window, of which 40 are freed; activations of
+    30 + 50 bytes, a 70-byte temporary that makes the peak (100 + 30 + 50 + 70 = 250), freed before a later
+    20-byte block. At the peak: before 100, forward 80 (two blocks), the temporary 70."""
+    from trainhub.engine.profile import BEFORE, peak_blocks
+
+    fwd = [_frame("/x/torch/nn/modules/linear.py", 125, "forward"),
+           _frame("/site/trainhub/engine/models/transformer.py", 90, "forward")]
+    tmp = [_frame("/site/trainhub/engine/rl/logprobs.py", 58, "backward")]
+    late = [_frame("/usr/lib/python3/thing.py", 3, "f")]
+    events = [{"action": "alloc", "addr": 1, "size": 30, "frames": fwd},
+              {"action": "alloc", "addr": 2, "size": 50, "frames": fwd},
+              {"action": "segment_alloc", "addr": 99, "size": 4096},  # not a block: ignored
+              {"action": "alloc", "addr": 3, "size": 70, "frames": tmp},
+              {"action": "free_requested", "addr": 3, "size": 70},
+              {"action": "free_completed", "addr": 3, "size": 70},
+              {"action": "free_completed", "addr": 500, "size": 40},  # a block from before the window
+              {"action": "alloc", "addr": 4, "size": 20, "frames": late}]
+    out = peak_blocks(events, base=100)
+    assert out["peak_gb"] == 250 / 1e9 and out["base_gb"] == 100 / 1e9
+    assert [(r["where"], r["gb"] * 1e9, r["blocks"]) for r in out["at_peak"]] == [
+        (BEFORE, 100, 0), ("engine/models/transformer.py:90 forward", 80, 2), ("engine/rl/logprobs.py:58 backward", 70, 1)]
+
+
+def test_peak_blocks_counts_frees_from_before_the_window_against_that_line():
+    from trainhub.engine.profile import BEFORE, peak_blocks
+
+    events = [{"action": "free_completed", "addr": 7, "size": 60},
+              {"action": "alloc", "addr": 1, "size": 90, "frames": []}]
+    out = peak_blocks(events, base=100)
+    assert out["peak_gb"] == 130 / 1e9
+    assert {r["where"]: r["gb"] * 1e9 for r in out["at_peak"]} == {BEFORE: 40, "?": 90}

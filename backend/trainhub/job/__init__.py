@@ -408,6 +408,10 @@ class ProfileSection(Section):
     """The first profiled step (1-based): after the compile and allocator warm-up."""
     steps: int = Field(2, ge=1, le=100)
     """How many consecutive optimizer steps the trace covers."""
+    memory: bool = False
+    """On a CUDA GPU, also record every allocation of the window: profile/memory.pickle (drop it on
+    pytorch.org/memory_viz) and, in summary.json, the window's peak and the largest blocks alive at that peak,
+    each with the line of code that allocated it. On CPU there is nothing to record (a note says so)."""
 
 
 class TrainSection(Section):

@@ -44,6 +44,7 @@ from trainhub.engine.model import build_tokenizer, count_model
 from trainhub.engine.models import build_model
 from trainhub.engine.models.own import unwrap
 from trainhub.engine.optim import build_optimizer, set_lr
+from trainhub.engine.profile import StepProfiler
 from trainhub.engine.rl.advantages import group_advantages, keep_rows
 from trainhub.engine.rl.logprobs import token_logprobs
 from trainhub.engine.rl.loss import loss_mask, loss_spec, policy_loss
@@ -101,6 +102,7 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     if resume is not None:
         state = TrainState.from_json(load_into(resume, model, optimizer, device))
     max_steps = state.step + 1 if dry_run else max_steps
+    profiler = StepProfiler(tc.profile, run_dir, device, True, first=state.step + 1, last=max_steps, notes=notes)
 
     log.write(StartRow(
         run_id=run_id, step=state.step, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
@@ -119,6 +121,7 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
         # --- rollout, rewards, advantages
         lr = lr_at(state.step, peak=job.optim.lr, total=max_steps, schedule=job.schedule)
         set_lr(optimizer, lr)
+        profiler.before(state.step + 1)  # the window covers the whole step: rollout, rewards, update
         generator = torch.Generator(device).manual_seed(job.seed * 1_000_003 + state.step)
         t0 = time.perf_counter()
         got = collect(sampler, tokenizer, rewards, prompts.items, job, state, generator)
@@ -144,6 +147,7 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
             row.method = window.stats()
             last_loss = row.loss
             log.write(row)
+        profiler.after(state.step, last=state.step == max_steps or stop.requested)
         why = nonfinite_verdict(finite, tc, in_a_row)
         if why:
             message = (f"non-finite loss or gradient at step {state.step} ({why}); the run stops without saving, "
