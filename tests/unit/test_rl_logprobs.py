@@ -40,3 +40,34 @@ def test_a_frozen_head_gets_no_gradient():
     head = torch.randn(11, 8)
     token_logprobs(hidden, head, torch.arange(5), 1.0, chunk=2).sum().backward()
     assert hidden.grad is not None and head.grad is None
+
+
+def _allocations(fn) -> list[int]:
+    """Sizes in bytes of the CPU allocations `fn` makes (torch.profiler's memory events)."""
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        events = json.loads(open(f.name).read())["traceEvents"]
+    return [e["args"]["Bytes"] for e in events if e.get("name") == "[memory]" and e["args"]["Bytes"] > 0]
+
+
+def test_the_backward_keeps_one_float32_head_gradient_and_one_chunk_of_logits():
+    """The backward runs while the whole forward's activations are alive, so its transients add to a step's
+    peak: over 4 chunks it allocates the head's float32 gradient once (no [V, H] product per chunk) and per
+    chunk one float32 logits and one softmax (in-place element-wise ops after that), nothing else of that size."""
+    n, vocab, width, chunk = 64, 4096, 32, 16
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, width, generator=gen, requires_grad=True)
+    head = torch.randn(vocab, width, generator=gen, requires_grad=True)
+    out = token_logprobs(hidden, head, torch.randint(0, vocab, (n,), generator=gen), 0.7, chunk=chunk)
+    sizes = _allocations(lambda: out.backward(torch.randn(n, generator=gen)))
+    head_bytes, chunk_bytes = vocab * width * 4, chunk * vocab * 4
+    assert sizes.count(head_bytes) == 1
+    assert sizes.count(chunk_bytes) == 2 * (n // chunk)
+    assert max(sizes) == head_bytes

@@ -7,8 +7,8 @@ Why. The update needs one log-probability per completion token, with gradient. E
 of 16 completions x 256 tokens and Qwen's vocabulary of 151,936, the logits are 4,096 x 151,936: 1.2 GB
 in bf16, 2.5 GB as float32, and autograd keeps the float32 copy (and the softmax's) until the backward.
 
-How. The forward walks `chunk` rows at a time: logits of the chunk in float32, logsumexp, the picked
-logit; nothing of the chunk is kept but hidden and head themselves. Unlike the cross-entropy (whose
+How. The forward walks `chunk` rows at a time: logits of the chunk in float32, their log_softmax, the
+picked entry; nothing of the chunk is kept but hidden and head themselves. Unlike the cross-entropy (whose
 upstream gradient is one scalar, so engine/loss.py computes gradients already in the forward), the
 incoming gradient here is a vector g [N] (each token's ratio, advantage and clip decide it), so the
 backward recomputes each chunk's logits: d logits = g * (onehot(target) - softmax) / T, then
@@ -42,8 +42,11 @@ class _TokenLogprobs(torch.autograd.Function):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         w = head.to(dtype)
         for lo in range(0, hidden.shape[0], chunk):
-            logits = (hidden[lo:lo + chunk].to(dtype) @ w.T).float() / temperature
-            out[lo:lo + chunk] = logits.gather(-1, targets[lo:lo + chunk, None]).squeeze(-1) - logits.logsumexp(-1)
+            logits = (hidden[lo:lo + chunk].to(dtype) @ w.T).float()
+            logits.div_(temperature)  # in place: one chunk of float32 logits alive, not two
+            # log_softmax's one fused pass rather than x[t] - logsumexp(x), whose composite allocates two temporaries
+            out[lo:lo + chunk] = logits.log_softmax(-1).gather(-1, targets[lo:lo + chunk, None]).squeeze(-1)
+            del logits
         ctx.save_for_backward(hidden, head, targets)
         ctx.temperature, ctx.chunk, ctx.dtype = temperature, chunk, dtype
         return out
@@ -56,15 +59,23 @@ class _TokenLogprobs(torch.autograd.Function):
         d_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         d_head = torch.zeros(head.shape, dtype=torch.float32, device=head.device) if ctx.needs_input_grad[1] else None
         for lo in range(0, hidden.shape[0], chunk):
+            # The backward runs while the forward's activations are all still alive, so its transients add to
+            # the step's peak: every element-wise op is in place, one chunk of float32 logits alive at a time
             h = hidden[lo:lo + chunk].to(dtype)
-            logits = (h @ w.T).float() / t
-            d_logits = -logits.softmax(-1)  # d logp / d logits = onehot - softmax, times g / T
-            d_logits.scatter_add_(-1, targets[lo:lo + chunk, None], torch.ones_like(d_logits[:, :1]))
-            d_logits = (d_logits * (grad[lo:lo + chunk, None] / t)).to(dtype)
+            logits = (h @ w.T).float()
+            logits.div_(t)
+            d_logits = logits.softmax(-1)  # d logp / d logits = onehot - softmax, times g / T
+            del logits
+            d_logits.neg_().scatter_add_(-1, targets[lo:lo + chunk, None], torch.ones_like(d_logits[:, :1]))
+            d_logits = d_logits.mul_(grad[lo:lo + chunk, None] / t).to(dtype)
             if d_hidden is not None:
                 d_hidden[lo:lo + chunk] = (d_logits @ w).to(hidden.dtype)
-            if d_head is not None:
-                d_head += (d_logits.T @ h).float()
+            if d_head is not None:  # into the float32 sum in place, no [V, H] float32 temporary
+                if d_logits.dtype == d_head.dtype:
+                    d_head.addmm_(d_logits.T, h)
+                else:  # the product in the compute dtype, upcast as it is added
+                    d_head.add_(d_logits.T @ h)
+            del d_logits
         return d_hidden, None if d_head is None else d_head.to(head.dtype), None, None, None, None
 
 
