@@ -16,6 +16,7 @@
 #   bash research/gpu_round.sh t   # issues 24, 26: Muon tests and step time, masked GQA test, GRPO step vs trl
 #   bash research/gpu_round.sh u   # issues 27, 25: FSDP2 one process vs plain; fp8 on the 8B slice (carry .whl-fp8)
 #   bash research/gpu_round.sh v   # issue 26: what is alive at the native GRPO step's memory peak
+#   bash research/gpu_round.sh w   # issues 25, 27: traced steps (top ops): 8B bf16 vs fp8; FSDP2 +keep vs plain (carry .whl-fp8)
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -102,6 +103,11 @@ case "$part" in
   v)  # issue 26: what is alive at the native GRPO step's peak (train.profile.memory), then the profile GPU test
     step gpu_tests 60 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_profile_cuda.py
     step grpo_memory 240 python3 research/bench_grpo.py --steps 3 --warmup 2 --sides native-compiled --memory ;;
+  w)  # issues 25 and 27: where the time goes, traced (train.profile's top ops): 8B slice bf16 vs fp8; FSDP2 +keep vs plain
+    step fp8_8b_trace 280 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 5 --warmup 5 \
+      --variants native+compile+profile,native+compile+fp8-tensorwise+profile --out "$RES/fp8_8b_trace.json"
+    step fsdp2_trace 220 $BENCH_FT --variants native+compile+profile,native+compile+fsdp2+keep+profile \
+      --out "$RES/fsdp2_trace.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"
