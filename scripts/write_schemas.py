@@ -35,7 +35,7 @@ def _models(tp) -> list[type[BaseModel]]:
 
 
 def _type_name(tp) -> str:
-    text = str(tp).replace("typing.", "").replace("trainhub.job.methods.", "").replace("trainhub.job.", "")
+    text = re.sub(r"trainhub\.job\.(?:\w+\.)?", "", str(tp).replace("typing.", ""))
     # a bounded member type (tuple[Beta, Beta]) shows as its plain type; the bounds are in the JSON schema
     text = re.sub(r"Annotated\[(\w+), FieldInfo\(annotation=\w+, required=\w+, metadata=\[[^\]]*\]\)\]", r"\1", text)
     if isinstance(tp, type):
