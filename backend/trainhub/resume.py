@@ -27,6 +27,8 @@ ALLOWED = (
     "name", "output_dir", "log.", "backend.compile", "backend.repo",
     "train.max_steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.keep_last", "train.log_every", "train.on_nonfinite", "train.nonfinite_limit",
+    # watching and tracing, not math
+    "train.loss_watch", "train.loss_watch.", "train.profile", "train.profile.",
     # memory, not math: every checkpointing mode and offload give the same gradients (tests/unit/test_checkpointing.py)
     "train.grad_checkpointing", "train.activation_offload",
     "distributed.strategy", "distributed.launcher", "distributed.rendezvous.", "distributed.fsdp2.",
@@ -50,6 +52,8 @@ def job_changes(saved: dict, current: dict) -> list[str]:
     one = DistributedSection().model_dump(mode="json")  # a job written before the section existed: one process
     saved, current = ({"distributed": one, **job} for job in (saved, current))
     a, b = _flatten(saved), _flatten(current)
+    for key, value in _defaults_of_newer_keys(saved, a).items():
+        a.setdefault(key, value)
     same_batch = _global_batch(saved) == _global_batch(current)
     lines = []
     for key in sorted(set(a) | set(b)):
@@ -61,6 +65,20 @@ def job_changes(saved: dict, current: dict) -> list[str]:
             continue
         lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
     return lines
+
+
+def _defaults_of_newer_keys(saved: dict, flat: dict[str, Any]) -> dict[str, Any]:
+    """The keys a job written by an older trainhub lacks, at the values this schema gives them by default (a
+    new feature's default is the old behaviour), so that upgrading trainhub does not make every checkpoint
+    refuse the same job. Keys the saved job has keep their saved values; a saved job this schema no longer
+    reads fills nothing."""
+    from trainhub.job import Job
+
+    try:
+        filled = _flatten(Job.model_validate(saved).model_dump(mode="json"))
+    except (ValueError, OSError):
+        return {}
+    return {k: v for k, v in filled.items() if k not in flat and not any(k.startswith(f"{s}.") for s in flat)}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -53,3 +53,28 @@ def test_secret_values_come_from_secret_names_only():
            "PATH": "/usr/bin", "SHORT_TOKEN": "ab"}
     assert set(secret_values(env)) == {"hf_abcdefgh", "0123456789", "hunter22x"}
     assert redact("token=hf_abcdefgh; path=/usr/bin", secret_values(env)) == "token=***; path=/usr/bin"
+
+
+def _resolved(tmp_path, **train) -> dict:
+    """A whole resolved job as a run folder's job.json holds it."""
+    from tests.conftest import tiny_pretrain_job
+    from trainhub.job import Job
+
+    return Job.model_validate(tiny_pretrain_job(tmp_path, train=train)).model_dump(mode="json")
+
+
+def test_a_checkpoint_from_an_older_trainhub_lacks_the_newer_keys_and_still_resumes(tmp_path):
+    """A job written before some keys existed (train.grad_clip stands in for any key newer than the checkpoint,
+    one not in the allowed list): they are absent from it, and the schema's defaults (the old behaviour) stand
+    in for them, so the same job resumes without --resume-force."""
+    current = _resolved(tmp_path)
+    older = _resolved(tmp_path)
+    del older["train"]["grad_clip"], older["train"]["loss_watch"]
+    assert job_changes(older, current) == []
+    # a real change is still refused beside them
+    assert job_changes(older, {**current, "seed": 1}) == ["seed: 0 -> 1"]
+
+
+def test_watching_and_tracing_may_change_on_resume(tmp_path):
+    assert job_changes(_resolved(tmp_path), _resolved(tmp_path, loss_watch={"action": "stop"},
+                                                      profile={"start": 3})) == []
