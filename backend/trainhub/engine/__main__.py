@@ -14,11 +14,12 @@ import sys
 
 
 def explain(err: Exception) -> dict | None:
-    """A non-finite stop wrote its own error row; a refused checkpoint gets one."""
+    """A non-finite stop or a diverging loss (train.loss_watch stop) wrote its own error row; a refused checkpoint
+    gets one."""
     from trainhub.engine.checkpoint import CheckpointError
-    from trainhub.engine.train import NonFiniteStop
+    from trainhub.engine.train import LossDiverged, NonFiniteStop
 
-    if isinstance(err, NonFiniteStop | CheckpointError):
+    if isinstance(err, NonFiniteStop | LossDiverged | CheckpointError):
         return {"message": str(err), "error_row": isinstance(err, CheckpointError), "step": getattr(err, "step", 0)}
     return None
 

@@ -31,6 +31,7 @@ from trainhub.engine.checkpoint_dcp import full_weights, is_sharded, load_sharde
 from trainhub.engine.device import device_facts, pick_device, pick_precision, synchronize
 from trainhub.engine.dist import Dist, close, start
 from trainhub.engine.heap import freeze_setup
+from trainhub.engine.losswatch import LossDiverged, Watch
 from trainhub.engine.models import build_model, merge_onto_base
 from trainhub.engine.optim import set_lr
 from trainhub.engine.optim.hooks import evaluation_weights
@@ -43,9 +44,9 @@ from trainhub.engine.stop import StopFlag
 from trainhub.engine.telemetry import Telemetry
 from trainhub.export.hf import save_final
 from trainhub.job import Job
-from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, MetricLog, StartRow
+from trainhub.metrics import CheckpointRow, EndRow, ErrorRow, MetricLog, StartRow, WarningRow
 
-__all__ = ["NonFiniteStop", "train"]
+__all__ = ["LossDiverged", "NonFiniteStop", "train"]
 
 
 def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool = False,
@@ -77,6 +78,7 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
     batches = s.batches(state)
     loss_fn = s.inject_nonfinite(s.loss_fn, state)  # a testing hook; s.loss_fn itself in normal runs
     profiler = StepProfiler(tc.profile, run_dir, device, d.main, first=state.step + 1, last=max_steps, notes=notes)
+    watch = Watch(tc.loss_watch) if tc.loss_watch else None
 
     log.write(StartRow(
         run_id=run_id, step=state.step, backend="native", job_hash=job.hash(), job=job.model_dump(mode="json"),
@@ -117,6 +119,16 @@ def train(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: bool
                                 epoch=state.epoch + state.index / s.epoch_items, skipped=state.nonfinite_skipped)
             last_loss = row.loss
             log.write(row)
+            verdict = watch.check(state.step, row.loss) if watch else None
+            if verdict and tc.loss_watch.action == "warn":
+                if d.main:
+                    print(f"warning: {verdict}", flush=True)
+                    log.write(WarningRow(run_id=run_id, step=state.step, source="loss_watch", message=verdict))
+            elif verdict:  # every rank reads the same reduced loss, so every rank stops here alike
+                message = f"{verdict}; the run stops, the last checkpoint is kept"
+                if d.main:
+                    log.write(ErrorRow(run_id=run_id, step=state.step, message=message))
+                raise LossDiverged(message, state.step)
         profiler.after(state.step, last=state.step == max_steps or stopping)
         why = nonfinite_verdict(finite, tc, in_a_row)
         if why:

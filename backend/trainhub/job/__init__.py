@@ -85,7 +85,7 @@ from trainhub.job.precision import (  # noqa: F401  (the schema's names, importa
     Fp32Precision,
     Precision,
 )
-from trainhub.job.train import ProfileSection, TrainSection  # noqa: F401
+from trainhub.job.train import LossWatch, ProfileSection, TrainSection  # noqa: F401
 
 # ----------------------------------------------------------------------------- the job
 

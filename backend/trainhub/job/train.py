@@ -29,6 +29,23 @@ class ProfileSection(Section):
     each with the line of code that allocated it. On CPU there is nothing to record (a note says so)."""
 
 
+class LossWatch(Section):
+    """A divergence watch on the train loss, against the run's own recent rows (engine/losswatch.py)."""
+
+    window: int = Field(50, ge=5, le=10_000)
+    """Train rows the baseline is taken over: the median loss of the last `window` rows that were not high,
+    and their spread (1.4826 x their median absolute deviation). No verdict until that many rows are in (again
+    after a resume)."""
+    sigma: float = Field(6.0, gt=0, le=1000)
+    """A row is high when its loss is more than sigma spreads above the baseline (the spread floored at 1% of
+    the baseline, so the tiny noise of a flat curve does not make every wobble high)."""
+    patience: int = Field(3, ge=1, le=1000)
+    """High rows in a row that make a divergence."""
+    action: Literal["warn", "stop"] = "warn"
+    """warn: a warning row (source loss_watch) once per divergence, and training goes on; stop: an error row
+    and the run ends (exit 1), the last checkpoint kept, as train.on_nonfinite stop does."""
+
+
 class TrainSection(Section):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward pass."""
@@ -70,6 +87,10 @@ class TrainSection(Section):
     """A step with a non-finite loss or gradient norm: skip drops its update and counts it; stop ends the run."""
     nonfinite_limit: int = Field(5, ge=1)
     """With skip: stop after this many non-finite steps in a row (the last good checkpoint is kept)."""
+    loss_watch: LossWatch | None = None
+    """native (pretrain, SFT): watch the train loss for a divergence against the run's own recent rows, and
+    warn or stop (useful with fp8, whose curves can drift from bf16; config/presets/fp8.yaml turns it on).
+    null: no watch. Non-finite losses are train.on_nonfinite's, not the watch's."""
     profile: ProfileSection | None = None
     """native: trace `steps` optimizer steps from step `start` with torch.profiler. The run folder gets
     profile/trace.json (open it in Perfetto or chrome://tracing) and profile/summary.json: the window's wall

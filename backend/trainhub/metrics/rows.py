@@ -187,12 +187,13 @@ class ErrorRow(_Row):
 
 
 class WarningRow(_Row):
-    """Something went wrong beside the training, which goes on: the hub writes one when a sink (wandb,
-    tensorboard, prometheus) fails and is dropped for the rest of the launch."""
+    """Something went wrong beside the training, or in it but not enough to stop it, and training goes on: the
+    hub writes one when a sink (wandb, tensorboard, prometheus) fails and is dropped for the rest of the launch;
+    the native engine when train.loss_watch (action warn) sees the loss diverging."""
 
     event: Literal["warning"] = "warning"
     source: str
-    """Who warns: the sink's name ('wandb', 'tensorboard', 'prometheus')."""
+    """Who warns: the sink's name ('wandb', 'tensorboard', 'prometheus'), or 'loss_watch'."""
     message: str
     """What went wrong, in one line."""
 

@@ -142,6 +142,9 @@ def native_only_problems(job: Job, backend: str) -> list[Problem]:
     if job.train.profile is not None:
         problems.append(Problem("train.profile", f"{backend} runs its own training loop; train.profile (a "
                                 f"torch.profiler trace of chosen steps) applies to backend native only"))
+    if job.train.loss_watch is not None:
+        problems.append(Problem("train.loss_watch", f"{backend} runs its own training loop; train.loss_watch "
+                                f"(a divergence watch on the loss) applies to backend native only"))
     return problems
 
 

@@ -174,7 +174,9 @@ def grpo_problems(job: Job) -> list[Problem]:
                ("adapter.type", job.adapter.type == "qlora", "qlora"),
                ("backend.kernels", getattr(job.backend, "kernels", "auto") in ("triton", "liger"),
                 "backend.kernels triton or liger (auto runs the eager ops)"),
-               ("train.activation_offload", job.train.activation_offload, "activation offload")]
+               ("train.activation_offload", job.train.activation_offload, "activation offload"),
+               ("train.loss_watch", job.train.loss_watch is not None,
+                "train.loss_watch (a policy loss is no divergence signal; watch the reward rows)")]
     for key, asked, what in not_yet:
         if asked:
             problems.append(Problem(key, f"native: grpo with {what} is not supported yet (pretrain and sft have it)"))
