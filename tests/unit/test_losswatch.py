@@ -50,3 +50,12 @@ def test_other_backends_refuse_it_by_name(tmp_path):
 def test_window_must_hold_a_few_rows(tmp_path):
     with pytest.raises(ValueError, match="window"):
         Job.model_validate(tiny_pretrain_job(tmp_path, train={"loss_watch": {"window": 2}}))
+
+
+def test_plan_says_the_watch(tmp_path):
+    from trainhub.runners.native.runner import NativeRunner
+
+    job = Job.model_validate(tiny_pretrain_job(tmp_path, train={"loss_watch": {"action": "stop", "window": 20}}))
+    assert "  loss watch: stop when 3 rows in a row sit over 6 spreads above the median of the last 20 " \
+           "(engine/losswatch.py)" in NativeRunner().plan_lines(job)
+    assert not any("loss watch" in line for line in NativeRunner().plan_lines(Job.model_validate(tiny_pretrain_job(tmp_path))))

@@ -95,6 +95,9 @@ class NativeRunner:
         if p.type == "fp8":
             lines.append(f"  precision: fp8 {p.recipe} (torchao float8), filter {p.filter}; which Linear layers "
                          f"convert is decided at start and listed in the start row's notes (engine/fp8.py)")
+        if (w := tc.loss_watch) is not None:
+            lines.append(f"  loss watch: {w.action} when {w.patience} rows in a row sit over {w.sigma:g} spreads above "
+                         f"the median of the last {w.window} (engine/losswatch.py)")
         return lines
 
     def optimizer_lines(self, job: Job) -> list[str]:
