@@ -46,9 +46,11 @@ for dt in ("bf16", "fp32"):
                   {"HQ": 32, "HK": 8, "HALF": 32, "BACKWARD": backward})
 for g in ("*fp32", "*bf16"):
     for nesterov in (False, True):
-        build(mu._momentum, {"g_ptr": g, "buf_ptr": "*fp32", "look_ptr": "*bf16", "sumsq_ptr": "*fp32", "n": "i32",
-                             "mu": "fp32"}, {"NESTEROV": nesterov, "BLOCK": 4096})
-    build(mu._apply, {"p_ptr": g, "o_ptr": "*bf16", "n": "i32", "decay": "fp32", "step": "fp32"}, {"BLOCK": 4096})
+        build(mu._momentum, {"g_ptr": g, "g_off": "*i64", "buf_ptr": "*fp32", "buf_off": "*i64", "look_ptr": "*bf16",
+                             "sumsq_ptr": "*fp32", "n": "i32", "blocks": "i32", "mu": "fp32"},
+              {"NESTEROV": nesterov, "BLOCK": 4096})
+    build(mu._apply, {"p_ptr": g, "p_off": "*i64", "o_ptr": "*bf16", "n": "i32", "decay": "fp32", "step": "fp32"},
+          {"BLOCK": 4096})
 print("compiled")
 '''
 
