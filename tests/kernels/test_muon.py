@@ -91,20 +91,23 @@ def test_norm_is_the_bf16_lookaheads_frobenius_norm():
     torch.testing.assert_close(norm, want.norm(dim=(-2, -1), keepdim=True), atol=0, rtol=2 ** -8)
 
 
-@pytest.mark.parametrize("gap", [16, 5])  # entries between the matrices: aligned (one launch), not (one each)
-def test_one_launch_over_matrices_at_any_addresses(gap):
-    """The matrices are views of one flat buffer, in reverse order (negative offsets from the first), `gap`
-    entries apart: 16 takes the single-launch plan, 5 the per-matrix one; both give the eager step's buffers
-    and look-aheads exactly."""
+@pytest.mark.parametrize("g_gap, b_gap", [(16, 16), (5, 5), (16, 5)])  # aligned, not, gradients only
+def test_one_launch_over_matrices_at_any_addresses(g_gap, b_gap):
+    """The matrices are views of flat buffers, in reverse order (negative offsets from the first), a gap of
+    entries apart: 16 takes the single-launch plan, 5 the per-matrix one, and gradients aligned beside buffers
+    that are not take the per-matrix one for both; every plan gives the eager step's buffers and look-aheads."""
     from trainhub.engine.kernels.muon import _offsets, momentum_lookahead
 
     gen = torch.Generator().manual_seed(6)
     shape, n, k = (67, 131), 67 * 131, 3
-    stride = n + gap + (-(n + gap)) % gap if gap == 16 else n + gap
-    flat = torch.randn(2, k * stride, generator=gen).to(DEVICE)
-    grads = [flat[0, j * stride:j * stride + n].view(shape) for j in reversed(range(k))]
-    bufs = [flat[1, j * stride:j * stride + n].view(shape) for j in reversed(range(k))]
-    assert len(_offsets(grads)) == (1 if gap == 16 else k)
+
+    def views(gap: int) -> list[torch.Tensor]:
+        stride = n + gap + (-(n + gap)) % gap if gap == 16 else n + gap
+        flat = torch.randn(k * stride, generator=gen).to(DEVICE)
+        return [flat[j * stride:j * stride + n].view(shape) for j in reversed(range(k))]
+
+    grads, bufs = views(g_gap), views(b_gap)
+    assert len(_offsets(grads)) == (1 if g_gap == 16 else k) and len(_offsets(bufs)) == (1 if b_gap == 16 else k)
     want_bufs = [torch.lerp(b, g, 0.05) for b, g in zip(bufs, grads, strict=True)]
     want = torch.stack([torch.lerp(g, b, 0.95) for g, b in zip(grads, want_bufs, strict=True)]).bfloat16()
     stack, norm = momentum_lookahead(grads, bufs, 0.95, True)

@@ -114,12 +114,15 @@ def _offsets(ts: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, i
     the device, how many). One plan for all when every offset is a multiple of 16 entries (the caching
     allocator's 512-byte alignment gives that), else one plan per tensor."""
     size = ts[0].element_size()
-    key = tuple(t.data_ptr() for t in ts)
-    diffs = [(a - key[0]) // size for a in key]
-    if not ONE_LAUNCH or any((a - key[0]) % (16 * size) for a in key):
-        zero = _table((0,), ts[0].device)
-        return [(t, zero, 1) for t in ts]
-    return [(ts[0], _table(tuple(diffs), ts[0].device), len(ts))]
+    addresses = [t.data_ptr() for t in ts]
+    if not ONE_LAUNCH or any((a - addresses[0]) % (16 * size) for a in addresses):
+        return _per_tensor(ts)
+    return [(ts[0], _table(tuple((a - addresses[0]) // size for a in addresses), ts[0].device), len(ts))]
+
+
+def _per_tensor(ts: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    zero = _table((0,), ts[0].device)
+    return [(t, zero, 1) for t in ts]
 
 
 def _table(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -141,14 +144,13 @@ def momentum_lookahead(grads: list[torch.Tensor], bufs: list[torch.Tensor], mu: 
     stack = torch.empty((len(grads), *shape), dtype=torch.bfloat16, device=grads[0].device)
     sumsq = torch.empty((len(grads), blocks), dtype=torch.float32, device=grads[0].device)
     g_plans, b_plans = _offsets(grads), _offsets(bufs)
-    if len(g_plans) == 1 and len(b_plans) == 1:
-        (g, g_off, k), (buf, b_off, _) = g_plans[0], b_plans[0]
-        _momentum[(blocks, k)](g, g_off, buf, b_off, stack, sumsq, n, blocks, mu, NESTEROV=nesterov, BLOCK=BLOCK)
-    else:
-        zero = _table((0,), grads[0].device)
-        for j, (g, buf) in enumerate(zip(grads, bufs, strict=True)):
-            _momentum[(blocks, 1)](g, zero, buf, zero, stack[j], sumsq[j], n, blocks, mu, NESTEROV=nesterov,
-                                   BLOCK=BLOCK)
+    if len(g_plans) != len(b_plans):  # one launch needs both gradients and buffers aligned
+        g_plans, b_plans = _per_tensor(grads), _per_tensor(bufs)
+    start = 0
+    for (g, g_off, k), (buf, b_off, _) in zip(g_plans, b_plans, strict=True):
+        _momentum[(blocks, k)](g, g_off, buf, b_off, stack[start], sumsq[start], n, blocks, mu, NESTEROV=nesterov,
+                               BLOCK=BLOCK)
+        start += k
     return stack, sumsq.sum(dim=1).sqrt().to(torch.bfloat16).view(-1, 1, 1)
 
 
