@@ -47,12 +47,8 @@ def _global_batch(job: dict) -> int:
 
 def job_changes(saved: dict, current: dict) -> list[str]:
     """Refused changes between the checkpoint's job and the current one, one line each."""
-    from trainhub.job import DistributedSection
-
-    one = DistributedSection().model_dump(mode="json")  # a job written before the section existed: one process
-    saved, current = ({"distributed": one, **job} for job in (saved, current))
     a, b = _flatten(saved), _flatten(current)
-    for key, value in _defaults_of_newer_keys(saved, a).items():
+    for key, value in _defaults_of_newer_keys(saved, a).items():  # e.g. the distributed section: one process
         a.setdefault(key, value)
     same_batch = _global_batch(saved) == _global_batch(current)
     lines = []
@@ -78,7 +74,11 @@ def _defaults_of_newer_keys(saved: dict, flat: dict[str, Any]) -> dict[str, Any]
         filled = _flatten(Job.model_validate(saved).model_dump(mode="json"))
     except (ValueError, OSError):
         return {}
-    return {k: v for k, v in filled.items() if k not in flat and not any(k.startswith(f"{s}.") for s in flat)}
+    def under_a_saved_leaf(key: str) -> bool:  # saved `train.profile: null`, filled nothing below it
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in flat for i in range(1, len(parts)))
+
+    return {k: v for k, v in filled.items() if k not in flat and not under_a_saved_leaf(k)}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
