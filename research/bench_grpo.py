@@ -90,13 +90,13 @@ def main() -> int:
         job_dict["name"] = "bench-grpo"
         for side in a.sides.split(","):
             backend, compiled = SIDES[side]
-            spec = job_dict
-            if a.memory and backend == "native":
-                spec = dict(job_dict, train={**job_dict["train"], "profile": {"start": total, "steps": 1, "memory": True}})
+            traced = a.memory and backend == "native"  # its last step traced, and left out of the timing
+            spec = dict(job_dict, train={**job_dict["train"], "profile": {"start": total, "steps": 1, "memory": True}}) \
+                if traced else job_dict
             rows = run_side(work, spec, backend, compiled, env)
-            results[side] = summarise(rows[:-1] if spec is not job_dict else rows, warmup, completions)
+            results[side] = summarise(rows[:-1] if traced else rows, warmup, completions)
             profile = work / "run" / "profile" / "summary.json"
-            if spec is not job_dict and profile.is_file():
+            if traced and profile.is_file():
                 results[side]["memory"] = json.loads(profile.read_text()).get("memory")
     device = torch.cuda.get_device_name() if cuda else "cpu"
     out = {"device": device, "torch": torch.__version__, "size": size, "warmup_steps": warmup, "timed_steps": timed,

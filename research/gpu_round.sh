@@ -96,8 +96,7 @@ case "$part" in
       --only "torch AdamW fused,torch.optim.Muon,muon_matrices,muon_matrices per-matrix,muon_matrices eager,muon_matrices ns0,muon"
     step grpo_step 330 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl ;;
   u)  # issues 27 and 25: FSDP2 in one process against the plain path; fp8 on the 8B slice (carry .whl-fp8)
-    step fsdp2_one 250 $BENCH_FT --variants native+compile,native+compile+fsdp2+keep,native+compile+fsdp2+keep+bf16gather \
-      --out "$RES/fsdp2_one.json"
+    step fsdp2_one 200 $BENCH_FT --variants native+compile,native+compile+fsdp2+keep --out "$RES/fsdp2_one.json"
     step fp8_8b 300 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
       --variants native+compile,native+compile+fp8-tensorwise --out "$RES/fp8_8b.json" ;;
   v)  # issue 26: what is alive at the native GRPO step's peak (train.profile.memory), then the profile GPU test
