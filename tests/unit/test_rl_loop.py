@@ -3,8 +3,9 @@
 - one job file validates on both backends (native and trl) with no problem; native refuses, naming the
   key, what it cannot do yet (a truncated prompt, an eval set, fp16, a transformers model) and train.loss;
 - dynamic sampling (DAPO) keeps only groups with a reward spread, sampling more prompts to fill the step;
-- the update's forward over prompt + completion gives the sampler's log-probabilities (fp32): the
-  importance ratio of a fresh rollout is 1, so old-policy ratios compare like with like;
+- the update's forward over prompt + completion gives the sampler's log-probabilities (fp32), padded or
+  packed (varlen): the importance ratio of a fresh rollout is 1, so old-policy ratios compare like with like;
+  both layouts give the same gradients;
 - rewards: weighted sum, None counts as nothing and stays out of its function's mean; prompts are
   rendered with the chat template and drawn in a seeded order that a resume reproduces.
 """
@@ -19,8 +20,8 @@ from tests.unit.test_models import hf_model, ours_like
 from trainhub.compose import compose
 from trainhub.engine.device import Precision
 from trainhub.engine.rl.prompts import Prompt, Rewards, draw
-from trainhub.engine.rl.rollout import Sampler, SamplingSpec
-from trainhub.engine.rl.train import completion_logprobs, sequences
+from trainhub.engine.rl.rollout import Rollout, Sampler, SamplingSpec
+from trainhub.engine.rl.train import completion_logprobs, update_batch
 from trainhub.host import Host
 from trainhub.job import Job
 from trainhub.jobfile import resolve, validate
@@ -67,7 +68,8 @@ def test_a_missing_reward_file_is_named():
     assert "method.rewards[0]" in problem.message and "nowhere/reward.py" in problem.message
 
 
-def test_the_update_forward_gives_the_rollouts_logprobs():
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_the_update_forward_gives_the_rollouts_logprobs(packed):
     model = ours_like(hf_model("qwen3-headdim"))
     fp32, cpu = Precision("fp32", None, False), torch.device("cpu")
     sampler = Sampler(model, SamplingSpec(max_new_tokens=10, temperature=0.8), eos_ids=[5], pad_id=0, device=cpu,
@@ -75,9 +77,38 @@ def test_the_update_forward_gives_the_rollouts_logprobs():
     prompts = [[3, 9, 12], [7, 7, 1, 2, 30, 4, 8], [11]] * 2
     out = sampler.sample(prompts, torch.Generator().manual_seed(3))
     assert (out.lengths < 10).any() and (out.lengths == 10).any()  # early EOS and truncation both present
-    ids, attn, positions, width = sequences(out, slice(0, 6))
-    logp = completion_logprobs(model, ids, attn, positions, width, 0.8, fp32, cpu)
+    batch = update_batch(out, slice(0, 6), packed)
+    assert ("cu_seq_lens_q" in batch.inputs) == packed
+    assert batch.tokens == int(out.prompt_mask.sum() + out.completion_mask.sum())
+    logp = completion_logprobs(model, batch, 0.8, fp32, cpu)
     torch.testing.assert_close(logp * out.completion_mask, out.logprobs, atol=1e-5, rtol=0)
+
+
+def test_packed_and_padded_updates_give_the_same_gradients():
+    """The packed layout (varlen on CUDA; a block-diagonal mask here) scores the same tokens with the same
+    log-probabilities as the padded one, so the loss and every gradient agree."""
+    model = ours_like(hf_model("qwen3-headdim"))
+    fp32, cpu = Precision("fp32", None, False), torch.device("cpu")
+    sampler = Sampler(model, SamplingSpec(max_new_tokens=8, temperature=1.0), eos_ids=[5], pad_id=0, device=cpu,
+                      precision=fp32)
+    out = sampler.sample([[3, 9, 12], [7, 7, 1, 2, 30, 4, 8], [11], [4, 4]], torch.Generator().manual_seed(1))
+    weights = torch.randn(out.completion_ids.shape, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for packed in (False, True):
+        model.zero_grad(set_to_none=True)
+        batch = update_batch(out, slice(0, 4), packed)
+        logp = completion_logprobs(model, batch, 1.0, fp32, cpu)
+        (logp * out.completion_mask * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_an_empty_prompt_keeps_the_padded_layout():
+    out_rows = Rollout(prompt_ids=torch.tensor([[0, 0], [0, 4]]), prompt_mask=torch.tensor([[0, 0], [0, 1]]),
+                       completion_ids=torch.tensor([[6, 5], [7, 8]]), completion_mask=torch.ones(2, 2, dtype=torch.long),
+                       logprobs=torch.zeros(2, 2), truncated=torch.tensor([False, True]))
+    assert "attention_mask" in update_batch(out_rows, slice(0, 2), packed=True).inputs
 
 
 def test_rewards_weight_and_skip_none(tmp_path):

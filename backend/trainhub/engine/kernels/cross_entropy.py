@@ -103,7 +103,7 @@ def accumulator_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if _MIXED_ADDMM[key] else dtype
 
 
-def _accumulate(dw: torch.Tensor, grad_t: torch.Tensor, h: torch.Tensor) -> None:
+def accumulate(dw: torch.Tensor, grad_t: torch.Tensor, h: torch.Tensor) -> None:
     """dw += grad_t @ h, with grad_t and h in the compute dtype and dw in accumulator_dtype's."""
     if dw.dtype == grad_t.dtype:
         dw.addmm_(grad_t, h)
@@ -139,7 +139,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 if dh is not None:
                     torch.mm(logits, wd, out=dh[start:end])
                 if dw is not None:
-                    _accumulate(dw, logits.T, hc)
+                    accumulate(dw, logits.T, hc)
                 del logits  # before the next chunk allocates its own
         ctx.grads = (dh, dw)
         ctx.dtypes = (h.dtype, weight.dtype)

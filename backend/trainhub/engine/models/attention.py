@@ -61,7 +61,7 @@ def documents(tokens: int, device: torch.device, compute_dtype: torch.dtype, *, 
         if attention_mask is not None:
             raise ValueError("give either an attention_mask or varlen cu_seq_lens, not both")
         cu = cu_seq_lens_q.to(device=device, dtype=torch.int32)
-        if device.type == "cuda" and compute_dtype in (torch.bfloat16, torch.float16) and _varlen_kernel():
+        if varlen_runs(device, compute_dtype):
             return Documents(cu_seq_lens=cu, max_length=int(max_length_q))
         return Documents(mask=_block_diagonal(cu, tokens))
     if attention_mask is None or attention_mask.dim() == 2:
@@ -69,6 +69,12 @@ def documents(tokens: int, device: torch.device, compute_dtype: torch.dtype, *, 
     if attention_mask.dim() != 4:
         raise ValueError(f"attention_mask must be 2-D [B, T] or 4-D [B, 1, T, T], not {attention_mask.dim()}-D")
     return Documents(mask=attention_mask)
+
+
+def varlen_runs(device: torch.device, compute_dtype: torch.dtype | None) -> bool:
+    """Whether varlen batches run a varlen kernel here (CUDA, bf16/fp16, a kernel that imports); elsewhere
+    `documents` turns them into a block-diagonal mask, exact but with a [N, N] mask and N x N scores."""
+    return device.type == "cuda" and compute_dtype in (torch.bfloat16, torch.float16) and _varlen_kernel() is not None
 
 
 def _block_diagonal(cu: torch.Tensor, tokens: int) -> torch.Tensor:

@@ -13,7 +13,9 @@ upstream gradient is one scalar, so engine/loss.py computes gradients already in
 incoming gradient here is a vector g [N] (each token's ratio, advantage and clip decide it), so the
 backward recomputes each chunk's logits: d logits = g * (onehot(target) - softmax) / T, then
 d hidden = d logits @ head and d head += d logits.T @ hidden (float32 accumulation). One extra
-head matmul per chunk in exchange for memory that does not grow with N x V.
+head matmul per chunk in exchange for memory that does not grow with N x V. d head is summed as the
+fused cross-entropy sums it (kernels/cross_entropy.py accumulate): in float32, each chunk's bf16 product
+added by cuBLAS straight into it, with no [V, H] temporary.
 
 Precision: matmuls in the compute dtype (autocast's, else the inputs'), softmax in float32, as the
 eager path `(hidden @ head.T).float() / T` then log_softmax; fp32 agrees with it to ~1e-6.
@@ -22,6 +24,8 @@ eager path `(hidden @ head.T).float() / T` then log_softmax; fp32 agrees with it
 from __future__ import annotations
 
 import torch
+
+from trainhub.engine.kernels.cross_entropy import accumulate, accumulator_dtype
 
 CHUNK_LOGIT_BYTES = 2**28
 """Rows per chunk: as many as keep one chunk's float32 logits within 256 MiB (441 rows at V = 151,936)."""
@@ -57,7 +61,8 @@ class _TokenLogprobs(torch.autograd.Function):
         t, chunk, dtype = ctx.temperature, ctx.chunk, ctx.dtype
         w = head.to(dtype)
         d_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        d_head = torch.zeros(head.shape, dtype=torch.float32, device=head.device) if ctx.needs_input_grad[1] else None
+        acc = accumulator_dtype(head.device, dtype)
+        d_head = torch.zeros(head.shape, dtype=acc, device=head.device) if ctx.needs_input_grad[1] else None
         for lo in range(0, hidden.shape[0], chunk):
             # The backward runs while the forward's activations are all still alive, so its transients add to
             # the step's peak: every element-wise op is in place, one chunk of float32 logits alive at a time
@@ -70,11 +75,8 @@ class _TokenLogprobs(torch.autograd.Function):
             d_logits = d_logits.mul_(grad[lo:lo + chunk, None] / t).to(dtype)
             if d_hidden is not None:
                 d_hidden[lo:lo + chunk] = (d_logits @ w).to(hidden.dtype)
-            if d_head is not None:  # into the float32 sum in place, no [V, H] float32 temporary
-                if d_logits.dtype == d_head.dtype:
-                    d_head.addmm_(d_logits.T, h)
-                else:  # the product in the compute dtype, upcast as it is added
-                    d_head.add_(d_logits.T @ h)
+            if d_head is not None:  # into the float32 sum in place on CUDA: no [V, H] temporary
+                accumulate(d_head, d_logits.T, h)
             del d_logits
         return d_hidden, None if d_head is None else d_head.to(head.dtype), None, None, None, None
 

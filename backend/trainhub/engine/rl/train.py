@@ -30,6 +30,7 @@ sampling generator is seeded by (seed, step), so a resumed run samples what an u
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import time
@@ -42,6 +43,7 @@ from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import autocast, device_facts, pick_device, pick_precision, synchronize
 from trainhub.engine.model import build_tokenizer, count_model
 from trainhub.engine.models import build_model
+from trainhub.engine.models.attention import varlen_runs
 from trainhub.engine.models.own import unwrap
 from trainhub.engine.optim import build_optimizer, set_lr
 from trainhub.engine.profile import StepProfiler
@@ -236,25 +238,25 @@ def update(model, reference, optimizer, out: Rollout, advantages, spec, tc, temp
     step_loss = torch.zeros((), device=device)
     stats: dict[str, torch.Tensor] = {}
     micro = tc.micro_batch_size
+    packed = varlen_runs(device, precision.autocast_dtype)  # update_batch: no masks, no pads where it runs
     for lo in range(0, mask.shape[0], micro):
         part = slice(lo, lo + micro)
-        ids, attn, positions, width = sequences(out, part)
+        batch = update_batch(out, part, packed)
         ref = None
         if spec.kl_beta > 0:
             with torch.no_grad():
                 if reference is None:  # LoRA: the base model is the model with its adapters off
                     with model.disable_adapter():
-                        ref = completion_logprobs(model, ids, attn, positions, width, temperature, precision, device)
+                        ref = completion_logprobs(model, batch, temperature, precision, device)
                 else:
-                    ref = completion_logprobs(reference, ids, attn, positions, width, temperature, precision, device)
-        logp = completion_logprobs(model, ids, attn, positions, width, temperature, precision, device)
+                    ref = completion_logprobs(reference, batch, temperature, precision, device)
+        logp = completion_logprobs(model, batch, temperature, precision, device)
         loss, metrics = policy_loss(logp, out.logprobs[part], advantages[part], mask[part], spec=spec, ref_logp=ref,
                                     step_tokens=step_tokens, step_sequences=step_sequences)
         loss.backward()
         step_loss += loss.detach()
-        n_tokens = int(out.prompt_mask[part].sum() + out.completion_mask[part].sum())  # sync
-        telemetry.micro(n_tokens, ids.shape[1])
-        state.tokens += n_tokens
+        telemetry.micro(batch.tokens, batch.width)
+        state.tokens += batch.tokens
         for k, v in metrics.items():
             stats[k] = stats.get(k, 0) + v / math.ceil(mask.shape[0] / micro)
     grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
@@ -266,28 +268,74 @@ def update(model, reference, optimizer, out: Rollout, advantages, spec, tc, temp
     return step_loss, grad_norm, finite, stats
 
 
-def sequences(out: Rollout, rows: slice):
-    """(ids [b, P+N], 4-D bool mask, position ids, P) for prompt + completion of these rows. Prompts are
-    left-padded: the mask keeps pads out of every real token's keys (a pad sees itself, so no row of the
-    mask is empty) and positions count real tokens, as the sampler's did."""
+@dataclass
+class UpdateBatch:
+    """One micro-batch of prompt + completion rows as the update's forward takes it (`update_batch`)."""
+
+    inputs: dict
+    """The model's keyword arguments: input_ids, position_ids and either a 4-D mask or varlen cu_seq_lens."""
+    predict: torch.Tensor
+    """[n] indices into the forward's hidden states, flattened to [rows x width, H]: the position before each
+    completion token that is scored, i.e. the one whose logits predict it."""
+    targets: torch.Tensor
+    """[n] those completion tokens."""
+    shape: tuple[int, int]
+    """[b, N]: the completion slots of these rows."""
+    scored: torch.Tensor | None
+    """[b, N] bool: which slots the n log-probabilities fill (the rest are 0); None: every slot, in order."""
+    tokens: int
+    """Real tokens (prompt and completion) in the rows: the tokens/s count."""
+    width: int
+    """The longest row: the attention term of the FLOP count."""
+
+
+def update_batch(out: Rollout, rows: slice, packed: bool) -> UpdateBatch:
+    """Rows `rows` of a rollout for the update's forward, in one of two layouts with the same result.
+
+    packed: each row's real tokens (its prompt without the left padding, its completion up to and including
+    the first EOS) laid end to end as one row [1, n] with varlen cu_seq_lens, so flash attention's varlen
+    kernel runs every row as its own causal sequence: no [T, T] mask and no compute on pads. Only the
+    completion tokens the loss can count are scored (after the EOS the mask is 0 and so is the
+    log-probability). Used where the varlen kernel runs (CUDA, bf16/fp16; attention.varlen_runs).
+    padded: [b, P + N] as the sampler laid them out, under a 4-D bool mask that keeps pads out of every real
+    token's keys (a pad sees itself, so no row of the mask is empty); positions count real tokens, as the
+    sampler's did. Every completion slot is scored."""
+    prompt_mask, completion_mask = out.prompt_mask[rows].bool(), out.completion_mask[rows].bool()
+    prompt_lengths, completion_lengths = torch.stack([prompt_mask.sum(-1), completion_mask.sum(-1)]).tolist()  # sync
+    tokens = sum(prompt_lengths) + sum(completion_lengths)
+    packed = packed and min(prompt_lengths) > 0  # a token before the first completion token predicts it
     ids = torch.cat([out.prompt_ids[rows], out.completion_ids[rows]], 1)
-    real = torch.cat([out.prompt_mask[rows], torch.ones_like(out.completion_ids[rows])], 1).bool()
+    b, width = ids.shape[0], out.prompt_ids.shape[1]
+    real = torch.cat([prompt_mask, completion_mask if packed else torch.ones_like(completion_mask)], 1)
+    positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+    if packed:
+        lengths = [p + c for p, c in zip(prompt_lengths, completion_lengths, strict=True)]
+        cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=ids.device)
+        at = real.flatten().long().cumsum(0).view(real.shape) - 1  # each real token's index in the packed row
+        inputs = {"input_ids": ids[real][None], "position_ids": positions[real][None], "cu_seq_lens_q": cu,
+                  "cu_seq_lens_k": cu, "max_length_q": max(lengths), "max_length_k": max(lengths)}
+        return UpdateBatch(inputs, at[:, width:][completion_mask] - 1, out.completion_ids[rows][completion_mask],
+                           tuple(completion_mask.shape), completion_mask, tokens, max(lengths))
     n = ids.shape[1]
     causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
     own = torch.eye(n, dtype=torch.bool, device=ids.device)
     attn = ((causal[None] & real[:, None, :]) | own[None])[:, None]
-    positions = (real.long().cumsum(-1) - 1).clamp(min=0)
-    return ids, attn, positions, out.prompt_ids.shape[1]
+    predict = (torch.arange(b, device=ids.device)[:, None] * n + torch.arange(width - 1, n - 1, device=ids.device))
+    return UpdateBatch({"input_ids": ids, "position_ids": positions, "attention_mask": attn}, predict.flatten(),
+                       out.completion_ids[rows].flatten(), tuple(completion_mask.shape), None, tokens, n)
 
 
-def completion_logprobs(model, ids, attn, positions, width: int, temperature: float, precision, device):
-    """log_softmax(logits / T) of each completion token [b, N] (float32), through the model's forward."""
+def completion_logprobs(model, batch: UpdateBatch, temperature: float, precision, device) -> torch.Tensor:
+    """log_softmax(logits / T) of each scored completion token, as [b, N] float32 (0 where not scored),
+    through the model's forward."""
     with autocast(device, precision):
-        hidden = model(ids, position_ids=positions, attention_mask=attn)[:, width - 1:-1]
-        # chunked over tokens: the [b, N, vocab] logits never exist whole (engine/rl/logprobs.py)
-        logp = token_logprobs(hidden.reshape(-1, hidden.shape[-1]), unwrap(model).head_weight,
-                              ids[:, width:].reshape(-1), temperature)
-    return logp.view(ids.shape[0], -1)
+        hidden = model(**batch.inputs)
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predict)
+        # chunked over tokens: the [n, vocab] logits never exist whole (engine/rl/logprobs.py)
+        logp = token_logprobs(hidden, unwrap(model).head_weight, batch.targets, temperature)
+    if batch.scored is None:
+        return logp.view(batch.shape)
+    return torch.zeros(batch.shape, dtype=logp.dtype, device=logp.device).masked_scatter(batch.scored, logp)
 
 
 class Window:
