@@ -15,7 +15,7 @@
 #   bash research/gpu_round.sh s   # issue 26 then 25: whole GRPO step vs trl; fp8 on the 8B slice (carry .whl-trl, .whl-fp8)
 #   bash research/gpu_round.sh t   # issues 24, 26: Muon tests and step time, masked GQA test, GRPO step vs trl
 #   bash research/gpu_round.sh u   # issues 27, 25: FSDP2 one process vs plain; fp8 on the 8B slice (carry .whl-fp8)
-#   bash research/gpu_round.sh v   # issue 26: what is alive at the native GRPO step's memory peak
+#   bash research/gpu_round.sh v   # issue 26: GRPO step vs trl, what is alive at native's memory peak (carry .whl-trl)
 #   bash research/gpu_round.sh w   # issues 25, 27: traced steps (top ops): 8B bf16 vs fp8; FSDP2 +keep vs plain (carry .whl-fp8)
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
@@ -99,9 +99,10 @@ case "$part" in
     step fsdp2_one 200 $BENCH_FT --variants native+compile,native+compile+fsdp2+keep --out "$RES/fsdp2_one.json"
     step fp8_8b 300 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
       --variants native+compile,native+compile+fp8-tensorwise --out "$RES/fp8_8b.json" ;;
-  v)  # issue 26: what is alive at the native GRPO step's peak (train.profile.memory), then the profile GPU test
-    step gpu_tests 60 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_profile_cuda.py
-    step grpo_memory 240 python3 research/bench_grpo.py --steps 3 --warmup 2 --sides native-compiled --memory ;;
+  v)  # issue 26: the packed (varlen) update's GPU test and the profile test; the whole step against TRL with what
+      # is alive at native's peak (train.profile.memory; carry .whl-trl for the trl side)
+    step gpu_tests 120 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_profile_cuda.py tests/gpu/test_rl_cuda.py
+    step grpo_memory 300 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl --memory ;;
   w)  # issues 25 and 27: where the time goes, traced (train.profile's top ops): 8B slice bf16 vs fp8; FSDP2 +keep vs plain
     step fp8_8b_trace 280 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 5 --warmup 5 \
       --variants native+compile+profile,native+compile+fp8-tensorwise+profile --out "$RES/fp8_8b_trace.json"

@@ -57,3 +57,22 @@ def test_grpo_on_gpu_bf16(tmp_path, compile_):
     train = rows(tmp_path / "gpu-grpo", "train")
     assert [r["step"] for r in train] == [1, 2, 3]
     assert all(r["method"]["rollout_tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in train)
+
+
+def test_packed_update_equals_padded_in_bf16():
+    """The update's packed layout (flash varlen) gives the padded layout's log-probabilities on the scored
+    tokens, within bf16 noise, and is the one the loop picks on CUDA in bf16."""
+    from trainhub.engine.models.attention import varlen_runs
+    from trainhub.engine.rl.train import completion_logprobs, update_batch
+
+    if not varlen_runs(CUDA, torch.bfloat16):
+        pytest.skip("no varlen attention kernel in this torch")
+    ours = ours_like(hf_model("llama-gqa-llama3")).to(CUDA)
+    bf16 = Precision("bf16 autocast", torch.bfloat16, False)
+    out = sampler(ours, False, bf16).sample(PROMPTS, torch.Generator(CUDA).manual_seed(2))
+    got = {}
+    for packed in (False, True):
+        batch = update_batch(out, slice(0, len(PROMPTS)), packed)
+        assert ("cu_seq_lens_q" in batch.inputs) == packed
+        got[packed] = completion_logprobs(ours, batch, 1.0, bf16, CUDA) * out.completion_mask
+    torch.testing.assert_close(got[True], got[False], atol=3e-2, rtol=0)
