@@ -126,17 +126,21 @@ def test_ctrl_c_stops_every_rank_at_one_step_and_resumes_on_one_process(runs):
     from tests.integration.test_resume import _interrupt_after
 
     tmp, run = runs
-    job = _job(tmp, "stopped", 2, max_steps=40, save_every=None, eval_every=None)
+    # a constant learning rate: the stopped run is planned for 40 steps and the others end 2 after the stop,
+    # so a decaying schedule would give their common steps different rates (wherever the stop falls late)
+    constant = {"warmup_steps": 0, "decay": "constant"}
+    job = dict(_job(tmp, "stopped", 2, max_steps=40, save_every=None, eval_every=None), schedule=constant)
     config = write_job(tmp / "stopped.yaml", job)
     first = _interrupt_after(config, tmp / "stopped", min_step=2)
     assert first.returncode == 130, first.stdout
     end = rows(tmp / "stopped", "end")[-1]
     assert end["status"] == "interrupted" and 2 <= end["step"] < 40
     assert (tmp / "stopped" / "checkpoints" / f"step-{end['step']:08d}" / "dcp").is_dir()
-    one = _job(tmp, "stopped", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None)
+    one = dict(_job(tmp, "stopped", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None), schedule=constant)
     done = _train(tmp, one, "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
-    straight = _job(tmp, "straight", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None)
+    straight = dict(_job(tmp, "straight", 1, max_steps=end["step"] + 2, save_every=None, eval_every=None),
+                    schedule=constant)
     assert _train(tmp, straight).returncode == 0
     assert _losses(tmp / "stopped") == pytest.approx(_losses(tmp / "straight"), abs=TOL)
 

@@ -1,6 +1,8 @@
 """Optimizers on FSDP2's shards: two gloo processes, each holding a slice of every matrix, make the same update as
 one process holding whole tensors, step after step. Muon through its sharded step (engine/optim/muon.py
-_step_sharded); Lion and schedule-free AdamW because their steps are element-wise (issue 24; issue 27)."""
+_step_sharded); Lion and schedule-free AdamW because their steps are element-wise (issue 24; issue 27); AdamW
+through ShardLocalAdamW, whose kernels step the local shards as plain tensors. Every step clips the gradients
+(engine/step.py clip_gradients: local squares and one all-reduce over the shards), to a norm they exceed."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainhub.engine.optim.adamw import ShardLocalAdamW
 from trainhub.engine.optim.muon import MuonWithAdamW
+from trainhub.engine.step import clip_gradients
 
 DIMS = [16, 33, 40, 24, 24, 24, 7]  # weights 33x16, 40x33 (tall; 33 and 7 rows shard unevenly), 24x40, 7x24
 STEPS = 3                             # (wide), 24x24 twice (a shape batched with its repeat)
+MAX_NORM = 0.003
 
 
 class Net(torch.nn.Module):
@@ -45,6 +50,8 @@ def _optimizer(model, name: str) -> torch.optim.Optimizer:
             {"params": vectors, "algo": "adamw", "role": "vector", **common, "betas": (0.9, 0.95), "eps": 1e-8,
              "fused": False}])
     groups = [{"params": matrices, "weight_decay": 0.1}, {"params": vectors, "weight_decay": 0.0}]
+    if name == "adamw":
+        return ShardLocalAdamW(groups, lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
     if name == "lion":
         from pytorch_optimizer import Lion
 
@@ -56,12 +63,15 @@ def _optimizer(model, name: str) -> torch.optim.Optimizer:
     return optimizer
 
 
-def _train(model, optimizer) -> None:
+def _train(model, optimizer) -> list[float]:
+    norms = []
     for step in range(STEPS):
         x = torch.randn(8, DIMS[0], generator=torch.Generator().manual_seed(step))
         model(x).square().mean().backward()
+        norms.append(float(clip_gradients(list(model.parameters()), MAX_NORM)))
         optimizer.step()
         optimizer.zero_grad()
+    return norms
 
 
 def _worker(rank: int, port: int, name: str, out: str) -> None:
@@ -75,25 +85,27 @@ def _worker(rank: int, port: int, name: str, out: str) -> None:
             fully_shard(layer)
         fully_shard(model)
         optimizer = _optimizer(model, name)
-        _train(model, optimizer)
+        norms = _train(model, optimizer)
         full = [p.full_tensor() for p in model.parameters()]
         if rank == 0:
-            torch.save(full, out)
+            torch.save((full, norms), out)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", ["quintic", "lion", pytest.param("polar_express", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["quintic", "lion", "adamw", pytest.param("polar_express", marks=pytest.mark.slow),
                                   pytest.param("schedule_free", marks=pytest.mark.slow)])
 def test_two_sharded_processes_update_as_one(tmp_path, name):
     model = _model()
-    _train(model, _optimizer(model, name))
+    norms = _train(model, _optimizer(model, name))
+    assert norms[0] > MAX_NORM  # the clip bites
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = str(tmp_path / "sharded.pt")
     mp.spawn(_worker, args=(port, name, out), nprocs=2, join=True)
-    sharded = torch.load(out)
+    sharded, sharded_norms = torch.load(out)
+    assert sharded_norms == pytest.approx(norms, rel=1e-6)
     start = [p.detach() for p in _model().parameters()]
     for param, s0, one, two in zip([n for n, _ in model.named_parameters()], start, model.parameters(), sharded,
                                    strict=True):

