@@ -29,3 +29,24 @@ def test_kernels_train_as_eager(tmp_path):
     assert any(n.startswith("kernels: triton") for n in notes), notes
     losses = train_losses(tmp_path / "triton" / "run")
     assert len(losses) == 3 and losses == pytest.approx(train_losses(tmp_path / "none" / "run"), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_grpo_update_runs_the_kernels_as_eager(tmp_path):
+    """Native GRPO with backend.kernels triton: the update's forward and backward through the kernels, the
+    sampler through the reference ops (the same rollouts, seeded), so the per-step losses and rewards equal
+    kernels none's within float32 noise, and the start row names both."""
+    from tests.integration.test_native_grpo import _tiny
+
+    for kernels in ("none", "triton"):
+        d = tmp_path / kernels
+        d.mkdir()
+        job = _tiny(d, "run", {"algorithm": "grpo", "kl_beta": 0.1})
+        job["backend"] = {"type": "native", "kernels": kernels}
+        done = run_cli("train", "--config", str(write_job(d / "job.yaml", job)), env=INTERPRET)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    notes = rows(tmp_path / "triton" / "run", "start")[0]["notes"]
+    assert any(n.startswith("kernels: triton") and "sampler runs the reference ops" in n for n in notes), notes
+    got, want = (rows(tmp_path / k / "run", "train") for k in ("triton", "none"))
+    assert [r["method"]["reward_mean"] for r in got] == [r["method"]["reward_mean"] for r in want]
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], abs=1e-5)

@@ -113,7 +113,11 @@ def test_top_k_and_top_p_filter():
 
 
 def test_decode_step_is_one_graph_without_recompiles():
+    from dataclasses import replace
+
     import torch._dynamo as dynamo
+
+    from trainhub.engine.kernels import EAGER, use_kernels
 
     hf = hf_model("llama-gqa-llama3")
     ours = ours_like(hf)
@@ -121,6 +125,7 @@ def test_decode_step_is_one_graph_without_recompiles():
     dynamo.reset()
     counts = CompileCounter()
     s._decode = torch.compile(s._decode_step, backend=counts, fullgraph=True, dynamic=False)
+    use_kernels(ours, replace(EAGER, name="update"))  # what the update runs: the sampler swaps it out each rollout
     out = s.sample(PROMPTS, generator=torch.Generator().manual_seed(0))
     eager = sampler(ours, 3, top_p=0.9, top_k=20).sample(PROMPTS, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.completion_ids, eager.completion_ids)
@@ -130,6 +135,29 @@ def test_decode_step_is_one_graph_without_recompiles():
     assert torch.equal(again.completion_ids, eager.completion_ids)
     assert counts.frame_count == 1  # 22 decode steps over two rollouts, one trace
     dynamo.reset()
+
+
+def test_the_sampler_runs_the_reference_ops_and_gives_the_models_back():
+    """The update may route the model through fused kernels (backend.kernels); sampling runs the reference ops
+    (rollout.py "Ops") and leaves each module's own ops as they were, also when a rollout raises."""
+    from dataclasses import replace
+
+    from trainhub.engine.kernels import EAGER, use_kernels
+
+    def refuse(*_):
+        raise AssertionError("the sampler ran the update's ops")
+
+    ours = ours_like(hf_model("llama-gqa-llama3"))
+    update_ops = replace(EAGER, name="update", rms_norm=refuse, rope=refuse, swiglu=refuse)
+    use_kernels(ours, update_ops)
+    out = sampler(ours, 3).sample(PROMPTS, generator=torch.Generator().manual_seed(0))
+    use_kernels(ours, EAGER)
+    again = sampler(ours, 3).sample(PROMPTS, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.completion_ids, again.completion_ids)
+    use_kernels(ours, update_ops)
+    with pytest.raises(IndexError):  # a token id past the vocabulary: the embedding raises mid-rollout
+        sampler(ours, 3).sample([[10**6]], generator=torch.Generator().manual_seed(0))
+    assert {m.ops.name for m in ours.modules() if hasattr(m, "ops")} == {"update"}
 
 
 def test_the_transformers_path_is_refused():

@@ -19,9 +19,10 @@ for the device at hand. Triton is imported only when `triton` is chosen, so the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -96,3 +97,16 @@ def use_kernels(model: torch.nn.Module, ops: Ops) -> None:
     for module in model.modules():
         if hasattr(module, "ops"):
             module.ops = ops
+
+
+@contextlib.contextmanager
+def ops_as(model: torch.nn.Module, ops: Ops) -> Iterator[None]:
+    """`model`'s ops slots through `ops` inside the block, then back to what each module had."""
+    saved = [(module, module.ops) for module in model.modules() if hasattr(module, "ops")]
+    for module, _ in saved:
+        module.ops = ops
+    try:
+        yield
+    finally:
+        for module, own in saved:
+            module.ops = own

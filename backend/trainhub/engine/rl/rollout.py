@@ -25,6 +25,11 @@ the same), so with one update per rollout the ratio starts at 1 up to numerics.
 
 LoRA (peft) runs through the same forward: the adapters sit inside the model's Linear layers. Only
 trainhub's own decoder has the cache; the transformers path is refused by the runner.
+
+Ops. The sampler runs the model's norms, RoPE and MLP through the reference ops (engine/kernels/reference.py)
+whatever backend.kernels chose for the update: the fused kernels' gain is the update's saved activations,
+which sampling (no gradients) has none of, and the compiled decode step fuses those element-wise ops itself
+(inductor), inside one CUDA graph.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from trainhub.engine.device import Precision, autocast
+from trainhub.engine.kernels import EAGER, ops_as
 from trainhub.engine.models.kv_cache import KVCache
 from trainhub.engine.models.own import unwrap
 from trainhub.engine.models.transformer import CausalLM
@@ -187,6 +193,10 @@ class Sampler:
 
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], generator: torch.Generator | None = None) -> Rollout:
+        with ops_as(self.model, EAGER):  # module docstring, "Ops"
+            return self._sample(prompts, generator)
+
+    def _sample(self, prompts: list[list[int]], generator: torch.Generator | None) -> Rollout:
         spec, device = self.spec, self.device
         was_training = self.model.training
         self.model.eval()

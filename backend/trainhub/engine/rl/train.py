@@ -41,6 +41,7 @@ import torch
 
 from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import autocast, device_facts, pick_device, pick_precision, synchronize
+from trainhub.engine.kernels import kernel_ops, resolve, use_kernels
 from trainhub.engine.model import build_tokenizer, count_model
 from trainhub.engine.models import build_model
 from trainhub.engine.models.attention import varlen_runs
@@ -79,6 +80,9 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     notes += prompts.notes
     rewards = Rewards(job)
     model = build_model(job, tokenizer).to(device)
+    kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
+    use_kernels(model, kernel_ops(kernels))  # the update's; the sampler runs the reference ops (rollout.py)
+    notes.append(f"kernels: {kernels} ({why}) in the update's forward and backward; the sampler runs the reference ops")
     lora = hasattr(model, "disable_adapter")
     reference = None
     if m.kl_beta > 0 and not lora:  # the starting weights, before a resumed checkpoint replaces them

@@ -74,7 +74,11 @@ class NativeRunner:
             decode = "compiled decode step (CUDA graphs) on a GPU" if getattr(job.backend, "compile", False) else "eager"
             where = (f"in {m.reward_workers} worker processes (rewards/pool.py)" if m.reward_workers
                      else "in the training process")
+            kernels = getattr(job.backend, "kernels", "auto")
+            what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
             return [f"  {model_path(job)}", f"  loss: {m.algorithm}: {knobs} (engine/rl/loss.py)",
+                    f"  kernels: {what} in the update (backend.kernels; engine/kernels); the sampler runs the "
+                    f"reference ops",
                     f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)",
                     f"  rewards: {', '.join(r.function for r in m.rewards)}, scored {where}"]
         kernels = getattr(job.backend, "kernels", "auto")
@@ -175,8 +179,6 @@ def grpo_problems(job: Job) -> list[Problem]:
     not_yet = [("distributed.nproc_per_node", job.distributed.world > 1, "several processes"),
                ("train.precision", job.train.precision.type == "fp8", "fp8"),
                ("adapter.type", job.adapter.type == "qlora", "qlora"),
-               ("backend.kernels", getattr(job.backend, "kernels", "auto") in ("triton", "liger"),
-                "backend.kernels triton or liger (auto runs the eager ops)"),
                ("train.activation_offload", job.train.activation_offload, "activation offload"),
                ("train.loss_watch", job.train.loss_watch is not None,
                 "train.loss_watch (a policy loss is no divergence signal; watch the reward rows)")]
