@@ -343,3 +343,27 @@ def test_float8_all_gather_is_for_tensorwise_only():
     assert float8_config("tensorwise").enable_fsdp_float8_all_gather is False
     with pytest.raises(Fp8Error, match="recipe tensorwise only, not rowwise"):
         float8_config("rowwise", float8_all_gather=True)
+
+
+def test_float8_all_gather_under_fsdp2_tensorwise_only_and_scales_after_each_step(monkeypatch):
+    """parallelize asks for float8 all-gather where torchao has it (FSDP2, tensorwise); setup then has every
+    optimizer step followed by one precompute of the float8 scales over the model."""
+    from trainhub.engine.fp8 import float8_all_gather, precompute_scales_after_steps
+
+    assert float8_all_gather(spec(recipe="tensorwise"), "fsdp2")
+    assert not float8_all_gather(spec(recipe="rowwise"), "fsdp2")
+    assert not float8_all_gather(spec(recipe="tensorwise"), "ddp")
+    assert not float8_all_gather(job("bf16").train.precision, "fsdp2")
+    if not find_spec("torchao"):
+        return
+    import torchao.float8
+
+    seen = []
+    monkeypatch.setattr(torchao.float8, "precompute_float8_dynamic_scale_for_fsdp", seen.append)
+    model = nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precompute_scales_after_steps(optimizer, model)
+    model(torch.ones(2, 4)).sum().backward()
+    optimizer.step()
+    optimizer.step()
+    assert seen == [model, model]

@@ -214,6 +214,21 @@ def convert_to_fp8(model: nn.Module, spec, *, float8_all_gather: bool = False) -
     return report
 
 
+def float8_all_gather(spec, strategy: str) -> bool:
+    """Whether FSDP2 all-gathers the float8 layers' weights in float8: under strategy fsdp2 with recipe
+    tensorwise (torchao has it for that recipe only; the others gather bf16/fp32 weights as usual)."""
+    return spec.type == "fp8" and strategy == "fsdp2" and spec.recipe == "tensorwise"
+
+
+def precompute_scales_after_steps(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """With float8 all-gather: after every optimizer step, the scales of all FSDP2-sharded float8 weights in
+    one all-reduce of their amaxes (torchao's precompute_float8_dynamic_scale_for_fsdp), instead of one
+    all-reduce per weight when each is gathered."""
+    from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+    optimizer.register_step_post_hook(lambda *_: precompute_float8_dynamic_scale_for_fsdp(model))
+
+
 def check_device(spec, device: torch.device, *, compiled: bool) -> None:
     """Refuse fp8 where it cannot run (CPU, a GPU below compute capability 8.9) or would not pay (eager),
     with engine/precision.py's words; the GPU is named. Call it before any work."""

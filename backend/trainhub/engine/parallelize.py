@@ -20,8 +20,10 @@ The module wrapped in step 4 is the loss itself (`LossModule`: hidden states, he
 the bare model: the output head runs inside the wrapped forward, so FSDP2 gathers the embedding and head
 with the root and DDP counts the head's gradient in its buckets. Activation checkpointing is each block's
 own switch (models/checkpointing.py, set when the model is built from train.grad_checkpointing), applied
-inside the block's forward, so it sits inside compile and FSDP2 as step 2 asks. FSDP2's float8 all-gather
-(torchao) is not wired yet: fp8 under FSDP2 all-gathers bf16/fp32 weights.
+inside the block's forward, so it sits inside compile and FSDP2 as step 2 asks. fp8 tensorwise under FSDP2
+all-gathers the float8 layers' weights in float8 (torchao's float8 all-gather: half of bf16's bytes), their
+scales precomputed after each optimizer step in one all-reduce (engine/setup.py); the other recipes
+all-gather bf16/fp32 weights.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 from trainhub.engine.dist import Dist
-from trainhub.engine.fp8 import convert_to_fp8
+from trainhub.engine.fp8 import convert_to_fp8, float8_all_gather
 from trainhub.engine.kernels import EAGER, Ops, use_kernels
 from trainhub.engine.models import compile_model, path_of
 from trainhub.engine.models.own import fuse_lora
@@ -44,7 +46,10 @@ def parallelize(loss_module: nn.Module, job, d: Dist, device: torch.device, note
     the kernels engine/kernels resolved for backend.kernels."""
     model = loss_module.model
     if job.train.precision.type == "fp8":
-        notes += convert_to_fp8(model, job.train.precision).lines()
+        gather = float8_all_gather(job.train.precision, d.strategy)
+        notes += convert_to_fp8(model, job.train.precision, float8_all_gather=gather).lines()
+        if gather:
+            notes.append("fp8: FSDP2 all-gathers the float8 layers' weights in float8 (tensorwise)")
     if path_of(model) == "own":
         use_kernels(model, ops)
         if ops.name == "triton" and job.adapter.type == "lora":

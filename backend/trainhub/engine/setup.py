@@ -18,6 +18,7 @@ from trainhub.data.dataset import build_datasets
 from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches, packing_stats
 from trainhub.engine.device import Precision
 from trainhub.engine.dist import Dist
+from trainhub.engine.fp8 import float8_all_gather, precompute_scales_after_steps
 from trainhub.engine.kernels import kernel_ops, resolve
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
@@ -133,6 +134,8 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     # trainhub's own model on a GPU takes packed rows end to end with flash-attention's varlen kernel (no N x N mask)
     mask_kind = "varlen" if own and device.type == "cuda" else mask_kind_for(job.model.attention)
     optimizer = build_optimizer(job.optim, model, device)
+    if float8_all_gather(job.train.precision, d.strategy):
+        precompute_scales_after_steps(optimizer, model)
     scaler = torch.amp.GradScaler("cuda") if precision.scaler else None
     items = len(rows) if rows is not None else len(data.train)
     return Setup(job=job, device=device, precision=precision, tokenizer=tokenizer, train_set=data.train,
