@@ -37,7 +37,7 @@ row length and rows per micro-batch (seq 8192, micro-batch 1: the long-row case)
 
 A native variant may name a distributed strategy (not in the default list): `native+compile+fsdp2` runs
 FSDP2 in one process (`+keep`: reshard_after_forward false; `+bf16gather`: param_dtype bfloat16, reduce_dtype
-float32), `native+compile+ddpx2` / `native+compile+fsdp2x2` two processes through torchrun
+float32; `+bf16reduce` with it: reduce_dtype bfloat16, which loses nothing in a group of one, where nothing is summed), `native+compile+ddpx2` / `native+compile+fsdp2x2` two processes through torchrun
 (micro-batch per process, so the global batch and tokens/s double with perfect scaling); research/gpu_dist.sh.
 
 Same model shape (hidden 2048, MLP 8192, 16 layers, 32 heads, 8 KV heads, vocab
@@ -190,8 +190,9 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
         job["distributed"] = distributed
         if distributed["strategy"] == "fsdp2":  # +keep: no re-gather for the backward; +bf16gather: bf16 weights
             job["distributed"]["fsdp2"] = {"reshard_after_forward": "keep" not in mods}
-            if "bf16gather" in mods:
-                job["distributed"]["fsdp2"].update(param_dtype="bfloat16", reduce_dtype="float32")
+            if "bf16gather" in mods:  # +bf16reduce: gradients reduced in bf16 too (exact in a group of one)
+                job["distributed"]["fsdp2"].update(param_dtype="bfloat16",
+                                                   reduce_dtype="bfloat16" if "bf16reduce" in mods else "float32")
     config = work / f"{run_dir.name}.yaml"
     config.write_text(yaml.safe_dump(job))
     t0 = time.time()
@@ -279,7 +280,7 @@ def child(args) -> None:
     work = Path(args.work)
     base, *mods = args.variant.split("+")
     if base.startswith("native"):
-        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger", "keep", "bf16gather",
+        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger", "keep", "bf16gather", "bf16reduce",
                  "profile"}
         unknown = {m for m in mods if m not in known and m.removeprefix("fp8-") not in FP8_RECIPES
                    and not re.fullmatch(r"(ddp|fsdp2)(x\d+)?", m)}

@@ -17,7 +17,7 @@
 #   bash research/gpu_round.sh u   # issues 27, 25: FSDP2 one process vs plain; fp8 on the 8B slice (carry .whl-fp8)
 #   bash research/gpu_round.sh v   # issue 26: GRPO step vs trl, what is alive at native's memory peak (carry .whl-trl)
 #   bash research/gpu_round.sh w   # issues 25, 27: traced steps (top ops): 8B bf16 vs fp8; FSDP2 +keep vs plain (carry .whl-fp8)
-#   bash research/gpu_round.sh x   # issues 26, 27: GRPO with the update's kernels vs trl (peak); FSDP2 bf16 gather traced
+#   bash research/gpu_round.sh x   # issues 26, 27: GRPO with the update's kernels vs trl (peak); FSDP2 bf16 gather + reduce
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -110,11 +110,11 @@ case "$part" in
     step fsdp2_trace 220 $BENCH_FT --variants native+compile+profile,native+compile+fsdp2+keep+profile \
       --out "$RES/fsdp2_trace.json" ;;
   x)  # issue 26: native GRPO with the update's fused kernels (the predicted ~2 GB below TRL's peak) and its GPU
-      # tests; issue 27: FSDP2 +keep+bf16gather traced beside plain (what the last 4% is). Carry .whl, .whl-trl
-    step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rl_cuda.py
-    step grpo_memory 260 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl --memory
-    step fsdp2_trace 200 $BENCH_FT --variants native+compile+profile,native+compile+fsdp2+keep+bf16gather+profile \
-      --out "$RES/fsdp2_trace.json" ;;
+      # tests; issue 27: FSDP2 +keep with bf16 gather and bf16 reduce against plain (the last 4%). Carry .whl, .whl-trl
+    step gpu_tests 120 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rl_cuda.py
+    step grpo_memory 240 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl --memory
+    step fsdp2_bf16 200 $BENCH_FT --variants native+compile,native+compile+fsdp2+keep+bf16gather+bf16reduce \
+      --out "$RES/fsdp2_bf16.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"
