@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 H100 = Host(gpus=("NVIDIA H100 80GB HBM3",))
 
 
-def _job(adapter="lora", ckpt=False, method="sft"):
+def _job(adapter="lora", ckpt=False, method="sft", data_format="messages"):
     return Job.model_validate({"name": "t", "model": {"path": "some/model"}, "method": method, "adapter": adapter,
-                               "data": {"train": "x.jsonl", "format": "messages"},
+                               "data": {"train": "x.jsonl", "format": data_format},
                                "train": {"max_steps": 1, "grad_checkpointing": ckpt}})
 
 
@@ -78,3 +78,9 @@ def test_native_plan_names_checkpointing_offload_and_qlora():
 
     text = "\n".join(RUNNERS["native"].plan_lines(job))
     assert "activation checkpointing: selective, saved activations offloaded" in text and "NF4" in text
+
+
+def test_grpo_picks_native_from_a_measured_comparison():
+    grpo = {"type": "grpo", "rewards": [{"function": "trainhub.rewards:exact_match"}]}
+    picked, why = prefer(_job(adapter="full", method=grpo, data_format="prompt"), H100, ["native", "trl"])
+    assert picked == "native" and "fastest measured for grpo full" in why and "trl 1,761" in why

@@ -39,6 +39,8 @@ class Measured:
 
 
 LLAMA_1B = "Llama-3.2-1B shape, bf16, 4 x 2048 tokens a step"
+QWEN_GRPO = ("Qwen2.5-0.5B shape, bf16, dapo, 8 prompts x 8 completions x 256 tokens a step; completion tokens/s "
+             "of the whole step (with backend.compile native makes 16,155)")
 MEASURED: tuple[Measured, ...] = (
     Measured("h100", "causal-lm", "full", False, "native", 37_895,
              "research/results/native_full_ft.md (2026-12-07, own model, eager)", LLAMA_1B),
@@ -48,6 +50,11 @@ MEASURED: tuple[Measured, ...] = (
              "research/results/unsloth.md (second run, `train --backend unsloth`)", LLAMA_1B + ", r=16 all linear"),
     Measured("h100", "causal-lm", "qlora", True, "unsloth", 46_359,
              "research/results/unsloth.md (second run, `train --backend unsloth`)", LLAMA_1B + ", r=16 all linear"),
+    # GRPO: completion tokens/s over the whole step (rollout, rewards, update), one run of bench_grpo.py
+    Measured("h100", "grpo", "full", False, "native", 2_697,
+             "research/results/grpo_native.md (fourteenth session, native eager)", QWEN_GRPO),
+    Measured("h100", "grpo", "full", False, "trl", 1_761,
+             "research/results/grpo_native.md (fourteenth session, `train --backend trl`)", QWEN_GRPO),
 )
 
 
