@@ -18,6 +18,7 @@
 #   bash research/gpu_round.sh v   # issue 26: GRPO step vs trl, what is alive at native's memory peak (carry .whl-trl)
 #   bash research/gpu_round.sh w   # issues 25, 27: traced steps (top ops): 8B bf16 vs fp8; FSDP2 +keep vs plain (carry .whl-fp8)
 #   bash research/gpu_round.sh x   # issues 26, 27: GRPO with the update's kernels vs trl (peak); FSDP2 bf16 gather + reduce
+#   bash research/gpu_round.sh y   # issue 23: native LoRA with kernels, plain and selective checkpointing; QLoRA
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -115,6 +116,11 @@ case "$part" in
     step grpo_memory 240 python3 research/bench_grpo.py --steps 5 --warmup 2 --sides native-compiled,trl --memory
     step fsdp2_bf16 200 $BENCH_FT --variants native+compile,native+compile+fsdp2+keep+bf16gather+bf16reduce \
       --out "$RES/fsdp2_bf16.json" ;;
+  y)  # issue 23: native LoRA r=16 with kernels, plain and with selective checkpointing (recomputes the element-wise
+      # outputs, SwiGLU's product among them, which down_proj would otherwise keep), against Unsloth's 72.6k, 11.7 GB
+    step lora_selective 300 $BENCH_FT --variants native+compile+kernels+lora,native+compile+kernels+lora+selective \
+      --out "$RES/lora_selective.json"
+    step qlora 200 $BENCH_FT --variants native+compile+kernels+qlora --out "$RES/qlora.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"
