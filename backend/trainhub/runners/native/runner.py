@@ -77,8 +77,8 @@ class NativeRunner:
             kernels = getattr(job.backend, "kernels", "auto")
             what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
             return [f"  {model_path(job)}", f"  loss: {m.algorithm}: {knobs} (engine/rl/loss.py)",
-                    f"  kernels: {what} in the update (backend.kernels; engine/kernels); the sampler runs the "
-                    f"reference ops",
+                    f"  kernels in the update's forward and backward: {what} (backend.kernels; engine/kernels); "
+                    f"the sampler runs the reference ops",
                     f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)",
                     f"  rewards: {', '.join(r.function for r in m.rewards)}, scored {where}"]
         kernels = getattr(job.backend, "kernels", "auto")
