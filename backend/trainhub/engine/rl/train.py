@@ -55,7 +55,7 @@ from trainhub.engine.rl.prompts import Rewards, draw, load_prompts
 from trainhub.engine.rl.rollout import Rollout, Sampler, SamplingSpec
 from trainhub.engine.schedule import lr_at
 from trainhub.engine.state import TrainState
-from trainhub.engine.step import NonFiniteStop, nonfinite_verdict
+from trainhub.engine.step import NonFiniteStop, clip_gradients, nonfinite_verdict
 from trainhub.engine.stop import StopFlag
 from trainhub.engine.telemetry import Telemetry
 from trainhub.export.hf import save_final
@@ -263,8 +263,7 @@ def update(model, reference, optimizer, out: Rollout, advantages, spec, tc, temp
         state.tokens += batch.tokens
         for k, v in metrics.items():
             stats[k] = stats.get(k, 0) + v / math.ceil(mask.shape[0] / micro)
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               tc.grad_clip or math.inf)
+    grad_norm = clip_gradients([p for g in optimizer.param_groups for p in g["params"]], tc.grad_clip or math.inf)
     finite = bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm))  # sync
     if finite:
         optimizer.step()

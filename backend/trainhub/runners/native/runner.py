@@ -68,23 +68,21 @@ class NativeRunner:
         how its processes share the work."""
         from trainhub.engine.models import model_path
 
+        kernels = getattr(job.backend, "kernels", "auto")
+        what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
         if job.method.type == "grpo":
             m, settings = job.method, job.method.resolved()
             knobs = ", ".join(f"{k} {v}" for k, v in settings.items())
             decode = "compiled decode step (CUDA graphs) on a GPU" if getattr(job.backend, "compile", False) else "eager"
             where = (f"in {m.reward_workers} worker processes (rewards/pool.py)" if m.reward_workers
                      else "in the training process")
-            kernels = getattr(job.backend, "kernels", "auto")
-            what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
             return [f"  {model_path(job)}", f"  loss: {m.algorithm}: {knobs} (engine/rl/loss.py)",
                     f"  kernels in the update's forward and backward: {what} (backend.kernels; engine/kernels); "
                     f"the sampler runs the reference ops",
                     f"  rollout: trainhub's KV-cache sampler on the training weights, {decode} (engine/rl/rollout.py)",
                     f"  rewards: {', '.join(r.function for r in m.rewards)}, scored {where}"]
-        kernels = getattr(job.backend, "kernels", "auto")
         fused = "the kernels' fused loss when kernels are on, else " if kernels != "none" else ""
         loss = job.train.loss if job.train.loss != "auto" else f"auto ({fused}chunked from a 32k vocabulary, else eager)"
-        what = "triton on a CUDA GPU where Triton imports, else none" if kernels == "auto" else kernels
         d, tc = job.distributed, job.train
         memory = f"  activation checkpointing: {tc.grad_checkpointing}" + \
             (", saved activations offloaded to host memory (GPU only)" if tc.activation_offload else "") + \
