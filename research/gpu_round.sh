@@ -19,6 +19,7 @@
 #   bash research/gpu_round.sh w   # issues 25, 27: traced steps (top ops): 8B bf16 vs fp8; FSDP2 +keep vs plain (carry .whl-fp8)
 #   bash research/gpu_round.sh x   # issues 26, 27: GRPO with the update's kernels vs trl (peak); FSDP2 bf16 gather + reduce
 #   bash research/gpu_round.sh y   # issue 23: native LoRA with kernels, plain and selective checkpointing; QLoRA
+#   bash research/gpu_round.sh z   # issue 23: the roofline (matmuls + attention + optimizer alone) at 1B and 8B; 1B kernels step, traced
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -44,7 +45,7 @@ step() {  # step NAME SECONDS CMD...: run CMD under min(SECONDS, time left), log
   echo "=== $name (limit ${limit}s)"
   timeout -k 5 "$limit" "$@" > "$RES/$name.log" 2>&1
   local rc=$? last
-  last=$(grep -E "passed|failed|error|^\| native|^\| muon|^\| [a-z_]+ \| (bf16|float32|bfloat16)" "$RES/$name.log" \
+  last=$(grep -E "passed|failed|error|^\| native|^\| muon|^\| bound|^\| [a-z_]+ \| (bf16|float32|bfloat16)" "$RES/$name.log" \
          | tail -1 | cut -c1-110)
   echo "| $name | $rc | $(( $(date +%s) - t0 )) | ${last//|/\/} |" | tee -a "$SUMMARY"
 }
@@ -121,6 +122,13 @@ case "$part" in
     step lora_selective 300 $BENCH_FT --variants native+compile+kernels+lora,native+compile+kernels+lora+selective \
       --out "$RES/lora_selective.json"
     step qlora 200 $BENCH_FT --variants native+compile+kernels+qlora --out "$RES/qlora.json" ;;
+  z)  # issue 23: how far 60% MFU is from the hardware's reach at the 1B shape (the step's matmuls, attention and
+      # optimizer each timed alone: an upper bound), then the 1B step with kernels (the clip folded into AdamW since
+      # the seventeenth session; was 55,019 tok/s) and its traced busy share
+    step roofline_1b 90 python3 research/bench_roofline.py --out "$RES/roofline_1b.json"
+    step roofline_8b 120 python3 research/bench_roofline.py --shape 8b-slice --out "$RES/roofline_8b.json"
+    step kernels_1b 300 $BENCH_FT --variants native+compile,native+compile+kernels,native+compile+kernels+profile \
+      --out "$RES/kernels_1b.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""The best a training step of one shape can do on this GPU: its matmuls, its attention and its optimizer
+step, each timed alone, summed, and read as MFU (issue 23: how far 60% is from the hardware's reach).
+
+One step of a Llama-shaped model over `tokens` tokens is, at the least:
+  per block, per linear (q, k, v, o, gate, up, down) three GEMMs: forward x @ W^T, the input gradient
+    dy @ W and the weight gradient dy^T @ x, bf16 in and out with fp32 accumulation (cuBLAS);
+  per block, attention forward and backward (SDPA's flash kernel, causal, grouped KV heads);
+  the head's three GEMMs at the vocabulary's width;
+  the optimizer: the gradient norm and one fused AdamW step over fp32 weights of the model's shapes.
+Everything else a real step runs (norms, RoPE, SwiGLU's product, the loss's softmax, the casts, the host's
+launches) is counted as free here, so the MFU this prints is an upper bound for the shape: a step that
+reaches it has made everything else cost nothing. MFU uses trainhub's formula (metrics/flops.py: 6N +
+12*L*H*Q*T per token over the GPU's dense bf16 peak), the one every benchmark table uses.
+
+    PYTHONPATH=backend python3 research/bench_roofline.py --out roofline.json          # GPU, 1B shape
+    PYTHONPATH=backend python3 research/bench_roofline.py --shape 8b-slice --layers 8  # FP8 issue's shape
+    PYTHONPATH=backend python3 research/bench_roofline.py --tiny                       # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_bench import _median_ms  # noqa: E402
+
+from trainhub.metrics.flops import flops_per_token, peak_flops  # noqa: E402
+
+SHAPES = {  # hidden, mlp, layers, heads, kv heads, vocab, seq, micro-batch, tied head
+    "1b": dict(hidden=2048, mlp=8192, layers=16, heads=32, kv_heads=8, vocab=128256, seq=2048, batch=4, tied=True),
+    "8b-slice": dict(hidden=4096, mlp=14336, layers=8, heads=32, kv_heads=8, vocab=128256, seq=4096, batch=2,
+                     tied=False),
+    "tiny": dict(hidden=64, mlp=160, layers=2, heads=4, kv_heads=2, vocab=256, seq=32, batch=2, tied=True),
+}
+
+
+def linears(c: dict) -> list[tuple[str, int, int]]:
+    """(name, in features, out features) of one block's linear layers."""
+    h, d = c["hidden"], c["hidden"] // c["heads"]
+    kv = c["kv_heads"] * d
+    return [("q", h, h), ("k", h, kv), ("v", h, kv), ("o", h, h), ("gate", h, c["mlp"]), ("up", h, c["mlp"]),
+            ("down", c["mlp"], h)]
+
+
+def matmul_weights(c: dict) -> int:
+    """Weights that take part in a matmul (metrics/flops.py's N): the blocks' linears and the head."""
+    return c["layers"] * sum(k * n for _, k, n in linears(c)) + c["hidden"] * c["vocab"]
+
+
+def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dict]:
+    tokens = c["seq"] * c["batch"]
+    rows = []
+    for name, k, n in linears(c) + [("head", c["hidden"], c["vocab"])]:
+        x = torch.randn(tokens, k, device=device, dtype=dtype)
+        w = torch.randn(n, k, device=device, dtype=dtype)
+        dy = torch.randn(tokens, n, device=device, dtype=dtype)
+        per = {"forward": lambda x=x, w=w: F.linear(x, w), "input grad": lambda dy=dy, w=w: dy @ w,
+               "weight grad": lambda dy=dy, x=x: dy.t() @ x}
+        for kind, fn in per.items():
+            for _ in range(warmup):
+                fn()
+            ms = _median_ms(fn, device, repeat)
+            count = 1 if name == "head" else c["layers"]
+            rows.append({"op": f"{name} {kind}", "shape": f"{tokens}x{k}x{n}", "count": count, "ms": ms,
+                         "tflops": 2 * tokens * k * n / ms / 1e9})
+    return rows
+
+
+def attention_row(c: dict, device, dtype, repeat: int, warmup: int) -> dict:
+    d = c["hidden"] // c["heads"]
+    q = torch.randn(c["batch"], c["heads"], c["seq"], d, device=device, dtype=dtype, requires_grad=True)
+    k = torch.randn(c["batch"], c["kv_heads"], c["seq"], d, device=device, dtype=dtype, requires_grad=True)
+    v = torch.randn_like(k, requires_grad=True)
+    g = torch.randn_like(q)
+
+    def step():
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        q.grad = k.grad = v.grad = None
+        out.backward(g)
+
+    for _ in range(warmup):
+        step()
+    ms = _median_ms(step, device, repeat)
+    flops = 12 * c["heads"] * d * c["seq"] * c["seq"] * c["batch"]  # the formula's term, causal not discounted
+    return {"op": "attention forward+backward", "shape": f"{c['batch']}x{c['heads']}/{c['kv_heads']}x{c['seq']}x{d}",
+            "count": c["layers"], "ms": ms, "tflops": flops / ms / 1e9}
+
+
+def optimizer_row(c: dict, device, repeat: int, warmup: int) -> dict:
+    shapes = [(n, k) for _ in range(c["layers"]) for _, k, n in linears(c)]
+    shapes += [(c["hidden"],)] * (2 * c["layers"] + 1) + [(c["vocab"], c["hidden"])] * (1 if c["tied"] else 2)
+    params = [torch.zeros(s, device=device, requires_grad=True) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+
+    def step():
+        torch.nn.utils.get_total_norm([p.grad for p in params])
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    ms = _median_ms(step, device, repeat)
+    n = sum(p.numel() for p in params)
+    return {"op": "grad norm + fused AdamW (fp32)", "shape": f"{n / 1e6:.0f}M params", "count": 1, "ms": ms,
+            "tflops": None, "gb_s": 32 * n / ms / 1e6}  # read p, g (x2), m, v; write p, m, v: ~32 B/param
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="1b", choices=SHAPES)
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--seq", type=int, default=None)
+    p.add_argument("--micro-batch", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--tiny", action="store_true", help="the tiny shape on CPU in float32: a smoke test")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    c = dict(SHAPES["tiny" if args.tiny else args.shape])
+    for key, value in (("layers", args.layers), ("seq", args.seq), ("batch", args.micro_batch)):
+        if value:
+            c[key] = value
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    repeat, warmup = (2, 1) if args.tiny else (args.repeat, args.warmup)
+
+    rows = gemm_rows(c, device, dtype, repeat, warmup)
+    rows.append(attention_row(c, device, dtype, repeat, warmup))
+    rows.append(optimizer_row(c, device, repeat, warmup))
+    total_ms = sum(r["ms"] * r["count"] for r in rows)
+    tokens = c["seq"] * c["batch"]
+    d = c["hidden"] // c["heads"]
+    per_token = flops_per_token(n_frozen=0, n_trainable=matmul_weights(c), layers=c["layers"], heads=c["heads"],
+                                head_dim=d, seq_len=c["seq"])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_flops(name)
+    bound = {"tokens_per_s": tokens / total_ms * 1e3, "step_ms": total_ms,
+             "mfu": per_token * tokens / (total_ms / 1e3) / peak if peak else None}
+    result = {"device": name, "torch": torch.__version__, "shape": c, "flops_per_token": per_token,
+              "rows": rows, "bound": bound}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+    print(f"\n{name}, shape {args.shape if not args.tiny else 'tiny'}: {tokens} tokens per step, "
+          f"{per_token / 1e9:.2f} GFLOP/token")
+    print("| op | shape | x | ms each | ms in step | share | TFLOP/s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rate = f"{r['tflops']:.0f}" if r["tflops"] is not None else f"{r['gb_s']:.0f} GB/s"
+        print(f"| {r['op']} | {r['shape']} | {r['count']} | {r['ms']:.3f} | {r['ms'] * r['count']:.2f} | "
+              f"{r['ms'] * r['count'] / total_ms:.1%} | {rate} |")
+    mfu = f"{bound['mfu']:.1%}" if bound["mfu"] is not None else "n/a (no known peak)"
+    print(f"| bound: matmuls + attention + optimizer only | | | | {total_ms:.2f} | 100% | "
+          f"{bound['tokens_per_s']:,.0f} tok/s, MFU {mfu} |")
+
+
+if __name__ == "__main__":
+    main()
