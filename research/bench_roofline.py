@@ -15,7 +15,12 @@ reaches it has made everything else cost nothing. MFU uses trainhub's formula (m
 
     PYTHONPATH=backend python3 research/bench_roofline.py --out roofline.json          # GPU, 1B shape
     PYTHONPATH=backend python3 research/bench_roofline.py --shape 8b-slice --layers 8  # FP8 issue's shape
+    PYTHONPATH=backend python3 research/bench_roofline.py --frozen                     # LoRA's bound
     PYTHONPATH=backend python3 research/bench_roofline.py --tiny                       # CPU smoke test
+
+--frozen: the base weights are frozen (LoRA, QLoRA's bf16 equivalent): no weight-gradient GEMMs and no
+optimizer over them, FLOPs 4N per token (metrics/flops.py); the adapters' rank-16 GEMMs, a few percent of the
+work, are left out, so the bound is higher than any LoRA step can reach.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def matmul_weights(c: dict) -> int:
     return c["layers"] * sum(k * n for _, k, n in linears(c)) + c["hidden"] * c["vocab"]
 
 
-def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dict]:
+def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False) -> list[dict]:
     tokens = c["seq"] * c["batch"]
     rows = []
     for name, k, n in linears(c) + [("head", c["hidden"], c["vocab"])]:
@@ -63,6 +68,8 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dict]:
         dy = torch.randn(tokens, n, device=device, dtype=dtype)
         per = {"forward": lambda x=x, w=w: F.linear(x, w), "input grad": lambda dy=dy, w=w: dy @ w,
                "weight grad": lambda dy=dy, x=x: dy.t() @ x}
+        if frozen:
+            del per["weight grad"]
         for kind, fn in per.items():
             for _ in range(warmup):
                 fn()
@@ -119,6 +126,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--seq", type=int, default=None)
     p.add_argument("--micro-batch", type=int, default=None)
+    p.add_argument("--frozen", action="store_true", help="frozen base weights (LoRA): no weight gradients")
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="the tiny shape on CPU in float32: a smoke test")
@@ -132,24 +140,27 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     repeat, warmup = (2, 1) if args.tiny else (args.repeat, args.warmup)
 
-    rows = gemm_rows(c, device, dtype, repeat, warmup)
+    rows = gemm_rows(c, device, dtype, repeat, warmup, args.frozen)
     rows.append(attention_row(c, device, dtype, repeat, warmup))
-    rows.append(optimizer_row(c, device, repeat, warmup))
+    if not args.frozen:
+        rows.append(optimizer_row(c, device, repeat, warmup))
     total_ms = sum(r["ms"] * r["count"] for r in rows)
     tokens = c["seq"] * c["batch"]
     d = c["hidden"] // c["heads"]
-    per_token = flops_per_token(n_frozen=0, n_trainable=matmul_weights(c), layers=c["layers"], heads=c["heads"],
-                                head_dim=d, seq_len=c["seq"])
+    n = matmul_weights(c)
+    per_token = flops_per_token(n_frozen=n if args.frozen else 0, n_trainable=0 if args.frozen else n,
+                                layers=c["layers"], heads=c["heads"], head_dim=d, seq_len=c["seq"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_flops(name)
     bound = {"tokens_per_s": tokens / total_ms * 1e3, "step_ms": total_ms,
              "mfu": per_token * tokens / (total_ms / 1e3) / peak if peak else None}
-    result = {"device": name, "torch": torch.__version__, "shape": c, "flops_per_token": per_token,
+    result = {"device": name, "torch": torch.__version__, "shape": c, "frozen": args.frozen, "flops_per_token": per_token,
               "rows": rows, "bound": bound}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
 
-    print(f"\n{name}, shape {args.shape if not args.tiny else 'tiny'}: {tokens} tokens per step, "
+    print(f"\n{name}, shape {args.shape if not args.tiny else 'tiny'}{' frozen (LoRA)' if args.frozen else ''}: "
+          f"{tokens} tokens per step, "
           f"{per_token / 1e9:.2f} GFLOP/token")
     print("| op | shape | x | ms each | ms in step | share | TFLOP/s |")
     print("|---|---|---:|---:|---:|---:|---:|")

@@ -126,6 +126,7 @@ case "$part" in
       # optimizer each timed alone: an upper bound), then the 1B step with kernels (the clip folded into AdamW since
       # the seventeenth session; was 55,019 tok/s) and its traced busy share
     step roofline_1b 90 python3 research/bench_roofline.py --out "$RES/roofline_1b.json"
+    step roofline_lora 60 python3 research/bench_roofline.py --frozen --out "$RES/roofline_lora.json"
     step roofline_8b 120 python3 research/bench_roofline.py --shape 8b-slice --out "$RES/roofline_8b.json"
     step kernels_1b 300 $BENCH_FT --variants native+compile,native+compile+kernels,native+compile+kernels+profile \
       --out "$RES/kernels_1b.json" ;;
