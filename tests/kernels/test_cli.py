@@ -32,10 +32,12 @@ def test_kernels_train_as_eager(tmp_path):
 
 
 @pytest.mark.slow
-def test_grpo_update_runs_the_kernels_as_eager(tmp_path):
-    """Native GRPO with backend.kernels triton: the update's forward and backward through the kernels, the
-    sampler through the reference ops (the same rollouts, seeded), so the per-step losses and rewards equal
-    kernels none's within float32 noise, and the start row names both."""
+@pytest.mark.parametrize("adapter", ["full", "lora"])
+def test_grpo_update_runs_the_kernels_as_eager(tmp_path, adapter):
+    """Native GRPO with backend.kernels triton: the update's forward and backward through the kernels (and with
+    LoRA, peft's layers through the fused LoRA Function), the sampler through the reference ops and peft's
+    forward (the same rollouts, seeded), so the per-step losses and rewards equal kernels none's within float32
+    noise, and the start row names both."""
     from tests.integration.test_native_grpo import _tiny
 
     for kernels in ("none", "triton"):
@@ -43,10 +45,14 @@ def test_grpo_update_runs_the_kernels_as_eager(tmp_path):
         d.mkdir()
         job = _tiny(d, "run", {"algorithm": "grpo", "kl_beta": 0.1})
         job["backend"] = {"type": "native", "kernels": kernels}
+        if adapter == "lora":
+            job["adapter"] = {"type": "lora", "rank": 4, "alpha": 8}
         done = run_cli("train", "--config", str(write_job(d / "job.yaml", job)), env=INTERPRET)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     notes = rows(tmp_path / "triton" / "run", "start")[0]["notes"]
     assert any(n.startswith("kernels: triton") and "sampler runs the reference ops" in n for n in notes), notes
+    fused = [int(n.split()[1]) for n in notes if n.endswith("LoRA layers fused (engine/kernels/lora.py)")]
+    assert fused == ([7 * 2] if adapter == "lora" else []), notes  # every linear of the tiny model's 2 blocks
     got, want = (rows(tmp_path / k / "run", "train") for k in ("triton", "none"))
     assert [r["method"]["reward_mean"] for r in got] == [r["method"]["reward_mean"] for r in want]
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], abs=1e-5)

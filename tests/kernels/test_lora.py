@@ -93,3 +93,42 @@ def test_dropout_keeps_peft_forward():
     model = add_lora(CausalLM(ARGS["llama"]), LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.1,
                                                           targets=["q_proj"]))
     assert fuse_lora(model) == 0
+
+
+def test_fused_layers_train_and_the_sampler_runs_peft(monkeypatch):
+    """The fused Function is the training path; in eval mode (evaluation, the GRPO sampler's rollouts, which run
+    reference ops) each layer runs peft's forward, and the rollout equals that of an unfused twin."""
+    pytest.importorskip("peft")
+    import trainhub.engine.kernels.lora as lora_module
+    from tests.kernels.test_model import ARGS
+    from trainhub.engine.device import Precision
+    from trainhub.engine.models.own import add_lora, fuse_lora
+    from trainhub.engine.models.transformer import CausalLM
+    from trainhub.engine.rl.rollout import Sampler, SamplingSpec
+    from trainhub.job import LoraAdapter
+
+    torch.manual_seed(0)
+    plain = add_lora(CausalLM(ARGS["llama"]), LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0,
+                                                          targets="all-linear"))
+    with torch.no_grad():
+        for n, p in plain.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    fused = copy.deepcopy(plain)
+    assert fuse_lora(fused) == 2 * 7
+    calls = []
+    real = lora_module.lora_linear
+    monkeypatch.setattr(lora_module, "lora_linear", lambda *a: calls.append(1) or real(*a))
+
+    def rollout(model):
+        s = Sampler(model, SamplingSpec(max_new_tokens=5, temperature=1.0, top_p=1.0), eos_ids=[2], pad_id=0,
+                    device=torch.device("cpu"), precision=Precision("fp32", None, False))
+        return s.sample([[5, 6, 7], [9, 10]], generator=torch.Generator().manual_seed(0))
+
+    fused.train()
+    got, want = rollout(fused), rollout(plain)
+    assert calls == [] and fused.training  # peft's forward while sampling; training mode given back
+    assert torch.equal(got.completion_ids, want.completion_ids)
+    torch.testing.assert_close(got.logprobs, want.logprobs)
+    fused(input_ids=torch.tensor([[5, 6, 7]])).float().sum().backward()
+    assert len(calls) == 2 * 7  # the update's forward: every layer through the fused Function

@@ -40,6 +40,17 @@ from trainhub.engine.models.own import fuse_lora
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def apply_kernels(model: nn.Module, ops: Ops, adapter: str, notes: list[str]) -> None:
+    """The own model's element-wise ops through `ops`, and with Triton's and a LoRA adapter, peft's layers
+    through the fused LoRA Function (training mode only: models/own.py fuse_lora). transformers' model keeps
+    its own forward."""
+    if path_of(model) != "own":
+        return
+    use_kernels(model, ops)
+    if ops.name == "triton" and adapter == "lora":
+        notes.append(f"kernels: {fuse_lora(model)} LoRA layers fused (engine/kernels/lora.py)")
+
+
 def parallelize(loss_module: nn.Module, job, d: Dist, device: torch.device, notes: list[str],
                 ops: Ops = EAGER) -> nn.Module:
     """`loss_module` (holding the model as `.model`) wrapped for training; returns what the step calls. `ops`:
@@ -50,10 +61,7 @@ def parallelize(loss_module: nn.Module, job, d: Dist, device: torch.device, note
         notes += convert_to_fp8(model, job.train.precision, float8_all_gather=gather).lines()
         if gather:
             notes.append("fp8: FSDP2 all-gathers the float8 layers' weights in float8 (tensorwise)")
-    if path_of(model) == "own":
-        use_kernels(model, ops)
-        if ops.name == "triton" and job.adapter.type == "lora":
-            notes.append(f"kernels: {fuse_lora(model)} LoRA layers fused (engine/kernels/lora.py)")
+    apply_kernels(model, ops, job.adapter.type, notes)
     if getattr(job.backend, "compile", False):
         if device.type == "cuda":
             compile_model(model)

@@ -101,7 +101,9 @@ the fused layers with peft's own forward, so a moved attribute fails there first
 
 def fuse_lora(model: nn.Module) -> int:
     """Route each plain LoRA layer of a peft model (one adapter, nn.Linear base, no dropout, no DoRA) through
-    engine/kernels/lora.py's fused forward/backward; per instance, so peft's class stays as it is. Returns
+    engine/kernels/lora.py's fused forward/backward while the model trains; per instance, so peft's class stays
+    as it is. In eval mode (evaluation, the GRPO sampler's rollouts) peft's own forward runs: the fused
+    Function's gain is in what it saves and the backward's passes, and the sampler runs reference ops. Returns
     how many layers were fused (0 under an untested peft: those keep peft's forward)."""
     import types
 
@@ -128,7 +130,8 @@ def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     from trainhub.engine.kernels.lora import lora_linear
 
     names = self.active_adapters
-    if args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or names[0] not in self.lora_A:
+    if (args or kwargs or not self.training or self.disable_adapters or self.merged or len(names) != 1
+            or names[0] not in self.lora_A):
         return type(self).forward(self, x, *args, **kwargs)  # anything but the one-adapter training case: peft's
     name = names[0]
     return lora_linear(x, self.base_layer.weight, self.base_layer.bias, self.lora_A[name].weight,

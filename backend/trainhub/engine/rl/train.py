@@ -41,12 +41,13 @@ import torch
 
 from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import autocast, device_facts, pick_device, pick_precision, synchronize
-from trainhub.engine.kernels import kernel_ops, resolve, use_kernels
+from trainhub.engine.kernels import kernel_ops, resolve
 from trainhub.engine.model import build_tokenizer, count_model
 from trainhub.engine.models import build_model
 from trainhub.engine.models.attention import varlen_runs
 from trainhub.engine.models.own import unwrap
 from trainhub.engine.optim import build_optimizer, set_lr
+from trainhub.engine.parallelize import apply_kernels
 from trainhub.engine.profile import StepProfiler
 from trainhub.engine.rl.advantages import group_advantages, keep_rows
 from trainhub.engine.rl.logprobs import token_logprobs
@@ -81,7 +82,8 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     rewards = Rewards(job)
     model = build_model(job, tokenizer).to(device)
     kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
-    use_kernels(model, kernel_ops(kernels))  # the update's; the sampler runs the reference ops (rollout.py)
+    apply_kernels(model, kernel_ops(kernels), job.adapter.type, notes)  # the update's; the sampler runs the
+    # reference ops (rollout.py) and peft's own LoRA forward (eval mode)
     notes.append(f"kernels: {kernels} ({why}) in the update's forward and backward; the sampler runs the reference ops")
     lora = hasattr(model, "disable_adapter")
     reference = None
