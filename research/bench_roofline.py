@@ -16,6 +16,8 @@ reaches it has made everything else cost nothing. MFU uses trainhub's formula (m
     PYTHONPATH=backend python3 research/bench_roofline.py --out roofline.json          # GPU, 1B shape
     PYTHONPATH=backend python3 research/bench_roofline.py --shape 8b-slice --layers 8  # FP8 issue's shape
     PYTHONPATH=backend python3 research/bench_roofline.py --frozen                     # LoRA's bound
+    PYTHONPATH=backend python3 research/bench_roofline.py --shape 8b-slice --fp8       # FP8's bound (MFU
+                                                                   # still over the bf16 peak, as the tables)
     PYTHONPATH=backend python3 research/bench_roofline.py --tiny                       # CPU smoke test
 
 --frozen: the base weights are frozen (LoRA, QLoRA's bf16 equivalent): no weight-gradient GEMMs and no
@@ -59,7 +61,25 @@ def matmul_weights(c: dict) -> int:
     return c["layers"] * sum(k * n for _, k, n in linears(c)) + c["hidden"] * c["vocab"]
 
 
-def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False) -> list[dict]:
+def fp8_gemms(x: torch.Tensor, w: torch.Tensor, dy: torch.Tensor) -> dict:
+    """The three GEMMs as torch._scaled_mm with tensorwise scales, operands already float8 in the layouts
+    cuBLAS wants (row-major left, column-major right): what torchao's tensorwise recipe runs, without its
+    casts (amax, scale, cast and transposed copies), which a bound leaves out as it leaves out every
+    element-wise pass."""
+    f8, one = torch.float8_e4m3fn, torch.ones((), device=x.device)
+    x8, w8, dy8 = x.to(f8), w.to(f8), dy.to(f8)
+    w8_cols = w8.t().contiguous().t()  # [N, K] column-major: the right operand of dy @ W
+    dyt8, x8_cols = dy8.t().contiguous(), x8.t().contiguous().t()
+
+    def mm(a, b):
+        return torch._scaled_mm(a, b, one, one, out_dtype=torch.bfloat16)
+    return {"forward": lambda: mm(x8, w8.t()), "input grad": lambda: mm(dy8, w8_cols),
+            "weight grad": lambda: mm(dyt8, x8_cols)}
+
+
+def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False,
+              fp8: bool = False) -> list[dict]:
+    """Each GEMM's time; `fp8`: the blocks' linears in float8 (the head stays bf16, as the fused loss keeps it)."""
     tokens = c["seq"] * c["batch"]
     rows = []
     for name, k, n in linears(c) + [("head", c["hidden"], c["vocab"])]:
@@ -68,6 +88,8 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = F
         dy = torch.randn(tokens, n, device=device, dtype=dtype)
         per = {"forward": lambda x=x, w=w: F.linear(x, w), "input grad": lambda dy=dy, w=w: dy @ w,
                "weight grad": lambda dy=dy, x=x: dy.t() @ x}
+        if fp8 and name != "head":
+            per, name = fp8_gemms(x, w, dy), f"{name} fp8"
         if frozen:
             del per["weight grad"]
         for kind, fn in per.items():
@@ -127,6 +149,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=None)
     p.add_argument("--micro-batch", type=int, default=None)
     p.add_argument("--frozen", action="store_true", help="frozen base weights (LoRA): no weight gradients")
+    p.add_argument("--fp8", action="store_true", help="the blocks' GEMMs in float8 (tensorwise), head in bf16")
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="the tiny shape on CPU in float32: a smoke test")
@@ -140,7 +163,9 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     repeat, warmup = (2, 1) if args.tiny else (args.repeat, args.warmup)
 
-    rows = gemm_rows(c, device, dtype, repeat, warmup, args.frozen)
+    if args.fp8 and device.type != "cuda":
+        p.error("--fp8 times torch._scaled_mm: a CUDA GPU with float8 tensor cores (H100, H200) only")
+    rows = gemm_rows(c, device, dtype, repeat, warmup, args.frozen, args.fp8)
     rows.append(attention_row(c, device, dtype, repeat, warmup))
     if not args.frozen:
         rows.append(optimizer_row(c, device, repeat, warmup))
@@ -154,12 +179,14 @@ def main() -> None:
     peak = peak_flops(name)
     bound = {"tokens_per_s": tokens / total_ms * 1e3, "step_ms": total_ms,
              "mfu": per_token * tokens / (total_ms / 1e3) / peak if peak else None}
-    result = {"device": name, "torch": torch.__version__, "shape": c, "frozen": args.frozen, "flops_per_token": per_token,
+    result = {"device": name, "torch": torch.__version__, "shape": c, "frozen": args.frozen, "fp8": args.fp8,
+              "flops_per_token": per_token,
               "rows": rows, "bound": bound}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
 
-    print(f"\n{name}, shape {args.shape if not args.tiny else 'tiny'}{' frozen (LoRA)' if args.frozen else ''}: "
+    print(f"\n{name}, shape {args.shape if not args.tiny else 'tiny'}{' frozen (LoRA)' if args.frozen else ''}"
+          f"{' fp8 blocks' if args.fp8 else ''}: "
           f"{tokens} tokens per step, "
           f"{per_token / 1e9:.2f} GFLOP/token")
     print("| op | shape | x | ms each | ms in step | share | TFLOP/s |")
