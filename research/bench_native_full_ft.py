@@ -109,13 +109,24 @@ def make_tokenizer_and_data(folder: Path, shape: dict, n_tokens: int) -> tuple[P
     return tok_dir, data
 
 
-def flops_per_token(shape: dict) -> float:
+LORA_RANK = 16
+
+
+def flops_per_token(shape: dict, adapter: str | None = None) -> float:
+    """trainhub's formula (metrics/flops.py): 6N + attention for a full fine-tune; with an adapter the base
+    weights are frozen (4 FLOPs each: forward and input gradient) and the rank-16 adapters on every block
+    linear train (6 each), as the metric log's own mfu counts them."""
     h, f, layers, heads, kv = (shape[k] for k in ("hidden_size", "intermediate_size", "num_layers", "num_heads",
                                                   "num_kv_heads"))
     head_dim = h // heads
     per_layer = h * h * 2 + 2 * h * kv * head_dim + 3 * h * f + 2 * h  # q,o + k,v + mlp + norms
     n = layers * per_layer + shape["vocab_size"] * h + h  # tied embedding counted once (the head matmul)
-    return 6 * n + 12 * layers * heads * head_dim * shape["seq"]
+    attention = 12 * layers * heads * head_dim * shape["seq"]
+    if adapter is None:
+        return 6 * n + attention
+    linears = [(h, h), (h, kv * head_dim), (h, kv * head_dim), (h, h), (h, f), (h, f), (f, h)]
+    trainable = layers * LORA_RANK * sum(i + o for i, o in linears)
+    return 4 * n + 6 * trainable + attention
 
 
 # ----------------------------------------------------------------------------- variants (child processes)
@@ -184,7 +195,7 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
     if adapter:  # a saved base in bf16 (QLoRA's setting), adapters r=16 on every linear layer
         base = save_base(shape, tok_dir, work / "base")
         job["model"] = {"path": str(base), "dtype": "bfloat16", "attention": "sdpa", "impl": impl}
-        job["adapter"] = {"type": adapter, "rank": 16, "alpha": 32}
+        job["adapter"] = {"type": adapter, "rank": LORA_RANK, "alpha": 2 * LORA_RANK}
         job["optim"]["lr"] = 1e-3
     if distributed:  # several processes: micro_batch per process, so tokens/s is global (docs/distributed.md)
         job["distributed"] = distributed
@@ -350,7 +361,10 @@ def main() -> int:
                 results["variants"][variant] = {"error": (proc.stderr or proc.stdout)[-1500:]}
                 continue
             r = json.loads(lines[-1][len("RESULT "):])
-            r["mfu"] = fpt * r["tokens_per_s"] / peak if peak else None
+            mods = variant.split("+")[1:]
+            adapter = "qlora" if "qlora" in mods else "lora" if "lora" in mods else None
+            r["flops_per_token"] = flops_per_token(shape, adapter)  # LoRA's frozen base: 4N (metrics/flops.py)
+            r["mfu"] = r["flops_per_token"] * r["tokens_per_s"] / peak if peak else None
             results["variants"][variant] = r
             print(json.dumps(r), flush=True)
     if args.out:
