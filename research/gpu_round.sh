@@ -6,7 +6,7 @@
 # machine stays warm ~30 s) and keep BUDGET_S under the call's timeout.
 #   bash research/gpu_round.sh a   # GPU tests not yet passed there (Muon, masked GQA, fp8 whole); RMSNorm/RoPE/SwiGLU benches
 #   bash research/gpu_round.sh b   # issue 27: FSDP2 one process, default / +keep / +keep+bf16gather vs plain
-#   bash research/gpu_round.sh c   # issue 23: GPU busy share of a step, seq 8192 x 1, QLoRA; issue 25: the 8B slice
+#   bash research/gpu_round.sh c   # issue 23: seq 8192 x 1, QLoRA with checkpointing (+offload); issue 25: the 8B slice
 #   bash research/gpu_round.sh d|e # issue 24 (b): ~125M quality, Muon/Lion/CAME | the rest, each against AdamW
 #   bash research/gpu_round.sh f   # issue 23: the 200-step curve with every kernel on against the eager path
 #   bash research/gpu_round.sh m   # issue 24: fused Muon's tests and step time, then ~125M quality for $OPTS
@@ -61,11 +61,11 @@ case "$part" in
   b)
     step fsdp2_one 540 $BENCH_FT --variants native+compile,native+compile+fsdp2,native+compile+fsdp2+keep,native+compile+fsdp2+keep+bf16gather \
       --out "$RES/fsdp2_one.json" ;;
-  c)
-    step busy 120 $BENCH_FT --variants native+compile+kernels+profile --out "$RES/busy.json"
+  c)  # issue 23: long rows; QLoRA with checkpointing, as Unsloth's QLoRA row ran (41.4k tok/s, 2.47 GB); 8B fp8
     step long_rows 200 $BENCH_FT --seq 8192 --micro-batch 1 --variants native+compile+kernels,native+compile+kernels+selective \
       --out "$RES/long_rows.json"
-    step qlora 150 $BENCH_FT --variants native+compile+kernels+qlora --out "$RES/qlora.json"
+    step qlora_ckpt 200 $BENCH_FT --variants native+compile+kernels+qlora+full,native+compile+kernels+qlora+full+offload \
+      --out "$RES/qlora_ckpt.json"
     step fp8_8b 200 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
       --variants native+compile,native+compile+fp8-tensorwise --out "$RES/fp8_8b.json" ;;
   d|e)  # issue 24 (b): the ~125M optimizer quality run; carry research/data (research/get_corpus.py builds it)
