@@ -102,24 +102,40 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = F
     return rows
 
 
-def attention_row(c: dict, device, dtype, repeat: int, warmup: int) -> dict:
+ATTENTION_BACKENDS = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
+"""SDPA's kernels timed for the attention row: flash is what the model's causal attention takes (attention.py);
+the others are shown beside it (count 0: not summed), a lever if one is faster at this shape."""
+
+
+def attention_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dict]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     d = c["hidden"] // c["heads"]
     q = torch.randn(c["batch"], c["heads"], c["seq"], d, device=device, dtype=dtype, requires_grad=True)
     k = torch.randn(c["batch"], c["kv_heads"], c["seq"], d, device=device, dtype=dtype, requires_grad=True)
     v = torch.randn_like(k, requires_grad=True)
     g = torch.randn_like(q)
-
-    def step():
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        q.grad = k.grad = v.grad = None
-        out.backward(g)
-
-    for _ in range(warmup):
-        step()
-    ms = _median_ms(step, device, repeat)
     flops = 12 * c["heads"] * d * c["seq"] * c["seq"] * c["batch"]  # the formula's term, causal not discounted
-    return {"op": "attention forward+backward", "shape": f"{c['batch']}x{c['heads']}/{c['kv_heads']}x{c['seq']}x{d}",
-            "count": c["layers"], "ms": ms, "tflops": flops / ms / 1e9}
+    backends = ATTENTION_BACKENDS if device.type == "cuda" else ("MATH",)
+    rows = []
+    for i, name in enumerate(backends):
+        def step(backend=getattr(SDPBackend, name)):
+            with sdpa_kernel([backend]):
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            q.grad = k.grad = v.grad = None
+            out.backward(g)
+
+        try:
+            for _ in range(warmup):
+                step()
+            ms = _median_ms(step, device, repeat)
+        except RuntimeError as e:  # a kernel that does not take this shape or GQA says so, and is skipped
+            print(f"attention {name}: not run ({str(e).splitlines()[0][:120]})")
+            continue
+        rows.append({"op": f"attention fwd+bwd, {name.lower().replace('_attention', '')}",
+                     "shape": f"{c['batch']}x{c['heads']}/{c['kv_heads']}x{c['seq']}x{d}",
+                     "count": c["layers"] if i == 0 else 0, "ms": ms, "tflops": flops / ms / 1e9})
+    return rows
 
 
 def optimizer_row(c: dict, device, repeat: int, warmup: int) -> dict:
@@ -166,7 +182,7 @@ def main() -> None:
     if args.fp8 and device.type != "cuda":
         p.error("--fp8 times torch._scaled_mm: a CUDA GPU with float8 tensor cores (H100, H200) only")
     rows = gemm_rows(c, device, dtype, repeat, warmup, args.frozen, args.fp8)
-    rows.append(attention_row(c, device, dtype, repeat, warmup))
+    rows += attention_rows(c, device, dtype, repeat, warmup)
     if not args.frozen:
         rows.append(optimizer_row(c, device, repeat, warmup))
     total_ms = sum(r["ms"] * r["count"] for r in rows)
@@ -193,8 +209,9 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         rate = f"{r['tflops']:.0f}" if r["tflops"] is not None else f"{r['gb_s']:.0f} GB/s"
-        print(f"| {r['op']} | {r['shape']} | {r['count']} | {r['ms']:.3f} | {r['ms'] * r['count']:.2f} | "
-              f"{r['ms'] * r['count'] / total_ms:.1%} | {rate} |")
+        counted = (f"{r['ms'] * r['count']:.2f} | {r['ms'] * r['count'] / total_ms:.1%}" if r["count"]
+                   else "beside, not summed | ")
+        print(f"| {r['op']} | {r['shape']} | {r['count']} | {r['ms']:.3f} | {counted} | {rate} |")
     mfu = f"{bound['mfu']:.1%}" if bound["mfu"] is not None else "n/a (no known peak)"
     print(f"| bound: matmuls + attention + optimizer only | | | | {total_ms:.2f} | 100% | "
           f"{bound['tokens_per_s']:,.0f} tok/s, MFU {mfu} |")
