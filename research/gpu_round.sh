@@ -62,6 +62,7 @@ case "$part" in
     step fsdp2_one 540 $BENCH_FT --variants native+compile,native+compile+fsdp2,native+compile+fsdp2+keep,native+compile+fsdp2+keep+bf16gather \
       --out "$RES/fsdp2_one.json" ;;
   c)  # issue 23: long rows; QLoRA with checkpointing, as Unsloth's QLoRA row ran (41.4k tok/s, 2.47 GB); 8B fp8
+    step lora_tests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_lora.py  # fused QLoRA bf16+compile
     step long_rows 200 $BENCH_FT --seq 8192 --micro-batch 1 --variants native+compile+kernels,native+compile+kernels+selective \
       --out "$RES/long_rows.json"
     step qlora_ckpt 200 $BENCH_FT --variants native+compile+kernels+qlora+full,native+compile+kernels+qlora+full+offload \

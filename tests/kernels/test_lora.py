@@ -132,3 +132,57 @@ def test_fused_layers_train_and_the_sampler_runs_peft(monkeypatch):
     torch.testing.assert_close(got.logprobs, want.logprobs)
     fused(input_ids=torch.tensor([[5, 6, 7]])).float().sum().backward()
     assert len(calls) == 2 * 7  # the update's forward: every layer through the fused Function
+
+
+@pytest.mark.parametrize("mode", ["fp32", pytest.param("bf16-compiled", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(DEVICE != "cuda", reason="bf16 autocast + torch.compile: CUDA only")])])
+def test_fused_qlora_equals_peft_and_keeps_the_weight_4bit(mode):
+    """QLoRA's NF4 base through the fused Function: the same outputs and adapter gradients as peft's QLoRA
+    forward, and what the forward saves for the backward holds each frozen weight in its 4-bit form only (the
+    Function dequantizes it again in the backward)."""
+    pytest.importorskip("peft")
+    pytest.importorskip("torchao")
+    from tests.unit.test_models import ours_like
+    from tests.unit.test_qlora import _hf  # shapes in multiples of the NF4 block
+    from trainhub.engine.models.own import add_lora, fuse_lora
+    from trainhub.engine.models.quant import quantize_nf4
+    from trainhub.job import LoraAdapter
+
+    def build():  # twice the same (NF4 tensors do not deepcopy with their block sizes)
+        base = ours_like(_hf()).to(DEVICE).train()
+        quantize_nf4(base)
+        torch.manual_seed(0)
+        model = add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0, targets="all-linear"))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.2)
+        return model
+
+    tol = dict(atol=1e-5, rtol=1e-4) if mode == "fp32" else dict(atol=3e-2, rtol=3e-2)
+    plain, fused = build(), build()
+    assert fuse_lora(fused) == 2 * 7
+    if mode != "fp32":
+        fused.get_base_model().compile()
+    dense_shapes = {tuple(m.base_layer.weight.shape) for m in fused.modules() if hasattr(m, "base_layer")}
+    ids = torch.randint(3, 97, (2, 9), device=DEVICE)  # 18 tokens: no activation has a weight's shape
+    saved, losses = [], []
+    for model in (plain, fused):
+        keep = [] if model is plain or mode != "fp32" else saved  # compiled: the graph saves, not these hooks
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, keep=keep: keep.append(t) or t, lambda t: t), \
+                torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=mode != "fp32"):
+            loss = (model(input_ids=ids).float() ** 2).mean()
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], **tol)
+    grads = dict(plain.named_parameters())
+    trained = [(n, p) for n, p in fused.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n, _ in trained)
+    for n, p in trained:
+        scale = 1.0 if mode == "fp32" else grads[n].grad.abs().max().item()
+        torch.testing.assert_close(p.grad, grads[n].grad, atol=tol["atol"] * scale, rtol=tol["rtol"], msg=n)
+    if mode != "fp32":
+        return
+    nf4 = [t for t in saved if type(t).__name__ == "NF4Tensor"]
+    assert len(nf4) == 2 * 7  # every fused layer keeps its 4-bit weight ...
+    assert not [t for t in saved if type(t).__name__ != "NF4Tensor" and tuple(t.shape) in dense_shapes]  # no copy

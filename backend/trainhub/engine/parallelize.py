@@ -41,13 +41,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def apply_kernels(model: nn.Module, ops: Ops, adapter: str, notes: list[str]) -> None:
-    """The own model's element-wise ops through `ops`, and with Triton's and a LoRA adapter, peft's layers
-    through the fused LoRA Function (training mode only: models/own.py fuse_lora). transformers' model keeps
-    its own forward."""
+    """The own model's element-wise ops through `ops`, and with Triton's and a LoRA or QLoRA adapter, peft's
+    layers through the fused LoRA Function (training mode only: models/own.py fuse_lora; QLoRA's NF4 weights
+    stay 4-bit, kernels/lora.py). transformers' model keeps its own forward."""
     if path_of(model) != "own":
         return
     use_kernels(model, ops)
-    if ops.name == "triton" and adapter == "lora":
+    if ops.name == "triton" and adapter in ("lora", "qlora"):
         notes.append(f"kernels: {fuse_lora(model)} LoRA layers fused (engine/kernels/lora.py)")
 
 

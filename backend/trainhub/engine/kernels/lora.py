@@ -13,7 +13,9 @@ element-wise pass over a [tokens, out] or [tokens, in] tensor is folded into cuB
                dx  = dy W;  dx += dxa A                  addmm_: the second contribution added in the epilogue
 
 Saved for backward: x (in the compute dtype, as autocast's matmul would keep it) and xa; W is frozen (no
-d W unless it requires grad, as in LoRA on top of a full fine-tune). This is cuBLAS, not Triton: a
+d W unless it requires grad, as in LoRA on top of a full fine-tune). QLoRA's NF4 weight (models/quant.py) is
+dequantized to the compute dtype for the forward's GEMM and again in the backward: the 4-bit tensor is what is
+kept, never its dense copy, so QLoRA's memory stays QLoRA's. This is cuBLAS, not Triton: a
 hand-written Triton GEMM does not beat cuBLAS at these shapes, so the win is the passes not made.
 Precision: matmuls in the compute dtype (autocast's, else x's) with float32 accumulation; the low-rank
 update is added to the base result inside the GEMM in float32 before one rounding (peft rounds the product,
@@ -25,17 +27,25 @@ from __future__ import annotations
 import torch
 
 
+def dense(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The weight as a plain tensor of `dtype`; an NF4 tensor (torchao) dequantized."""
+    if hasattr(weight, "get_original_weight"):  # torchao's NF4Tensor
+        return weight.get_original_weight().to(dtype)
+    return weight.to(dtype)
+
+
 class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling, dtype):
         shape = x.shape
         with torch.autocast(x.device.type, enabled=False):
             x2 = x.reshape(-1, shape[-1]).to(dtype)
-            w, a_, b_ = weight.to(dtype), a.to(dtype), b.to(dtype)
+            w, a_, b_ = dense(weight, dtype), a.to(dtype), b.to(dtype)
             y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
             xa = x2 @ a_.T
             y.addmm_(xa, b_.T, alpha=scaling)
-        ctx.save_for_backward(x2, xa, w, a_, b_)
+        quantized = hasattr(weight, "get_original_weight")
+        ctx.save_for_backward(x2, xa, weight if quantized else w, a_, b_)  # NF4: the 4-bit form, not w
         ctx.scaling, ctx.shape = scaling, shape
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype)
         return y.view(*shape[:-1], y.shape[-1])
@@ -43,6 +53,7 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x2, xa, w, a_, b_ = ctx.saved_tensors
+        w = dense(w, x2.dtype)  # NF4 dequantized again; a dense weight is already x2's dtype (no copy)
         x_dtype, w_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
         need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
         s = ctx.scaling
