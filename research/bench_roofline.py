@@ -21,8 +21,9 @@ reaches it has made everything else cost nothing. MFU uses trainhub's formula (m
     PYTHONPATH=backend python3 research/bench_roofline.py --tiny                       # CPU smoke test
 
 --frozen: the base weights are frozen (LoRA, QLoRA's bf16 equivalent): no weight-gradient GEMMs and no
-optimizer over them, FLOPs 4N per token (metrics/flops.py); the adapters' rank-16 GEMMs, a few percent of the
-work, are left out, so the bound is higher than any LoRA step can reach.
+optimizer over them, FLOPs 4N per token (metrics/flops.py); the adapters' rank-16 GEMMs are timed as
+engine/kernels/lora.py runs them (rows "lora forward" and "lora backward": thin, so each costs the passes it
+makes over the activations), their optimizer step left out.
 """
 
 from __future__ import annotations
@@ -77,6 +78,27 @@ def fp8_gemms(x: torch.Tensor, w: torch.Tensor, dy: torch.Tensor) -> dict:
             "weight grad": lambda: mm(dyt8, x8_cols)}
 
 
+LORA_RANK = 16
+
+
+def lora_gemms(x: torch.Tensor, dy: torch.Tensor, k: int, n: int) -> dict:
+    """The low-rank GEMMs engine/kernels/lora.py adds to a frozen linear, forward and backward: x A^T, the
+    addmm_ of s (x A^T) B^T into y (a read and a write of y), d y B, d y^T xa, d xa^T x, and the addmm_ of
+    d xa A into d x. Each is thin (rank 16): they cost the passes over x, y, d y and d x they make."""
+    a = torch.randn(LORA_RANK, k, device=x.device, dtype=x.dtype)
+    b = torch.randn(n, LORA_RANK, device=x.device, dtype=x.dtype)
+    y, dx, xa = x.new_empty(x.shape[0], n), torch.empty_like(x), x @ a.t()
+
+    def forward():
+        y.addmm_(x @ a.t(), b.t(), alpha=0.5)
+
+    def backward():
+        d_xa = dy @ b
+        _ = dy.t() @ xa, d_xa.t() @ x
+        dx.addmm_(d_xa, a)
+    return {"lora forward": forward, "lora backward": backward}
+
+
 def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False,
               fp8: bool = False) -> list[dict]:
     """Each GEMM's time; `fp8`: the blocks' linears in float8 (the head stays bf16, as the fused loss keeps it)."""
@@ -92,13 +114,16 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = F
             per, name = fp8_gemms(x, w, dy), f"{name} fp8"
         if frozen:
             del per["weight grad"]
+            if name != "head":  # the adapters' rank-16 work as kernels/lora.py runs it, beside the frozen GEMMs
+                per.update(lora_gemms(x, dy, k, n))
         for kind, fn in per.items():
             for _ in range(warmup):
                 fn()
             ms = _median_ms(fn, device, repeat)
             count = 1 if name == "head" else c["layers"]
+            thin = kind.startswith("lora")  # rank-16 work: memory passes, no TFLOP/s worth quoting
             rows.append({"op": f"{name} {kind}", "shape": f"{tokens}x{k}x{n}", "count": count, "ms": ms,
-                         "tflops": 2 * tokens * k * n / ms / 1e9})
+                         "tflops": None if thin else 2 * tokens * k * n / ms / 1e9})
     return rows
 
 
@@ -208,7 +233,8 @@ def main() -> None:
     print("| op | shape | x | ms each | ms in step | share | TFLOP/s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        rate = f"{r['tflops']:.0f}" if r["tflops"] is not None else f"{r['gb_s']:.0f} GB/s"
+        rate = (f"{r['tflops']:.0f}" if r["tflops"] is not None else f"{r['gb_s']:.0f} GB/s" if r.get("gb_s")
+                else "rank 16")
         counted = (f"{r['ms'] * r['count']:.2f} | {r['ms'] * r['count'] / total_ms:.1%}" if r["count"]
                    else "beside, not summed | ")
         print(f"| {r['op']} | {r['shape']} | {r['count']} | {r['ms']:.3f} | {counted} | {rate} |")
