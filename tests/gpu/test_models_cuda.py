@@ -111,3 +111,34 @@ def test_masked_gqa_with_grad_runs_the_memory_efficient_kernel():
     with sdpa_kernel([SDPBackend.MATH]):
         ref = attend(q.detach(), k.detach(), v.detach(), Documents(mask=keep), 0.125)
     torch.testing.assert_close(out, ref, **BF16)
+
+
+def test_sdpa_cudnn_first_equals_flash_and_names_the_kernel_that_ran():
+    """backend.sdpa cudnn: the causal attention with cuDNN's kernel first (where torch takes the call for it,
+    GQA included or not) equals torch's own choice, forward and gradients, compiled too; the profiler names
+    which kernel ran, so the benchmark's row says what it measured."""
+    from trainhub.engine.kernels import SDPA_CHOICES
+    from trainhub.engine.models.attention import Documents, attend
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(2, 256, 8, 64, device="cuda", dtype=torch.bfloat16, generator=gen, requires_grad=True)
+    k, v = (torch.randn(2, 256, 2, 64, device="cuda", dtype=torch.bfloat16, generator=gen, requires_grad=True)
+            for _ in range(2))
+    results = {}
+    for choice in ("auto", "cudnn"):
+        for compiled in (False, True):
+            fn = torch.compile(attend, fullgraph=True) if compiled else attend
+            for t in (q, k, v):
+                t.grad = None
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                out = fn(q, k, v, Documents(), 0.125, SDPA_CHOICES[choice])
+                out.float().square().sum().backward()
+            names = {e.name for e in prof.events() if "attention" in e.name.lower() or "flash" in e.name.lower()
+                     or "cudnn" in e.name.lower()}
+            results[choice, compiled] = (out.detach(), [t.grad.clone() for t in (q, k, v)], names)
+            print(choice, compiled, sorted(names)[:4])
+    ref = results["auto", False]
+    for key, (out, grads, _) in results.items():
+        torch.testing.assert_close(out, ref[0], **BF16, msg=str(key))
+        for g, r in zip(grads, ref[1], strict=True):
+            torch.testing.assert_close(g, r, atol=6e-2, rtol=6e-2, msg=str(key))

@@ -19,7 +19,7 @@ from trainhub.data.packing import mask_kind_for, pack_ffd, packed_micro_batches,
 from trainhub.engine.device import Precision
 from trainhub.engine.dist import Dist
 from trainhub.engine.fp8 import float8_all_gather, precompute_scales_after_steps
-from trainhub.engine.kernels import kernel_ops, resolve
+from trainhub.engine.kernels import kernel_ops, resolve, with_sdpa
 from trainhub.engine.loss import cross_entropy
 from trainhub.engine.model import ModelCount, build_tokenizer, count_model
 from trainhub.engine.models import build_model, head_weight, hidden_states, path_of, set_offload
@@ -121,9 +121,12 @@ def build(job: Job, run_dir: Path, device: torch.device, precision: Precision, n
     notes.append(f"model: {'trainhub' if own else 'transformers'} implementation")
     counts = count_model(model)  # before FSDP2 shards the parameters
     kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
-    ops = kernel_ops(kernels)
     notes.append(f"kernels: {kernels} ({why})" + ("" if own or kernels == "none" else
                                                  "; transformers' model keeps its own norms, RoPE and MLP"))
+    sdpa = getattr(job.backend, "sdpa", "auto")
+    if not own and sdpa != "auto":
+        notes.append(f"backend.sdpa {sdpa} ignored: transformers' model keeps its own attention dispatch")
+    ops = with_sdpa(kernel_ops(kernels), sdpa if own else "auto", device, notes)
     if job.train.activation_offload:
         if device.type == "cuda":
             set_offload(model, True)

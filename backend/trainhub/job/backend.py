@@ -22,6 +22,8 @@ class NativeBackend(Section):
     """Wrap the model in torch.compile (GPU only; ignored with a notice on CPU)."""
     kernels: Literal["auto", "triton", "liger", "none"] = "auto"
     """Fused kernels for the own model's RMSNorm, RoPE and SwiGLU and for the head + cross-entropy (train.loss auto). triton: trainhub's (engine/kernels; needs a CUDA GPU); liger: Liger-Kernel's (pip install 'trainhub[liger]'); none: eager PyTorch; auto: triton on a CUDA GPU where Triton imports, else none."""
+    sdpa: Literal["auto", "cudnn"] = "auto"
+    """The own model's attention kernel on a GPU (packed rows keep flash-attention's varlen kernel). auto: torch's choice, flash attention first; cudnn: cuDNN's fused attention first where torch's dispatcher accepts the call for it, else flash as under auto. Ignored on CPU, with a note."""
 
 
 class NanoGPTBackend(Section):

@@ -23,7 +23,7 @@ import contextlib
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -42,6 +42,26 @@ class Ops:
     swiglu: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     loss: str | None
     """The engine/loss.py implementation this family brings (train.loss auto takes it); None: the engine's default."""
+    sdpa: tuple[str, ...] = ()
+    """SDPA's kernels for the attention, in priority order (torch.nn.attention.SDPBackend names): torch's
+    dispatcher takes the first that accepts the call. Empty: torch's own order (flash first on a GPU)."""
+
+
+SDPA_CHOICES = {"auto": (), "cudnn": ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")}
+"""backend.sdpa: auto leaves torch's order; cudnn puts cuDNN's fused attention first (then flash, ...), so a call
+cuDNN does not take (its shapes, GQA on a torch without it) runs flash as under auto."""
+
+
+def with_sdpa(ops: Ops, choice: str, device: torch.device, notes: list[str]) -> Ops:
+    """`ops` with backend.sdpa's kernel order; on CPU the choice is moot and said so."""
+    if choice == "auto":
+        return ops
+    if device.type != "cuda":
+        notes.append(f"CPU: backend.sdpa {choice} ignored (SDPA's fused GPU kernels only)")
+        return ops
+    notes.append(f"attention: SDPA kernels in the order {', '.join(n.lower().replace('_attention', '') for n in SDPA_CHOICES[choice])} "
+                 "(backend.sdpa); the first that takes the call runs")
+    return replace(ops, sdpa=SDPA_CHOICES[choice])
 
 
 EAGER = Ops("none", reference.rms_norm, reference.rope, reference.swiglu, None)

@@ -30,6 +30,7 @@ uncopied.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from functools import cache
@@ -85,8 +86,10 @@ def _block_diagonal(cu: torch.Tensor, tokens: int) -> torch.Tensor:
     return (same & (position[:, None] >= position[None, :]))[None, None]
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: Documents, scale: float) -> torch.Tensor:
-    """q [B, T, H, d], k and v [B, T, Hkv, d] -> [B, T, H, d]."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: Documents, scale: float,
+           sdpa: tuple[str, ...] = ()) -> torch.Tensor:
+    """q [B, T, H, d], k and v [B, T, Hkv, d] -> [B, T, H, d]. `sdpa`: SDPA's kernels in priority order
+    (engine/kernels Ops.sdpa, backend.sdpa); empty: torch's own."""
     if docs.cu_seq_lens is not None:
         b, t = q.shape[:2]
         out = _varlen_kernel()(q.reshape(b * t, *q.shape[2:]), k.reshape(b * t, *k.shape[2:]),
@@ -98,10 +101,21 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: Documents, s
     if mask is not None and q.shape[2] != k.shape[2] and torch.is_grad_enabled():  # module docstring
         rep = q.shape[2] // k.shape[2]
         k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
-                                         is_causal=mask is None, scale=scale,
-                                         enable_gqa=q.shape[2] != k.shape[2])
+    with _kernel_order(sdpa):
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=mask, is_causal=mask is None, scale=scale,
+                                             enable_gqa=q.shape[2] != k.shape[2])
     return out.transpose(1, 2)
+
+
+def _kernel_order(sdpa: tuple[str, ...]):
+    """torch's sdpa_kernel with set_priority: the dispatcher tries the named kernels in this order (torch.compile
+    traces it as part of the graph)."""
+    if not sdpa:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in sdpa], set_priority=True)
 
 
 @cache

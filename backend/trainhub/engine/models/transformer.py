@@ -75,7 +75,7 @@ class Attention(nn.Module):
         q, k = self.ops.rope(q, k, cos, sin)
         if docs.cache is not None:  # sampling: keys and values of every slot so far (kv_cache.py)
             k, v = docs.cache.update(self.layer, k, v)
-        return self.o_proj(attend(q, k, v, docs, self.scale).reshape(b, t, -1))
+        return self.o_proj(attend(q, k, v, docs, self.scale, self.ops.sdpa).reshape(b, t, -1))
 
 
 class MLP(nn.Module):

@@ -41,7 +41,7 @@ import torch
 
 from trainhub.engine.checkpoint import load_into, save_checkpoint
 from trainhub.engine.device import autocast, device_facts, pick_device, pick_precision, synchronize
-from trainhub.engine.kernels import kernel_ops, resolve
+from trainhub.engine.kernels import kernel_ops, resolve, with_sdpa
 from trainhub.engine.model import build_tokenizer, count_model
 from trainhub.engine.models import build_model
 from trainhub.engine.models.attention import varlen_runs
@@ -82,7 +82,8 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     rewards = Rewards(job)
     model = build_model(job, tokenizer).to(device)
     kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
-    apply_kernels(model, kernel_ops(kernels), job.adapter.type, notes)  # the update's; the sampler runs the
+    ops = with_sdpa(kernel_ops(kernels), getattr(job.backend, "sdpa", "auto"), device, notes)
+    apply_kernels(model, ops, job.adapter.type, notes)  # the update's; the sampler runs the
     # reference ops (rollout.py) and peft's own LoRA forward (eval mode)
     notes.append(f"kernels: {kernels} ({why}) in the update's forward and backward; the sampler runs the reference ops")
     lora = hasattr(model, "disable_adapter")

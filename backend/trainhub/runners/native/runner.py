@@ -87,8 +87,11 @@ class NativeRunner:
         memory = f"  activation checkpointing: {tc.grad_checkpointing}" + \
             (", saved activations offloaded to host memory (GPU only)" if tc.activation_offload else "") + \
             " (engine/models/checkpointing.py)"
+        sdpa = getattr(job.backend, "sdpa", "auto")
+        attention = ("" if sdpa == "auto" else
+                     f"; attention: SDPA's {sdpa} kernel first on a GPU, where torch takes the call for it (backend.sdpa)")
         lines = [f"  {model_path(job)}", f"  loss: {loss} (engine/loss.py)",
-                 f"  kernels: {what} (backend.kernels; engine/kernels)", memory,
+                 f"  kernels: {what} (backend.kernels; engine/kernels){attention}", memory,
                  f"  distributed: {d.resolved}, {d.world} process(es); global batch {tc.micro_batch_size} x "
                  f"{tc.grad_accum} x {d.world} = {tc.micro_batch_size * tc.grad_accum * d.world} sequences"]
         if job.adapter.type == "qlora":
