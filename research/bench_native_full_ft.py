@@ -33,6 +33,7 @@ linear layers, over a random-init bfloat16 base saved once as an HF folder; qlor
 NF4). E.g. `native+compile+selective+offload`, `native+qlora`. --seq and --micro-batch change the shape's
 row length and rows per micro-batch (seq 8192, micro-batch 1: the long-row case).
 
+`+cudnn`: backend.sdpa cudnn (cuDNN's fused attention first where torch takes the call for it).
 `+profile` traces the last warm-up step (train.profile) and adds the GPU's busy share of that step to the result.
 
 A native variant may name a distributed strategy (not in the default list): `native+compile+fsdp2` runs
@@ -174,7 +175,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
     precision = {"type": "fp8", "recipe": fp8} if fp8 else "auto"
     job = {
         "name": "bench-native", "output_dir": str(run_dir), "seed": 0,
-        "backend": {"type": "native", "compile": compile_, "kernels": kernels},
+        "backend": {"type": "native", "compile": compile_, "kernels": kernels,
+                    "sdpa": "cudnn" if "cudnn" in mods else "auto"},
         "model": {"init": {"family": "llama", "hidden_size": shape["hidden_size"],
                            "intermediate_size": shape["intermediate_size"], "num_layers": shape["num_layers"],
                            "num_heads": shape["num_heads"], "num_kv_heads": shape["num_kv_heads"],
@@ -291,7 +293,8 @@ def child(args) -> None:
     work = Path(args.work)
     base, *mods = args.variant.split("+")
     if base.startswith("native"):
-        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger", "keep", "bf16gather", "bf16reduce",
+        known = {"compile", "full", "selective", "offload", "lora", "qlora", "kernels", "liger", "cudnn", "keep",
+                 "bf16gather", "bf16reduce",
                  "profile"}
         unknown = {m for m in mods if m not in known and m.removeprefix("fp8-") not in FP8_RECIPES
                    and not re.fullmatch(r"(ddp|fsdp2)(x\d+)?", m)}

@@ -130,7 +130,8 @@ case "$part" in
     step roofline_lora 60 python3 research/bench_roofline.py --frozen --out "$RES/roofline_lora.json"
     step roofline_8b 120 python3 research/bench_roofline.py --shape 8b-slice --out "$RES/roofline_8b.json"
     step roofline_8b_fp8 120 python3 research/bench_roofline.py --shape 8b-slice --fp8 --out "$RES/roofline_8b_fp8.json"
-    step kernels_1b 300 $BENCH_FT --variants native+compile,native+compile+kernels,native+compile+kernels+profile \
+    step sdpa_test 90 python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_models_cuda.py -k sdpa
+    step kernels_1b 300 $BENCH_FT --variants native+compile+kernels,native+compile+kernels+cudnn,native+compile+kernels+profile \
       --out "$RES/kernels_1b.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
