@@ -141,12 +141,16 @@ def attention_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dic
     v = torch.randn_like(k, requires_grad=True)
     g = torch.randn_like(q)
     flops = 12 * c["heads"] * d * c["seq"] * c["seq"] * c["batch"]  # the formula's term, causal not discounted
-    backends = ATTENTION_BACKENDS if device.type == "cuda" else ("MATH",)
+    backends = ATTENTION_BACKENDS + ("CUDNN_ATTENTION kv repeated",) if device.type == "cuda" else ("MATH",)
+    rep = c["heads"] // c["kv_heads"]
     rows = []
-    for i, name in enumerate(backends):
-        def step(backend=getattr(SDPBackend, name)):
+    for i, label in enumerate(backends):
+        name, repeat_kv = label.split()[0], label.endswith("repeated")  # repeated: GQA's k, v copied per head
+
+        def step(backend=getattr(SDPBackend, name), repeat_kv=repeat_kv):
+            kk, vv = (t.repeat_interleave(rep, dim=1) for t in (k, v)) if repeat_kv else (k, v)
             with sdpa_kernel([backend]):
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                out = F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=not repeat_kv)
             q.grad = k.grad = v.grad = None
             out.backward(g)
 
@@ -155,9 +159,9 @@ def attention_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dic
                 step()
             ms = _median_ms(step, device, repeat)
         except RuntimeError as e:  # a kernel that does not take this shape or GQA says so, and is skipped
-            print(f"attention {name}: not run ({str(e).splitlines()[0][:120]})")
+            print(f"attention {label}: not run ({str(e).splitlines()[0][:120]})")
             continue
-        rows.append({"op": f"attention fwd+bwd, {name.lower().replace('_attention', '')}",
+        rows.append({"op": f"attention fwd+bwd, {label.lower().replace('_attention', '')}",
                      "shape": f"{c['batch']}x{c['heads']}/{c['kv_heads']}x{c['seq']}x{d}",
                      "count": c["layers"] if i == 0 else 0, "ms": ms, "tflops": flops / ms / 1e9})
     return rows
