@@ -363,16 +363,26 @@ def slurm_cmd(config: Path = CONFIG, sets: list[str] = SETS,
               time_limit: str | None = typer.Option(None, "--time", "-t", help="SLURM time limit (HH:MM:SS)."),
               port: int = typer.Option(29500, "--port", help="Rendezvous port on the first node."),
               out: Path | None = typer.Option(None, "--output", "-o", help="Write the script here instead of "
-                                              "printing it.")):
+                                              "printing it."),
+              cpu: bool = typer.Option(False, "--cpu", help="Nodes without GPUs: --gpus-per-node processes per "
+                                       "node on CPUs (gloo); no GPUs asked of SLURM."),
+              submit_now: bool = typer.Option(False, "--submit", help="Write the script (to --output, else "
+                                              "slurm-NAME.sbatch here) and submit it with sbatch.")):
     """Write an sbatch script that trains the job on several nodes: one trainhub, srun + torchrun on every
-    node (docs/distributed.md). Submit it with `sbatch FILE`."""
-    from trainhub.slurm import Allocation, SlurmError, sbatch_script
+    node (docs/distributed.md). Without --submit it is a dry run: the script is printed (or written) and
+    nothing is submitted."""
+    from trainhub.slurm import Allocation, SlurmError, sbatch_script, submit
 
     job = _load(config, [*sets, f"distributed.nnodes={nodes}", f"distributed.nproc_per_node={gpus_per_node}",
                          "distributed.rendezvous.endpoint=localhost:1"], None)  # checked as the cluster will see it
     try:
-        text = sbatch_script(job, config, sets, Allocation(nodes, gpus_per_node, partition, time_limit, port),
-                             sys.executable, Path.cwd())
+        text = sbatch_script(job, config, sets, Allocation(nodes, gpus_per_node, partition, time_limit, port,
+                                                           cpu), sys.executable, Path.cwd())
+        if submit_now:
+            out = out or Path(f"slurm-{job.name}.sbatch")
+            out.write_text(text)
+            console.print(f"wrote {out}; {submit(out)}", markup=False, highlight=False)
+            return
     except SlurmError as err:
         err_console.print(f"[red]error[/red] {err}")
         raise typer.Exit(1) from None

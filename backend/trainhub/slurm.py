@@ -9,7 +9,8 @@ The settings reach the job through `--set distributed...`, so the job file stays
 on the cluster; the run folder must be on a filesystem every node sees (checkpoints are written by every
 rank, engine/checkpoint_dcp.py).
 
-Pure: tests read the script it writes (there is no SLURM on the machines trainhub is tested on).
+Pure: unit tests read the script it writes; tests/integration/test_slurm_cluster.py submits one to a real
+single-node SLURM that it starts (Debian's slurm-wlm), with `--cpu` (processes on CPUs, gloo).
 """
 
 from __future__ import annotations
@@ -27,6 +28,20 @@ class SlurmError(ValueError):
     pass
 
 
+def submit(script: Path) -> str:
+    """`sbatch SCRIPT`; returns sbatch's line (the job id), or raises SlurmError with what sbatch said."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sbatch") is None:
+        raise SlurmError("--submit needs SLURM's sbatch on the PATH; none here (the script is written: "
+                         f"{script})")
+    done = subprocess.run(["sbatch", str(script)], capture_output=True, text=True)
+    if done.returncode:
+        raise SlurmError(f"sbatch {script} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout.strip()
+
+
 @dataclass(frozen=True)
 class Allocation:
     nodes: int
@@ -34,6 +49,8 @@ class Allocation:
     partition: str | None = None
     time: str | None = None
     port: int = 29500
+    cpu: bool = False
+    """Nodes without GPUs: gpus_per_node processes per node on CPUs (gloo), no GPUs asked of SLURM."""
 
 
 def sbatch_script(job, config: Path, sets: list[str], alloc: Allocation, python: str, cwd: Path) -> str:
@@ -50,8 +67,10 @@ def sbatch_script(job, config: Path, sets: list[str], alloc: Allocation, python:
     if job.backend.type not in ("native", "auto"):  # auto: the other backends refuse several processes
         raise SlurmError(f"trainhub slurm launches the native engine across nodes; backend {job.backend.type} "
                          f"is not (yet) launched on several nodes (set backend: native)")
+    ask = f"#SBATCH --cpus-per-task={alloc.gpus_per_node}" if alloc.cpu else \
+        f"#SBATCH --gpus-per-node={alloc.gpus_per_node}"
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job.name}", f"#SBATCH --nodes={alloc.nodes}",
-             "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={alloc.gpus_per_node}",
+             "#SBATCH --ntasks-per-node=1", ask,
              f"#SBATCH --output={cwd}/slurm-{job.name}-%j.out"]  # SLURM opens it before the script runs
     if alloc.partition:
         lines.append(f"#SBATCH --partition={alloc.partition}")

@@ -151,6 +151,22 @@ def test_slurm_refuses_bad_allocations(tmp_path, alloc, message):
         _script(tmp_path, **alloc)
 
 
+def test_slurm_cpu_nodes_ask_for_cpus_not_gpus(tmp_path):
+    text = _script(tmp_path, nodes=2, gpus_per_node=3, cpu=True)
+    assert "#SBATCH --cpus-per-task=3" in text.splitlines() and "--gpus-per-node" not in text
+    assert '--set distributed.nproc_per_node=3' in text
+
+
+def test_submit_without_sbatch_says_so(tmp_path, monkeypatch):
+    import shutil
+
+    from trainhub.slurm import submit
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(SlurmError, match="--submit needs SLURM's sbatch on the PATH; none here"):
+        submit(tmp_path / "job.sbatch")
+
+
 def test_blocks_and_the_loss_module(tmp_path):
     from trainhub.engine.models import build_model
     from trainhub.engine.parallelize import blocks
