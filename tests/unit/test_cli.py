@@ -35,7 +35,8 @@ FROZEN = {
     "report": {"runs": ["runs"], "out": ["--out", "-o"], "png": ["--png"]},
     "slurm": {"config": ["--config", "-c"], "sets": ["--set", "-s"], "nodes": ["--nodes", "-N"],
               "gpus_per_node": ["--gpus-per-node", "-G"], "partition": ["--partition", "-p"],
-              "time_limit": ["--time", "-t"], "port": ["--port"], "out": ["--output", "-o"]},
+              "time_limit": ["--time", "-t"], "port": ["--port"], "out": ["--output", "-o"],
+              "cpu": ["--cpu"], "submit_now": ["--submit"]},
     # using a trained model (trainhub.cli_model)
     "export": {"target": ["target"], "checkpoint": ["--checkpoint"], "fmt": ["--format", "-f"],
                "quant": ["--quant", "-q"], "out": ["--output", "-o"], "verify": ["--verify", "--no-verify"]},
