@@ -380,17 +380,15 @@ def slurm_cmd(config: Path = CONFIG, sets: list[str] = SETS,
                                                            cpu), sys.executable, Path.cwd())
         if submit_now:
             out = out or Path(f"slurm-{job.name}.sbatch")
-            out.write_text(text)
-            console.print(f"wrote {out}; {submit(out)}", markup=False, highlight=False)
+        if out is None:
+            console.print(text, end="", markup=False, highlight=False)
             return
+        out.write_text(text)
+        then = submit(out) if submit_now else f"submit it with: sbatch {out}"
     except SlurmError as err:
         err_console.print(f"[red]error[/red] {err}")
         raise typer.Exit(1) from None
-    if out is None:
-        console.print(text, end="", markup=False, highlight=False)
-    else:
-        out.write_text(text)
-        console.print(f"wrote {out}; submit it with: sbatch {out}")
+    console.print(f"wrote {out}; {then}", markup=False, highlight=False)
 
 
 # export, chat, serve: the commands that use a trained model (trainhub.cli_model)

@@ -9,8 +9,9 @@ The settings reach the job through `--set distributed...`, so the job file stays
 on the cluster; the run folder must be on a filesystem every node sees (checkpoints are written by every
 rank, engine/checkpoint_dcp.py).
 
-Pure: unit tests read the script it writes; tests/integration/test_slurm_cluster.py submits one to a real
-single-node SLURM that it starts (Debian's slurm-wlm), with `--cpu` (processes on CPUs, gloo).
+`sbatch_script` is pure: unit tests read the script it writes. `submit` runs sbatch;
+tests/integration/test_slurm_cluster.py submits a script to a real single-node SLURM that it starts (Debian's
+slurm-wlm), with `--cpu` (processes on CPUs, gloo).
 """
 
 from __future__ import annotations

@@ -45,33 +45,32 @@ def test_matches_peft_math(shape, out, rank, bias, train_w, dtype):
         assert w.grad is None
 
 
-@pytest.mark.parametrize("mode", ["fp32", pytest.param("bf16-compiled", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(DEVICE != "cuda", reason="bf16 autocast + torch.compile: CUDA only")])])
-def test_fused_peft_model_equals_peft(mode):
-    pytest.importorskip("peft")
-    from tests.kernels.test_model import ARGS
-    from trainhub.engine.models.own import add_lora, fuse_lora
-    from trainhub.engine.models.transformer import CausalLM
-    from trainhub.job import LoraAdapter
+MODEL_TOL = {"fp32": dict(atol=1e-5, rtol=1e-4), "bf16-compiled": dict(atol=3e-2, rtol=3e-2)}
 
-    tol = dict(atol=1e-5, rtol=1e-4) if mode == "fp32" else dict(atol=3e-2, rtol=3e-2)
-    torch.manual_seed(0)
-    base = CausalLM(ARGS["llama"])
-    plain = add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0, targets="all-linear")).to(DEVICE)
+
+def _nonzero_b(model):
+    """B starts at zero: a wrong low-rank path would not show."""
     with torch.no_grad():
-        for n, p in plain.named_parameters():
+        for n, p in model.named_parameters():
             if "lora_B" in n:
-                p.normal_(0, 0.2)  # B starts at zero: a wrong low-rank path would not show
-    fused = copy.deepcopy(plain)
-    assert fuse_lora(fused) == 2 * 7
+                p.normal_(0, 0.2)
+    return model
+
+
+def _assert_fused_equals_peft(plain, fused, ids, mode, saved: list | None = None):
+    """One forward and backward of each (`fused` compiled under bf16-compiled): equal losses, and equal gradients
+    on the adapters, the only weights that train. `saved` collects what the fused model's forward saves."""
+    import contextlib
+
+    tol = MODEL_TOL[mode]
     if mode != "fp32":
         fused.get_base_model().compile()
-    ids = torch.randint(3, 301, (2, 9), device=DEVICE)
     losses = []
     for model in (plain, fused):
-        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=mode != "fp32"):
-            h = model(input_ids=ids)
-        loss = (h.float() ** 2).mean()
+        hooks = (torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
+                 if model is fused and saved is not None else contextlib.nullcontext())
+        with hooks, torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=mode != "fp32"):
+            loss = (model(input_ids=ids).float() ** 2).mean()
         loss.backward()
         losses.append(loss)
     torch.testing.assert_close(losses[1], losses[0], **tol)
@@ -81,6 +80,24 @@ def test_fused_peft_model_equals_peft(mode):
     for n, p in trained:
         scale = 1.0 if mode == "fp32" else grads[n].grad.abs().max().item()
         torch.testing.assert_close(p.grad, grads[n].grad, atol=tol["atol"] * scale, rtol=tol["rtol"], msg=n)
+
+
+@pytest.mark.parametrize("mode", ["fp32", pytest.param("bf16-compiled", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(DEVICE != "cuda", reason="bf16 autocast + torch.compile: CUDA only")])])
+def test_fused_peft_model_equals_peft(mode):
+    pytest.importorskip("peft")
+    from tests.kernels.test_model import ARGS
+    from trainhub.engine.models.own import add_lora, fuse_lora
+    from trainhub.engine.models.transformer import CausalLM
+    from trainhub.job import LoraAdapter
+
+    torch.manual_seed(0)
+    base = CausalLM(ARGS["llama"])
+    plain = _nonzero_b(add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0,
+                                                  targets="all-linear")).to(DEVICE))
+    fused = copy.deepcopy(plain)
+    assert fuse_lora(fused) == 2 * 7
+    _assert_fused_equals_peft(plain, fused, torch.randint(3, 301, (2, 9), device=DEVICE), mode)
 
 
 def test_dropout_keeps_peft_forward():
@@ -108,12 +125,8 @@ def test_fused_layers_train_and_the_sampler_runs_peft(monkeypatch):
     from trainhub.job import LoraAdapter
 
     torch.manual_seed(0)
-    plain = add_lora(CausalLM(ARGS["llama"]), LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0,
-                                                          targets="all-linear"))
-    with torch.no_grad():
-        for n, p in plain.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2)
+    plain = _nonzero_b(add_lora(CausalLM(ARGS["llama"]), LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0,
+                                                                     targets="all-linear")))
     fused = copy.deepcopy(plain)
     assert fuse_lora(fused) == 2 * 7
     calls = []
@@ -152,36 +165,16 @@ def test_fused_qlora_equals_peft_and_keeps_the_weight_4bit(mode):
         base = ours_like(_hf()).to(DEVICE).train()
         quantize_nf4(base)
         torch.manual_seed(0)
-        model = add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0, targets="all-linear"))
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.normal_(0, 0.2)
-        return model
+        return _nonzero_b(add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0,
+                                                     targets="all-linear")))
 
-    tol = dict(atol=1e-5, rtol=1e-4) if mode == "fp32" else dict(atol=3e-2, rtol=3e-2)
     plain, fused = build(), build()
     assert fuse_lora(fused) == 2 * 7
-    if mode != "fp32":
-        fused.get_base_model().compile()
     dense_shapes = {tuple(m.base_layer.weight.shape) for m in fused.modules() if hasattr(m, "base_layer")}
     ids = torch.randint(3, 97, (2, 9), device=DEVICE)  # 18 tokens: no activation has a weight's shape
-    saved, losses = [], []
-    for model in (plain, fused):
-        keep = [] if model is plain or mode != "fp32" else saved  # compiled: the graph saves, not these hooks
-        with torch.autograd.graph.saved_tensors_hooks(lambda t, keep=keep: keep.append(t) or t, lambda t: t), \
-                torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=mode != "fp32"):
-            loss = (model(input_ids=ids).float() ** 2).mean()
-        loss.backward()
-        losses.append(loss)
-    torch.testing.assert_close(losses[1], losses[0], **tol)
-    grads = dict(plain.named_parameters())
-    trained = [(n, p) for n, p in fused.named_parameters() if p.requires_grad]
-    assert trained and all("lora_" in n for n, _ in trained)
-    for n, p in trained:
-        scale = 1.0 if mode == "fp32" else grads[n].grad.abs().max().item()
-        torch.testing.assert_close(p.grad, grads[n].grad, atol=tol["atol"] * scale, rtol=tol["rtol"], msg=n)
-    if mode != "fp32":
+    saved = [] if mode == "fp32" else None  # compiled: the graph saves, not these hooks
+    _assert_fused_equals_peft(plain, fused, ids, mode, saved)
+    if saved is None:
         return
     nf4 = [t for t in saved if type(t).__name__ == "NF4Tensor"]
     assert len(nf4) == 2 * 7  # every fused layer keeps its 4-bit weight ...

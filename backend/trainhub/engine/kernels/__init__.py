@@ -59,8 +59,8 @@ def with_sdpa(ops: Ops, choice: str, device: torch.device, notes: list[str]) -> 
     if device.type != "cuda":
         notes.append(f"CPU: backend.sdpa {choice} ignored (SDPA's fused GPU kernels only)")
         return ops
-    notes.append(f"attention: SDPA kernels in the order {', '.join(n.lower().replace('_attention', '') for n in SDPA_CHOICES[choice])} "
-                 "(backend.sdpa); the first that takes the call runs")
+    order = ", ".join(name.lower().replace("_attention", "") for name in SDPA_CHOICES[choice])
+    notes.append(f"attention: SDPA kernels in the order {order} (backend.sdpa); the first that takes the call runs")
     return replace(ops, sdpa=SDPA_CHOICES[choice])
 
 

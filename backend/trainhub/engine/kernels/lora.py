@@ -27,11 +27,14 @@ from __future__ import annotations
 import torch
 
 
+def quantized(weight: torch.Tensor) -> bool:
+    """torchao's NF4Tensor (QLoRA's base weight, models/quant.py)."""
+    return hasattr(weight, "get_original_weight")
+
+
 def dense(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The weight as a plain tensor of `dtype`; an NF4 tensor (torchao) dequantized."""
-    if hasattr(weight, "get_original_weight"):  # torchao's NF4Tensor
-        return weight.get_original_weight().to(dtype)
-    return weight.to(dtype)
+    """The weight as a plain tensor of `dtype`; an NF4 tensor dequantized."""
+    return (weight.get_original_weight() if quantized(weight) else weight).to(dtype)
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -44,8 +47,7 @@ class LoraLinearFunction(torch.autograd.Function):
             y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
             xa = x2 @ a_.T
             y.addmm_(xa, b_.T, alpha=scaling)
-        quantized = hasattr(weight, "get_original_weight")
-        ctx.save_for_backward(x2, xa, weight if quantized else w, a_, b_)  # NF4: the 4-bit form, not w
+        ctx.save_for_backward(x2, xa, weight if quantized(weight) else w, a_, b_)  # NF4: the 4-bit form, not w
         ctx.scaling, ctx.shape = scaling, shape
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype)
         return y.view(*shape[:-1], y.shape[-1])
