@@ -82,7 +82,11 @@ def train_rl(job: Job, run_dir: Path, log: MetricLog, run_id: str, *, dry_run: b
     rewards = Rewards(job)
     model = build_model(job, tokenizer).to(device)
     kernels, why = resolve(getattr(job.backend, "kernels", "auto"), device)
-    ops = with_sdpa(kernel_ops(kernels), getattr(job.backend, "sdpa", "auto"), device, notes)
+    sdpa = getattr(job.backend, "sdpa", "auto")
+    ops = with_sdpa(kernel_ops(kernels), sdpa, device, notes)
+    if sdpa != "auto" and varlen_runs(device, precision.autocast_dtype):  # update_batch packs the rows
+        notes.append(f"backend.sdpa {sdpa}: the update's packed rows run flash-attention's varlen kernel, which "
+                     "SDPA's order does not reach")
     apply_kernels(model, ops, job.adapter.type, notes)  # the update's; the sampler runs the
     # reference ops (rollout.py) and peft's own LoRA forward (eval mode)
     notes.append(f"kernels: {kernels} ({why}) in the update's forward and backward; the sampler runs the reference ops")
