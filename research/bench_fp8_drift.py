@@ -38,7 +38,7 @@ def job(variant: str, run_dir: Path, args) -> dict:
     return pretrain_job(f"fp8-drift-{variant}", run_dir, tiny=args.tiny, train=args.train, eval_=args.eval,
                         steps=args.steps, seq=32 if args.tiny else BUDGET["seq"],
                         micro_batch=8 if args.tiny else BUDGET["micro_batch"], evals=4 if args.tiny else
-                        BUDGET["evals"], vocab=BUDGET["vocab"], precision=precision, optim=ADAMW)
+                        BUDGET["evals"], vocab=BUDGET["vocab"], precision=precision, optim=ADAMW, seed=args.seed)
 
 
 def main() -> int:
@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
     parser.add_argument("--window", type=int, default=20, help="steps averaged per drift point")
     parser.add_argument("--tolerance", type=float, default=0.005, help="bar on |final eval loss rel. error|")
+    parser.add_argument("--seed", type=int, default=0, help="the job's seed (init and batch order), every variant's")
     train, eval_ = default_corpus()
     parser.add_argument("--train", type=Path, default=train)
     parser.add_argument("--eval", type=Path, default=eval_)
@@ -61,7 +62,7 @@ def main() -> int:
     from trainhub.metrics.drift import loss_drift
 
     logs, errors = run_jobs(variants, lambda variant, run_dir: job(variant, run_dir, args), args.out)
-    results: dict = {"steps": args.steps, "window": args.window, "tolerance": args.tolerance,
+    results: dict = {"steps": args.steps, "seed": args.seed, "window": args.window, "tolerance": args.tolerance,
                      "train": str(args.train), "variants": {v: {"error": e} for v, e in errors.items()}}
     for variant, rows in logs.items():
         train = [r for r in rows if r.event == "train"]

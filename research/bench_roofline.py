@@ -23,7 +23,9 @@ reaches it has made everything else cost nothing. MFU uses trainhub's formula (m
 --frozen: the base weights are frozen (LoRA, QLoRA's bf16 equivalent): no weight-gradient GEMMs and no
 optimizer over them, FLOPs 4N per token (metrics/flops.py); the adapters' rank-16 GEMMs are timed as
 engine/kernels/lora.py runs them (rows "lora forward" and "lora backward": thin, so each costs the passes it
-makes over the activations), their optimizer step left out.
+makes over the activations), their optimizer step left out. Beside them (not summed), "lora forward, stacked":
+the stacked forward's extra time over the plain base GEMM (kernels/lora.py takes it where out >= in), to read
+against "lora forward" per shape.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from trainhub.metrics.flops import flops_per_token, peak_flops  # noqa: E402
 
 SHAPES = {  # hidden, mlp, layers, heads, kv heads, vocab, seq, micro-batch, tied head
     "1b": dict(hidden=2048, mlp=8192, layers=16, heads=32, kv_heads=8, vocab=128256, seq=2048, batch=4, tied=True),
+    # tied as research/bench_native_full_ft.py's slice is (its job ties every shape); until 2026-12-08 this said
+    # untied, which counted the head's 525M parameters twice in AdamW's time (34.5 ms against 28.0)
     "8b-slice": dict(hidden=4096, mlp=14336, layers=8, heads=32, kv_heads=8, vocab=128256, seq=4096, batch=2,
-                     tied=False),
+                     tied=True),
     "tiny": dict(hidden=64, mlp=160, layers=2, heads=4, kv_heads=2, vocab=256, seq=32, batch=2, tied=True),
 }
 
@@ -96,7 +100,16 @@ def lora_gemms(x: torch.Tensor, dy: torch.Tensor, k: int, n: int) -> dict:
         d_xa = dy @ b
         _ = dy.t() @ xa, d_xa.t() @ x
         dx.addmm_(d_xa, a)
-    return {"lora forward": forward, "lora backward": backward}
+
+    w = torch.randn(n, k, device=x.device, dtype=x.dtype)
+
+    def stacked_forward():  # kernels/lora.py's stacked path: base GEMM and update in one, K = k + r (beside)
+        torch.cat([x, x @ a.t() * 0.5], 1) @ torch.cat([w, b], 1).t()
+
+    def base_forward():
+        F.linear(x, w)
+    return {"lora forward": forward, "lora backward": backward,
+            "lora forward, stacked": (stacked_forward, base_forward)}
 
 
 def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False,
@@ -117,10 +130,15 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = F
             if name != "head":  # the adapters' rank-16 work as kernels/lora.py runs it, beside the frozen GEMMs
                 per.update(lora_gemms(x, dy, k, n))
         for kind, fn in per.items():
+            minus = None
+            if isinstance(fn, tuple):  # (what, minus what): a beside row, the difference of two timings
+                fn, minus = fn
             for _ in range(warmup):
                 fn()
             ms = _median_ms(fn, device, repeat)
             count = 1 if name == "head" else c["layers"]
+            if minus is not None:
+                ms, count = ms - _median_ms(minus, device, repeat), 0
             thin = kind.startswith("lora")  # rank-16 work: memory passes, no TFLOP/s worth quoting
             rows.append({"op": f"{name} {kind}", "shape": f"{tokens}x{k}x{n}", "count": count, "ms": ms,
                          "tflops": None if thin else 2 * tokens * k * n / ms / 1e9})
@@ -128,8 +146,9 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = F
 
 
 ATTENTION_BACKENDS = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
-"""SDPA's kernels timed for the attention row: flash is what the model's causal attention takes (attention.py);
-the others are shown beside it (count 0: not summed), a lever if one is faster at this shape."""
+"""SDPA's kernels timed for the attention row: the fastest is summed (a bound takes the best kernel; until
+2026-12-08 flash's was, while the traced step ran cuDNN's: 0.89 against 1.35 ms a layer at the 1B shape), the
+others are shown beside it (count 0: not summed)."""
 
 
 def attention_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dict]:
@@ -144,7 +163,7 @@ def attention_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dic
     backends = ATTENTION_BACKENDS + ("CUDNN_ATTENTION kv repeated",) if device.type == "cuda" else ("MATH",)
     rep = c["heads"] // c["kv_heads"]
     rows = []
-    for i, label in enumerate(backends):
+    for label in backends:
         name, repeat_kv = label.split()[0], label.endswith("repeated")  # repeated: GQA's k, v copied per head
 
         def step(backend=getattr(SDPBackend, name), repeat_kv=repeat_kv):
@@ -163,7 +182,9 @@ def attention_rows(c: dict, device, dtype, repeat: int, warmup: int) -> list[dic
             continue
         rows.append({"op": f"attention fwd+bwd, {label.lower().replace('_attention', '')}",
                      "shape": f"{c['batch']}x{c['heads']}/{c['kv_heads']}x{c['seq']}x{d}",
-                     "count": c["layers"] if i == 0 else 0, "ms": ms, "tflops": flops / ms / 1e9})
+                     "count": 0, "ms": ms, "tflops": flops / ms / 1e9})
+    if rows:  # the bound sums the fastest (on the H100: cuDNN's, which `backend.sdpa: auto` reached in the traced step)
+        min(rows, key=lambda r: r["ms"])["count"] = c["layers"]
     return rows
 
 

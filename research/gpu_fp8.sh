@@ -39,7 +39,7 @@ case "$part" in
       --variants "${VARIANTS:-native+compile+lora,native+compile+lora+fp8-tensorwise}" \
       --out "$OUT/fp8_lora_1b.json" 2>&1 | tee "$OUT/fp8_lora_1b.log" | tail -30 ;;
   drift)
-    python3 research/bench_fp8_drift.py --steps "${STEPS:-200}" --out "$OUT/fp8_drift.json" 2>&1 \
+    python3 research/bench_fp8_drift.py --steps "${STEPS:-200}" --seed "${SEED:-0}" --out "$OUT/fp8_drift.json" 2>&1 \
       | tee "$OUT/fp8_drift.log" | tail -12 ;;
   *) echo "unknown part $part; one of filter tests 1b 8b lora drift" >&2; exit 2 ;;
 esac

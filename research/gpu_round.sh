@@ -21,6 +21,8 @@
 #   bash research/gpu_round.sh y   # issue 23: native LoRA with kernels, plain and selective checkpointing; QLoRA
 #   bash research/gpu_round.sh z   # issue 23: the roofline (matmuls + attention + optimizer alone) at 1B and 8B; 1B kernels step, traced
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
+#   bash research/gpu_round.sh k   # issue 23: the stacked LoRA forward: tests, roofline rows, LoRA/QLoRA speed, QLoRA checkpointed
+#   bash research/gpu_round.sh g   # issue 25: the 8B slice bf16 vs fp8 with the fused loss on both; the traced pair
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
 # Run from the repository root on the GPU machine, carrying .whl, .whl-optim and .whl-fp8 (DEVELOPERS.md).
@@ -133,6 +135,20 @@ case "$part" in
     step sdpa_test 90 python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_models_cuda.py -k sdpa
     step kernels_1b 300 $BENCH_FT --variants native+compile+kernels,native+compile+kernels+cudnn,native+compile+kernels+profile \
       --out "$RES/kernels_1b.json" ;;
+  k)  # issue 23: the stacked LoRA forward (eighteenth session; predicted +4-5% over 69,065 tok/s): its GPU tests,
+      # the roofline's per-shape "stacked" rows, LoRA and QLoRA with kernels; QLoRA checkpointed against Unsloth's
+    step lora_tests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_lora.py
+    step roofline_lora 45 python3 research/bench_roofline.py --frozen --out "$RES/roofline_lora.json"
+    step lora_stacked 220 $BENCH_FT --variants native+compile+kernels+lora,native+compile+kernels+qlora \
+      --out "$RES/lora_stacked.json"
+    step qlora_ckpt 200 $BENCH_FT --variants native+compile+kernels+qlora+full --out "$RES/qlora_ckpt.json" ;;
+  g)  # issue 25: the 8B slice with the fused loss on both sides (the chunked loss was a fixed cost in both), then
+      # the traced pair: where fp8's ~18 ms of casts go (carry .whl-fp8)
+    step fp8_8b_kernels 300 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
+      --variants native+compile+kernels,native+compile+kernels+fp8-tensorwise --out "$RES/fp8_8b_kernels.json"
+    step fp8_8b_trace 250 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 3 --warmup 5 \
+      --variants native+compile+kernels+profile,native+compile+kernels+fp8-tensorwise+profile \
+      --out "$RES/fp8_8b_trace.json" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 tar -czf "$OUT/round-$part.tgz" -C /tmp "round-$part"

@@ -40,10 +40,11 @@ def first_then(parser, flag: str, value: str, allowed: tuple[str, ...]) -> list[
 
 def pretrain_job(name: str, run_dir: Path, *, tiny: bool, train: Path, eval_: Path, steps: int, seq: int,
                  micro_batch: int, evals: int, vocab: int, optim: dict | None = None, extends: list | None = None,
-                 precision="bf16") -> dict:
-    """The job as a dict: `extends` (presets such as optim-muon) goes first, so the job's own keys refine it."""
+                 precision="bf16", seed: int = 0) -> dict:
+    """The job as a dict: `extends` (presets such as optim-muon) goes first, so the job's own keys refine it.
+    `seed`: the model's initialization and the batches' order (both runs of a comparison take the same)."""
     job = {
-        "name": name, "output_dir": str(run_dir), "seed": 0,
+        "name": name, "output_dir": str(run_dir), "seed": seed,
         "backend": {"type": "native", "compile": not tiny},
         "model": {"init": {**(TINY if tiny else M125), "max_position_embeddings": seq,
                            "tokenizer": {"type": "train", "vocab_size": 400 if tiny else vocab}},
