@@ -19,7 +19,10 @@ d A, d B sum over every token (37 x 3 here) in bf16 products."""
 
 @pytest.mark.parametrize("shape,out,rank,bias,train_w", [((37, 129), 71, 4, False, False),
                                                         ((3, 11, 48), 100, 16, True, False),
-                                                        ((5, 33), 17, 1, True, True)])
+                                                        ((5, 33), 17, 1, True, True),
+                                                        ((7, 60), 96, 4, False, True),
+                                                        ((2, 9, 36), 36, 4, True, False),
+                                                        ((6, 64), 28, 4, False, False)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_matches_peft_math(shape, out, rank, bias, train_w, dtype):
     x = rand(*shape, dtype=dtype)
@@ -43,6 +46,21 @@ def test_matches_peft_math(shape, out, rank, bias, train_w, dtype):
                                        msg=f"input {i}")
     if not train_w:
         assert w.grad is None
+
+
+def test_the_stacked_forward_is_taken_where_the_output_is_at_least_as_wide():
+    """Both forwards run in the cases above: (48 -> 100, r 16), (60 -> 96, r 4), (36 -> 36, r 4) stacked,
+    the others not; the backward's d x asks the same with in and out swapped, so both of its paths run too
+    ((64 -> 28, r 4) and (36 -> 36, r 4) stacked). Llama-3.2-1B's forward: q/o/gate/up stacked, k/v
+    (2048 -> 512) and down (8192 -> 2048) not; its backward: q/o, k/v and down stacked."""
+    from trainhub.engine.kernels.lora import stacked
+
+    assert [stacked(i, o, r) for i, o, r in [(48, 100, 16), (60, 96, 4), (36, 36, 4), (129, 71, 4), (48, 100, 3)]] \
+        == [True, True, True, False, False]  # the last: K = 51 breaks 16-byte rows
+    assert [stacked(i, o, 16) for i, o in [(2048, 2048), (2048, 512), (2048, 8192), (8192, 2048)]] \
+        == [True, False, True, False]
+    assert [stacked(o, i, r) for i, o, r in [(64, 28, 4), (36, 36, 4), (48, 100, 16), (129, 71, 4)]] \
+        == [True, True, False, False]  # the last: K = 75 breaks 16-byte rows
 
 
 MODEL_TOL = {"fp32": dict(atol=1e-5, rtol=1e-4), "bf16-compiled": dict(atol=3e-2, rtol=3e-2)}

@@ -5,12 +5,19 @@ matmuls, the scale, the add: two passes over the [tokens, out] result besides th
 backward, scales d y ([tokens, out]) again and adds the two d x contributions in another pass. Here every
 element-wise pass over a [tokens, out] or [tokens, in] tensor is folded into cuBLAS's epilogue:
 
-    forward    y  = x W^T (+ b)                          one GEMM (addmm with the bias)
-               xa = x A^T                                [tokens, r], r = rank: tiny
-               y += s * xa B^T                           addmm_ with alpha = s, beta = 1: no temporary, no extra pass
+    forward    xa = x A^T                                [tokens, r], r = rank: tiny
+               y  = [x | s xa] [W | B]^T (+ b)           stacked (out >= in): one GEMM, K = in + r deep
+          or   y  = x W^T (+ b);  y += s * xa B^T        otherwise: addmm_ with alpha = s, beta = 1
     backward   dxa = s * dy B                            [tokens, r]
                dB  = s * dy^T xa,  dA = dxa^T x          [out, r], [r, in]
-               dx  = dy W;  dx += dxa A                  addmm_: the second contribution added in the epilogue
+               dx  = [dy | dxa] [W ; A]                  stacked (in >= out): one GEMM, K = out + r deep
+          or   dx  = dy W;  dx += dxa A                  otherwise: addmm_, the second contribution in the epilogue
+
+The stacked forward trades a copy of x and of W (each cat: [tokens, in + r], [out, in + r]) for the addmm_'s
+read and write of y ([tokens, out]) and its thin rank-r GEMM, which cuBLAS runs far below bandwidth: it pays
+where out >= in (q/o/gate/up_proj of a Llama; the roofline's rows "lora forward" against "lora forward,
+stacked", research/bench_roofline.py --frozen), not for down_proj, whose x is 4x wider than its y. The backward's
+d x is the mirror image: its output is [tokens, in], so stacking pays where in >= out (q/o, k/v, down_proj).
 
 Saved for backward: x (in the compute dtype, as autocast's matmul would keep it) and xa; W is frozen (no
 d W unless it requires grad, as in LoRA on top of a full fine-tune). QLoRA's NF4 weight (models/quant.py) is
@@ -32,6 +39,12 @@ def quantized(weight: torch.Tensor) -> bool:
     return hasattr(weight, "get_original_weight")
 
 
+def stacked(in_features: int, out_features: int, rank: int) -> bool:
+    """Whether the forward adds the low-rank update inside the base GEMM ([x | s xa] [W | B]^T): where the
+    output is at least as wide as the input, and K = in + rank keeps 16-byte rows for the tensor cores."""
+    return out_features >= in_features and (in_features + rank) % 8 == 0
+
+
 def dense(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The weight as a plain tensor of `dtype`; an NF4 tensor dequantized."""
     return (weight.get_original_weight() if quantized(weight) else weight).to(dtype)
@@ -44,9 +57,14 @@ class LoraLinearFunction(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             x2 = x.reshape(-1, shape[-1]).to(dtype)
             w, a_, b_ = dense(weight, dtype), a.to(dtype), b.to(dtype)
-            y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
             xa = x2 @ a_.T
-            y.addmm_(xa, b_.T, alpha=scaling)
+            if stacked(w.shape[1], w.shape[0], a_.shape[0]):
+                xs, ws = torch.cat([x2, xa * scaling], 1), torch.cat([w, b_], 1)
+                y = torch.addmm(bias.to(dtype), xs, ws.T) if bias is not None else xs @ ws.T
+                del xs, ws  # transient: the backward keeps x2 and xa, as on the other path
+            else:
+                y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
+                y.addmm_(xa, b_.T, alpha=scaling)
         ctx.save_for_backward(x2, xa, weight if quantized(weight) else w, a_, b_)  # NF4: the 4-bit form, not w
         ctx.scaling, ctx.shape = scaling, shape
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype)
@@ -68,7 +86,11 @@ class LoraLinearFunction(torch.autograd.Function):
             if need_a:
                 da = (dxa.T @ x2).to(a_dtype)
             if need_x:
-                dx = (dy2 @ w).addmm_(dxa, a_).to(x_dtype).view(ctx.shape)
+                if stacked(w.shape[0], w.shape[1], a_.shape[0]):  # d x = [dy | dxa] [W ; A]: K = out + r
+                    dx = torch.cat([dy2, dxa], 1) @ torch.cat([w, a_], 0)
+                else:
+                    dx = (dy2 @ w).addmm_(dxa, a_)
+                dx = dx.to(x_dtype).view(ctx.shape)
             if need_w:
                 dw = (dy2.T @ x2).to(w_dtype)
             if need_bias:
