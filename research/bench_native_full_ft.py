@@ -34,7 +34,8 @@ NF4). E.g. `native+compile+selective+offload`, `native+qlora`. --seq and --micro
 row length and rows per micro-batch (seq 8192, micro-batch 1: the long-row case).
 
 `+cudnn`: backend.sdpa cudnn (cuDNN's fused attention first where torch takes the call for it).
-`+profile` traces the last warm-up step (train.profile) and adds the GPU's busy share of that step to the result.
+`+profile` traces the last two warm-up steps (train.profile) and adds the GPU's busy share of them to the result:
+of the window, and from its first kernel to its last (engine/profile.py says why both).
 
 A native variant may name a distributed strategy (not in the default list): `native+compile+fsdp2` runs
 FSDP2 in one process (`+keep`: reshard_after_forward false; `+bf16gather`: param_dtype bfloat16, reduce_dtype
@@ -191,8 +192,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
         "log": {"console": "plain"},
     }
     job["train"].update(grad_checkpointing=ckpt, activation_offload="offload" in mods)
-    if "profile" in mods:  # the last warm-up step traced (engine/profile.py; outside the timed steps): GPU busy share
-        job["train"]["profile"] = {"start": warmup, "steps": 1}
+    if "profile" in mods:  # the last two warm-up steps traced (engine/profile.py; outside the timed steps): GPU busy
+        job["train"]["profile"] = {"start": max(1, warmup - 1), "steps": 2}  # share, with a boundary between steps
     adapter = "qlora" if "qlora" in mods else "lora" if "lora" in mods else None
     if adapter:  # a saved base in bf16 (QLoRA's setting), adapters r=16 on every linear layer
         base = save_base(shape, tok_dir, work / "base")
@@ -227,7 +228,8 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
     return {"tokens_per_s": tokens / seconds, "peak_mem_gb": max(r["mem_gb"] for r in train),
             "final_loss": timed[-1]["loss"], "mfu_logged": sum(r["mfu"] or 0 for r in timed) / len(timed),
             "wall_s": time.time() - t0, **({"fp8_layers": fp8_layers} if fp8 else {}),
-            **({"gpu_busy_share": profile["gpu_busy_share"], "profile_top_ops": profile["top_ops"][:8]}
+            **({"gpu_busy_share": profile["gpu_busy_share"], "gpu_busy_share_span": profile.get("gpu_busy_share_span"),
+                "profile_steps": profile["steps"], "profile_top_ops": profile["top_ops"][:8]}
                if profile else {})}
 
 

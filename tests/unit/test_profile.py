@@ -17,6 +17,34 @@ def test_busy_time_is_the_union_of_kernel_intervals():
     assert busy_seconds([(0, 1), (2, 3)]) == 2  # the gap is idle
 
 
+def test_the_span_share_leaves_out_the_windows_lead_in():
+    """Kernels at 10-30 and 40-90 us of a 100 us window: busy 70 us; 70% of the window, 87.5% of the 80 us from
+    the first kernel's start to the last one's end (the 10 us before the first kernel are the window's own
+    synchronized start; the 10 us gap between the kernels count in both)."""
+    import torch
+
+    from trainhub.engine.profile import summarize
+
+    class Event:
+        def __init__(self, a, b):
+            self.time_range = type("R", (), {"start": a, "end": b})()
+            self.device_type = torch.autograd.DeviceType.CUDA
+
+    class Prof:
+        def events(self):
+            return [Event(40, 90), Event(10, 30)]
+
+        def key_averages(self):
+            return []
+
+    s = summarize(Prof(), wall=100e-6, steps=1, device=torch.device("cuda"))
+    assert s["gpu_busy_s"] == pytest.approx(70e-6) and s["gpu_span_s"] == pytest.approx(80e-6)
+    assert s["gpu_busy_share"] == pytest.approx(0.70) and s["gpu_busy_share_span"] == pytest.approx(0.875)
+    cpu = summarize(type("P", (), {"events": lambda self: [], "key_averages": lambda self: []})(), 1.0, 1,
+                    torch.device("cpu"))
+    assert cpu["gpu_busy_share"] is None and cpu["gpu_busy_share_span"] is None
+
+
 def test_a_window_past_the_last_step_is_refused(tmp_path):
     job = tiny_pretrain_job(tmp_path, train={"max_steps": 4, "profile": {"start": 5}})
     with pytest.raises(ValueError, match="train.profile.start 5 is past train.max_steps 4"):

@@ -4,6 +4,11 @@ The window opens before step `start` and closes after step `start + steps - 1`, 
 both ends so the wall time covers exactly the work of those steps. The GPU's busy time is the union of its
 kernels' intervals in the trace (overlapping kernels on several streams count once), so busy / wall is the share
 of the window the GPU was doing work: what is left is time lost to the host (launches, Python, data, syncs).
+That share also counts the window's own lead-in: the device is synchronized at the start, so the GPU waits for
+the host to fetch the batch and launch the first kernel, which in steady training the host did a step earlier
+while the GPU was busy. `gpu_busy_share_span` divides by the span from the first kernel's start to the last
+one's end instead: the gaps inside and between the window's steps count, that lead-in does not. Trace two or
+more steps to see a boundary between steps.
 Writes run_dir/profile/trace.json (Chrome trace format: Perfetto, chrome://tracing) and summary.json; rank 0 only.
 
 With `memory` (CUDA), the caching allocator also records every allocation and free of the window with the
@@ -89,8 +94,11 @@ class StepProfiler:
         self.prof.export_chrome_trace(str(self.dir / "trace.json"))
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         share = summary["gpu_busy_share"]
+        span_share = summary["gpu_busy_share_span"]
         print(f"profile: steps {self.spec.start}-{step}, {wall:.3f} s" +
-              (f", GPU busy {share:.1%}" if share is not None else " (no GPU: CPU ops only)") +
+              (f", GPU busy {share:.1%} of the window, {span_share:.1%} from its first kernel to its last"
+               if share is not None and span_share is not None else
+               f", GPU busy {share:.1%}" if share is not None else " (no GPU: CPU ops only)") +
               f"; {self.dir / 'trace.json'}", flush=True)
         if self.memory:
             peak = summary["memory"]
@@ -164,11 +172,13 @@ def summarize(prof, wall: float, steps: int, device: torch.device) -> dict:
     kernels = [(e.time_range.start, e.time_range.end) for e in events
                if e.device_type == torch.autograd.DeviceType.CUDA]  # microseconds
     busy = busy_seconds(kernels) / 1e6 if device.type == "cuda" else None
+    span = (max(b for _, b in kernels) - min(a for a, _ in kernels)) / 1e6 if busy is not None and kernels else None
     ops = sorted(prof.key_averages(), key=lambda a: a.self_device_time_total if busy is not None
                  else a.self_cpu_time_total, reverse=True)[:TOP_OPS]
     return {
         "steps": steps, "wall_s": wall, "s_per_step": wall / steps, "gpu_busy_s": busy,
-        "gpu_busy_share": busy / wall if busy is not None else None, "kernels": len(kernels),
+        "gpu_busy_share": busy / wall if busy is not None else None,
+        "gpu_span_s": span, "gpu_busy_share_span": busy / span if span else None, "kernels": len(kernels),
         "top_ops": [{"name": a.key, "calls": a.count, "self_cpu_ms": a.self_cpu_time_total / 1e3,
                      "self_device_ms": a.self_device_time_total / 1e3} for a in ops],
     }
