@@ -135,7 +135,7 @@ case "$part" in
     step sdpa_test 90 python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_models_cuda.py -k sdpa
     step kernels_1b 300 $BENCH_FT --variants native+compile+kernels,native+compile+kernels+cudnn,native+compile+kernels+profile \
       --out "$RES/kernels_1b.json" ;;
-  k)  # issue 23: the stacked LoRA forward (eighteenth session; predicted +4-5% over 69,065 tok/s): its GPU tests,
+  k)  # issue 23: the stacked LoRA forward and d x (eighteenth session; predicted +6% over 69,065 tok/s): its GPU tests,
       # the roofline's per-shape "stacked" rows, LoRA and QLoRA with kernels; QLoRA checkpointed against Unsloth's
     step lora_tests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_lora.py
     step roofline_lora 45 python3 research/bench_roofline.py --frozen --out "$RES/roofline_lora.json"
