@@ -35,8 +35,10 @@ import torch
 
 
 def quantized(weight: torch.Tensor) -> bool:
-    """torchao's NF4Tensor (QLoRA's base weight, models/quant.py)."""
-    return hasattr(weight, "get_original_weight")
+    """torchao's NF4Tensor (QLoRA's base weight, models/quant.py). By the class's name: torch.compile answers
+    hasattr(weight, "get_original_weight") False for it while tracing (and NF4's .to() then dequantizes, so the
+    traced forward looked right while it saved the dense weight), and torchao stays an optional import."""
+    return type(weight).__name__ == "NF4Tensor"
 
 
 def stacked(in_features: int, out_features: int, rank: int) -> bool:
@@ -48,6 +50,42 @@ def stacked(in_features: int, out_features: int, rank: int) -> bool:
 def dense(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The weight as a plain tensor of `dtype`; an NF4 tensor dequantized."""
     return (weight.get_original_weight() if quantized(weight) else weight).to(dtype)
+
+
+NF4_PARTS = ("quantized_data", "scaler_mean", "quantization_factor", "quantized_scalers", "nf4")
+"""torchao's NF4Tensor as plain tensors (its __tensor_flatten__ names): what the Function saves of a 4-bit weight."""
+
+
+@torch.library.custom_op("trainhub::nf4_dense", mutates_args=())
+def _nf4_dense(anchor: torch.Tensor, quantized_data: torch.Tensor, scaler_mean: torch.Tensor,
+               quantization_factor: torch.Tensor, quantized_scalers: torch.Tensor, nf4: torch.Tensor, shape: list[int],
+               block_size: int, n_blocks: int, scaler_block_size: int, original: torch.dtype,
+               dtype: torch.dtype) -> torch.Tensor:
+    """An NF4 weight, given as its parts, dequantized to `dtype` by torchao; `anchor` is not read (nf4_meta)."""
+    from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import NF4Tensor, SubclassTensorArgs
+
+    meta = SubclassTensorArgs(torch.Size(shape), (shape[1], 1), 0, original, quantized_data.device, False)
+    weight = NF4Tensor(meta, block_size, n_blocks, scaler_block_size, quantized_scalers, quantization_factor,
+                       scaler_mean, quantized_data, nf4)
+    return weight.get_original_weight().to(dtype)
+
+
+@_nf4_dense.register_fake
+def _(anchor, quantized_data, scaler_mean, quantization_factor, quantized_scalers, nf4, shape, block_size, n_blocks,
+      scaler_block_size, original, dtype):
+    return quantized_data.new_empty(shape, dtype=dtype)
+
+
+def nf4_meta(weight: torch.Tensor) -> tuple:
+    """What _nf4_dense needs of an NF4 weight besides its parts.
+
+    Why the backward dequantizes through this op rather than saving the NF4Tensor and calling dense(): under
+    torch.compile a saved NF4Tensor reaches the traced backward as the dense weight the forward made, so every
+    frozen weight was kept in 16 bits from the forward to the backward (1.9 GB at the 1B shape: QLoRA's peak
+    above LoRA's). Saved as plain parts and dequantized by an opaque op that also takes d y (unread: it makes
+    the op backward work, which the partitioner could otherwise move into the forward and save again), only
+    the 4-bit parts are kept."""
+    return list(weight.shape), weight.block_size, weight.n_blocks, weight.scaler_block_size, weight.dtype
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -65,20 +103,23 @@ class LoraLinearFunction(torch.autograd.Function):
             else:
                 y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
                 y.addmm_(xa, b_.T, alpha=scaling)
-        ctx.save_for_backward(x2, xa, weight if quantized(weight) else w, a_, b_)  # NF4: the 4-bit form, not w
+        nf4 = quantized(weight)  # NF4: its 4-bit parts are kept, never w (nf4_meta)
+        ctx.save_for_backward(x2, xa, a_, b_, *([getattr(weight, n) for n in NF4_PARTS] if nf4 else [w]))
+        ctx.nf4 = nf4_meta(weight) if nf4 else None
         ctx.scaling, ctx.shape = scaling, shape
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype)
         return y.view(*shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
-        x2, xa, w, a_, b_ = ctx.saved_tensors
-        w = dense(w, x2.dtype)  # NF4 dequantized again; a dense weight is already x2's dtype (no copy)
+        x2, xa, a_, b_, *w = ctx.saved_tensors
         x_dtype, w_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
         need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
         s = ctx.scaling
         with torch.autocast(x2.device.type, enabled=False):
             dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
+            # NF4 dequantized again, in the backward; a dense weight is x2's dtype already
+            w = _nf4_dense(dy2, *w, *ctx.nf4, x2.dtype) if ctx.nf4 else w[0]
             dxa = (dy2 @ b_).mul_(s)
             dx = dw = dbias = da = db = None
             if need_b:
