@@ -379,6 +379,10 @@ def main() -> int:
     for name, r in results["variants"].items():
         if r.get("fp8_layers"):
             print(f"{name}: " + "\n".join(r["fp8_layers"]))
+        if r.get("gpu_busy_share") is not None:
+            span = r.get("gpu_busy_share_span")
+            print(f"{name}: GPU busy {r['gpu_busy_share']:.1%} of the traced window ({r.get('profile_steps')} steps)"
+                  + (f", {span:.1%} from its first kernel to its last" if span is not None else ""))
     base = results["variants"].get("native+compile", {}).get("tokens_per_s")
     print("\n| variant | tokens/s | vs native+compile | MFU (bf16 peak) | peak GB | final loss |")
     print("|---|---:|---:|---:|---:|---:|")
