@@ -22,11 +22,12 @@ d x is the mirror image: its output is [tokens, in], so stacking pays where in >
 Saved for backward: x (in the compute dtype, as autocast's matmul would keep it) and xa; W is frozen (no
 d W unless it requires grad, as in LoRA on top of a full fine-tune). QLoRA's NF4 weight (models/quant.py) is
 dequantized to the compute dtype for the forward's GEMM and again in the backward: the 4-bit tensor is what is
-kept, never its dense copy, so QLoRA's memory stays QLoRA's. This is cuBLAS, not Triton: a
+kept (as its plain parts: nf4_meta), never its dense copy, so QLoRA's memory stays QLoRA's. This is cuBLAS, not Triton: a
 hand-written Triton GEMM does not beat cuBLAS at these shapes, so the win is the passes not made.
 Precision: matmuls in the compute dtype (autocast's, else x's) with float32 accumulation; the low-rank
 update is added to the base result inside the GEMM in float32 before one rounding (peft rounds the product,
-the scaled product and the sum). Gradients are returned in each parameter's own dtype (float32 masters).
+the scaled product and the sum); on the stacked path s xa is rounded to the compute dtype before the GEMM,
+exact when s is a power of two (alpha = 2 r, the usual choice, gives s = 2). Gradients are returned in each parameter's own dtype (float32 masters).
 """
 
 from __future__ import annotations
