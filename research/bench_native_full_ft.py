@@ -18,6 +18,9 @@ One run, one GPU, up to ten variants, each in its own process (clean peak memory
   native-hf+compile  the same with backend.compile: true
   hf-eager        a hand-written loop over transformers' LlamaForCausalLM (sdpa attention)
   hf-compile      the same loop over torch.compile(model)
+  hf-liger, hf-liger-compile  the same loops with Liger-Kernel patched into transformers' Llama
+                  (apply_liger_kernel_to_llama: RoPE, RMSNorm, SwiGLU, fused linear + cross-entropy; needs
+                  liger-kernel): the peer whose peak memory issue 23 asks native to stay under
   native+compile+fp8-RECIPE  native+compile with train.precision {type: fp8, recipe: RECIPE} (tensorwise,
                   rowwise, rowwise_with_gw_hp; engine/fp8.py's measured filter): the result carries the
                   filter's choice per layer (the start row's fp8 notes)
@@ -233,9 +236,14 @@ def run_native(shape: dict, steps: int, warmup: int, compile_: bool, tok_dir: Pa
                if profile else {})}
 
 
-def run_hf(shape: dict, steps: int, warmup: int, compile_: bool) -> dict:
+def run_hf(shape: dict, steps: int, warmup: int, compile_: bool, liger: bool = False) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
+
+    if liger:  # patches transformers' Llama classes in this process (each variant has its own)
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        apply_liger_kernel_to_llama()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -307,8 +315,10 @@ def child(args) -> None:
                             impl="hf" if base.startswith("native-hf") else "auto",
                             loss="eager" if "eagerloss" in base else "auto",
                             mods=frozenset(mods) - {"compile"})
+    elif base in ("hf-eager", "hf-compile", "hf-liger", "hf-liger-compile") and not mods:
+        result = run_hf(shape, args.steps, args.warmup, base.endswith("compile"), liger="liger" in base)
     else:
-        result = run_hf(shape, args.steps, args.warmup, args.variant.endswith("compile"))
+        raise SystemExit(f"unknown variant {args.variant}")
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -22,6 +22,7 @@
 #   bash research/gpu_round.sh z   # issue 23: the roofline (matmuls + attention + optimizer alone) at 1B and 8B; 1B kernels step, traced
 #   bash research/gpu_round.sh p   # issue 25: the whole fp8 test file; bf16 vs fp8 drift at ~125M (carry research/data)
 #   bash research/gpu_round.sh k   # issue 23: the stacked LoRA forward: tests, roofline rows, LoRA/QLoRA speed, QLoRA checkpointed
+#   bash research/gpu_round.sh h   # issue 23: 1B full FT vs HF+Liger (memory bar), compiled and not; seq 8192 x 1 (carry .whl-liger)
 #   bash research/gpu_round.sh g   # issue 25: the 8B slice bf16 vs fp8 with the fused loss on both; the traced pair
 # (2026-12-07's parts, run: kernel tests, 1B kernels none vs triton, LoRA fused, optimizers, fp8 1B, RL tests and
 # rollout; research/results/{kernels,optimizers,fp8,distributed,grpo_native}.md.)
@@ -142,6 +143,11 @@ case "$part" in
     step lora_stacked 220 $BENCH_FT --variants native+compile+kernels+lora,native+compile+kernels+qlora \
       --out "$RES/lora_stacked.json"
     step qlora_ckpt 200 $BENCH_FT --variants native+compile+kernels+qlora+full --out "$RES/qlora_ckpt.json" ;;
+  h)  # issue 23: the 1B full fine-tune against HF + Liger-Kernel (the issue's memory bar: native's peak <= HF+Liger's),
+      # compiled and not, beside native with kernels; then seq 8192 x 1 (carry .whl, .whl-liger)
+    step hf_liger 330 $BENCH_FT --variants native+compile+kernels,hf-liger,hf-liger-compile --out "$RES/hf_liger.json"
+    step long_rows 220 $BENCH_FT --seq 8192 --micro-batch 1 --variants native+compile+kernels,native+compile+kernels+selective \
+      --out "$RES/long_rows.json" ;;
   g)  # issue 25: the 8B slice with the fused loss on both sides (the chunked loss was a fixed cost in both), then
       # the traced pair: where fp8's ~18 ms of casts go (carry .whl-fp8)
     step fp8_8b_kernels 300 python3 research/bench_native_full_ft.py --shape 8b-slice --layers 8 --steps 10 --warmup 5 \
