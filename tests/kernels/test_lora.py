@@ -181,8 +181,8 @@ def test_fused_qlora_equals_peft_and_keeps_the_weight_4bit(mode):
     _assert_4bit_only(fused, saved)
 
 
-def _qlora_model():
-    """A tiny own-model QLoRA (NF4 base, LoRA r=4 on every linear, B nonzero); the same each call (NF4 tensors
+def _qlora_model(rank: int = 4):
+    """A tiny own-model QLoRA (NF4 base, LoRA on every linear, B nonzero); the same each call (NF4 tensors
     do not deepcopy with their block sizes, so twins are built twice)."""
     pytest.importorskip("peft")
     pytest.importorskip("torchao")
@@ -195,7 +195,8 @@ def _qlora_model():
     base = ours_like(_hf()).to(DEVICE).train()
     quantize_nf4(base)
     torch.manual_seed(0)
-    return _nonzero_b(add_lora(base, LoraAdapter(type="lora", rank=4, alpha=8, dropout=0.0, targets="all-linear")))
+    return _nonzero_b(add_lora(base, LoraAdapter(type="lora", rank=rank, alpha=2 * rank, dropout=0.0,
+                                                 targets="all-linear")))
 
 
 def _assert_4bit_only(model, saved: list):
@@ -206,17 +207,27 @@ def _assert_4bit_only(model, saved: list):
 
 
 def test_compiled_qlora_keeps_the_weight_4bit():
-    """The same under torch.compile per block, as the engine compiles (CPU, fp32). Until 2026-12-08 the traced
-    Function saved every dequantized weight for the backward (1.9 GB at the 1B shape: QLoRA's measured peak sat
-    0.5 GB above LoRA's); kernels/lora.py's nf4_meta says why and how."""
+    """The same under torch.compile per block, as the engine compiles (CPU, fp32), at rank 8, where q/o/gate/up
+    take the stacked forward and q/o/k/v/down the stacked d x (hidden 64 + 8): equal to peft's QLoRA uncompiled,
+    and only 4-bit weights saved. Until 2026-12-08 the traced Function saved every dequantized weight for the
+    backward (1.9 GB at the 1B shape: QLoRA's measured peak sat 0.5 GB above LoRA's); kernels/lora.py's nf4_meta
+    says why and how."""
     from trainhub.engine.models.own import compile_blocks, fuse_lora
 
-    model = _qlora_model()
+    plain, model = _qlora_model(rank=8), _qlora_model(rank=8)
     fuse_lora(model)
     compile_blocks(model)
+    ids = torch.randint(3, 97, (2, 9), device=DEVICE)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        loss = (model(input_ids=torch.randint(3, 97, (2, 9), device=DEVICE)).float() ** 2).mean()
+        loss = (model(input_ids=ids).float() ** 2).mean()
     loss.backward()
     _assert_4bit_only(model, saved)
-    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
+    want = (plain(input_ids=ids).float() ** 2).mean()
+    want.backward()
+    torch.testing.assert_close(loss, want, **MODEL_TOL["fp32"])
+    grads = dict(plain.named_parameters())
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n, _ in trained)
+    for n, p in trained:
+        torch.testing.assert_close(p.grad, grads[n].grad, **MODEL_TOL["fp32"], msg=n)
