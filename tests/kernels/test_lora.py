@@ -63,6 +63,43 @@ def test_the_stacked_forward_is_taken_where_the_output_is_at_least_as_wide():
         == [True, True, False, False]  # the last: K = 75 breaks 16-byte rows
 
 
+@pytest.mark.parametrize("shape,out,rank,bias,train_w", [((3, 7, 48), 20, 4, False, False),
+                                                        ((9, 36), 40, 4, True, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_fed_layer_matches_swiglu_then_peft_and_keeps_no_product(shape, out, rank, bias, train_w, dtype):
+    """down(silu(gate) * up) through SwigluLoraFunction against SwiGLU then peft's LoRA math: outputs and the
+    gradients of gate, up, A, B (bias, W when they train); both of its stacked choices run (the first case:
+    d x stacked, the second: the forward). What it saves: gate and up, not their product."""
+    from trainhub.engine.kernels.lora import swiglu_lora_linear
+    from trainhub.engine.kernels.reference import swiglu
+
+    gate, up = rand(*shape, dtype=dtype), rand(*shape, dtype=dtype, seed=6)
+    w = (0.2 * rand(out, shape[-1], dtype=dtype, seed=1)).detach().requires_grad_(train_w)
+    b0 = rand(out, dtype=dtype, seed=2) if bias else None
+    a = (0.2 * rand(rank, shape[-1], dtype=dtype, seed=3)).detach().requires_grad_()
+    b = (0.2 * rand(out, rank, dtype=dtype, seed=4)).detach().requires_grad_()
+    leaves = [t for t in (gate, up, w, b0, a, b) if t is not None and t.requires_grad]
+    twins = {id(t): twin(t) for t in leaves}
+    g2, u2, w2, b02, a2, bb2 = (twins.get(id(t), t) if t is not None else None for t in (gate, up, w, b0, a, b))
+    want = reference(swiglu(gate, up), w, b0, a, b, 2.0)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        got = swiglu_lora_linear(g2, u2, w2, b02, a2, bb2, 2.0)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+    tokens = gate.numel() // shape[-1]
+    assert len([t for t in saved if tuple(t.shape) == (tokens, shape[-1])]) == 2  # gate and up; no product
+    dy = rand(*want.shape, dtype=dtype, seed=5).detach()
+    want.backward(dy)
+    got.backward(dy)
+    for t in leaves:  # bf16: d A sums products of the product h over tokens, rounded in other places than
+        # autograd's; the tolerance is relative to each gradient's largest entry, as the model tests take it
+        tol = TOL[dtype] if dtype == torch.float32 else dict(rtol=GRAD_BF16["rtol"],
+                                                             atol=GRAD_BF16["atol"] * t.grad.abs().max().item())
+        torch.testing.assert_close(twins[id(t)].grad, t.grad, **tol)
+    if not train_w:
+        assert w.grad is None and w2.grad is None
+
+
 MODEL_TOL = {"fp32": dict(atol=1e-5, rtol=1e-4), "bf16-compiled": dict(atol=3e-2, rtol=3e-2)}
 
 
@@ -148,8 +185,9 @@ def test_fused_layers_train_and_the_sampler_runs_peft(monkeypatch):
     fused = copy.deepcopy(plain)
     assert fuse_lora(fused) == 2 * 7
     calls = []
-    real = lora_module.lora_linear
-    monkeypatch.setattr(lora_module, "lora_linear", lambda *a: calls.append(1) or real(*a))
+    for name in ("lora_linear", "swiglu_lora_linear"):  # down_proj takes the MLP's SwiGLU halves (the latter)
+        real = getattr(lora_module, name)
+        monkeypatch.setattr(lora_module, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
 
     def rollout(model):
         s = Sampler(model, SamplingSpec(max_new_tokens=5, temperature=1.0, top_p=1.0), eos_ids=[2], pad_id=0,
@@ -162,7 +200,7 @@ def test_fused_layers_train_and_the_sampler_runs_peft(monkeypatch):
     assert torch.equal(got.completion_ids, want.completion_ids)
     torch.testing.assert_close(got.logprobs, want.logprobs)
     fused(input_ids=torch.tensor([[5, 6, 7]])).float().sum().backward()
-    assert len(calls) == 2 * 7  # the update's forward: every layer through the fused Function
+    assert sorted(calls) == ["lora_linear"] * 12 + ["swiglu_lora_linear"] * 2  # the update: every layer fused
 
 
 @pytest.mark.parametrize("mode", ["fp32", pytest.param("bf16-compiled", marks=[

@@ -7,6 +7,7 @@
 | swiglu        | swiglu.py        | silu(gate) * up                                    | one pass, one saved tensor fewer   |
 | cross-entropy | cross_entropy.py | engine/loss.py's eager / chunked                   | logits never whole, bf16, 1 kernel |
 | lora linear   | lora.py          | peft's base(x) + lora_B(lora_A(x)) * s (cuBLAS)   | adds fused into the GEMMs          |
+|   fed by SwiGLU | lora.py        | down_proj(silu(gate) * up), the product kept       | product remade in the backward     |
 
     ops = kernel_ops("triton")      # an Ops: rms_norm(x, w, eps), rope(q, k, cos, sin), swiglu(gate, up), loss
     use_kernels(model, ops)         # engine/models/transformer.py routes its norms, RoPE and MLP through ops

@@ -89,6 +89,64 @@ def nf4_meta(weight: torch.Tensor) -> tuple:
     return list(weight.shape), weight.block_size, weight.n_blocks, weight.scaler_block_size, weight.dtype
 
 
+def _forward(x2: torch.Tensor, w: torch.Tensor, bias, a_: torch.Tensor, b_: torch.Tensor, scaling: float, dtype):
+    """(y, xa) of x2 [tokens, in] in the compute dtype, autocast off: the forward of the table above."""
+    xa = x2 @ a_.T
+    if stacked(w.shape[1], w.shape[0], a_.shape[0]):
+        xs, ws = torch.cat([x2, xa * scaling], 1), torch.cat([w, b_], 1)
+        y = torch.addmm(bias.to(dtype), xs, ws.T) if bias is not None else xs @ ws.T
+        del xs, ws  # transient: the backward keeps x2 (or what makes it) and xa, as on the other path
+    else:
+        y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
+        y.addmm_(xa, b_.T, alpha=scaling)
+    return y, xa
+
+
+def _save(ctx, kept: list, weight: torch.Tensor, w: torch.Tensor, xa, a_, b_, scaling: float, shape, dtypes) -> None:
+    """Save `kept` (the input, or what remakes it), xa, A, B and the weight: NF4's 4-bit parts, never w
+    (nf4_meta)."""
+    nf4 = quantized(weight)
+    ctx.save_for_backward(*kept, xa, a_, b_, *([getattr(weight, n) for n in NF4_PARTS] if nf4 else [w]))
+    ctx.nf4, ctx.kept, ctx.compute = (nf4_meta(weight) if nf4 else None), len(kept), xa.dtype
+    ctx.scaling, ctx.shape, ctx.dtypes = scaling, shape, dtypes
+
+
+def _saved(ctx, dy2: torch.Tensor) -> tuple:
+    """(kept, xa, A, B, W) as _save left them; an NF4 weight dequantized again (to the compute dtype), here in
+    the backward, d y its anchor."""
+    saved = ctx.saved_tensors
+    kept, (xa, a_, b_), w = saved[:ctx.kept], saved[ctx.kept:ctx.kept + 3], saved[ctx.kept + 3:]
+    return kept, xa, a_, b_, _nf4_dense(dy2, *w, *ctx.nf4, ctx.compute) if ctx.nf4 else w[0]
+
+
+def _grads(ctx, dy2, x2, xa, w, a_, b_, needs) -> tuple:
+    """(dx [tokens, in] in the compute dtype, dW, dbias, dA, dB) in their parameters' dtypes; None where not
+    needed. `x2` may be None when neither dA nor dW is needed."""
+    _, w_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
+    need_x, need_w, need_bias, need_a, need_b = needs
+    s = ctx.scaling
+    dxa = (dy2 @ b_).mul_(s)
+    dx = dw = dbias = da = db = None
+    if need_b:
+        db = (dy2.T @ xa).mul_(s).to(b_dtype)
+    if need_a:
+        da = (dxa.T @ x2).to(a_dtype)
+    if need_x:
+        if stacked(w.shape[0], w.shape[1], a_.shape[0]):  # d x = [dy | dxa] [W ; A]: K = out + r
+            dx = torch.cat([dy2, dxa], 1) @ torch.cat([w, a_], 0)
+        else:
+            dx = (dy2 @ w).addmm_(dxa, a_)
+    if need_w:
+        dw = (dy2.T @ x2).to(w_dtype)
+    if need_bias:
+        dbias = dy2.sum(0).to(bias_dtype)
+    return dx, dw, dbias, da, db
+
+
+def _dtypes(x, weight, bias, a, b) -> tuple:
+    return x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype
+
+
 class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling, dtype):
@@ -96,48 +154,79 @@ class LoraLinearFunction(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             x2 = x.reshape(-1, shape[-1]).to(dtype)
             w, a_, b_ = dense(weight, dtype), a.to(dtype), b.to(dtype)
-            xa = x2 @ a_.T
-            if stacked(w.shape[1], w.shape[0], a_.shape[0]):
-                xs, ws = torch.cat([x2, xa * scaling], 1), torch.cat([w, b_], 1)
-                y = torch.addmm(bias.to(dtype), xs, ws.T) if bias is not None else xs @ ws.T
-                del xs, ws  # transient: the backward keeps x2 and xa, as on the other path
-            else:
-                y = torch.addmm(bias.to(dtype), x2, w.T) if bias is not None else x2 @ w.T
-                y.addmm_(xa, b_.T, alpha=scaling)
-        nf4 = quantized(weight)  # NF4: its 4-bit parts are kept, never w (nf4_meta)
-        ctx.save_for_backward(x2, xa, a_, b_, *([getattr(weight, n) for n in NF4_PARTS] if nf4 else [w]))
-        ctx.nf4 = nf4_meta(weight) if nf4 else None
-        ctx.scaling, ctx.shape = scaling, shape
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, a.dtype, b.dtype)
+            y, xa = _forward(x2, w, bias, a_, b_, scaling, dtype)
+        _save(ctx, [x2], weight, w, xa, a_, b_, scaling, shape, _dtypes(x, weight, bias, a, b))
         return y.view(*shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
-        x2, xa, a_, b_, *w = ctx.saved_tensors
-        x_dtype, w_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
-        need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
-        s = ctx.scaling
-        with torch.autocast(x2.device.type, enabled=False):
-            dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
-            # NF4 dequantized again, in the backward; a dense weight is x2's dtype already
-            w = _nf4_dense(dy2, *w, *ctx.nf4, x2.dtype) if ctx.nf4 else w[0]
-            dxa = (dy2 @ b_).mul_(s)
-            dx = dw = dbias = da = db = None
-            if need_b:
-                db = (dy2.T @ xa).mul_(s).to(b_dtype)
-            if need_a:
-                da = (dxa.T @ x2).to(a_dtype)
-            if need_x:
-                if stacked(w.shape[0], w.shape[1], a_.shape[0]):  # d x = [dy | dxa] [W ; A]: K = out + r
-                    dx = torch.cat([dy2, dxa], 1) @ torch.cat([w, a_], 0)
-                else:
-                    dx = (dy2 @ w).addmm_(dxa, a_)
-                dx = dx.to(x_dtype).view(ctx.shape)
-            if need_w:
-                dw = (dy2.T @ x2).to(w_dtype)
-            if need_bias:
-                dbias = dy2.sum(0).to(bias_dtype)
+        with torch.autocast(dy.device.type, enabled=False):
+            dy2 = dy.reshape(-1, dy.shape[-1]).to(ctx.compute)
+            (x2,), xa, a_, b_, w = _saved(ctx, dy2)
+            dx, dw, dbias, da, db = _grads(ctx, dy2, x2, xa, w, a_, b_, ctx.needs_input_grad[:5])
+            if dx is not None:
+                dx = dx.to(ctx.dtypes[0]).view(ctx.shape)
         return dx, dw, dbias, da, db, None, None
+
+
+@torch.library.custom_op("trainhub::swiglu_product", mutates_args=())
+def _swiglu_product(anchor: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up by kernels/swiglu.py's pass, remade in the backward; `anchor` (d y) is not read: it makes
+    the op backward work, so the compiler cannot hoist it into the forward and keep its result (nf4_meta)."""
+    from trainhub.engine.kernels.swiglu import product
+
+    return product(gate, up)
+
+
+@_swiglu_product.register_fake
+def _(anchor, gate, up):
+    return torch.empty_like(gate)
+
+
+@torch.library.custom_op("trainhub::swiglu_product_backward", mutates_args=())
+def _swiglu_product_backward(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d gate, d up) by kernels/swiglu.py's backward pass. Both passes are ops of their own, so torch.compile
+    calls the Triton kernels rather than tracing into them (which Triton's CPU interpreter does not survive)."""
+    from trainhub.engine.kernels.swiglu import product_backward
+
+    return product_backward(dy, gate, up)
+
+
+@_swiglu_product_backward.register_fake
+def _(dy, gate, up):
+    return torch.empty_like(gate), torch.empty_like(up)
+
+
+class SwigluLoraFunction(torch.autograd.Function):
+    """down(silu(gate) * up) for a fused LoRA down projection: the SwiGLU product h, [tokens, intermediate], is
+    made in the forward for the GEMM and made again in the backward for d A, instead of being kept from one to
+    the other. SwiGLU keeps gate and up for its own backward either way, so h was a third copy: 134 MB a layer at
+    4 x 2048 tokens and intermediate 8192 (2.1 GB over a Llama-3.2-1B's 16 layers), for one element-wise pass
+    over gate and up in the backward. The SwiGLU pass and its backward are kernels/swiglu.py's."""
+
+    @staticmethod
+    def forward(ctx, gate, up, weight, bias, a, b, scaling, dtype):
+        from trainhub.engine.kernels.swiglu import check
+
+        check(gate, up)
+        shape = gate.shape
+        with torch.autocast(gate.device.type, enabled=False):
+            g2, u2 = gate.reshape(-1, shape[-1]).contiguous(), up.reshape(-1, shape[-1]).contiguous()
+            w, a_, b_ = dense(weight, dtype), a.to(dtype), b.to(dtype)
+            y, xa = _forward(_swiglu_product(g2, g2, u2).to(dtype), w, bias, a_, b_, scaling, dtype)
+        _save(ctx, [g2, u2], weight, w, xa, a_, b_, scaling, shape, _dtypes(gate, weight, bias, a, b))
+        return y.view(*shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy):
+        need_w, need_bias, need_a, need_b = ctx.needs_input_grad[2:6]
+        with torch.autocast(dy.device.type, enabled=False):
+            dy2 = dy.reshape(-1, dy.shape[-1]).to(ctx.compute)
+            (g2, u2), xa, a_, b_, w = _saved(ctx, dy2)
+            h = _swiglu_product(dy2, g2, u2).to(ctx.compute) if need_a or need_w else None
+            dh, dw, dbias, da, db = _grads(ctx, dy2, h, xa, w, a_, b_, (True, need_w, need_bias, need_a, need_b))
+            dg, du = _swiglu_product_backward(dh.to(g2.dtype).contiguous(), g2, u2)
+        return dg.view(ctx.shape), du.view(ctx.shape), dw, dbias, da, db, None, None
 
 
 def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
@@ -146,6 +235,14 @@ def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     device = x.device
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
     return LoraLinearFunction.apply(x, weight, bias, a, b, float(scaling), dtype)
+
+
+def swiglu_lora_linear(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """lora_linear(silu(gate) * up, ...) without keeping the product for the backward (SwigluLoraFunction)."""
+    device = gate.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else gate.dtype
+    return SwigluLoraFunction.apply(gate, up, weight, bias, a, b, float(scaling), dtype)
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,

@@ -122,20 +122,39 @@ def fuse_lora(model: nn.Module) -> int:
         if not isinstance(module.lora_dropout[names[0]], nn.Identity):
             continue
         module.forward = types.MethodType(_fused_lora_forward, module)
+        module.forward_swiglu = types.MethodType(_fused_swiglu_forward, module)  # when it is an MLP's down_proj
         fused += 1
     return fused
+
+
+def _fused_case(layer) -> str | None:
+    """The adapter's name when `layer` runs the fused Function now: training, one active adapter, not merged."""
+    names = layer.active_adapters
+    if not layer.training or layer.disable_adapters or layer.merged or len(names) != 1 or names[0] not in layer.lora_A:
+        return None
+    return names[0]
 
 
 def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     from trainhub.engine.kernels.lora import lora_linear
 
-    names = self.active_adapters
-    if (args or kwargs or not self.training or self.disable_adapters or self.merged or len(names) != 1
-            or names[0] not in self.lora_A):
+    name = None if args or kwargs else _fused_case(self)
+    if name is None:
         return type(self).forward(self, x, *args, **kwargs)  # anything but the one-adapter training case: peft's
-    name = names[0]
     return lora_linear(x, self.base_layer.weight, self.base_layer.bias, self.lora_A[name].weight,
                        self.lora_B[name].weight, self.scaling[name])
+
+
+def _fused_swiglu_forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor | None:
+    """The layer on silu(gate) * up, the product made inside (kernels/lora.py SwigluLoraFunction); None where
+    the layer would run peft's forward, and the MLP then makes the product and calls the layer."""
+    from trainhub.engine.kernels.lora import swiglu_lora_linear
+
+    name = _fused_case(self)
+    if name is None:
+        return None
+    return swiglu_lora_linear(gate, up, self.base_layer.weight, self.base_layer.bias, self.lora_A[name].weight,
+                              self.lora_B[name].weight, self.scaling[name])
 
 
 def load_lora(model: CausalLM, folder, trainable: bool = False) -> nn.Module:

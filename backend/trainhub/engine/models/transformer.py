@@ -89,7 +89,10 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, h, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        takes = getattr(self.down_proj, "forward_swiglu", None)  # a fused LoRA layer (own.fuse_lora) makes the
+        y = takes(gate, up) if takes is not None else None       # product itself, and remakes it in its backward
+        return y if y is not None else self.down_proj(self.ops.swiglu(gate, up))
 
 
 class Block(nn.Module):
