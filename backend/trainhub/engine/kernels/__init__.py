@@ -5,6 +5,7 @@
 | rms_norm      | rms_norm.py      | the float32 norm: ~5 element-wise kernels          | one pass each way, keeps rstd only |
 | rope          | rope.py          | x*cos + rotate_half(x)*sin, for q and k apart      | q and k in one launch              |
 | swiglu        | swiglu.py        | silu(gate) * up                                    | one pass, one saved tensor fewer   |
+|   + down_proj | swiglu.py        | down(silu(gate) * up), the product kept            | product remade in the backward     |
 | cross-entropy | cross_entropy.py | engine/loss.py's eager / chunked                   | logits never whole, bf16, 1 kernel |
 | lora linear   | lora.py          | peft's base(x) + lora_B(lora_A(x)) * s (cuBLAS)   | adds fused into the GEMMs          |
 |   fed by SwiGLU | lora.py        | down_proj(silu(gate) * up), the product kept       | product remade in the backward     |
@@ -46,6 +47,9 @@ class Ops:
     sdpa: tuple[str, ...] = ()
     """SDPA's kernels for the attention, in priority order (torch.nn.attention.SDPBackend names): torch's
     dispatcher takes the first that accepts the call. Empty: torch's own order (flash first on a GPU)."""
+    swiglu_linear: Callable[..., torch.Tensor] | None = None
+    """down(swiglu(gate, up)) for a plain Linear down projection in training, the product not kept for the
+    backward (swiglu.py SwigluLinearFunction); None: the MLP calls swiglu, then the layer."""
 
 
 SDPA_CHOICES = {"auto": (), "cudnn": ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")}
@@ -103,9 +107,9 @@ def kernel_ops(name: str) -> Ops:
     if name == "triton":
         from trainhub.engine.kernels.rms_norm import rms_norm
         from trainhub.engine.kernels.rope import rope
-        from trainhub.engine.kernels.swiglu import swiglu
+        from trainhub.engine.kernels.swiglu import swiglu, swiglu_linear
 
-        return Ops("triton", rms_norm, rope, swiglu, "triton")
+        return Ops("triton", rms_norm, rope, swiglu, "triton", swiglu_linear=swiglu_linear)
     if name == "liger":
         from trainhub.engine.kernels import liger
 

@@ -169,63 +169,38 @@ class LoraLinearFunction(torch.autograd.Function):
         return dx, dw, dbias, da, db, None, None
 
 
-@torch.library.custom_op("trainhub::swiglu_product", mutates_args=())
-def _swiglu_product(anchor: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """silu(gate) * up by kernels/swiglu.py's pass, remade in the backward; `anchor` (d y) is not read: it makes
-    the op backward work, so the compiler cannot hoist it into the forward and keep its result (nf4_meta)."""
-    from trainhub.engine.kernels.swiglu import product
-
-    return product(gate, up)
-
-
-@_swiglu_product.register_fake
-def _(anchor, gate, up):
-    return torch.empty_like(gate)
-
-
-@torch.library.custom_op("trainhub::swiglu_product_backward", mutates_args=())
-def _swiglu_product_backward(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d gate, d up) by kernels/swiglu.py's backward pass. Both passes are ops of their own, so torch.compile
-    calls the Triton kernels rather than tracing into them (which Triton's CPU interpreter does not survive)."""
-    from trainhub.engine.kernels.swiglu import product_backward
-
-    return product_backward(dy, gate, up)
-
-
-@_swiglu_product_backward.register_fake
-def _(dy, gate, up):
-    return torch.empty_like(gate), torch.empty_like(up)
-
-
 class SwigluLoraFunction(torch.autograd.Function):
     """down(silu(gate) * up) for a fused LoRA down projection: the SwiGLU product h, [tokens, intermediate], is
     made in the forward for the GEMM and made again in the backward for d A, instead of being kept from one to
     the other. SwiGLU keeps gate and up for its own backward either way, so h was a third copy: 134 MB a layer at
     4 x 2048 tokens and intermediate 8192 (2.1 GB over a Llama-3.2-1B's 16 layers), for one element-wise pass
-    over gate and up in the backward. The SwiGLU pass and its backward are kernels/swiglu.py's."""
+    over gate and up in the backward. The SwiGLU passes are kernels/swiglu.py's ops (product_op says why ops);
+    swiglu.SwigluLinearFunction is the same for a plain down_proj."""
 
     @staticmethod
     def forward(ctx, gate, up, weight, bias, a, b, scaling, dtype):
-        from trainhub.engine.kernels.swiglu import check
+        from trainhub.engine.kernels.swiglu import check, product_op
 
         check(gate, up)
         shape = gate.shape
         with torch.autocast(gate.device.type, enabled=False):
             g2, u2 = gate.reshape(-1, shape[-1]).contiguous(), up.reshape(-1, shape[-1]).contiguous()
             w, a_, b_ = dense(weight, dtype), a.to(dtype), b.to(dtype)
-            y, xa = _forward(_swiglu_product(g2, g2, u2).to(dtype), w, bias, a_, b_, scaling, dtype)
+            y, xa = _forward(product_op(g2, g2, u2).to(dtype), w, bias, a_, b_, scaling, dtype)
         _save(ctx, [g2, u2], weight, w, xa, a_, b_, scaling, shape, _dtypes(gate, weight, bias, a, b))
         return y.view(*shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
+        from trainhub.engine.kernels.swiglu import product_backward_op, product_op
+
         need_w, need_bias, need_a, need_b = ctx.needs_input_grad[2:6]
         with torch.autocast(dy.device.type, enabled=False):
             dy2 = dy.reshape(-1, dy.shape[-1]).to(ctx.compute)
             (g2, u2), xa, a_, b_, w = _saved(ctx, dy2)
-            h = _swiglu_product(dy2, g2, u2).to(ctx.compute) if need_a or need_w else None
+            h = product_op(dy2, g2, u2).to(ctx.compute) if need_a or need_w else None
             dh, dw, dbias, da, db = _grads(ctx, dy2, h, xa, w, a_, b_, (True, need_w, need_bias, need_a, need_b))
-            dg, du = _swiglu_product_backward(dh.to(g2.dtype).contiguous(), g2, u2)
+            dg, du = product_backward_op(dh.to(g2.dtype).contiguous(), g2, u2)
         return dg.view(ctx.shape), du.view(ctx.shape), dw, dbias, da, db, None, None
 
 

@@ -1,6 +1,9 @@
 """SwiGLU's element-wise half in one Triton pass each way: y = silu(gate) * up, silu(g) = g * sigmoid(g).
 
-The MLP is down(silu(gate(x)) * up(x)); the matmuls around it stay cuBLAS's. Eager PyTorch runs
+The MLP is down(silu(gate(x)) * up(x)); the matmuls around it stay cuBLAS's. In training, the down projection
+takes gate and up itself where it can (SwigluLinearFunction here for a plain Linear, kernels/lora.py's
+SwigluLoraFunction for a LoRA layer): it makes the product for its GEMM and again in its backward, so the
+product, which its weight gradient needs, is not kept beside gate and up. Eager PyTorch runs
 silu and the multiply as two kernels and keeps three [tokens, intermediate] tensors for the
 backward: gate (silu's), silu(gate) and up (the multiply's). Here forward reads gate and up once and
 writes y; backward keeps only gate and up, one tensor fewer per layer (at 8192 x 8192 bf16, 134 MB a
@@ -81,6 +84,68 @@ class SwiGLUFunction(torch.autograd.Function):
     def backward(ctx, dy):
         gate, up = ctx.saved_tensors
         return product_backward(dy, gate, up)
+
+
+@torch.library.custom_op("trainhub::swiglu_product", mutates_args=())
+def product_op(anchor: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """product() as an op of its own. torch.compile then calls the Triton kernel rather than tracing into its
+    launch (which Triton's CPU interpreter, the tests', does not survive). `anchor` is not read: a backward that
+    remakes the product passes d y, which makes the op backward work, so the compiler cannot hoist it into the
+    forward and keep its result, the tensor this is for not keeping (kernels/lora.py nf4_meta: the same trap)."""
+    return product(gate, up)
+
+
+@product_op.register_fake
+def _(anchor, gate, up):
+    return torch.empty_like(gate)
+
+
+@torch.library.custom_op("trainhub::swiglu_product_backward", mutates_args=())
+def product_backward_op(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """product_backward() as an op of its own (product_op says why)."""
+    return product_backward(dy, gate, up)
+
+
+@product_backward_op.register_fake
+def _(dy, gate, up):
+    return torch.empty_like(gate), torch.empty_like(up)
+
+
+class SwigluLinearFunction(torch.autograd.Function):
+    """down(silu(gate) * up) for a plain Linear down projection: the product is made for the GEMM and made again
+    in the backward for the weight gradient, not kept. Saved: gate and up (SwiGLU's own backward needs them) and
+    the weight in the compute dtype (what autocast's matmul keeps too). The gradients are autocast's: the
+    weight's and bias's in their own dtype (float32 masters), gate's and up's in theirs."""
+
+    @staticmethod
+    def forward(ctx, gate, up, weight, bias, dtype):
+        check(gate, up)
+        shape = gate.shape
+        with torch.autocast(gate.device.type, enabled=False):
+            g2, u2 = gate.reshape(-1, shape[-1]).contiguous(), up.reshape(-1, shape[-1]).contiguous()
+            w, h = weight.to(dtype), product_op(g2, g2, u2).to(dtype)
+            y = torch.addmm(bias.to(dtype), h, w.T) if bias is not None else h @ w.T
+        ctx.save_for_backward(g2, u2, w)
+        ctx.shape, ctx.dtypes = shape, (weight.dtype, None if bias is None else bias.dtype)
+        return y.view(*shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy):
+        g2, u2, w = ctx.saved_tensors
+        need_w, need_bias = ctx.needs_input_grad[2:4]
+        with torch.autocast(dy.device.type, enabled=False):
+            dy2 = dy.reshape(-1, dy.shape[-1]).to(w.dtype)
+            dw = (dy2.T @ product_op(dy2, g2, u2).to(w.dtype)).to(ctx.dtypes[0]) if need_w else None
+            dbias = dy2.sum(0).to(ctx.dtypes[1]) if need_bias else None
+            dg, du = product_backward_op((dy2 @ w).to(g2.dtype), g2, u2)
+        return dg.view(ctx.shape), du.view(ctx.shape), dw, dbias, None
+
+
+def swiglu_linear(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(silu(gate) * up, weight, bias) without keeping the product for the backward."""
+    device = gate.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else gate.dtype
+    return SwigluLinearFunction.apply(gate, up, weight, bias, dtype)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

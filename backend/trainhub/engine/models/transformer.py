@@ -89,10 +89,15 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, h, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_proj(x), self.up_proj(x)
-        takes = getattr(self.down_proj, "forward_swiglu", None)  # a fused LoRA layer (own.fuse_lora) makes the
-        y = takes(gate, up) if takes is not None else None       # product itself, and remakes it in its backward
-        return y if y is not None else self.down_proj(self.ops.swiglu(gate, up))
+        """down(silu(gate) * up). In training with the kernels, the down projection makes the product itself and
+        remakes it in its backward rather than keeping it (kernels/swiglu.py): a fused LoRA layer
+        (own.fuse_lora) through its forward_swiglu, a plain Linear through ops.swiglu_linear."""
+        gate, up, down = self.gate_proj(x), self.up_proj(x), self.down_proj
+        takes = getattr(down, "forward_swiglu", None)
+        y = takes(gate, up) if takes is not None else None
+        if y is None and self.training and self.ops.swiglu_linear is not None and type(down) is nn.Linear:
+            y = self.ops.swiglu_linear(gate, up, down.weight, down.bias)
+        return y if y is not None else down(self.ops.swiglu(gate, up))
 
 
 class Block(nn.Module):
