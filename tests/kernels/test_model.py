@@ -84,6 +84,30 @@ def test_kernels_equal_eager_bf16_autocast_cuda(compiled):
         torch.testing.assert_close(p.grad, grads[n].grad, atol=5e-2 * scale, rtol=5e-2, msg=n)
 
 
+def test_compiled_step_keeps_no_swiglu_product():
+    """Compiled per block as the engine does (CPU, fp32), the MLP keeps gate and up for the backward but not
+    silu(gate) * up: the down projection remakes it (kernels/swiglu.py SwigluLinearFunction). Only swiglu_linear
+    is the Triton family's here: the other kernels are not ops of their own, and compile cannot trace Triton's
+    CPU interpreter."""
+    from dataclasses import replace
+
+    from trainhub.engine.kernels.swiglu import swiglu_linear
+    from trainhub.engine.models.own import compile_blocks
+
+    torch.manual_seed(0)
+    model = CausalLM(ARGS["llama"]).to(DEVICE)
+    use_kernels(model, replace(EAGER, swiglu_linear=swiglu_linear))
+    compile_blocks(model)
+    ids = torch.randint(3, 301, (2, 11), generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        hidden = model(ids)
+    cross_entropy(hidden, model.head_weight, ids, ids.numel(), impl="eager").backward()
+    wide = [t for t in saved if tuple(t.shape) in {(22, 71), (2, 11, 71)}]  # [tokens, intermediate]
+    assert len(wide) == 2 * ARGS["llama"].num_hidden_layers  # gate and up of each layer, no product
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 def test_resolve_per_device(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
