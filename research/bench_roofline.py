@@ -23,9 +23,8 @@ reaches it has made everything else cost nothing. MFU uses trainhub's formula (m
 --frozen: the base weights are frozen (LoRA, QLoRA's bf16 equivalent): no weight-gradient GEMMs and no
 optimizer over them, FLOPs 4N per token (metrics/flops.py); the adapters' rank-16 GEMMs are timed as
 engine/kernels/lora.py runs them (rows "lora forward" and "lora backward": thin, so each costs the passes it
-makes over the activations), their optimizer step left out. Beside them (not summed), "lora forward, stacked":
-the stacked forward's extra time over the plain base GEMM (kernels/lora.py takes it where out >= in), to read
-against "lora forward" per shape.
+makes over the activations), their optimizer step left out. Each way, the path kernels/lora.py takes for the
+shape (stacked into the base GEMM, or an addmm_ into its result) is summed, the other shown beside it.
 """
 
 from __future__ import annotations
@@ -86,30 +85,45 @@ LORA_RANK = 16
 
 
 def lora_gemms(x: torch.Tensor, dy: torch.Tensor, k: int, n: int) -> dict:
-    """The low-rank GEMMs engine/kernels/lora.py adds to a frozen linear, forward and backward: x A^T, the
-    addmm_ of s (x A^T) B^T into y (a read and a write of y), d y B, d y^T xa, d xa^T x, and the addmm_ of
-    d xa A into d x. Each is thin (rank 16): they cost the passes over x, y, d y and d x they make."""
+    """The low-rank work engine/kernels/lora.py adds to a frozen linear, each way on both of its paths, as
+    {row: (fn, minus, summed)}: a row's time is fn's less minus's (the base GEMM a stacked GEMM replaces), and
+    the path kernels/lora.stacked picks for the shape is summed, the other shown beside it.
+      forward, addmm:   x A^T, then the addmm_ of s (x A^T) B^T into y (a read and a write of y)
+      forward, stacked: x A^T, then [x | s xa] [W | B]^T, less the base x W^T it replaces
+      backward, addmm:   d y B, d y^T xa, d xa^T x, then the addmm_ of d xa A into d x
+      backward, stacked: the same three, then [dy | d xa] [W ; A], less the base d y W it replaces
+    Each is thin (rank 16): they cost the passes over x, y, d y and d x they make."""
+    from trainhub.engine.kernels.lora import stacked
+
     a = torch.randn(LORA_RANK, k, device=x.device, dtype=x.dtype)
     b = torch.randn(n, LORA_RANK, device=x.device, dtype=x.dtype)
+    w = torch.randn(n, k, device=x.device, dtype=x.dtype)
     y, dx, xa = x.new_empty(x.shape[0], n), torch.empty_like(x), x @ a.t()
 
-    def forward():
+    def forward_addmm():
         y.addmm_(x @ a.t(), b.t(), alpha=0.5)
 
-    def backward():
-        d_xa = dy @ b
-        _ = dy.t() @ xa, d_xa.t() @ x
-        dx.addmm_(d_xa, a)
-
-    w = torch.randn(n, k, device=x.device, dtype=x.dtype)
-
-    def stacked_forward():  # kernels/lora.py's stacked path: base GEMM and update in one, K = k + r (beside)
+    def forward_stacked():
         torch.cat([x, x @ a.t() * 0.5], 1) @ torch.cat([w, b], 1).t()
 
-    def base_forward():
-        F.linear(x, w)
-    return {"lora forward": forward, "lora backward": backward,
-            "lora forward, stacked": (stacked_forward, base_forward)}
+    def thin_grads():
+        d_xa = dy @ b
+        _ = dy.t() @ xa, d_xa.t() @ x
+        return d_xa
+
+    def backward_addmm():
+        dx.addmm_(thin_grads(), a)
+
+    def backward_stacked():
+        torch.cat([dy, thin_grads()], 1) @ torch.cat([w, a], 0)
+
+    fwd, bwd = stacked(k, n, LORA_RANK), stacked(n, k, LORA_RANK)
+    return {"lora forward": (forward_stacked, lambda: F.linear(x, w), True) if fwd else (forward_addmm, None, True),
+            "lora forward, the other path": (forward_addmm, None, False) if fwd else
+            (forward_stacked, lambda: F.linear(x, w), False),
+            "lora backward": (backward_stacked, lambda: dy @ w, True) if bwd else (backward_addmm, None, True),
+            "lora backward, the other path": (backward_addmm, None, False) if bwd else
+            (backward_stacked, lambda: dy @ w, False)}
 
 
 def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False,
@@ -130,15 +144,15 @@ def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = F
             if name != "head":  # the adapters' rank-16 work as kernels/lora.py runs it, beside the frozen GEMMs
                 per.update(lora_gemms(x, dy, k, n))
         for kind, fn in per.items():
-            minus = None
-            if isinstance(fn, tuple):  # (what, minus what): a beside row, the difference of two timings
-                fn, minus = fn
+            minus, summed = None, True
+            if isinstance(fn, tuple):  # (what, less what, summed): lora_gemms' rows
+                fn, minus, summed = fn
             for _ in range(warmup):
                 fn()
             ms = _median_ms(fn, device, repeat)
-            count = 1 if name == "head" else c["layers"]
             if minus is not None:
-                ms, count = ms - _median_ms(minus, device, repeat), 0
+                ms -= _median_ms(minus, device, repeat)
+            count = (1 if name == "head" else c["layers"]) if summed else 0
             thin = kind.startswith("lora")  # rank-16 work: memory passes, no TFLOP/s worth quoting
             rows.append({"op": f"{name} {kind}", "shape": f"{tokens}x{k}x{n}", "count": count, "ms": ms,
                          "tflops": None if thin else 2 * tokens * k * n / ms / 1e9})

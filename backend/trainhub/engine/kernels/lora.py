@@ -15,8 +15,8 @@ element-wise pass over a [tokens, out] or [tokens, in] tensor is folded into cuB
 
 The stacked forward trades a copy of x and of W (each cat: [tokens, in + r], [out, in + r]) for the addmm_'s
 read and write of y ([tokens, out]) and its thin rank-r GEMM, which cuBLAS runs far below bandwidth: it pays
-where out >= in (q/o/gate/up_proj of a Llama; the roofline's rows "lora forward" against "lora forward,
-stacked", research/bench_roofline.py --frozen), not for down_proj, whose x is 4x wider than its y. The backward's
+where out >= in (q/o/gate/up_proj of a Llama; research/bench_roofline.py --frozen times both paths per shape,
+the rows "lora forward" and "lora forward, the other path"), not for down_proj, whose x is 4x wider than its y. The backward's
 d x is the mirror image: its output is [tokens, in], so stacking pays where in >= out (q/o, k/v, down_proj).
 
 Saved for backward: x (in the compute dtype, as autocast's matmul would keep it) and xa; W is frozen (no
