@@ -136,9 +136,9 @@ case "$part" in
     step sdpa_test 90 python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_models_cuda.py -k sdpa
     step kernels_1b 300 $BENCH_FT --variants native+compile+kernels,native+compile+kernels+cudnn,native+compile+kernels+profile \
       --out "$RES/kernels_1b.json" ;;
-  k)  # issue 23: the stacked LoRA forward and d x (eighteenth session; predicted +6% over 69,065 tok/s): its GPU tests,
+  k)  # issue 23: the stacked LoRA GEMMs and the SwiGLU-fed down_proj (eighteenth session): every kernel test on the GPU,
       # the roofline's LoRA rows, both paths per shape, LoRA and QLoRA with kernels; QLoRA checkpointed against Unsloth's
-    step lora_tests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_lora.py
+    step kernel_tests 150 python3 -m pytest -q -p no:cacheprovider tests/kernels  # the new SwiGLU-fed layers too
     step roofline_lora 45 python3 research/bench_roofline.py --frozen --out "$RES/roofline_lora.json"
     step lora_stacked 220 $BENCH_FT --variants native+compile+kernels+lora,native+compile+kernels+qlora \
       --out "$RES/lora_stacked.json"
