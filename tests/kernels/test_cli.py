@@ -53,6 +53,7 @@ def test_grpo_update_runs_the_kernels_as_eager(tmp_path, adapter):
     assert any(n.startswith("kernels: triton") and "sampler runs the reference ops" in n for n in notes), notes
     fused = [int(n.split()[1]) for n in notes if n.endswith("LoRA layers fused (engine/kernels/lora.py)")]
     assert fused == ([7 * 2] if adapter == "lora" else []), notes  # every linear of the tiny model's 2 blocks
+    assert any("remakes the SwiGLU product" in n for n in notes), notes
     got, want = (rows(tmp_path / k / "run", "train") for k in ("triton", "none"))
     assert [r["method"]["reward_mean"] for r in got] == [r["method"]["reward_mean"] for r in want]
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], abs=1e-5)

@@ -49,6 +49,9 @@ def apply_kernels(model: nn.Module, ops: Ops, adapter: str, notes: list[str]) ->
     use_kernels(model, ops)
     if ops.name == "triton" and adapter in ("lora", "qlora"):
         notes.append(f"kernels: {fuse_lora(model)} LoRA layers fused (engine/kernels/lora.py)")
+    if ops.swiglu_linear is not None:
+        notes.append("kernels: in training the MLP's down projection remakes the SwiGLU product in its backward "
+                     "instead of keeping it (engine/kernels/swiglu.py; not for float8 layers)")
 
 
 def parallelize(loss_module: nn.Module, job, d: Dist, device: torch.device, notes: list[str],
