@@ -2,7 +2,8 @@
 # Issue 23 part 1 on a GPU: the Triton kernels (engine/kernels) tested and measured, in one device call per part.
 #   part 1: tests/kernels on CUDA (every op vs eager, fp32 and bf16, forward and backward; the own model with
 #           kernels on equals eager, also bf16 autocast and compiled), then every research/bench_<op>.py
-#           (eager, torch.compile, triton, liger when importable; lora: eager, compile, fused); one short table
+#           (eager, torch.compile, triton, liger when importable; lora: eager, compile, fused; swiglu_down: the
+#           product then the down projection, with the product not kept); one short table
 #   part 2: bench_native_full_ft.py on the Llama-3.2-1B shape: native+compile with backend.kernels none vs
 #           triton (and without compile, and liger when importable); its table at the end
 #   part 3: the same shape with LoRA r=16 (bf16 base): native+compile, kernels none vs triton (fused LoRA)
@@ -25,6 +26,7 @@ if [ "$part" = 1 ]; then
     python3 research/bench_cross_entropy.py --chunk $c --impls chunked,triton --out "$OUT/bench_ce_chunk$c.json" > "$OUT/bench_ce_chunk$c.log" 2>&1
   done
   python3 research/bench_rms_norm.py --dtype float32 --out "$OUT/bench_rms_norm_fp32.json" > "$OUT/bench_rms_norm_fp32.log" 2>&1
+  python3 research/bench_swiglu.py --op swiglu_down --out "$OUT/bench_swiglu_down.json" > "$OUT/bench_swiglu_down.log" 2>&1
   echo; grep -E "passed|failed" "$OUT/kernel_tests.log" | tail -1
   python3 - "$OUT" <<'PY'
 import json, sys
