@@ -16,18 +16,21 @@ element-wise pass over a [tokens, out] or [tokens, in] tensor is folded into cuB
 The stacked forward trades a copy of x and of W (each cat: [tokens, in + r], [out, in + r]) for the addmm_'s
 read and write of y ([tokens, out]) and its thin rank-r GEMM, which cuBLAS runs far below bandwidth: it pays
 where out >= in (q/o/gate/up_proj of a Llama; research/bench_roofline.py --frozen times both paths per shape,
-the rows "lora forward" and "lora forward, the other path"), not for down_proj, whose x is 4x wider than its y. The backward's
-d x is the mirror image: its output is [tokens, in], so stacking pays where in >= out (q/o, k/v, down_proj).
+the rows "lora forward" and "lora forward, the other path"), not for down_proj, whose x is 4x wider than its
+y. The backward's d x is the mirror image: its output is [tokens, in], so stacking pays where in >= out (q/o,
+k/v, down_proj).
 
 Saved for backward: x (in the compute dtype, as autocast's matmul would keep it) and xa; W is frozen (no
 d W unless it requires grad, as in LoRA on top of a full fine-tune). QLoRA's NF4 weight (models/quant.py) is
 dequantized to the compute dtype for the forward's GEMM and again in the backward: the 4-bit tensor is what is
-kept (as its plain parts: nf4_meta), never its dense copy, so QLoRA's memory stays QLoRA's. This is cuBLAS, not Triton: a
-hand-written Triton GEMM does not beat cuBLAS at these shapes, so the win is the passes not made.
+kept (as its plain parts: nf4_meta), never its dense copy, so QLoRA's memory stays QLoRA's. A down_proj fed
+by SwiGLU keeps gate and up instead of x and remakes x in the backward (SwigluLoraFunction). This is cuBLAS,
+not Triton: a hand-written Triton GEMM does not beat cuBLAS at these shapes, so the win is the passes not made.
 Precision: matmuls in the compute dtype (autocast's, else x's) with float32 accumulation; the low-rank
 update is added to the base result inside the GEMM in float32 before one rounding (peft rounds the product,
 the scaled product and the sum); on the stacked path s xa is rounded to the compute dtype before the GEMM,
-exact when s is a power of two (alpha = 2 r, the usual choice, gives s = 2). Gradients are returned in each parameter's own dtype (float32 masters).
+exact when s is a power of two (alpha = 2 r, the usual choice, gives s = 2). Gradients are returned in each
+parameter's own dtype (float32 masters).
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ class SwigluLinearFunction(torch.autograd.Function):
         return dg.view(ctx.shape), du.view(ctx.shape), dw, dbias, None
 
 
-def swiglu_linear(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def swiglu_linear(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(silu(gate) * up, weight, bias) without keeping the product for the backward."""
     device = gate.device
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else gate.dtype
