@@ -27,6 +27,10 @@ if [ "$part" = 1 ]; then
   done
   python3 research/bench_rms_norm.py --dtype float32 --out "$OUT/bench_rms_norm_fp32.json" > "$OUT/bench_rms_norm_fp32.log" 2>&1
   python3 research/bench_swiglu.py --op swiglu_down --out "$OUT/bench_swiglu_down.json" > "$OUT/bench_swiglu_down.log" 2>&1
+  for shape in q kv down; do  # the fused LoRA layer's other paths (stacked or addmm_, kernels/lora.py)
+    python3 research/bench_lora.py --shape $shape --out "$OUT/bench_lora_$shape.json" > "$OUT/bench_lora_$shape.log" 2>&1
+  done
+  python3 research/bench_lora.py --op swiglu_down --out "$OUT/bench_lora_swiglu_down.json" > "$OUT/bench_lora_swiglu_down.log" 2>&1
   echo; grep -E "passed|failed" "$OUT/kernel_tests.log" | tail -1
   python3 - "$OUT" <<'PY'
 import json, sys
