@@ -35,17 +35,18 @@ if [ "$part" = 1 ]; then
   python3 - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-print("| op | dtype | impl | fwd+bwd ms | vs eager | peak MB | max abs diff |")
-print("|---|---|---|---:|---:|---:|---:|")
+print("| op | shape | dtype | impl | fwd+bwd ms | vs eager | peak MB | max abs diff |")
+print("|---|---|---|---|---:|---:|---:|---:|")
 for f in sorted(Path(sys.argv[1]).glob("bench_*.json")):
     r = json.loads(f.read_text())
     base = r["results"].get("eager", {}).get("fwd_bwd_ms")
     for impl, x in r["results"].items():
         if "error" in x:
-            print(f"| {r['op']} | {r['dtype']} | {impl} | error | | | |")
+            print(f"| {r['op']} | {r['shape']} | {r['dtype']} | {impl} | error | | | |")
         else:
-            print(f"| {r['op']} | {r['dtype']} | {impl} | {x['fwd_bwd_ms']:.3f} | {base / x['fwd_bwd_ms']:.2f}x | "
-                  f"{x['peak_mb']:,.0f} | {x['max_diff']:.1e} |")
+            print(f"| {r['op']} | {r['shape']} | {r['dtype']} | {impl} | {x['fwd_bwd_ms']:.3f} | "
+                  f"{base / x['fwd_bwd_ms']:.2f}x | "
+                  f"{x['peak_mb'] or 0:,.0f} | {x['max_diff']:.1e} |")
 PY
 elif [ "$part" = 2 ]; then
   python3 research/bench_native_full_ft.py --steps ${STEPS:-20} --warmup ${WARMUP:-10} --variants "${VARIANTS:-kernels}" \
