@@ -56,6 +56,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from trainhub.engine.kernels import compute_dtype
+
 IGNORE = -100
 CHUNK_LOGIT_BYTES = 2**29
 """Default chunk: as many rows as keep one chunk's float32 logits within 512 MiB, a multiple of 64 (1,024 at V = 128,256)."""
@@ -83,7 +85,7 @@ def _eager(h, weight, targets, n_items, _chunk):
 
 def _chunked(h, weight, targets, n_items, chunk):
     device = h.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else h.dtype
+    dtype = compute_dtype(h)
     n = torch.as_tensor(n_items, device=device, dtype=torch.float32)
     grads = torch.is_grad_enabled()
     chunk = chunk or max(64, CHUNK_LOGIT_BYTES // (4 * weight.shape[0]) // 64 * 64)

@@ -72,6 +72,12 @@ def with_sdpa(ops: Ops, choice: str, device: torch.device, notes: list[str]) -> 
 EAGER = Ops("none", reference.rms_norm, reference.rope, reference.swiglu, None)
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on `t` runs in here: autocast's when autocast is on for t's device, else t's own."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
 def triton_runs(device: torch.device) -> bool:
     """Triton imports and can run on `device`: a CUDA GPU, or any device under TRITON_INTERPRET=1 (CPU tests)."""
     if importlib.util.find_spec("triton") is None:

@@ -40,6 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
+from trainhub.engine.kernels import compute_dtype
+
 IGNORE = -100
 CHUNK_LOGIT_BYTES = 2**29
 """Default chunk: rows whose logits, in the compute dtype, fit 512 MiB (2,048 rows at V = 128,256 in bf16; the
@@ -162,8 +164,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     """Summed cross-entropy of h [N, H] @ weight.T [V, H] over shifted targets [N] (-100: not scored), / n.
 
     Runs in autocast's dtype when autocast is on, else in h's; n is a float32 tensor on h's device."""
-    device = h.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else h.dtype
+    dtype = compute_dtype(h)
     size = torch.finfo(dtype).bits // 8
     chunk = chunk or max(64, CHUNK_LOGIT_BYTES // (size * weight.shape[0]) // 64 * 64)
     grads = torch.is_grad_enabled()

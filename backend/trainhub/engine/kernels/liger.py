@@ -23,6 +23,8 @@ from liger_kernel.transformers.functional import (
     liger_swiglu,
 )
 
+from trainhub.engine.kernels import compute_dtype
+
 IGNORE = -100
 
 
@@ -43,7 +45,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
                          chunk: int | None = None) -> torch.Tensor:
     """Same contract as cross_entropy.linear_cross_entropy; Liger picks its own chunk (`chunk` is not used)."""
     device = h.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else h.dtype
+    dtype = compute_dtype(h)
     with torch.autocast(device.type, enabled=False):
         total = liger_fused_linear_cross_entropy(h.to(dtype), weight.to(dtype), targets, ignore_index=IGNORE,
                                                  reduction="sum", accum_dtype=torch.float32)

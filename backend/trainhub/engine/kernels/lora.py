@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import torch
 
+from trainhub.engine.kernels import compute_dtype
+
 
 def quantized(weight: torch.Tensor) -> bool:
     """torchao's NF4Tensor (QLoRA's base weight, models/quant.py). By the class's name: torch.compile answers
@@ -210,17 +212,13 @@ class SwigluLoraFunction(torch.autograd.Function):
 def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
                 scaling: float) -> torch.Tensor:
     """x [..., in] @ weight.T [out, in] + bias + scaling * (x @ a.T [r, in]) @ b.T [out, r]."""
-    device = x.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
-    return LoraLinearFunction.apply(x, weight, bias, a, b, float(scaling), dtype)
+    return LoraLinearFunction.apply(x, weight, bias, a, b, float(scaling), compute_dtype(x))
 
 
 def swiglu_lora_linear(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
     """lora_linear(silu(gate) * up, ...) without keeping the product for the backward (SwigluLoraFunction)."""
-    device = gate.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else gate.dtype
-    return SwigluLoraFunction.apply(gate, up, weight, bias, a, b, float(scaling), dtype)
+    return SwigluLoraFunction.apply(gate, up, weight, bias, a, b, float(scaling), compute_dtype(gate))
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from trainhub.engine.kernels import compute_dtype
+
 BLOCK = 2048
 
 
@@ -144,9 +146,7 @@ class SwigluLinearFunction(torch.autograd.Function):
 def swiglu_linear(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor,
                   bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(silu(gate) * up, weight, bias) without keeping the product for the backward."""
-    device = gate.device
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else gate.dtype
-    return SwigluLinearFunction.apply(gate, up, weight, bias, dtype)
+    return SwigluLinearFunction.apply(gate, up, weight, bias, compute_dtype(gate))
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainhub.engine.kernels import EAGER, Ops
+from trainhub.engine.kernels import EAGER, Ops, compute_dtype
 from trainhub.engine.models.args import ModelArgs
 from trainhub.engine.models.attention import Documents, attend, documents
 from trainhub.engine.models.checkpointing import check_mode, offload, run_block
@@ -178,7 +178,7 @@ class CausalLM(nn.Module):
             position_ids = torch.arange(t, device=input_ids.device)[None]
         h = self.model.embed_tokens(input_ids)
         device = h.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else h.dtype
+        dtype = compute_dtype(h)
         if kv_cache is not None:
             docs = Documents(mask=kv_cache.mask, cache=kv_cache)
         else:

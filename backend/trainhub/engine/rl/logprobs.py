@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from trainhub.engine.kernels import compute_dtype
 from trainhub.engine.kernels.cross_entropy import accumulate, accumulator_dtype
 
 CHUNK_LOGIT_BYTES = 2**28
@@ -35,11 +36,6 @@ CHUNK_LOGIT_BYTES = 2**28
 
 def _chunk_rows(vocab: int) -> int:
     return max(1, CHUNK_LOGIT_BYTES // (4 * vocab))
-
-
-def _dtype(hidden: torch.Tensor) -> torch.dtype:
-    device = hidden.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
 
 
 class _TokenLogprobs(torch.autograd.Function):
@@ -90,4 +86,4 @@ def token_logprobs(hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tens
                    chunk: int | None = None) -> torch.Tensor:
     """log_softmax(hidden @ head.T / temperature) at `targets`, per row: [N] float32 (module docstring)."""
     chunk = chunk or _chunk_rows(head.shape[0])
-    return _TokenLogprobs.apply(hidden, head, targets, float(temperature), chunk, _dtype(hidden))
+    return _TokenLogprobs.apply(hidden, head, targets, float(temperature), chunk, compute_dtype(hidden))
