@@ -93,13 +93,11 @@ class StepProfiler:
             summary["memory"] = self._memory()
         self.prof.export_chrome_trace(str(self.dir / "trace.json"))
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        share = summary["gpu_busy_share"]
-        span_share = summary["gpu_busy_share_span"]
-        print(f"profile: steps {self.spec.start}-{step}, {wall:.3f} s" +
-              (f", GPU busy {share:.1%} of the window, {span_share:.1%} from its first kernel to its last"
-               if share is not None and span_share is not None else
-               f", GPU busy {share:.1%}" if share is not None else " (no GPU: CPU ops only)") +
-              f"; {self.dir / 'trace.json'}", flush=True)
+        share, span_share = summary["gpu_busy_share"], summary["gpu_busy_share_span"]
+        busy = " (no GPU: CPU ops only)" if share is None else f", GPU busy {share:.1%}"
+        if span_share is not None:
+            busy += f" of the window, {span_share:.1%} from its first kernel to its last"
+        print(f"profile: steps {self.spec.start}-{step}, {wall:.3f} s{busy}; {self.dir / 'trace.json'}", flush=True)
         if self.memory:
             peak = summary["memory"]
             print(f"profile: peak {peak['peak_gb']:.2f} GB allocated; largest at the peak: " +

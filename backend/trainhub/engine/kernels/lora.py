@@ -205,7 +205,7 @@ class SwigluLoraFunction(torch.autograd.Function):
             (g2, u2), xa, a_, b_, w = _saved(ctx, dy2)
             h = product_op(dy2, g2, u2).to(ctx.compute) if need_a or need_w else None
             dh, dw, dbias, da, db = _grads(ctx, dy2, h, xa, w, a_, b_, (True, need_w, need_bias, need_a, need_b))
-            dg, du = product_backward_op(dh.to(g2.dtype).contiguous(), g2, u2)
+            dg, du = product_backward_op(dh.to(g2.dtype), g2, u2)  # which makes d y contiguous
         return dg.view(ctx.shape), du.view(ctx.shape), dw, dbias, da, db, None, None
 
 
