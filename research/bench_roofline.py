@@ -117,13 +117,14 @@ def lora_gemms(x: torch.Tensor, dy: torch.Tensor, k: int, n: int) -> dict:
     def backward_stacked():
         torch.cat([dy, thin_grads()], 1) @ torch.cat([w, a], 0)
 
-    fwd, bwd = stacked(k, n, LORA_RANK), stacked(n, k, LORA_RANK)
-    return {"lora forward": (forward_stacked, lambda: F.linear(x, w), True) if fwd else (forward_addmm, None, True),
-            "lora forward, the other path": (forward_addmm, None, False) if fwd else
-            (forward_stacked, lambda: F.linear(x, w), False),
-            "lora backward": (backward_stacked, lambda: dy @ w, True) if bwd else (backward_addmm, None, True),
-            "lora backward, the other path": (backward_addmm, None, False) if bwd else
-            (backward_stacked, lambda: dy @ w, False)}
+    rows = {}
+    for way, taken, paths in (("forward", stacked(k, n, LORA_RANK),
+                               ((forward_stacked, lambda: F.linear(x, w)), (forward_addmm, None))),
+                              ("backward", stacked(n, k, LORA_RANK),
+                               ((backward_stacked, lambda: dy @ w), (backward_addmm, None)))):
+        mine, other = paths if taken else paths[::-1]
+        rows[f"lora {way}"], rows[f"lora {way}, the other path"] = (*mine, True), (*other, False)
+    return rows
 
 
 def gemm_rows(c: dict, device, dtype, repeat: int, warmup: int, frozen: bool = False,
